@@ -1,0 +1,110 @@
+"""The `promptreel` command: serve (the default), generate one job, list stored jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from pydantic import ValidationError
+
+from backend.errors import ApiError
+from backend.schemas import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
+from backend.settings import Settings
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number, not {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be between 0 and {MAX_SEED}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, not {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("port must be between 1 and 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="promptreel", description="Prompt in, image and short video out.")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+
+    serve = commands.add_parser("serve", help="serve the studio, the REST API and /ws (the default)")
+    serve.add_argument("--host", help="address to listen on (PROMPTREEL_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port to listen on (PROMPTREEL_PORT, default 8000)")
+    serve.add_argument("--native", action="store_true", help="open the studio in a desktop window (promptreel[native])")
+
+    generate = commands.add_parser("generate", help="run one job here, with live progress, and save its files")
+    generate.add_argument("prompt")
+    generate.add_argument("--provider", default="local", choices=("dalle3", "flux1", "local"))
+    generate.add_argument("--video-provider", choices=("runway", "local"), help="default: runway when configured, else local")
+    generate.add_argument("--size", default="1024x1024", choices=IMAGE_SIZES)
+    generate.add_argument("--duration", default=5, type=int, choices=DURATIONS)
+    generate.add_argument("--quality", default="standard", choices=QUALITIES)
+    generate.add_argument("--seed", type=_seed, help="same prompt and seed give the same local image")
+    generate.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the image and video (default: here)")
+
+    jobs = commands.add_parser("jobs", help="list stored jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--status", choices=("pending", "generating_image", "generating_video", "completed", "failed", "cancelled"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "serve")  # `promptreel` and `promptreel --native` serve
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    settings = Settings()
+    if args.command == "serve":
+        from .server import serve
+
+        if args.host:
+            settings.host = args.host
+        if args.port:
+            settings.port = args.port
+        serve(settings, native=args.native)
+        return 0
+    if args.command == "generate":
+        from .generate import run_generate
+
+        request_data = {
+            "prompt": args.prompt,
+            "provider": args.provider,
+            "settings": {"imageSize": args.size, "videoDuration": args.duration, "quality": args.quality, "seed": args.seed},
+        }
+        if args.video_provider:
+            request_data["settings"]["videoProvider"] = args.video_provider
+        try:
+            request = validate_request(request_data)
+        except ValidationError as error:
+            parser.error(describe(error.errors())[0])
+        try:
+            return asyncio.run(run_generate(settings, request, args.output))
+        except ApiError as error:
+            print(f"promptreel: error: {error.message}", file=sys.stderr)
+            return 2
+    if args.command == "jobs":
+        from .job_table import print_jobs
+
+        print_jobs(settings, limit=args.limit, status=args.status)
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+

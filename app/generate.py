@@ -1,0 +1,67 @@
+"""`promptreel generate`: one job, run in this process, with a live progress bar per step."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from backend.events import Event
+from backend.models import JobStatus, StepKind
+from backend.schemas import GenerateRequest
+from backend.settings import Settings
+from backend.system import System
+
+
+async def run_generate(settings: Settings, request: GenerateRequest, output_dir: Path) -> int:
+    console = Console(stderr=True)
+    system = System(settings)
+    system.migrate()  # only this job runs here: others stay for the server to resume
+    progress = Progress(
+        TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console
+    )
+    bars: dict[str, TaskID] = {kind.value: progress.add_task(kind.title, total=100) for kind in StepKind}
+    try:
+        record = system.jobs.create(request)
+    except Exception:
+        await system.stop()
+        raise
+    job_id = record.job.id
+
+    def on_event(event: Event) -> None:
+        if event["jobId"] == job_id and event["type"] == "step_update":
+            progress.update(bars[event["data"]["id"]], completed=event["data"]["progress"])
+
+    stop_listening = system.bus.listen(on_event)
+    console.print(f"job [bold]{job_id}[/] · {request.provider} → {record.job.video_provider} · seed {record.job.seed}")
+    try:
+        with progress:
+            await system.runner.wait(job_id)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        await system.jobs.cancel(job_id)
+        console.print("cancelled")
+        return 130
+    finally:
+        stop_listening()
+        await system.stop()
+
+    job = system.store.get(job_id).job  # type: ignore[union-attr]
+    if job.status != JobStatus.COMPLETED:
+        console.print(f"[red]job {job.status}[/]: {job.error or ''}")
+        return 1
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for relative in (job.image_path, job.video_path):
+        source = system.media.resolve(relative)
+        assert source is not None
+        target = output_dir / f"promptreel-{job_id}{source.suffix}"
+        shutil.copyfile(source, target)
+        written.append(target)
+    for path in written:
+        print(path.resolve())
+    print(f"cost: ${job.total_cost:.3f} (image ${job.image_cost:.3f}, video ${job.video_cost:.3f})", file=sys.stdout)
+    return 0

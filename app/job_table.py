@@ -1,0 +1,40 @@
+"""`promptreel jobs`: the stored jobs as a table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from backend.database import create_db_engine, migrate
+from backend.settings import Settings
+from backend.store import JobStore
+
+STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "yellow"}
+
+
+def print_jobs(settings: Settings, *, limit: int, status: str | None) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.resolved_database_url)
+    migrate(engine)
+    records, total = JobStore(engine).list(statuses=[status] if status else [], limit=limit)
+    table = Table(title=f"{len(records)} of {total} job(s), newest first")
+    for column in ("id", "created (UTC)", "status", "progress", "provider", "cost"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("prompt", overflow="fold", min_width=24)
+    for record in records:
+        job = record.job
+        style = STATUS_STYLES.get(job.status, "cyan")
+        table.add_row(
+            job.id,
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"[{style}]{job.status}[/]",
+            f"{job.progress}%",
+            f"{job.provider} → {job.video_provider}",
+            f"${job.total_cost:.3f}",
+            job.prompt if len(job.prompt) <= 80 else job.prompt[:77] + "...",
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped into grep or a file: never cut the columns
+    console.print(table)
+    engine.dispose()

@@ -1,0 +1,40 @@
+"""Serve the studio, the REST API and the WebSocket on one port (browser or native window)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nicegui import app, ui
+
+from backend.api import mount_api
+from backend.settings import Settings
+from backend.system import System
+
+from .pages import register_pages
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def serve(settings: Settings, *, native: bool = False) -> None:
+    system = System(settings)
+    mount_api(app, system)
+    app.on_startup(system.start)
+    app.on_shutdown(system.stop)
+    app.add_static_files("/assets", ASSETS_DIR)
+    register_pages(system)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"promptreel {'opens a native window on' if native else 'serves on'} {url}  (API docs: {url}/docs)", flush=True)
+    ui.run(
+        host=settings.host,
+        port=settings.port,
+        title="promptreel",
+        favicon=ASSETS_DIR / "favicon.svg",
+        dark=None,
+        reload=False,
+        show=False,
+        native=native,
+        window_size=(1280, 860) if native else None,
+        storage_secret=settings.storage_secret,
+        show_welcome_message=False,
+        fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
+    )

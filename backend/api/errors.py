@@ -1,0 +1,60 @@
+"""Every error leaves as {"error", "code", "details"}, 404 and 405 included."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import ApiError
+from ..schemas import describe
+
+#: Paths that belong to the API (JSON errors); everything else is the studio's (HTML pages).
+API_PREFIXES = ("/api/", "/health", "/ws")
+
+
+def error_response(status_code: int, message: str, code: str, details: dict | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code, "details": details or {}}, status_code=status_code, headers=headers)
+
+
+def _code_for(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).name  # NOT_FOUND, METHOD_NOT_ALLOWED, ...
+    except ValueError:
+        return "HTTP_ERROR"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    # NiceGUI renders its own HTML page for a 404; keep that for pages, answer JSON for the API.
+    page_not_found = app.exception_handlers.get(404)
+
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return error_response(error.status_code, error.message, error.code, error.details)
+
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        problems = []
+        for item in error.errors():
+            text, where = describe([item])
+            problems.append({"field": where, "message": text})
+        details = {"field": problems[0]["field"], "errors": problems}
+        return error_response(422, problems[0]["message"], "VALIDATION_ERROR", details)
+
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if error.status_code == 404 and page_not_found is not None and not path.startswith(API_PREFIXES):
+            return await page_not_found(request, error)
+        message = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+        if error.status_code == 404 and message == "Not Found":
+            message = f"No such route: {request.method} {path}"
+        if error.status_code == 405:
+            message = f"Method {request.method} is not allowed on {path}"
+        return error_response(error.status_code, message, _code_for(error.status_code), {"path": path}, headers=getattr(error, "headers", None))
+
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(404, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(405, http_error)  # type: ignore[arg-type]

@@ -1,0 +1,56 @@
+"""Errors a client can get, each with a stable UPPER_SNAKE code and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+
+class JobNotFound(ApiError):
+    status_code = 404
+    code = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str):
+        super().__init__(f"No job with id '{job_id}'.", {"field": "id", "id": job_id})
+
+
+class JobNotCancellable(ApiError):
+    status_code = 409
+    code = "JOB_NOT_CANCELLABLE"
+
+    def __init__(self, job_id: str, status: str):
+        super().__init__(f"Job '{job_id}' is already {status} and cannot be cancelled.", {"id": job_id, "status": status})
+
+
+class MediaNotReady(ApiError):
+    status_code = 404
+    code = "MEDIA_NOT_READY"
+
+    def __init__(self, job_id: str, kind: str, status: str):
+        super().__init__(f"The {kind} of job '{job_id}' is not ready (job is {status}).", {"id": job_id, "type": kind, "status": status})
+
+
+class ProviderNotConfigured(ApiError):
+    # 400, not 503: retrying will not help until the server's configuration changes.
+    status_code = 400
+    code = "PROVIDER_UNAVAILABLE"
+
+    def __init__(self, message: str, provider: str, missing_setting: str):
+        super().__init__(message, {"field": "provider", "provider": provider, "missing": missing_setting})
+
+
+class ValidationFailed(ApiError):
+    status_code = 422
+    code = "VALIDATION_ERROR"

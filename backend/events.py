@@ -1,0 +1,79 @@
+"""The in-process event bus: the pipeline publishes, the WebSocket and the studio listen.
+
+Events are the guide's `{"type", "jobId", "data"}` dicts. Each subscriber has its own
+queue, so one slow listener never holds up the pipeline or the others; per job, events
+reach every subscriber in the order they were published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+Event = dict[str, Any]
+log = logging.getLogger(__name__)
+
+#: A WebSocket client that falls this far behind is dropped rather than buffered forever.
+MAX_QUEUED_EVENTS = 10_000
+
+
+class SubscriberTooSlow(Exception):
+    pass
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
+        self.overflowed = False
+
+    def _put(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if self.overflowed:
+                raise SubscriberTooSlow()
+            if event is None:
+                return
+            yield event
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+        self._callbacks: list[Callable[[Event], None]] = []
+
+    @contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        subscription = Subscription()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback` synchronously for every event; returns the function that stops it."""
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    def publish(self, type_: str, job_id: str, data: dict[str, Any]) -> None:
+        event: Event = {"type": type_, "jobId": job_id, "data": data}
+        for subscription in self._subscriptions:
+            subscription._put(event)
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:  # a broken listener must not break the pipeline
+                log.exception("event listener failed")
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            subscription._put(None)  # type: ignore[arg-type]

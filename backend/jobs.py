@@ -1,0 +1,122 @@
+"""JobService: what a user can do with jobs, the same for the API, the studio and the CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from . import pricing
+from .errors import JobNotCancellable, JobNotFound, ProviderNotConfigured
+from .events import EventBus
+from .media import MediaStore
+from .models import Job, JobStatus
+from .providers.registry import ProviderRegistry, ProviderUnavailable
+from .public import job_update_data
+from .runner import JobRunner
+from .schemas import MAX_SEED, GenerateRequest
+from .store import JobRecord, JobStore
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_urlsafe(9)
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    providers: dict[str, bool]
+    active_jobs: int
+    queue_length: int
+    system_load: float
+
+    def public(self) -> dict[str, object]:
+        return {
+            **{f"{name}_available": available for name, available in self.providers.items()},
+            "active_jobs": self.active_jobs,
+            "queue_length": self.queue_length,
+            "system_load": self.system_load,
+        }
+
+
+class JobService:
+    def __init__(self, store: JobStore, runner: JobRunner, providers: ProviderRegistry, bus: EventBus, media: MediaStore):
+        self.store = store
+        self.runner = runner
+        self.providers = providers
+        self.bus = bus
+        self.media = media
+
+    def _check_providers(self, request: GenerateRequest) -> str:
+        """The video provider to use; refuses a provider that is not configured, before anything is stored."""
+        video_provider = request.settings.videoProvider or self.providers.default_video_provider
+        try:
+            self.providers.image(request.provider)
+            self.providers.video(video_provider)
+        except ProviderUnavailable as error:
+            raise ProviderNotConfigured(str(error), error.name, error.missing_setting) from None
+        return video_provider
+
+    def estimate(self, request: GenerateRequest) -> dict[str, float]:
+        settings = request.settings
+        video_provider = settings.videoProvider or self.providers.default_video_provider
+        image_model = self.providers.model_for_image(request.provider, settings.quality)
+        video_model = self.providers.model_for_video(video_provider)
+        return pricing.estimate(
+            request.provider, image_model, video_provider, video_model, settings.imageSize, settings.quality, settings.videoDuration
+        )
+
+    def create(self, request: GenerateRequest) -> JobRecord:
+        video_provider = self._check_providers(request)
+        settings = request.settings
+        seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        job = Job(
+            id=new_job_id(),
+            prompt=request.prompt,
+            provider=request.provider,
+            video_provider=video_provider,
+            status=JobStatus.PENDING.value,
+            image_size=settings.imageSize,
+            video_duration=settings.videoDuration,
+            quality=settings.quality,
+            seed=seed,
+        )
+        record = self.store.create(job)
+        self.bus.publish("job_update", job.id, job_update_data(record.job))
+        self.runner.submit(job.id)
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record.job.job_status.finished:
+            raise JobNotCancellable(job_id, record.job.status)
+        await self.runner.cancel(job_id)
+        record = self.get(job_id)
+        if record.job.job_status is JobStatus.COMPLETED or record.job.job_status is JobStatus.FAILED:
+            raise JobNotCancellable(job_id, record.job.status)  # it finished while we asked
+        return record
+
+    async def remove(self, job_id: str) -> None:
+        """Forget a job: cancel it if it runs, then delete its row and its files."""
+        record = self.get(job_id)
+        if not record.job.job_status.finished:
+            await self.runner.cancel(job_id)
+        self.store.delete(job_id)
+        self.media.remove_job(job_id)
+        self.bus.publish("job_removed", job_id, {"id": job_id})
+
+    def status(self) -> SystemStatus:
+        availability = {info.name: info.available for info in self.providers.image_providers() + self.providers.video_providers()}
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        return SystemStatus(
+            providers={name: availability[name] for name in ("dalle3", "flux1", "runway")},
+            active_jobs=self.runner.running,
+            queue_length=self.runner.waiting,
+            system_load=round(load, 2),
+        )
+

@@ -1,0 +1,123 @@
+"""The stored shape of a job and its steps (SQLModel tables) and their vocabularies."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Text
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """Stores UTC and always gives back aware datetimes (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def _optional_time() -> Any:
+    return Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    GENERATING_IMAGE = "generating_image"
+    GENERATING_VIDEO = "generating_video"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+ACTIVE_STATUSES = (JobStatus.GENERATING_IMAGE, JobStatus.GENERATING_VIDEO)
+UNFINISHED_STATUSES = (JobStatus.PENDING, *ACTIVE_STATUSES)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepKind(StrEnum):
+    IMAGE = "image_generation"
+    VIDEO = "video_generation"
+
+    @property
+    def title(self) -> str:
+        return "Image Generation" if self is StepKind.IMAGE else "Video Generation"
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+
+    id: str = Field(primary_key=True, max_length=64)
+    prompt: str = Field(sa_type=Text)
+    provider: str = Field(max_length=32)  # the image provider, as the guide names it
+    video_provider: str = Field(max_length=32)
+    status: str = Field(default=JobStatus.PENDING, index=True, max_length=32)
+    progress: int = 0
+    image_size: str = Field(max_length=16)
+    video_duration: int
+    quality: str = Field(max_length=16)
+    seed: int = Field(sa_type=BigInteger)
+    image_model: str | None = None
+    video_model: str | None = None
+    #: Provider extras worth keeping, such as DALL-E's revised prompt.
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    image_path: str | None = None  # relative to the media directory
+    video_path: str | None = None
+    image_cost: float = 0.0
+    video_cost: float = 0.0
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def total_cost(self) -> float:
+        return round(self.image_cost + self.video_cost, 4)
+
+
+class JobStep(SQLModel, table=True):
+    __tablename__ = "job_steps"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=64, ondelete="CASCADE")
+    kind: str = Field(max_length=32)
+    status: str = Field(default=StepStatus.PENDING, max_length=16)
+    progress: int = 0
+    started_at: datetime | None = _optional_time()
+    ended_at: datetime | None = _optional_time()
+    #: The provider's own id for the work (prediction, task), saved before polling it.
+    remote_id: str | None = Field(default=None, max_length=128)
+    log: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+    @property
+    def step_kind(self) -> StepKind:
+        return StepKind(self.kind)

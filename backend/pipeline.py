@@ -1,0 +1,232 @@
+"""Pipeline: runs one job, image step then video step, and tells the world as it goes.
+
+Every state change is written to the store first and published on the event bus second,
+on the event loop's thread, so that per job the events come out in order and a reader who
+reacts to an event finds the store already saying the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from . import pricing, public
+from .events import EventBus
+from .media import MediaStore
+from .models import Job, JobStatus, StepKind, StepStatus, utcnow
+from .providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
+from .providers.registry import ProviderRegistry, ProviderUnavailable
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: Share of the job's progress that each step carries (the video takes longest).
+STEP_WEIGHTS = {StepKind.IMAGE: 0.3, StepKind.VIDEO: 0.7}
+#: How long a remote cancel may take before the job is marked cancelled anyway (s).
+REMOTE_CANCEL_TIMEOUT = 10.0
+
+#: Waits for a free slot of (step kind, provider); the runner owns the limits.
+SlotFactory = Callable[[StepKind, str], AbstractAsyncContextManager[None]]
+
+
+class StepRun:
+    """The StepContext a provider gets: progress, log and remote id of one running step."""
+
+    def __init__(self, pipeline: Pipeline, job_id: str, kind: StepKind, progress: int, remote_id: str | None):
+        self.pipeline = pipeline
+        self.job_id = job_id
+        self.kind = kind
+        self.percent = progress
+        self.remote_id = remote_id
+        self.cancel_event = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:  # called from a render thread
+            self._loop.call_soon_threadsafe(function, *args)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self._on_loop(self._set_progress, fraction, message)
+
+    def log(self, message: str) -> None:
+        self._on_loop(self.pipeline._log_step, self.job_id, self.kind, message)
+
+    async def save_remote_id(self, remote_id: str) -> None:
+        self.remote_id = remote_id
+        self.pipeline.store.update_step(self.job_id, self.kind, remote_id=remote_id)
+        self.pipeline._log_step(self.job_id, self.kind, f"remote id {remote_id}")
+
+    def _set_progress(self, fraction: float, message: str | None) -> None:
+        if message:
+            self.pipeline._log_step(self.job_id, self.kind, message)
+        percent = max(0, min(99, int(fraction * 100)))  # 100 only once the step's output is stored
+        if percent <= self.percent or self.cancel_event.is_set():
+            return
+        self.percent = percent
+        self.pipeline._step_progress(self.job_id, self.kind, percent)
+
+
+class Pipeline:
+    def __init__(self, store: JobStore, bus: EventBus, media: MediaStore, providers: ProviderRegistry):
+        self.store = store
+        self.bus = bus
+        self.media = media
+        self.providers = providers
+        #: Set while the process shuts down: interrupted jobs stay as they are, to resume at the next start.
+        self.stopping = False
+
+    # -- publishing -----------------------------------------------------------------
+
+    def _publish_job(self, job: Job) -> None:
+        self.bus.publish("job_update", job.id, public.job_update_data(job))
+
+    def _publish_step(self, job_id: str, kind: StepKind) -> None:
+        record = self.store.get(job_id)
+        if record is not None:
+            self.bus.publish("step_update", job_id, public.step_data(record.step(kind)))
+
+    def _log_step(self, job_id: str, kind: StepKind, message: str) -> None:
+        stamp = public.iso(utcnow())
+        self.store.append_log(job_id, kind, f"{stamp} {message}")
+
+    def _update_step(self, job_id: str, kind: StepKind, **fields: Any) -> None:
+        self.store.update_step(job_id, kind, **fields)
+        self._publish_step(job_id, kind)
+
+    def _step_progress(self, job_id: str, kind: StepKind, percent: int) -> None:
+        self._update_step(job_id, kind, progress=percent)
+        self._raise_job_progress(job_id)
+
+    def _raise_job_progress(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record is None:
+            return
+        done = sum(STEP_WEIGHTS[step.step_kind] * step.progress for step in record.steps)
+        percent = min(99, int(done))
+        if percent > record.job.progress:  # job progress never goes down
+            self._publish_job(self.store.update_job(job_id, progress=percent))
+
+    def _set_job_status(self, job_id: str, status: JobStatus, **fields: Any) -> Job:
+        job = self.store.update_job(job_id, status=status.value, **fields)
+        self._publish_job(job)
+        return job
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self, job_id: str, slot: SlotFactory) -> None:
+        record = self.store.get(job_id)
+        if record is None or record.job.job_status.finished:
+            return
+        job = record.job
+        current: StepRun | None = None
+        try:
+            image_step = record.step(StepKind.IMAGE)
+            if image_step.status != StepStatus.COMPLETED or self.media.resolve(job.image_path) is None:
+                async with slot(StepKind.IMAGE, job.provider):
+                    current = self._start_step(job_id, StepKind.IMAGE, JobStatus.GENERATING_IMAGE, image_step.remote_id)
+                    await self._run_image(job, current)
+            video_step = self.store.get(job_id).step(StepKind.VIDEO)  # type: ignore[union-attr]
+            async with slot(StepKind.VIDEO, job.video_provider):
+                current = self._start_step(job_id, StepKind.VIDEO, JobStatus.GENERATING_VIDEO, video_step.remote_id)
+                await self._run_video(job, current)
+            current = None
+            self._complete_job(job_id)
+        except asyncio.CancelledError:
+            if current is not None:
+                current.cancel_event.set()  # stops a render thread at its next frame
+            if self.stopping:
+                raise
+            await self._cancel(job_id, current)
+            raise
+        except (ProviderError, ProviderUnavailable, pricing.UnknownPrice, StepCancelled) as error:
+            self._fail(job_id, current, str(error))
+        except Exception as error:  # a bug must still end the job, with the reason kept
+            log.exception("job %s failed unexpectedly", job_id)
+            self._fail(job_id, current, f"internal error: {error}")
+
+    def _start_step(self, job_id: str, kind: StepKind, status: JobStatus, remote_id: str | None) -> StepRun:
+        record = self.store.get(job_id)
+        assert record is not None
+        step = record.step(kind)
+        resumed = step.status == StepStatus.RUNNING
+        self._set_job_status(job_id, status)
+        self._update_step(job_id, kind, status=StepStatus.RUNNING.value, started_at=step.started_at or utcnow())
+        if resumed:
+            self._log_step(job_id, kind, "resumed after a restart" + (f" (remote id {remote_id})" if remote_id else ""))
+        # Local work restarts from zero after a restart; its step progress starts over with it.
+        return StepRun(self, job_id, kind, step.progress if remote_id else 0, remote_id)
+
+    async def _run_image(self, job: Job, run: StepRun) -> None:
+        provider = self.providers.image(job.provider)
+        width, height = (int(part) for part in job.image_size.split("x"))
+        request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
+        result = await provider.generate(request, run)
+        cost = pricing.image_cost(job.provider, result.model, job.image_size, job.quality)
+        relative = self.media.write_image(job.id, result.png)
+        extra = {**self.store.get(job.id).job.extra, **result.metadata}  # type: ignore[union-attr]
+        self.store.update_job(job.id, image_path=relative, image_model=result.model, image_cost=cost, extra=extra)
+        self._complete_step(job.id, StepKind.IMAGE)
+
+    async def _run_video(self, job: Job, run: StepRun) -> None:
+        provider = self.providers.video(job.video_provider)
+        current = self.store.get(job.id).job  # type: ignore[union-attr]
+        image_path = self.media.resolve(current.image_path)
+        if image_path is None:
+            raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
+        output = self.media.path_for(job.id, "video")
+        request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
+        result = await provider.animate(request, run)
+        cost = pricing.video_cost(job.video_provider, result.model, job.video_duration)
+        extra = {**current.extra, **result.metadata, "videoWidth": result.width, "videoHeight": result.height}
+        self.store.update_job(
+            job.id, video_path=self.media.relative_path(job.id, "video"), video_model=result.model, video_cost=cost, extra=extra
+        )
+        self._complete_step(job.id, StepKind.VIDEO)
+
+    def _complete_step(self, job_id: str, kind: StepKind) -> None:
+        self._update_step(job_id, kind, status=StepStatus.COMPLETED.value, progress=100, ended_at=utcnow())
+        self._raise_job_progress(job_id)
+
+    def _complete_job(self, job_id: str) -> None:
+        job = self._set_job_status(job_id, JobStatus.COMPLETED, progress=100)
+        self.bus.publish("job_completed", job_id, public.job_completed_data(job))
+
+    def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
+        kind = run.kind if run is not None else StepKind.IMAGE
+        if run is not None:
+            self._update_step(job_id, kind, status=StepStatus.FAILED.value, ended_at=utcnow())
+            self._log_step(job_id, kind, f"failed: {reason}")
+        what = "Image generation" if kind is StepKind.IMAGE else "Video generation"
+        job = self._set_job_status(job_id, JobStatus.FAILED, error=f"{what} failed: {reason}")
+        self.bus.publish("job_failed", job_id, public.job_failed_data(job))
+
+    async def _cancel(self, job_id: str, run: StepRun | None) -> None:
+        if run is not None:
+            self._update_step(job_id, run.kind, status=StepStatus.CANCELLED.value, ended_at=utcnow())
+            self._log_step(job_id, run.kind, "cancelled")
+        record = self.store.get(job_id)
+        if record is not None:
+            for step in record.steps:
+                if step.status == StepStatus.PENDING:
+                    self._update_step(job_id, step.step_kind, status=StepStatus.CANCELLED.value)
+        self._set_job_status(job_id, JobStatus.CANCELLED)
+        if run is not None and run.remote_id:
+            await self._cancel_remote(job_id, run)
+
+    async def _cancel_remote(self, job_id: str, run: StepRun) -> None:
+        job = self.store.get(job_id).job  # type: ignore[union-attr]
+        name = job.provider if run.kind is StepKind.IMAGE else job.video_provider
+        try:
+            provider = self.providers.image(name) if run.kind is StepKind.IMAGE else self.providers.video(name)
+            # Shielded: the task that runs this is itself being cancelled.
+            await asyncio.wait_for(asyncio.shield(provider.cancel_remote(run.remote_id)), REMOTE_CANCEL_TIMEOUT)  # type: ignore[arg-type]
+            self._log_step(job_id, run.kind, f"remote task {run.remote_id} cancelled at {name}")
+        except Exception as error:  # the job stays cancelled; the log says what happened remotely
+            self._log_step(job_id, run.kind, f"could not cancel remote task {run.remote_id}: {error}")

@@ -1,0 +1,103 @@
+"""What every image and video provider implements, and what the pipeline hands it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+
+class ProviderError(Exception):
+    """A provider could not do the work. `message` is shown to the user as it is.
+
+    `transient` errors are worth retrying (rate limits, 5xx, dropped connections);
+    the others (bad key, content policy, validation) fail the step at once.
+    """
+
+    def __init__(self, provider: str, message: str, *, code: str = "PROVIDER_ERROR", transient: bool = False):
+        super().__init__(message)
+        self.provider = provider
+        self.message = message
+        self.code = code
+        self.transient = transient
+
+
+class StepCancelled(Exception):
+    """Raised from inside CPU-bound work (a render thread) when the job was cancelled."""
+
+
+@dataclass
+class ImageRequest:
+    prompt: str
+    width: int
+    height: int
+    quality: str  # "standard" | "high"
+    seed: int
+
+
+@dataclass
+class ImageResult:
+    png: bytes
+    model: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoRequest:
+    prompt: str
+    image_path: Path
+    duration: int  # seconds: 5 or 10
+    seed: int
+    output_path: Path
+
+
+@dataclass
+class VideoResult:
+    model: str
+    width: int
+    height: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class StepContext(Protocol):
+    """The pipeline's side of one running step, as a provider sees it."""
+
+    #: Set when the job is cancelled; threads poll it, coroutines are cancelled directly.
+    cancel_event: threading.Event
+    #: The remote task id saved by an earlier run of this step (resume after a restart).
+    remote_id: str | None
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress 0..1 (thread-safe; never goes down)."""
+
+    def log(self, message: str) -> None:
+        """Add a line to the step's log (thread-safe)."""
+
+    async def save_remote_id(self, remote_id: str) -> None:
+        """Store the provider's task id as soon as it is known, before polling it."""
+
+
+class ImageProvider(Protocol):
+    name: str  # "dalle3" | "flux1" | "local"
+
+    def model_for(self, quality: str) -> str: ...
+
+    async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult: ...
+
+    async def cancel_remote(self, remote_id: str) -> None: ...
+
+
+class VideoProvider(Protocol):
+    name: str  # "runway" | "local"
+
+    @property
+    def model(self) -> str: ...
+
+    async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult: ...
+
+    async def cancel_remote(self, remote_id: str) -> None: ...
+
+
+#: Progress callback of CPU-bound work: a fraction 0..1.
+ProgressFn = Callable[[float], None]

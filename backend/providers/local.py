@@ -1,0 +1,62 @@
+"""The built-in `local` provider: images and videos made on this machine's CPU, for free.
+
+Rendering is CPU-bound, so it runs in a worker thread; the thread polls the step's cancel
+event between frames, which stops it well within a second of a cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from PIL import Image
+
+from ..render.animate import animate_image
+from ..render.scene import render_scene
+from .base import ImageRequest, ImageResult, StepContext, VideoRequest, VideoResult
+
+LOCAL_IMAGE_MODEL = "promptreel-scene-1"
+LOCAL_VIDEO_MODEL = "promptreel-animate-1"
+
+
+class LocalImageProvider:
+    name = "local"
+
+    def model_for(self, quality: str) -> str:
+        return LOCAL_IMAGE_MODEL
+
+    async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
+        def work() -> bytes:
+            image = render_scene(
+                request.prompt, request.seed, request.width, request.height, progress=ctx.progress, cancel=ctx.cancel_event
+            )
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", optimize=False)
+            return buffer.getvalue()
+
+        ctx.log(f"rendering a {request.width}x{request.height} scene on the CPU (seed {request.seed})")
+        png = await asyncio.to_thread(work)
+        return ImageResult(png=png, model=LOCAL_IMAGE_MODEL)
+
+    async def cancel_remote(self, remote_id: str) -> None:  # nothing remote to cancel
+        return None
+
+
+class LocalVideoProvider:
+    name = "local"
+    model = LOCAL_VIDEO_MODEL
+
+    async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
+        def work() -> tuple[int, int]:
+            with Image.open(request.image_path) as image:
+                image = image.convert("RGB")
+            return animate_image(
+                image, request.output_path, request.duration, request.seed, progress=ctx.progress, cancel=ctx.cancel_event
+            )
+
+        ctx.log(f"animating the image into a {request.duration} s H.264 video at 24 fps")
+        width, height = await asyncio.to_thread(work)
+        return VideoResult(model=LOCAL_VIDEO_MODEL, width=width, height=height)
+
+    async def cancel_remote(self, remote_id: str) -> None:
+        return None

@@ -1,0 +1,67 @@
+"""Settings from the environment and a `.env` file (pydantic-settings).
+
+Provider variables keep the names of the providers' own SDKs, so a user's existing
+environment works as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), validation_alias="PROMPTREEL_DATA_DIR")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    host: str = Field("127.0.0.1", validation_alias="PROMPTREEL_HOST")
+    port: int = Field(8000, ge=1, le=65535, validation_alias="PROMPTREEL_PORT")
+    #: Origins allowed by CORS; the guide's web interface runs on localhost:3000.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        ["http://localhost:3000"], validation_alias="PROMPTREEL_CORS_ORIGINS"
+    )
+    #: Absolute base of the media URLs in job objects; default: the URL the request came in on.
+    public_url: str | None = Field(None, validation_alias="PROMPTREEL_PUBLIC_URL")
+    #: NiceGUI's browser storage (dark mode etc.) is signed with this.
+    storage_secret: str = Field("promptreel-local-studio", validation_alias="PROMPTREEL_STORAGE_SECRET")
+
+    # Concurrency: how many steps may run at once per provider; the rest wait in the queue.
+    local_concurrency: int = Field(1, ge=1, validation_alias="PROMPTREEL_LOCAL_CONCURRENCY")
+    remote_concurrency: int = Field(4, ge=1, validation_alias="PROMPTREEL_REMOTE_CONCURRENCY")
+    max_prompt_length: int = Field(4000, ge=1, validation_alias="PROMPTREEL_MAX_PROMPT_LENGTH")
+
+    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    replicate_api_token: str | None = Field(None, validation_alias="REPLICATE_API_TOKEN")
+    replicate_base_url: str = Field("https://api.replicate.com", validation_alias="REPLICATE_BASE_URL")
+    flux_model_standard: str = Field("black-forest-labs/flux-schnell", validation_alias="PROMPTREEL_FLUX_MODEL_STANDARD")
+    flux_model_high: str = Field("black-forest-labs/flux-1.1-pro", validation_alias="PROMPTREEL_FLUX_MODEL_HIGH")
+    runwayml_api_secret: str | None = Field(
+        None, validation_alias=AliasChoices("RUNWAYML_API_SECRET", "RUNWAY_API_KEY")
+    )
+    runwayml_base_url: str = Field("https://api.dev.runwayml.com", validation_alias="RUNWAYML_BASE_URL")
+    runway_model: str = Field("gen4_turbo", validation_alias="PROMPTREEL_RUNWAY_MODEL")
+    runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
+    #: Seconds between two polls of a remote task.
+    poll_interval: float = Field(2.0, gt=0, validation_alias="PROMPTREEL_POLL_INTERVAL")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'promptreel.db').resolve()}"

@@ -1,0 +1,137 @@
+"""JobStore: every read and write of jobs and steps, each in one short transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, func
+from sqlmodel import Session, col, select
+
+from .models import UNFINISHED_STATUSES, Job, JobStep, StepKind, utcnow
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job with its steps in pipeline order, detached from any session."""
+
+    job: Job
+    steps: tuple[JobStep, ...]
+
+    def step(self, kind: StepKind) -> JobStep:
+        return next(step for step in self.steps if step.kind == kind)
+
+
+_STEP_ORDER = {StepKind.IMAGE.value: 0, StepKind.VIDEO.value: 1}
+
+
+class JobStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        with self._session() as session:
+            session.exec(select(1)).one()
+
+    def create(self, job: Job) -> JobRecord:
+        steps = [JobStep(job_id=job.id, kind=kind.value) for kind in StepKind]
+        with self._session() as session:
+            session.add(job)
+            session.flush()  # the job row first: steps reference it
+            session.add_all(steps)
+            session.commit()
+        return JobRecord(job, tuple(steps))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return None
+            steps = session.exec(select(JobStep).where(JobStep.job_id == job_id)).all()
+        return JobRecord(job, tuple(sorted(steps, key=lambda s: _STEP_ORDER[s.kind])))
+
+    def list(
+        self,
+        *,
+        statuses: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        """Newest first, with the total count of matching jobs."""
+        filters: list[Any] = []
+        statuses = list(statuses)
+        if statuses:
+            filters.append(col(Job.status).in_(statuses))
+        if search:
+            # Bound parameter with LIKE wildcards escaped: the text is matched, never run.
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            filters.append(func.lower(Job.prompt).like(f"%{escaped.lower()}%", escape="\\"))
+        with self._session() as session:
+            total = session.exec(select(func.count()).select_from(Job).where(*filters)).one()
+            jobs = session.exec(
+                select(Job).where(*filters).order_by(col(Job.created_at).desc(), col(Job.id).desc()).offset(offset).limit(limit)
+            ).all()
+            steps_by_job: dict[str, list[JobStep]] = {job.id: [] for job in jobs}
+            if jobs:
+                for step in session.exec(select(JobStep).where(col(JobStep.job_id).in_(list(steps_by_job)))):
+                    steps_by_job[step.job_id].append(step)
+        records = [
+            JobRecord(job, tuple(sorted(steps_by_job[job.id], key=lambda s: _STEP_ORDER[s.kind]))) for job in jobs
+        ]
+        return records, total
+
+    def update_job(self, job_id: str, **fields: Any) -> Job:
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            for name, value in fields.items():
+                setattr(job, name, value)
+            job.updated_at = utcnow()
+            session.add(job)
+            session.commit()
+            return job
+
+    def update_step(self, job_id: str, kind: StepKind, **fields: Any) -> JobStep:
+        with self._session() as session:
+            step = session.exec(select(JobStep).where(JobStep.job_id == job_id, JobStep.kind == kind.value)).one()
+            for name, value in fields.items():
+                setattr(step, name, value)
+            session.add(step)
+            session.commit()
+            return step
+
+    def append_log(self, job_id: str, kind: StepKind, line: str) -> None:
+        with self._session() as session:
+            step = session.exec(select(JobStep).where(JobStep.job_id == job_id, JobStep.kind == kind.value)).one()
+            step.log = [*step.log, line]  # a new list, so the JSON column sees the change
+            session.add(step)
+            session.commit()
+
+    def unfinished_ids(self) -> list[str]:
+        """Jobs that were pending or running, oldest first (the order they were asked for)."""
+        with self._session() as session:
+            return list(
+                session.exec(
+                    select(Job.id).where(col(Job.status).in_(list(UNFINISHED_STATUSES))).order_by(col(Job.created_at))
+                )
+            )
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._session() as session:
+            rows: Sequence[tuple[str, int]] = session.exec(
+                select(Job.status, func.count()).group_by(Job.status)
+            ).all()
+        return {status: count for status, count in rows}
+
+    def delete(self, job_id: str) -> bool:
+        with self._session() as session:
+            session.execute(delete(JobStep).where(col(JobStep.job_id) == job_id))
+            result = session.execute(delete(Job).where(col(Job.id) == job_id))
+            session.commit()
+            return bool(result.rowcount)

@@ -1,0 +1,55 @@
+"""A job interrupted by a stop (clean or a crash) finishes after the next start."""
+
+from __future__ import annotations
+
+import io
+import signal
+
+import av
+import pytest
+
+from .conftest import Server, ends_job, local_job, open_stream
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["clean-stop", "crash"])
+async def test_job_interrupted_mid_video_finishes_after_restart(tmp_path, stop_signal):
+    data_dir = tmp_path / "data"
+    first = Server(data_dir).start()
+    try:
+        with first.client() as api:
+            stream = await open_stream(first)
+            job = api.post("/api/v1/generate", json=local_job("snowy mountains under the stars", videoDuration=10)).json()
+            await stream.until(
+                lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
+                and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
+            )
+            await stream.connection.close()
+    finally:
+        first.stop(stop_signal)
+
+    second = Server(data_dir, port=first.port).start()
+    try:
+        stream = await open_stream(second)
+        with second.client() as api:
+            state = api.get(f"/api/v1/jobs/{job['id']}").json()
+            assert state["status"] in ("generating_video", "completed"), state
+            assert state["steps"][0]["status"] == "completed"  # the image is not made again
+            if state["status"] != "completed":
+                end = await stream.until(ends_job(job["id"]))
+                assert end["type"] == "job_completed", end
+            final = api.get(f"/api/v1/jobs/{job['id']}").json()
+        assert final["status"] == "completed" and final["progress"] == 100
+        assert final["created_at"] == job["created_at"]
+        video_log = final["steps"][1]["log"]
+        assert any("resumed after a restart" in line for line in video_log), video_log
+        assert api_video_frames(second, job["id"]) == 10 * 24
+        await stream.connection.close()
+    finally:
+        second.stop()
+
+
+def api_video_frames(server: Server, job_id: str) -> int:
+    with server.client() as api:
+        content = api.get(f"/api/v1/jobs/{job_id}/download/video").content
+    with av.open(io.BytesIO(content)) as container:
+        return sum(1 for _ in container.decode(video=0))
