@@ -1,0 +1,214 @@
+"""The `local` renderers, for real: scenes painted to pixels, clips encoded and decoded with PyAV."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.providers.base import StepCancelled
+from backend.render import OUTPUT_SIZES, animate_image, output_size_for, render_scene
+from backend.render.prompt_scene import parse_prompt
+
+GOLDEN = "A majestic mountain landscape at golden hour"
+NEON = "a neon city at night"
+SIZES = [(1024, 1024), (1792, 1024), (1024, 1792)]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def golden_and_neon() -> tuple[np.ndarray, np.ndarray]:
+    return pixels(render_scene(GOLDEN, 1, 1792, 1024)), pixels(render_scene(NEON, 1, 1792, 1024))
+
+
+# --------------------------------------------------------------------------- prompt parsing
+
+
+def test_prompt_words_become_a_scene_spec():
+    golden, neon = parse_prompt(GOLDEN), parse_prompt(NEON)
+    assert golden.light == "golden" and "mountains" in golden.elements and golden.mood == "epic"
+    assert neon.light == "night" and {"city", "neon"} <= neon.elements
+    fog = parse_prompt("a forest in fog")
+    assert fog.weather == "fog" and "forest" in fog.elements
+    assert parse_prompt("ocean sunset").light == "sunset"
+    assert parse_prompt("purple and teal sky").tints == ((0.58, 0.30, 0.85), (0.10, 0.65, 0.65))
+
+
+def test_unknown_prompts_get_a_stable_scene_of_their_own():
+    quiet = parse_prompt("a quiet thought")
+    assert not quiet.known and quiet.elements  # still something to paint
+    assert parse_prompt("a quiet thought") == quiet
+    others = {parse_prompt(p).digest for p in ("a quiet thought", "an old promise", "the colour of Tuesday")}
+    assert len(others) == 3
+
+
+# --------------------------------------------------------------------------- render_scene
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_scene_has_exactly_the_requested_size(size):
+    image = render_scene("ocean sunset", 3, *size)
+    assert image.mode == "RGB" and image.size == size
+
+
+def test_same_prompt_and_seed_give_identical_pixels():
+    prompt = "snowy mountains above a misty lake at dawn"
+    first = render_scene(prompt, 42, 1024, 1024).tobytes()
+    assert render_scene(prompt, 42, 1024, 1024).tobytes() == first
+
+
+def test_another_seed_gives_another_image():
+    a = pixels(render_scene(NEON, 1, 1024, 1024))
+    b = pixels(render_scene(NEON, 2, 1024, 1024))
+    assert np.abs(a - b).mean() > 3  # different skylines, stars, clouds
+
+
+def test_unknown_prompt_still_renders_a_varied_image():
+    image = pixels(render_scene("a quiet thought", 5, 1024, 1024))
+    assert image.std() > 15  # a scene, not a flat fill
+    assert np.abs(image - pixels(render_scene("an old promise", 5, 1024, 1024))).mean() > 5
+
+
+def test_night_city_is_darker_than_golden_mountains(golden_and_neon):
+    golden, neon = golden_and_neon
+    assert golden.mean() > neon.mean() + 40
+
+
+def test_golden_hour_is_warm_and_night_city_is_not(golden_and_neon):
+    golden, neon = golden_and_neon
+    red, blue = golden[..., 0].mean(), golden[..., 2].mean()
+    assert red > blue + 25  # orange light
+    assert neon[..., 2].mean() > neon[..., 1].mean()  # blue/violet dominates the night
+
+
+def test_scene_progress_is_monotonic_and_ends_at_one():
+    seen: list[float] = []
+    render_scene("a forest in fog", 1, 1024, 1024, progress=seen.append)
+    assert len(seen) >= 5
+    assert seen == sorted(seen) and 0 < seen[0] and seen[-1] == 1.0
+
+
+def test_scene_cancelled_before_start_raises():
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(StepCancelled):
+        render_scene(GOLDEN, 1, 1792, 1024, cancel=cancel)
+
+
+def test_scene_cancelled_midway_stops_between_layers():
+    cancel = threading.Event()
+    seen: list[float] = []
+
+    def progress(fraction: float) -> None:
+        seen.append(fraction)
+        if fraction > 0.3:
+            cancel.set()
+
+    with pytest.raises(StepCancelled):
+        render_scene(GOLDEN, 1, 1792, 1024, progress=progress, cancel=cancel)
+    assert seen[-1] < 1.0
+
+
+# --------------------------------------------------------------------------- animate_image
+
+
+def still(width: int, height: int, mode: str = "RGB") -> Image.Image:
+    """Any picture: a smooth gradient with texture, like a photo at a glance."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x / width * 200 + 30, y / height * 180 + 40, (x + y) / (width + height) * 120 + 60], -1)
+    rgb += np.random.default_rng(0).normal(0, 12, rgb.shape)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").convert(mode)
+
+
+def decode(path: Path) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:
+    """The video stream and its frames' luma, at half resolution (plenty to compare frames)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="gray")[::2, ::2].astype(np.float32) for frame in container.decode(stream)]
+        return stream, frames
+
+
+def mp4_boxes(data: bytes) -> list[str]:
+    """The top-level box types of an MP4 file, in order."""
+    names, pos = [], 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        names.append(data[pos + 4 : pos + 8].decode("latin-1"))
+        if size == 1:
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return names
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_output_size_follows_orientation():
+    assert output_size_for(1792, 1024) == OUTPUT_SIZES["landscape"] == (1280, 720)
+    assert output_size_for(1024, 1792) == OUTPUT_SIZES["portrait"] == (720, 1280)
+    assert output_size_for(1024, 1024) == OUTPUT_SIZES["square"] == (960, 960)
+
+
+def test_five_second_clip_is_a_real_h264_mp4(tmp_path):
+    out = tmp_path / "clip.mp4"
+    seen: list[float] = []
+    assert animate_image(still(448, 256), out, 5, seed=7, progress=seen.append) == (1280, 720)
+    assert leftovers(tmp_path) == ["clip.mp4"]
+    stream, frames = decode(out)
+    assert stream.codec_context.name == "h264"
+    assert (stream.width, stream.height) == (1280, 720)
+    assert stream.pix_fmt == "yuv420p"
+    assert stream.average_rate == 24
+    assert len(frames) == 5 * 24
+    assert abs(float(stream.duration * stream.time_base) - 5) <= 1 / 24
+    assert np.abs(frames[0] - frames[-1]).mean() > 4  # the camera has visibly moved
+    steps = [np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]
+    assert min(steps) > 0.05  # every frame moves on; none is a repeat
+    assert seen == sorted(seen) and len(seen) > 5 * 24 and seen[-1] == 1.0
+    boxes = mp4_boxes(out.read_bytes())
+    assert boxes.index("moov") < boxes.index("mdat")  # +faststart: playable while downloading
+
+
+@pytest.mark.parametrize(("size", "expected"), [((180, 320), (720, 1280)), ((256, 256), (960, 960))])
+def test_other_orientations(tmp_path, size, expected):
+    out = tmp_path / "clip.mp4"
+    assert animate_image(still(*size, mode="RGBA"), out, 1, seed=3) == expected
+    stream, frames = decode(out)
+    assert (stream.width, stream.height) == expected and len(frames) == 24
+
+
+def test_same_image_and_seed_give_identical_bytes_and_seeds_differ(tmp_path):
+    image = still(320, 180)
+    paths = [tmp_path / name for name in ("a.mp4", "b.mp4", "c.mp4")]
+    for path, seed in zip(paths, (5, 5, 6)):
+        animate_image(image, path, 1, seed=seed)
+    a, b, c = (p.read_bytes() for p in paths)
+    assert a == b and a != c
+
+
+def test_cancel_midway_removes_everything_quickly(tmp_path):
+    out = tmp_path / "clip.mp4"
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def progress(fraction: float) -> None:
+        if fraction >= 0.3 and not cancel.is_set():
+            cancel.set()
+            cancelled_at.append(time.monotonic())
+
+    with pytest.raises(StepCancelled):
+        animate_image(still(320, 180), out, 2, seed=1, progress=progress, cancel=cancel)
+    assert time.monotonic() - cancelled_at[0] < 0.5
+    assert leftovers(tmp_path) == []
