@@ -26,11 +26,18 @@ log = logging.getLogger(__name__)
 
 #: Share of the job's progress that each step carries (the video takes longest).
 STEP_WEIGHTS = {StepKind.IMAGE: 0.3, StepKind.VIDEO: 0.7}
+#: The job progress already earned when a step starts (the steps before it, complete).
+STEP_OFFSETS = {StepKind.IMAGE: 0.0, StepKind.VIDEO: 100 * STEP_WEIGHTS[StepKind.IMAGE]}
 #: How long a remote cancel may take before the job is marked cancelled anyway (s).
 REMOTE_CANCEL_TIMEOUT = 10.0
 
 #: Waits for a free slot of (step kind, provider); the runner owns the limits.
 SlotFactory = Callable[[StepKind, str], AbstractAsyncContextManager[None]]
+
+
+def _job_percent(kind: StepKind, step_percent: int) -> int:
+    """The job's progress while `kind` is at `step_percent`: 100 is kept for a completed job."""
+    return min(99, int(STEP_OFFSETS[kind] + STEP_WEIGHTS[kind] * step_percent))
 
 
 class StepRun:
@@ -87,31 +94,19 @@ class Pipeline:
     def _publish_job(self, job: Job) -> None:
         self.bus.publish("job_update", job.id, public.job_update_data(job))
 
-    def _publish_step(self, job_id: str, kind: StepKind) -> None:
-        record = self.store.get(job_id)
-        if record is not None:
-            self.bus.publish("step_update", job_id, public.step_data(record.step(kind)))
-
     def _log_step(self, job_id: str, kind: StepKind, message: str) -> None:
-        stamp = public.iso(utcnow())
-        self.store.append_log(job_id, kind, f"{stamp} {message}")
+        self.store.append_log(job_id, kind, f"{public.iso(utcnow())} {message}")
 
     def _update_step(self, job_id: str, kind: StepKind, **fields: Any) -> None:
-        self.store.update_step(job_id, kind, **fields)
-        self._publish_step(job_id, kind)
+        step = self.store.update_step(job_id, kind, **fields)
+        self.bus.publish("step_update", job_id, public.step_data(step))
 
     def _step_progress(self, job_id: str, kind: StepKind, percent: int) -> None:
-        self._update_step(job_id, kind, progress=percent)
-        self._raise_job_progress(job_id)
-
-    def _raise_job_progress(self, job_id: str) -> None:
-        record = self.store.get(job_id)
-        if record is None:
-            return
-        done = sum(STEP_WEIGHTS[step.step_kind] * step.progress for step in record.steps)
-        percent = min(99, int(done))
-        if percent > record.job.progress:  # job progress never goes down
-            self._publish_job(self.store.update_job(job_id, progress=percent))
+        # One transaction per tick: the step's progress and the job's, which never goes down.
+        step, job, job_changed = self.store.record_progress(job_id, kind, percent, _job_percent(kind, percent))
+        self.bus.publish("step_update", job_id, public.step_data(step))
+        if job_changed:
+            self._publish_job(job)
 
     def _set_job_status(self, job_id: str, status: JobStatus, **fields: Any) -> Job:
         job = self.store.update_job(job_id, status=status.value, **fields)
@@ -191,8 +186,10 @@ class Pipeline:
         self._complete_step(job.id, StepKind.VIDEO)
 
     def _complete_step(self, job_id: str, kind: StepKind) -> None:
-        self._update_step(job_id, kind, status=StepStatus.COMPLETED.value, progress=100, ended_at=utcnow())
-        self._raise_job_progress(job_id)
+        _, job, job_changed = self.store.record_progress(job_id, kind, 100, _job_percent(kind, 100))
+        self._update_step(job_id, kind, status=StepStatus.COMPLETED.value, ended_at=utcnow())
+        if job_changed:
+            self._publish_job(job)
 
     def _complete_job(self, job_id: str) -> None:
         job = self._set_job_status(job_id, JobStatus.COMPLETED, progress=100)

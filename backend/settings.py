@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
     #: Seconds between two polls of a remote task.
     poll_interval: float = Field(2.0, gt=0, validation_alias="PROMPTREEL_POLL_INTERVAL")
+    #: Attempts of one remote call when it fails transiently (429, 5xx, dropped connection).
+    retry_attempts: int = Field(4, ge=1, validation_alias="PROMPTREEL_RETRY_ATTEMPTS")
+    #: First backoff delay in seconds (doubling, with jitter); default: half the poll interval, at most 1 s.
+    retry_base_delay: float | None = Field(None, gt=0, validation_alias="PROMPTREEL_RETRY_BASE_DELAY")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -106,6 +106,23 @@ class JobStore:
             session.commit()
             return step
 
+    def record_progress(self, job_id: str, kind: StepKind, step_progress: int, job_progress: int) -> tuple[JobStep, Job, bool]:
+        """Set a step's progress and raise its job's (never lower it), in one transaction."""
+        with self._session() as session:
+            step = session.exec(select(JobStep).where(JobStep.job_id == job_id, JobStep.kind == kind.value)).one()
+            job = session.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            step.progress = step_progress
+            session.add(step)
+            job_changed = job_progress > job.progress
+            if job_changed:
+                job.progress = job_progress
+                job.updated_at = utcnow()
+                session.add(job)
+            session.commit()
+            return step, job, job_changed
+
     def append_log(self, job_id: str, kind: StepKind, line: str) -> None:
         with self._session() as session:
             step = session.exec(select(JobStep).where(JobStep.job_id == job_id, JobStep.kind == kind.value)).one()

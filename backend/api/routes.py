@@ -81,6 +81,7 @@ async def cancel_job(job_id: str, request: Request, system: SystemDep) -> dict:
 
 @router.get("/api/v1/status", tags=["system"])
 async def status(system: SystemDep) -> dict:
+    await system.providers.check_keys()  # the first key checks' answers: 0.8 s at most, once
     return system.jobs.status().public()
 
 
