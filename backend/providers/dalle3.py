@@ -1,0 +1,159 @@
+"""`dalle3`: OpenAI's DALL-E 3 through the official `openai` client.
+
+An image generation is one synchronous call: there is no remote task to save, poll or
+cancel. The call starts paid work, so it is repeated only after failures that prove OpenAI made
+no image (see `retry.py`): a 429 rate limit (after its Retry-After), a 5xx (OpenAI does not
+bill a request that failed), or a connection that could not be made. A read timeout or a dropped
+connection after the request was sent is not repeated: the image may have been made and billed.
+The client's own retries are off (`max_retries=0`) so that every attempt is ours and is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+
+import httpx
+import openai
+
+from ..pricing import DALLE3_QUALITY
+from ..settings import Settings
+from .base import ImageRequest, ImageResult, ProviderError, StepContext
+from .remote import as_png, download
+from .retry import NOT_SENT_ERRORS, OutcomeUnknown, RetryPolicy, Transient, parse_retry_after, with_retries
+
+MODEL = "dall-e-3"
+LABEL = "OpenAI"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: DALL-E 3 takes 10-40 s for one image; a call with no answer after this long is given up.
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+#: Billing problems: no retry helps until someone pays.
+BILLING_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+_NOT_SENT_NAMES = {kind.__name__ for kind in NOT_SENT_ERRORS}
+
+
+class DalleImageProvider:
+    name = "dalle3"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        on_key_rejected: Callable[[str], None] | None = None,
+    ):
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+        self.timeout = timeout
+        self.on_key_rejected = on_key_rejected
+
+    @property
+    def base_url(self) -> str:
+        return (self.settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def model_for(self, quality: str) -> str:
+        return MODEL
+
+    def _client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
+
+    async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
+        size = f"{request.width}x{request.height}"
+        quality = DALLE3_QUALITY[request.quality]
+        ctx.log(f"asking OpenAI {MODEL} for a {size} image at quality '{quality}' (DALL-E 3 takes no seed)")
+        ctx.progress(0.05)
+
+        async with self._client() as client:
+
+            async def attempt() -> openai.types.ImagesResponse:
+                try:
+                    return await client.images.generate(
+                        model=MODEL, prompt=request.prompt, size=size, quality=quality, n=1, response_format="b64_json"  # type: ignore[arg-type]
+                    )
+                except openai.APIStatusError as error:
+                    raise self._explain_status(error) from error
+                except openai.APIConnectionError as error:  # APITimeoutError included
+                    cause = error.__cause__
+                    reason = f"{error.message} ({type(cause).__name__})" if cause else error.message
+                    if cause is not None and type(cause).__name__ in _NOT_SENT_NAMES:
+                        raise Transient(reason) from error
+                    raise OutcomeUnknown(reason) from error
+
+            try:
+                response = await with_retries(
+                    attempt, ctx=ctx, provider=self.name, label=LABEL, what="generating the image", policy=self.policy
+                )
+            except OutcomeUnknown as error:
+                raise ProviderError(
+                    self.name,
+                    f"OpenAI did not answer the image request: {error.reason}. The image may have been made and "
+                    "billed, so it was not requested again; try the job again if no image arrives.",
+                    transient=True,
+                ) from error
+
+        if not response.data:
+            raise ProviderError(self.name, "OpenAI answered without an image")
+        image = response.data[0]
+        ctx.progress(0.8, "OpenAI answered with the image")
+        if image.b64_json:
+            try:
+                data = base64.b64decode(image.b64_json, validate=True)
+            except (binascii.Error, ValueError) as error:
+                raise ProviderError(self.name, "OpenAI's image data is not valid base64") from error
+        elif image.url:  # the URL expires within the hour: fetch it now
+            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+                data = await download(http, image.url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image")
+        else:
+            raise ProviderError(self.name, "OpenAI answered with neither image data nor an image URL")
+        png, (width, height) = as_png(data, provider=self.name, label=LABEL)
+        if (width, height) != (request.width, request.height):
+            ctx.log(f"OpenAI made a {width}x{height} image instead of {size}")
+        metadata = {"revisedPrompt": image.revised_prompt} if image.revised_prompt else {}
+        return ImageResult(png=png, model=MODEL, metadata=metadata)
+
+    def _explain_status(self, error: openai.APIStatusError) -> Exception:
+        """The error an OpenAI answer means: Transient when worth another try, else a ProviderError."""
+        status = error.status_code
+        body = error.body if isinstance(error.body, dict) else {}
+        code = str(body.get("code") or "") or (error.code or "")
+        kind = str(body.get("type") or "")
+        detail = str(body.get("message") or error.message)
+        if status == 401:
+            reason = "OpenAI rejected the API key (401)"
+            if self.on_key_rejected:
+                self.on_key_rejected(reason)
+            return ProviderError(self.name, f"{reason}: check OPENAI_API_KEY", code="PROVIDER_AUTH")
+        if code in BILLING_CODES or kind in BILLING_CODES:
+            return ProviderError(
+                self.name, f"OpenAI refused to bill this account ({code or kind}): check the plan and billing", code="PROVIDER_BILLING"
+            )
+        if status == 400 and code == "content_policy_violation":
+            return ProviderError(self.name, "OpenAI refused the prompt under its content policy", code="PROVIDER_CONTENT_POLICY")
+        if status == 429:
+            return Transient(f"429 rate limited ({detail})", retry_after=parse_retry_after(error.response.headers))
+        if status >= 500:
+            return Transient(f"{status} server error", retry_after=parse_retry_after(error.response.headers))
+        if status == 403:
+            return ProviderError(self.name, f"OpenAI refused access to {MODEL} for this key (403): {detail}", code="PROVIDER_AUTH")
+        if status == 404:
+            return ProviderError(self.name, f"OpenAI answered 404 for the image endpoint: check OPENAI_BASE_URL ({detail})")
+        return ProviderError(self.name, f"OpenAI refused the image request ({status}): {detail}")
+
+    async def cancel_remote(self, remote_id: str) -> None:
+        """Nothing to cancel: OpenAI's image call is synchronous and leaves no remote task."""
+
+    def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
+        """Whether OpenAI accepts the key, asked of `GET /models/dall-e-3` (free): (ok, reason)."""
+        headers = {"Authorization": f"Bearer {self.settings.openai_api_key}"}
+        response = httpx.get(f"{self.base_url}/models/{MODEL}", headers=headers, timeout=timeout)
+        if response.status_code == 401:
+            return False, "OpenAI rejected the API key (401)"
+        if response.status_code == 403:
+            return False, f"this OpenAI key has no access to {MODEL} (403)"
+        if response.is_success:
+            return True, None
+        return None, f"OpenAI answered {response.status_code}"

@@ -1,0 +1,185 @@
+"""A fake OpenAI images API, after https://platform.openai.com/docs/api-reference/images/create.
+
+- `POST /v1/images/generations` with `Authorization: Bearer <key>`, a JSON body of
+  `prompt, model, n, quality, response_format, size, style, user`; DALL-E 3 allows n=1 only,
+  sizes 1024x1024, 1792x1024 and 1024x1792, quality standard or hd, a prompt of at most 4000
+  characters. It answers `{"created", "data": [{"b64_json" | "url", "revised_prompt"}]}`.
+- `GET /v1/models/{model}`: the model object (what the key check asks).
+- Errors are `{"error": {"message", "type", "param", "code"}}` with OpenAI's status codes:
+  401 `invalid_api_key`, 400 `content_policy_violation`, 429 `rate_limit_exceeded` (with
+  `retry-after`) or `insufficient_quota`, 400 `billing_hard_limit_reached`, 500 `server_error`.
+- Image URLs (`response_format=url`) are served at `/files/...` without auth, as OpenAI's blob
+  storage does; `expire_urls()` makes them answer 403 as an expired link does.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .base import FakeServer, Reply
+from .media import png_image
+
+DALLE3_SIZES = ["1024x1024", "1024x1792", "1792x1024"]
+DALLE2_SIZES = ["256x256", "512x512", "1024x1024"]
+KNOWN_FIELDS = {"prompt", "model", "n", "quality", "response_format", "size", "style", "user"}
+MODELS = {"dall-e-3": 1698785189, "dall-e-2": 1698798177}
+
+
+def error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": {"message": message, "type": type, "param": param, "code": code}}, headers or {})
+
+
+# Replies a test can script, as OpenAI sends them.
+def rate_limited(retry_after: float = 1) -> Reply:
+    return error(
+        429, "Rate limit exceeded for images per minute in organization org-fake. Limit: 5/1min. Current: 6/1min.",
+        type="requests", code="rate_limit_exceeded", headers={"retry-after": f"{retry_after:g}"},
+    )
+
+
+def server_error() -> Reply:
+    return error(500, "The server had an error while processing your request. Sorry about that!", type="server_error")
+
+
+def content_policy() -> Reply:
+    return error(
+        400, "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+        code="content_policy_violation",
+    )
+
+
+def insufficient_quota() -> Reply:
+    return error(
+        429, "You exceeded your current quota, please check your plan and billing details.",
+        type="insufficient_quota", code="insufficient_quota",
+    )
+
+
+def billing_hard_limit() -> Reply:
+    return error(400, "Billing hard limit has been reached", code="billing_hard_limit_reached")
+
+
+class FakeOpenAI(FakeServer):
+    label = "OpenAI"
+
+    def __init__(self, key: str = "sk-fake-openai"):
+        super().__init__(key)
+        self.files: dict[str, bytes] = {}
+        self.urls_expired = False
+        #: When set, the bytes every generated "image" has (to test an output that is not an image).
+        self.image_override: bytes | None = None
+        #: Force `url` answers even when `b64_json` was asked (to test the URL path).
+        self.force_url = False
+        #: Make noisy (large) PNGs instead of gradients.
+        self.noisy = False
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/images/generations", self.generate, methods=["POST"]),
+            Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+            Route("/files/{name}", self.file, methods=["GET"]),
+        ]
+
+    @property
+    def base_url(self) -> str:
+        """What OPENAI_BASE_URL should be."""
+        return f"{self.url}/v1"
+
+    def expire_urls(self) -> None:
+        self.urls_expired = True
+
+    def _auth(self, request: Request) -> Response | None:
+        verdict = self.bearer_ok(request)
+        if verdict is None:
+            return error(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).").response()
+        if not verdict:
+            return error(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", code="invalid_api_key").response()
+        return None
+
+    async def model(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        if (reply := await self.scripted("models")) is not None:
+            return reply
+        name = request.path_params["model"]
+        if name not in MODELS:
+            return error(404, f"The model '{name}' does not exist", code="model_not_found", param="model").response()
+        return JSONResponse({"id": name, "object": "model", "created": MODELS[name], "owned_by": "system"})
+
+    async def generate(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)").response()
+        if not isinstance(body, dict):
+            return error(400, "Invalid type for the request body: expected an object.").response()
+        if (reply := await self.scripted("images")) is not None:
+            return reply
+        problem = self._validate(body)
+        if problem is not None:
+            return problem.response()
+        width, height = (int(part) for part in body.get("size", "1024x1024").split("x"))
+        data = self.image_override if self.image_override is not None else png_image(width, height, self.noisy)
+        item: dict[str, Any] = {}
+        if body.get("model", "dall-e-2") == "dall-e-3":
+            item["revised_prompt"] = f"A richly detailed rendering of this scene: {body['prompt']}"
+        if body.get("response_format", "url") == "b64_json" and not self.force_url:
+            item["b64_json"] = base64.b64encode(data).decode()
+        else:
+            name = f"img-{secrets.token_urlsafe(12)}.png"
+            self.files[name] = data
+            item["url"] = f"{self.files_url}/files/{name}?st=2024-01-15T10%3A30%3A00Z&se=2024-01-15T12%3A30%3A00Z&sp=r&sig=fake"
+        return JSONResponse({"created": int(time.time()), "data": [item]})
+
+    def _validate(self, body: dict[str, Any]) -> Reply | None:
+        for name in body:
+            if name not in KNOWN_FIELDS:
+                return error(400, f"Unrecognized request argument supplied: {name}")
+        prompt = body.get("prompt")
+        if prompt is None:
+            return error(400, "Missing required parameter: 'prompt'.", param="prompt")
+        if not isinstance(prompt, str):
+            return error(400, f"Invalid type for 'prompt': expected a string, but got {type(prompt).__name__} instead.", param="prompt", code="invalid_type")
+        model = body.get("model", "dall-e-2")
+        if model not in MODELS:
+            return error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found", param="model")
+        limit = 4000 if model == "dall-e-3" else 1000
+        if len(prompt) > limit:
+            return error(400, f"'{prompt[:20]}...' is too long - 'prompt'. Maximum length is {limit} characters.", param="prompt", code="string_above_max_length")
+        n = body.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+            return error(400, f"{n!r} is not valid - 'n'", param="n")
+        if model == "dall-e-3" and n != 1:
+            return error(400, "You must provide n=1 for this model.", param="n")
+        sizes = DALLE3_SIZES if model == "dall-e-3" else DALLE2_SIZES
+        size = body.get("size", "1024x1024")
+        if size not in sizes:
+            return error(400, f"'{size}' is not one of {sizes} - 'size'", param="size")
+        quality = body.get("quality", "standard")
+        if quality not in ("standard", "hd"):
+            return error(400, f"'{quality}' is not one of ['standard', 'hd'] - 'quality'", param="quality")
+        response_format = body.get("response_format", "url")
+        if response_format not in ("url", "b64_json"):
+            return error(400, f"'{response_format}' is not one of ['url', 'b64_json'] - 'response_format'", param="response_format")
+        style = body.get("style", "vivid")
+        if style not in ("vivid", "natural"):
+            return error(400, f"'{style}' is not one of ['vivid', 'natural'] - 'style'", param="style")
+        return None
+
+    async def file(self, request: Request) -> Response:
+        if (reply := await self.scripted("files")) is not None:
+            return reply
+        name = request.path_params["name"]
+        if self.urls_expired or name not in self.files:
+            body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code><Message>Signed expiry time has to be after signed start time</Message></Error>"
+            return Response(body, 403, media_type="application/xml")
+        return Response(self.files[name], media_type="image/png")
