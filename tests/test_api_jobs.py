@@ -179,3 +179,25 @@ def test_status_health_docs_and_cors(shared_server: Server):
         listed = api.get("/api/v1/jobs", headers={"Origin": "http://localhost:3000"})
         assert "X-Total-Count".lower() in listed.headers["access-control-expose-headers"].lower()
         assert "access-control-allow-origin" not in api.get("/api/v1/jobs", headers={"Origin": "http://evil.example"}).headers
+
+
+async def test_jobs_queue_behind_the_provider_limit(server: Server, api: httpx.Client, events: EventStream):
+    """PROMPTREEL_LOCAL_CONCURRENCY is 1: a second job's video waits while the first one renders."""
+    first = api.post("/api/v1/generate", json=local_job("a city skyline at dusk", videoDuration=10)).json()
+    await events.until(lambda e: e.get("jobId") == first["id"] and e["type"] == "step_update" and e["data"]["id"] == "video_generation")
+    second = api.post("/api/v1/generate", json=local_job("a lake at dawn")).json()
+    await events.until(
+        lambda e: e.get("jobId") == second["id"] and e["type"] == "step_update"
+        and e["data"]["id"] == "image_generation" and e["data"]["status"] == "completed"
+    )
+    status = api.get("/api/v1/status").json()
+    assert (status["active_jobs"], status["queue_length"]) == (1, 1), status
+    assert api.get(f"/api/v1/jobs/{second['id']}").json()["steps"][1]["status"] == "pending"
+    await api_cancel(api, first["id"])
+    await events.until(
+        lambda e: e.get("jobId") == second["id"] and e["type"] == "step_update"
+        and e["data"]["id"] == "video_generation" and e["data"]["status"] == "running"
+    )
+    await api_cancel(api, second["id"])
+    status = api.get("/api/v1/status").json()
+    assert (status["active_jobs"], status["queue_length"]) == (0, 0), status
