@@ -20,6 +20,8 @@ def serve(settings: Settings, *, native: bool = False) -> None:
     mount_api(app, system)
     app.on_startup(system.start)
     app.on_shutdown(system.stop)
+    if native:
+        app.on_shutdown(close_native_window)
     app.add_static_files("/assets", ASSETS_DIR)
     register_pages(system)
     url = f"http://{settings.host}:{settings.port}"
@@ -29,7 +31,7 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         port=settings.port,
         title="promptreel",
         favicon=ASSETS_DIR / "favicon.svg",
-        dark=None,
+        dark=False,  # the remembered choice applies at once; None would flash the system theme first
         reload=False,
         show=False,
         native=native,
@@ -38,3 +40,9 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         show_welcome_message=False,
         fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
     )
+
+
+def close_native_window() -> None:
+    """Ctrl+C or SIGTERM stops the server; take the window along (NiceGUI only closes it for app.shutdown())."""
+    if app.native.main_window:
+        app.native.main_window.destroy()

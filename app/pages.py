@@ -1,0 +1,78 @@
+"""The studio's pages: `/` (form, live job list) and `/jobs/{id}` (one job in full).
+
+Page functions build their views from the components and hand them the System; every view
+listens to the event bus through its tab's feed (components/live.py), so a job started
+anywhere (REST, CLI in this process, another tab) shows up and moves in every open tab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import OrderedDict
+
+from fastapi import Response
+from nicegui import app, ui
+from PIL import Image
+
+from backend.public import job_data
+from backend.system import System
+from components.job_card import THUMBNAIL_ROUTE
+from components.job_form import JobForm
+from components.job_list import JobList
+from components.job_page import JobDetail, not_found
+from components.theme import frame
+
+#: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
+THUMBNAIL_CACHE_SIZE = 500
+THUMBNAIL_PIXELS = 256
+
+
+def make_thumbnail(path: str) -> bytes:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=82, optimize=True)
+    return buffer.getvalue()
+
+
+def register_pages(system: System) -> None:
+    thumbnails: OrderedDict[str, bytes] = OrderedDict()
+
+    @app.get(THUMBNAIL_ROUTE + "/{job_id}.jpg", include_in_schema=False)
+    async def thumbnail(job_id: str) -> Response:
+        """A small JPEG of a job's image for the list: 20 full-size PNGs would be tens of megabytes."""
+        record = system.store.get(job_id)
+        path = system.media.resolve(record.job.image_path) if record else None
+        if path is None:
+            return Response(status_code=404)
+        data = thumbnails.get(job_id)
+        if data is None:
+            data = await asyncio.to_thread(make_thumbnail, str(path))
+            thumbnails[job_id] = data
+            while len(thumbnails) > THUMBNAIL_CACHE_SIZE:
+                thumbnails.popitem(last=False)
+        else:
+            thumbnails.move_to_end(job_id)
+        # A job's image never changes once written; only removal makes it go away.
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @ui.page("/")
+    def studio() -> None:
+        with frame(system, "promptreel studio"):
+            with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"):
+                with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
+                    form = JobForm(system)
+                with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
+                    JobList(system, on_prefill=form.prefill)
+
+    @ui.page("/jobs/{job_id}")
+    def job_page(job_id: str) -> None:
+        record = system.store.get(job_id)
+        title = f"{record.job.prompt[:60]} · promptreel" if record else "Job not found · promptreel"
+        with frame(system, title):
+            if record is None:
+                not_found(job_id)
+            else:
+                JobDetail(system, job_data(record))

@@ -1,0 +1,268 @@
+"""The live job list: newest first, filtered by status, searched by prompt, one page at a time.
+
+Only one page (PAGE_SIZE jobs) is ever read from the store, with the total for the pager, so
+the list stays fast with any number of jobs. Bus events update the cards they are about in
+place; the page is read again only when its membership may have changed: a job was created
+or removed, or (under a status filter) a job moved into or out of the filtered statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nicegui import ui
+from pydantic import ValidationError
+
+from backend.errors import ApiError
+from backend.events import Event
+from backend.public import job_data
+from backend.schemas import describe, validate_request
+from backend.store import JobRecord
+from backend.system import System
+
+from .format import status_label
+from .job_card import JobCard, JobData
+from .live import client_feed
+
+PAGE_SIZE = 20
+#: The status filter's choices and the statuses each one lets through (none = all).
+STATUS_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "all": ("All statuses", ()),
+    "active": ("In progress", ("pending", "generating_image", "generating_video")),
+    "completed": ("Completed", ("completed",)),
+    "failed": ("Failed", ("failed",)),
+    "cancelled": ("Cancelled", ("cancelled",)),
+    "pending": ("Queued", ("pending",)),
+    "generating_image": (status_label("generating_image"), ("generating_image",)),
+    "generating_video": (status_label("generating_video"), ("generating_video",)),
+}
+JOB_EVENTS = ("job_update", "job_completed", "job_failed")
+#: Statuses remembered for jobs this tab does not show, to spot status changes; bounded.
+MAX_REMEMBERED = 5000
+
+
+def rerun_request(job: JobData) -> dict[str, Any]:
+    """The request that made `job`, seed included: running it again gives the same local result."""
+    meta = job.get("metadata") or {}
+    settings = {key: meta[key] for key in ("imageSize", "videoDuration", "quality", "seed", "videoProvider") if meta.get(key) is not None}
+    return {"prompt": job["prompt"], "provider": job["provider"], "settings": settings}
+
+
+class JobList:
+    def __init__(self, system: System, *, on_prefill: Callable[[JobData], Any] | None = None, page_size: int = PAGE_SIZE):
+        self.system = system
+        self.on_prefill = on_prefill
+        self.page_size = page_size
+        self.page = 1
+        self.total = 0
+        self.filter = "all"
+        self.search = ""
+        self.cards: dict[str, JobCard] = {}
+        self._seen: dict[str, str] = {}
+        self.reloads = 0  # how often the page was read again (tests watch this stays low)
+
+        with ui.column().classes("w-full gap-4").props('aria-label="Jobs"') as self.root:
+            with ui.row().classes("w-full items-center gap-3"):
+                with ui.column().classes("gap-0 grow"):
+                    ui.label("Your jobs").classes("pr-section-title")
+                    self.summary = ui.label().classes("text-xs pr-muted").props("aria-live=polite data-testid=job-summary").mark("job-summary")
+                self.search_input = (
+                    ui.input(placeholder="Search prompts", on_change=self._on_search)
+                    .classes("w-full sm:w-64")
+                    .props('outlined dense clearable debounce=300 aria-label="Search prompts" data-testid=search')
+                    .mark("search")
+                )
+                with self.search_input.add_slot("prepend"):
+                    ui.icon("search", size="20px")
+                self.status_select = (
+                    ui.select({key: label for key, (label, _) in STATUS_FILTERS.items()}, label="Status", value="all", on_change=self._on_filter)
+                    .classes("w-full sm:w-48")
+                    .props("outlined dense options-dense data-testid=status-filter")
+                    .mark("status-filter")
+                )
+            self.container = ui.column().classes("w-full gap-3").props("data-testid=job-list")
+            with ui.element("div").classes("pr-card pr-empty w-full") as self.empty:
+                ui.icon("movie_filter", size="44px").classes("text-primary opacity-70")
+                self.empty_title = ui.label().classes("text-base font-semibold mt-2").props("data-testid=empty-state").mark("empty-state")
+                self.empty_hint = ui.label().classes("text-sm pr-muted")
+            with ui.row().classes("w-full justify-center"):
+                self.pager = ui.pagination(1, 1, direction_links=True, value=1, on_change=self._on_page).props(
+                    'max-pages=7 boundary-numbers color=primary active-design=unelevated active-color=primary '
+                    'round aria-label="Pages" data-testid=pager'
+                ).mark("pager")
+        self.reload()
+        client_feed(system.bus).subscribe(self._on_events)
+
+    # -- reading the store ------------------------------------------------------------
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        return STATUS_FILTERS[self.filter][1]
+
+    def reload(self) -> None:
+        """Read the current page (and the total) again and show it, keeping the cards that stay."""
+        self.reloads += 1
+        records, total = self._read()
+        pages = max(1, -(-total // self.page_size))
+        if self.page > pages:  # the page emptied (removals, a narrower filter): show the last one
+            self.page = pages
+            records, total = self._read()
+        self.total = total
+        self._show(records)
+        self._render_chrome(pages)
+
+    def _read(self) -> tuple[list[JobRecord], int]:
+        return self.system.store.list(
+            statuses=self.statuses,
+            search=self.search or None,
+            limit=self.page_size,
+            offset=(self.page - 1) * self.page_size,
+        )
+
+    def _show(self, records: list[JobRecord]) -> None:
+        wanted = [job_data(record) for record in records]
+        wanted_ids = {job["id"] for job in wanted}
+        for job_id in [job_id for job_id in self.cards if job_id not in wanted_ids]:
+            self.cards.pop(job_id).element.delete()
+        children = self.container.default_slot.children
+        for index, job in enumerate(wanted):
+            card = self.cards.get(job["id"])
+            if card is None:
+                with self.container:
+                    card = JobCard(job, on_cancel=self.cancel, on_rerun=self.rerun, on_prefill=self.prefill, on_remove=self.confirm_remove)
+                self.cards[job["id"]] = card
+            else:
+                card.replace(job)
+            if children.index(card.element) != index:
+                card.element.move(target_index=index)
+
+    def _render_chrome(self, pages: int) -> None:
+        first = (self.page - 1) * self.page_size + 1
+        last = min(self.total, self.page * self.page_size)
+        filtered = bool(self.search) or self.filter != "all"
+        noun = "job" if self.total == 1 else "jobs"
+        if self.total == 0:
+            self.summary.text = "No matching jobs" if filtered else "No jobs yet"
+        elif pages == 1:
+            self.summary.text = f"{self.total:,} {noun}" + (" match" if filtered else "")
+        else:
+            self.summary.text = f"{first:,}–{last:,} of {self.total:,} {noun}"
+        self.empty.visible = self.total == 0
+        if filtered:
+            self.empty_title.text = "Nothing matches"
+            self.empty_hint.text = "Try another word or status."
+        else:
+            self.empty_title.text = "No jobs yet — describe a scene above"
+            self.empty_hint.text = "Your pictures and videos will appear here, live, as they are made."
+        self.pager.visible = pages > 1
+        if self.pager.max != pages:
+            self.pager.max = pages
+        if self.pager.value != self.page:
+            self.pager.value = self.page
+
+    # -- events ---------------------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        touched: set[str] = set()
+        reload = False
+        statuses = self.statuses
+        for event in events:
+            job_id, kind, data = event["jobId"], event["type"], event["data"]
+            card = self.cards.get(job_id)
+            if kind == "job_removed":
+                reload = True  # the page and the total change
+            elif card is not None:
+                card.apply(event)
+                touched.add(job_id)
+                if statuses and card.job["status"] not in statuses:
+                    reload = True  # it left the filter
+            elif kind in JOB_EVENTS:
+                status = data.get("status")
+                before = self._seen.get(job_id)
+                if len(self._seen) >= MAX_REMEMBERED:
+                    self._seen.clear()
+                self._seen[job_id] = status
+                if statuses:
+                    if status in statuses and status != before:
+                        reload = True  # it entered the filter
+                elif status == "pending" and before is None:
+                    reload = True  # a new job: it goes on top
+        if reload:
+            self.reload()
+        else:
+            for job_id in touched:
+                self.cards[job_id].render()
+
+    # -- filters --------------------------------------------------------------------
+
+    def _on_search(self) -> None:
+        self.search = (self.search_input.value or "").strip()
+        self.page = 1
+        self.reload()
+
+    def _on_filter(self) -> None:
+        self.filter = self.status_select.value or "all"
+        self.page = 1
+        self._seen.clear()
+        self.reload()
+
+    def _on_page(self) -> None:
+        page = int(self.pager.value or 1)
+        if page != self.page:
+            self.page = page
+            self.reload()
+
+    # -- actions --------------------------------------------------------------------
+
+    async def cancel(self, job: JobData) -> None:
+        try:
+            await self.system.jobs.cancel(job["id"])
+        except ApiError as error:
+            ui.notify(error.message, type="warning")
+            return
+        ui.notify("Job cancelled.", icon="stop_circle")
+
+    def rerun(self, job: JobData) -> JobRecord | None:
+        try:
+            record = self.system.jobs.create(validate_request(rerun_request(job)))
+        except ValidationError as error:
+            ui.notify(describe(error.errors())[0], type="negative")
+            return None
+        except ApiError as error:
+            ui.notify(error.message, type="negative")
+            return None
+        ui.notify("Started again with the same settings.", type="positive", icon="replay")
+        return record
+
+    def prefill(self, job: JobData) -> None:
+        if self.on_prefill:
+            self.on_prefill(job)
+
+    async def confirm_remove(self, job: JobData) -> None:
+        with self.root, ui.dialog() as dialog, ui.card().classes("pr-card p-5 gap-3 max-w-md").props(
+            'role=alertdialog aria-label="Remove job"'
+        ):
+            ui.label("Remove this job from history?").classes("pr-section-title")
+            ui.label(job["prompt"]).classes("text-sm pr-muted pr-prompt")
+            running = job["status"] in ("pending", "generating_image", "generating_video")
+            ui.label(
+                ("It is still running and will be cancelled. " if running else "") + "Its image and video are deleted too."
+            ).classes("text-sm")
+            with ui.row().classes("w-full justify-end gap-2"):
+                ui.button("Keep", on_click=lambda: dialog.submit(False)).props("flat no-caps data-testid=remove-keep")
+                ui.button("Remove", icon="delete", on_click=lambda: dialog.submit(True)).props(
+                    "unelevated no-caps color=negative autofocus data-testid=remove-confirm"
+                )
+        confirmed = await dialog
+        dialog.delete()
+        if not confirmed:
+            return
+        try:
+            await self.system.jobs.remove(job["id"])
+        except ApiError as error:
+            with self.root:
+                ui.notify(error.message, type="warning")
+        else:
+            with self.root:
+                ui.notify("Job removed.", icon="delete")

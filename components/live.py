@@ -1,0 +1,111 @@
+"""The bridge from the event bus to one browser tab: collect cheaply, flush a few times a second.
+
+Each open page has one `ClientFeed`: a single listener on `system.bus`. The listener runs on
+the event loop inside the pipeline's publish call, so it only filters and appends the event
+to a list; the first event of a burst schedules one flush `FLUSH_INTERVAL` seconds later, and
+that flush hands every collected event to the page's handlers, which update just the elements
+the events are about. Nothing runs while no event arrives, and no tab ever polls the database.
+The listener is removed when NiceGUI deletes the client (the tab closed and did not come back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nicegui import Client, ui
+
+from backend.events import Event, EventBus
+
+log = logging.getLogger(__name__)
+
+#: At most this many flushes per second per tab, however many events arrive.
+FLUSH_INTERVAL = 0.25
+
+Handler = Callable[[list[Event]], Any]
+Accept = Callable[[Event], bool]
+
+
+@dataclass
+class _Subscriber:
+    handler: Handler
+    accept: Accept | None
+
+
+class ClientFeed:
+    """One tab's view of the event bus."""
+
+    def __init__(self, bus: EventBus, client: Client, interval: float = FLUSH_INTERVAL):
+        self.client = client
+        self.interval = interval
+        self._subscribers: list[_Subscriber] = []
+        self._pending: list[Event] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._closed = False
+        self._unsubscribe = bus.listen(self._receive)
+        client.on_delete(self.close)
+
+    def subscribe(self, handler: Handler, accept: Accept | None = None) -> None:
+        """Call `handler(events)` with the events `accept` lets through, batched per flush."""
+        self._subscribers.append(_Subscriber(handler, accept))
+
+    # Runs inside EventBus.publish: keep it to a filter and an append.
+    def _receive(self, event: Event) -> None:
+        if threading.get_ident() != self._loop_thread:  # published from a worker thread
+            self._loop.call_soon_threadsafe(self._receive, event)
+            return
+        if self._closed or not any(s.accept is None or s.accept(event) for s in self._subscribers):
+            return
+        self._pending.append(event)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_later(self.interval, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        events, self._pending = self._pending, []
+        if self._closed or not events or self.client.is_deleted:
+            return
+        with self.client:
+            for subscriber in list(self._subscribers):
+                chosen = events if subscriber.accept is None else [e for e in events if subscriber.accept(e)]
+                if not chosen:
+                    continue
+                try:
+                    result = subscriber.handler(chosen)
+                    if asyncio.iscoroutine(result):
+                        self._loop.create_task(result)
+                except Exception:  # one broken view must not stop the others
+                    log.exception("studio update failed")
+
+    def close(self) -> None:
+        self._closed = True
+        self._unsubscribe()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._pending.clear()
+        self._subscribers.clear()
+
+
+_FEED_ATTRIBUTE = "_promptreel_feed"
+
+
+def client_feed(bus: EventBus) -> ClientFeed:
+    """The feed of the current page's client, made on first use."""
+    client = ui.context.client
+    feed = getattr(client, _FEED_ATTRIBUTE, None)
+    if feed is None or feed._closed:
+        feed = ClientFeed(bus, client)
+        setattr(client, _FEED_ATTRIBUTE, feed)
+    return feed
+
+
+def listener_count(bus: EventBus) -> int:
+    """How many in-process listeners the bus has (the tests check that closed tabs let go)."""
+    return len(bus._callbacks)
