@@ -54,3 +54,23 @@ class ProviderNotConfigured(ApiError):
 class ValidationFailed(ApiError):
     status_code = 422
     code = "VALIDATION_ERROR"
+
+
+class JobBusy(ApiError):
+    status_code = 409
+    code = "JOB_BUSY"
+
+    def __init__(self, job_id: str):
+        super().__init__(f"Job '{job_id}' is still stopping; try again in a moment.", {"id": job_id})
+
+
+class PriceUnknown(ApiError):
+    # A server setting names a model this service has no price for: refuse rather than guess.
+    status_code = 400
+    code = "PRICE_UNKNOWN"
+
+    def __init__(self, message: str, provider: str, video_provider: str):
+        super().__init__(
+            f"{message[0].upper()}{message[1:]}: choose a model with a published price (see the README's providers table).",
+            {"provider": provider, "videoProvider": video_provider},
+        )

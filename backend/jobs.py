@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
 
 from . import pricing
-from .errors import JobNotCancellable, JobNotFound, ProviderNotConfigured
+from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured
 from .events import EventBus
 from .media import MediaStore
 from .models import Job, JobStatus
@@ -47,13 +48,19 @@ class JobService:
         self.media = media
 
     def _check_providers(self, request: GenerateRequest) -> str:
-        """The video provider to use; refuses a provider that is not configured, before anything is stored."""
-        video_provider = request.settings.videoProvider or self.providers.default_video_provider
+        """The video provider to use. Refuses, before anything is stored, a provider that is not
+        configured or a model without a published price (the user would pay an unknown amount)."""
+        settings = request.settings
+        video_provider = settings.videoProvider or self.providers.default_video_provider
         try:
             self.providers.image(request.provider)
             self.providers.video(video_provider)
         except ProviderUnavailable as error:
             raise ProviderNotConfigured(str(error), error.name, error.missing_setting) from None
+        try:
+            self.estimate(request)
+        except pricing.UnknownPrice as error:
+            raise PriceUnknown(str(error), request.provider, video_provider) from None
         return video_provider
 
     def estimate(self, request: GenerateRequest) -> dict[str, float]:
@@ -97,15 +104,22 @@ class JobService:
             raise JobNotCancellable(job_id, record.job.status)
         await self.runner.cancel(job_id)
         record = self.get(job_id)
-        if record.job.job_status is JobStatus.COMPLETED or record.job.job_status is JobStatus.FAILED:
+        if record.job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
             raise JobNotCancellable(job_id, record.job.status)  # it finished while we asked
+        if not record.job.job_status.finished:
+            # No task of ours ran it (it had not started, or it is gone): record the cancel here.
+            self.runner.pipeline.mark_cancelled(job_id)
+            record = self.get(job_id)
         return record
 
     async def remove(self, job_id: str) -> None:
         """Forget a job: cancel it if it runs, then delete its row and its files."""
         record = self.get(job_id)
         if not record.job.job_status.finished:
-            await self.runner.cancel(job_id)
+            with contextlib.suppress(JobNotCancellable):  # it finished meanwhile: removed all the same
+                await self.cancel(job_id)
+        if self.runner.is_running(job_id):
+            raise JobBusy(job_id)  # still stopping: deleting now would pull its files from under it
         self.store.delete(job_id)
         self.media.remove_job(job_id)
         self.bus.publish("job_removed", job_id, {"id": job_id})

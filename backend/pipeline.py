@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from . import pricing, public
 from .events import EventBus
 from .media import MediaStore
-from .models import Job, JobStatus, StepKind, StepStatus, utcnow
+from .models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 from .providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
 from .providers.registry import ProviderRegistry, ProviderUnavailable
 from .store import JobStore
@@ -27,12 +27,22 @@ log = logging.getLogger(__name__)
 #: Share of the job's progress that each step carries (the video takes longest).
 STEP_WEIGHTS = {StepKind.IMAGE: 0.3, StepKind.VIDEO: 0.7}
 #: The job progress already earned when a step starts (the steps before it, complete).
+#: The job's status while each step runs.
+STEP_JOB_STATUS = {StepKind.IMAGE: JobStatus.GENERATING_IMAGE, StepKind.VIDEO: JobStatus.GENERATING_VIDEO}
 STEP_OFFSETS = {StepKind.IMAGE: 0.0, StepKind.VIDEO: 100 * STEP_WEIGHTS[StepKind.IMAGE]}
 #: How long a remote cancel may take before the job is marked cancelled anyway (s).
 REMOTE_CANCEL_TIMEOUT = 10.0
 
 #: Waits for a free slot of (step kind, provider); the runner owns the limits.
 SlotFactory = Callable[[StepKind, str], AbstractAsyncContextManager[None]]
+
+
+def _provider_name(job: Job, kind: StepKind) -> str:
+    return job.provider if kind is StepKind.IMAGE else job.video_provider
+
+
+def _output_path(job: Job, kind: StepKind) -> str | None:
+    return job.image_path if kind is StepKind.IMAGE else job.video_path
 
 
 def _job_percent(kind: StepKind, step_percent: int) -> int:
@@ -43,8 +53,9 @@ def _job_percent(kind: StepKind, step_percent: int) -> int:
 class StepRun:
     """The StepContext a provider gets: progress, log and remote id of one running step."""
 
-    def __init__(self, pipeline: Pipeline, job_id: str, kind: StepKind, progress: int, remote_id: str | None):
+    def __init__(self, pipeline: Pipeline, job_id: str, kind: StepKind, progress: int, remote_id: str | None, *, resumed: bool = False):
         self.pipeline = pipeline
+        self.resumed = resumed
         self.job_id = job_id
         self.kind = kind
         self.percent = progress
@@ -120,70 +131,74 @@ class Pipeline:
         if record is None or record.job.job_status.finished:
             return
         job = record.job
-        current: StepRun | None = None
+        running: StepRun | None = None  # the step that holds a slot right now
         try:
-            image_step = record.step(StepKind.IMAGE)
-            if image_step.status != StepStatus.COMPLETED or self.media.resolve(job.image_path) is None:
-                async with slot(StepKind.IMAGE, job.provider):
-                    current = self._start_step(job_id, StepKind.IMAGE, JobStatus.GENERATING_IMAGE, image_step.remote_id)
-                    await self._run_image(job, current)
-            video_step = self.store.get(job_id).step(StepKind.VIDEO)  # type: ignore[union-attr]
-            async with slot(StepKind.VIDEO, job.video_provider):
-                current = self._start_step(job_id, StepKind.VIDEO, JobStatus.GENERATING_VIDEO, video_step.remote_id)
-                await self._run_video(job, current)
-            current = None
+            for kind in StepKind:
+                step = record.step(kind)
+                if step.status == StepStatus.COMPLETED and self.media.resolve(_output_path(job, kind)) is not None:
+                    continue  # done before a restart: never made (or paid for) twice
+                async with slot(kind, _provider_name(job, kind)):
+                    running = self._start_step(job, step)
+                    job = await self._run_step(job, running)
+                    running = None
             self._complete_job(job_id)
         except asyncio.CancelledError:
-            if current is not None:
-                current.cancel_event.set()  # stops a render thread at its next frame
+            if running is not None:
+                running.cancel_event.set()  # stops a render thread at its next frame
             if self.stopping:
-                raise
-            await self._cancel(job_id, current)
+                raise  # interrupted, not cancelled: the next start resumes the job
+            await self._end_safely(job_id, self._cancel(job_id, running))
             raise
         except (ProviderError, ProviderUnavailable, pricing.UnknownPrice, StepCancelled) as error:
-            self._fail(job_id, current, str(error))
+            await self._end_safely(job_id, self._fail(job_id, running, str(error)))
         except Exception as error:  # a bug must still end the job, with the reason kept
             log.exception("job %s failed unexpectedly", job_id)
-            self._fail(job_id, current, f"internal error: {error}")
+            await self._end_safely(job_id, self._fail(job_id, running, f"internal error: {error}"))
 
-    def _start_step(self, job_id: str, kind: StepKind, status: JobStatus, remote_id: str | None) -> StepRun:
-        record = self.store.get(job_id)
-        assert record is not None
-        step = record.step(kind)
-        resumed = step.status == StepStatus.RUNNING
-        self._set_job_status(job_id, status)
-        self._update_step(job_id, kind, status=StepStatus.RUNNING.value, started_at=step.started_at or utcnow())
+    async def _end_safely(self, job_id: str, ending: Awaitable[None]) -> None:
+        """Run a job's last transition; if even that breaks (the store is down), say so on the bus."""
+        try:
+            await ending
+        except Exception as error:
+            log.exception("could not record the end of job %s", job_id)
+            # The store still says the job runs: the next start resumes it. Clients hear it ended here.
+            self.bus.publish("job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"})
+
+    def _start_step(self, job: Job, step: JobStep) -> StepRun:
+        kind = step.step_kind
+        resumed = step.status == StepStatus.RUNNING  # it was running when the last process stopped
+        self._set_job_status(job.id, STEP_JOB_STATUS[kind])
+        self._update_step(job.id, kind, status=StepStatus.RUNNING.value, started_at=step.started_at or utcnow())
         if resumed:
-            self._log_step(job_id, kind, "resumed after a restart" + (f" (remote id {remote_id})" if remote_id else ""))
+            self._log_step(job.id, kind, "resumed after a restart" + (f" (remote id {step.remote_id})" if step.remote_id else ""))
         # Local work restarts from zero after a restart; its step progress starts over with it.
-        return StepRun(self, job_id, kind, step.progress if remote_id else 0, remote_id)
+        return StepRun(self, job.id, kind, step.progress if step.remote_id else 0, step.remote_id, resumed=resumed)
 
-    async def _run_image(self, job: Job, run: StepRun) -> None:
-        provider = self.providers.image(job.provider)
-        width, height = (int(part) for part in job.image_size.split("x"))
-        request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
-        result = await provider.generate(request, run)
-        cost = pricing.image_cost(job.provider, result.model, job.image_size, job.quality)
-        relative = self.media.write_image(job.id, result.png)
-        extra = {**self.store.get(job.id).job.extra, **result.metadata}  # type: ignore[union-attr]
-        self.store.update_job(job.id, image_path=relative, image_model=result.model, image_cost=cost, extra=extra)
-        self._complete_step(job.id, StepKind.IMAGE)
-
-    async def _run_video(self, job: Job, run: StepRun) -> None:
-        provider = self.providers.video(job.video_provider)
-        current = self.store.get(job.id).job  # type: ignore[union-attr]
-        image_path = self.media.resolve(current.image_path)
-        if image_path is None:
-            raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
-        output = self.media.path_for(job.id, "video")
-        request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
-        result = await provider.animate(request, run)
-        cost = pricing.video_cost(job.video_provider, result.model, job.video_duration)
-        extra = {**current.extra, **result.metadata, "videoWidth": result.width, "videoHeight": result.height}
-        self.store.update_job(
-            job.id, video_path=self.media.relative_path(job.id, "video"), video_model=result.model, video_cost=cost, extra=extra
-        )
-        self._complete_step(job.id, StepKind.VIDEO)
+    async def _run_step(self, job: Job, run: StepRun) -> Job:
+        """Make the step's output, store it with its cost, and give back the updated job."""
+        if run.kind is StepKind.IMAGE:
+            width, height = (int(part) for part in job.image_size.split("x"))
+            request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
+            image = await self.providers.image(job.provider).generate(request, run)
+            relative = self.media.write_image(job.id, image.png)
+            cost = pricing.image_cost(job.provider, image.model, job.image_size, job.quality)
+            job = self.store.update_job(
+                job.id, image_path=relative, image_model=image.model, image_cost=cost, extra={**job.extra, **image.metadata}
+            )
+        else:
+            image_path = self.media.resolve(job.image_path)
+            if image_path is None:
+                raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
+            output = self.media.path_for(job.id, "video")
+            request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
+            video = await self.providers.video(job.video_provider).animate(request, run)
+            cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
+            extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
+            job = self.store.update_job(
+                job.id, video_path=self.media.relative_path(job.id, "video"), video_model=video.model, video_cost=cost, extra=extra
+            )
+        self._complete_step(job.id, run.kind)
+        return job
 
     def _complete_step(self, job_id: str, kind: StepKind) -> None:
         _, job, job_changed = self.store.record_progress(job_id, kind, 100, _job_percent(kind, 100))
@@ -195,31 +210,35 @@ class Pipeline:
         job = self._set_job_status(job_id, JobStatus.COMPLETED, progress=100)
         self.bus.publish("job_completed", job_id, public.job_completed_data(job))
 
-    def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
-        kind = run.kind if run is not None else StepKind.IMAGE
+    def _close_steps(self, job_id: str, run: StepRun | None, status: StepStatus, note: str) -> None:
+        """End the running step with `status` and mark the steps that never ran as cancelled."""
         if run is not None:
-            self._update_step(job_id, kind, status=StepStatus.FAILED.value, ended_at=utcnow())
-            self._log_step(job_id, kind, f"failed: {reason}")
-        what = "Image generation" if kind is StepKind.IMAGE else "Video generation"
-        job = self._set_job_status(job_id, JobStatus.FAILED, error=f"{what} failed: {reason}")
+            self._update_step(job_id, run.kind, status=status.value, ended_at=utcnow())
+            self._log_step(job_id, run.kind, note)
+        record = self.store.get(job_id)
+        for step in record.steps if record else ():
+            if step.status == StepStatus.PENDING:
+                self._update_step(job_id, step.step_kind, status=StepStatus.CANCELLED.value)
+
+    async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
+        self._close_steps(job_id, run, StepStatus.FAILED, f"failed: {reason}")
+        kind = run.kind if run is not None else StepKind.IMAGE
+        job = self._set_job_status(job_id, JobStatus.FAILED, error=f"{kind.title.capitalize()} failed: {reason}")
         self.bus.publish("job_failed", job_id, public.job_failed_data(job))
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
-        if run is not None:
-            self._update_step(job_id, run.kind, status=StepStatus.CANCELLED.value, ended_at=utcnow())
-            self._log_step(job_id, run.kind, "cancelled")
-        record = self.store.get(job_id)
-        if record is not None:
-            for step in record.steps:
-                if step.status == StepStatus.PENDING:
-                    self._update_step(job_id, step.step_kind, status=StepStatus.CANCELLED.value)
-        self._set_job_status(job_id, JobStatus.CANCELLED)
+        self.mark_cancelled(job_id, run)
         if run is not None and run.remote_id:
             await self._cancel_remote(job_id, run)
 
+    def mark_cancelled(self, job_id: str, run: StepRun | None = None) -> None:
+        """Record a cancel: also for a job whose task never started or is gone."""
+        self._close_steps(job_id, run, StepStatus.CANCELLED, "cancelled")
+        self._set_job_status(job_id, JobStatus.CANCELLED)
+
     async def _cancel_remote(self, job_id: str, run: StepRun) -> None:
         job = self.store.get(job_id).job  # type: ignore[union-attr]
-        name = job.provider if run.kind is StepKind.IMAGE else job.video_provider
+        name = _provider_name(job, run.kind)
         try:
             provider = self.providers.image(name) if run.kind is StepKind.IMAGE else self.providers.video(name)
             # Shielded: the task that runs this is itself being cancelled.

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .models import StepKind
-from .pipeline import Pipeline
+from .pipeline import REMOTE_CANCEL_TIMEOUT, Pipeline
+from .providers.retry import CREATE_GRACE_SECONDS
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-#: How long DELETE waits for a job to stop (a remote cancel included) before answering.
-CANCEL_WAIT_SECONDS = 15.0
+#: How long a cancel waits for a job to stop: a create call on the wire may take its grace
+#: period to answer, then the remote work it started is cancelled too.
+CANCEL_WAIT_SECONDS = CREATE_GRACE_SECONDS + REMOTE_CANCEL_TIMEOUT + 5.0
 
 
 class JobRunner:
@@ -55,20 +57,23 @@ class JobRunner:
     def submit(self, job_id: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self.pipeline.run(job_id, self.slot), name=f"job {job_id}")
         self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+        task.add_done_callback(lambda done: self._finished(job_id, done))
         return task
+
+    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s's task ended with an error", job_id, exc_info=task.exception())
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._tasks
 
-    async def cancel(self, job_id: str) -> bool:
-        """Stop a job's task and wait until the pipeline has marked it cancelled."""
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job's task, if it has one here, and wait until it has ended."""
         task = self._tasks.get(job_id)
-        if task is None:
-            return False
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
-        return True
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
 
     async def wait(self, job_id: str) -> None:
         task = self._tasks.get(job_id)

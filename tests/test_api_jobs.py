@@ -143,6 +143,15 @@ async def test_jobs_list_filters_and_websocket_subscribe(server: Server, api: ht
     page = api.get("/api/v1/jobs", params={"limit": 1, "offset": 1})
     assert [j["id"] for j in page.json()] == [first["id"]] and page.headers["X-Total-Count"] == "2"
 
+    # Dropping the last subscription leaves the client with none, not with every job.
+    await narrowed.send({"type": "unsubscribe", "jobId": first["id"]})
+    third = api.post("/api/v1/generate", json=local_job("a quiet harbour")).json()
+    await api_cancel(api, third["id"])
+    await everything.until(ends_job(third["id"]))
+    await narrowed.send({"type": "ping"})
+    await narrowed.until(lambda e: e.get("type") == "pong")
+    assert third["id"] not in {e.get("jobId") for e in narrowed.events}
+
     await narrowed.send({"type": "dance"})
     error = await narrowed.until(lambda e: e.get("type") == "error")
     assert error["code"] == "VALIDATION_ERROR" and error["details"]["field"] == "type"
@@ -193,11 +202,24 @@ async def test_jobs_queue_behind_the_provider_limit(server: Server, api: httpx.C
     status = api.get("/api/v1/status").json()
     assert (status["active_jobs"], status["queue_length"]) == (1, 1), status
     assert api.get(f"/api/v1/jobs/{second['id']}").json()["steps"][1]["status"] == "pending"
+    third = api.post("/api/v1/generate", json=local_job("a field of flowers")).json()
+    await events.until(
+        lambda e: e.get("jobId") == third["id"] and e["type"] == "step_update"
+        and e["data"]["id"] == "image_generation" and e["data"]["status"] == "completed"
+    )
+    assert api.get("/api/v1/status").json()["queue_length"] == 2
+
+    # Cancelled while it waits for the video slot: its finished image stays finished.
+    await api_cancel(api, second["id"])
+    steps = {step["id"]: step for step in api.get(f"/api/v1/jobs/{second['id']}").json()["steps"]}
+    assert steps["image_generation"]["status"] == "completed" and steps["video_generation"]["status"] == "cancelled"
+    assert api.get(f"/api/v1/jobs/{second['id']}/download/image").status_code == 200
+
     await api_cancel(api, first["id"])
     await events.until(
-        lambda e: e.get("jobId") == second["id"] and e["type"] == "step_update"
+        lambda e: e.get("jobId") == third["id"] and e["type"] == "step_update"
         and e["data"]["id"] == "video_generation" and e["data"]["status"] == "running"
     )
-    await api_cancel(api, second["id"])
+    await api_cancel(api, third["id"])
     status = api.get("/api/v1/status").json()
     assert (status["active_jobs"], status["queue_length"]) == (0, 0), status

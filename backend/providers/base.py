@@ -67,6 +67,8 @@ class StepContext(Protocol):
     cancel_event: threading.Event
     #: The remote task id saved by an earlier run of this step (resume after a restart).
     remote_id: str | None
+    #: True when an earlier run of this step was interrupted (a stop or a crash) mid-way.
+    resumed: bool
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress 0..1 (thread-safe; never goes down)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
+from typing import TypeVar
 
 from PIL import Image
 
@@ -15,8 +17,21 @@ from ..render.animate import animate_image
 from ..render.scene import render_scene
 from .base import ImageRequest, ImageResult, StepContext, VideoRequest, VideoResult
 
+T = TypeVar("T")
 LOCAL_IMAGE_MODEL = "promptreel-scene-1"
 LOCAL_VIDEO_MODEL = "promptreel-animate-1"
+
+
+async def run_in_thread(work: Callable[[], T], ctx: StepContext) -> T:
+    """Run CPU work in a thread. On cancel, stop it and wait until it has stopped (a frame at
+    most), so the job's slot is free for real when the cancel is answered."""
+    future = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        ctx.cancel_event.set()
+        await asyncio.wait({future})
+        raise
 
 
 class LocalImageProvider:
@@ -35,7 +50,7 @@ class LocalImageProvider:
             return buffer.getvalue()
 
         ctx.log(f"rendering a {request.width}x{request.height} scene on the CPU (seed {request.seed})")
-        png = await asyncio.to_thread(work)
+        png = await run_in_thread(work, ctx)
         return ImageResult(png=png, model=LOCAL_IMAGE_MODEL)
 
     async def cancel_remote(self, remote_id: str) -> None:  # nothing remote to cancel
@@ -55,7 +70,7 @@ class LocalVideoProvider:
             )
 
         ctx.log(f"animating the image into a {request.duration} s H.264 video at 24 fps")
-        width, height = await asyncio.to_thread(work)
+        width, height = await run_in_thread(work, ctx)
         return VideoResult(model=LOCAL_VIDEO_MODEL, width=width, height=height)
 
     async def cancel_remote(self, remote_id: str) -> None:
