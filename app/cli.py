@@ -11,6 +11,7 @@ from typing import NoReturn, Sequence
 from pydantic import ValidationError
 
 from backend.errors import ApiError
+from backend.models import JobStatus
 from backend.schemas import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
 from backend.settings import Settings
 
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = commands.add_parser("jobs", help="list stored jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
-    jobs.add_argument("--status", choices=("pending", "generating_image", "generating_video", "completed", "failed", "cancelled"))
+    jobs.add_argument("--status", choices=[status.value for status in JobStatus])
     return parser
 
 

@@ -24,6 +24,13 @@ class SubscriberTooSlow(Exception):
     pass
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Subscription:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
@@ -35,13 +42,18 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def _close(self) -> None:
+        if self.queue.full():  # the end marker must get through: the client is dropped anyway
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             event = await self.queue.get()
-            if self.overflowed:
-                raise SubscriberTooSlow()
             if event is None:
                 return
+            if self.overflowed:
+                raise SubscriberTooSlow()
             yield event
 
 
@@ -49,9 +61,11 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
         self._callbacks: list[Callable[[Event], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:
+        self._loop = asyncio.get_running_loop()
         subscription = Subscription()
         self._subscriptions.add(subscription)
         try:
@@ -65,7 +79,16 @@ class EventBus:
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
     def publish(self, type_: str, job_id: str, data: dict[str, Any]) -> None:
+        """Deliver an event to every listener, on the event loop's thread whoever calls."""
         event: Event = {"type": type_, "jobId": job_id, "data": data}
+        running = _running_loop()
+        if running is None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, event)  # a worker thread: queues belong to the loop
+            return
+        self._loop = running or self._loop
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         for subscription in self._subscriptions:
             subscription._put(event)
         for callback in list(self._callbacks):
@@ -76,4 +99,4 @@ class EventBus:
 
     def close(self) -> None:
         for subscription in self._subscriptions:
-            subscription._put(None)  # type: ignore[arg-type]
+            subscription._close()

@@ -32,6 +32,7 @@ def cost(job: Job) -> dict[str, float]:
 def settings_of(job: Job) -> dict[str, Any]:
     """The settings the job ran with, seed included, in the request's own names."""
     return {
+        **job.extra,  # first: what a provider reported never hides the settings themselves
         "imageSize": job.image_size,
         "videoDuration": job.video_duration,
         "quality": job.quality,
@@ -39,7 +40,6 @@ def settings_of(job: Job) -> dict[str, Any]:
         "videoProvider": job.video_provider,
         "imageModel": job.image_model,
         "videoModel": job.video_model,
-        **job.extra,
     }
 
 

@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     # Concurrency: how many steps may run at once per provider; the rest wait in the queue.
     local_concurrency: int = Field(1, ge=1, validation_alias="PROMPTREEL_LOCAL_CONCURRENCY")
     remote_concurrency: int = Field(4, ge=1, validation_alias="PROMPTREEL_REMOTE_CONCURRENCY")
-    max_prompt_length: int = Field(4000, ge=1, validation_alias="PROMPTREEL_MAX_PROMPT_LENGTH")
 
     openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

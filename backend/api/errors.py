@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ApiError
 from ..schemas import describe
 
+log = logging.getLogger(__name__)
 #: Paths that belong to the API (JSON errors); everything else is the studio's (HTML pages).
 API_PREFIXES = ("/api/", "/health", "/ws")
 
@@ -28,8 +30,9 @@ def _code_for(status_code: int) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    # NiceGUI renders its own HTML page for a 404; keep that for pages, answer JSON for the API.
+    # NiceGUI renders its own HTML pages for 404 and 500; keep those for pages, answer JSON for the API.
     page_not_found = app.exception_handlers.get(404)
+    page_error = app.exception_handlers.get(Exception)
 
     async def api_error(request: Request, error: ApiError) -> Response:
         return error_response(error.status_code, error.message, error.code, error.details)
@@ -53,6 +56,13 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed on {path}"
         return error_response(error.status_code, message, _code_for(error.status_code), {"path": path}, headers=getattr(error, "headers", None))
 
+    async def unexpected_error(request: Request, error: Exception) -> Response:
+        if page_error is not None and not request.url.path.startswith(API_PREFIXES):
+            return await page_error(request, error)
+        log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+        return error_response(500, "Something went wrong on the server; the error is in its log.", "INTERNAL_ERROR")
+
+    app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """/ws: the guide's four event types, pushed from the event bus as they happen.
 
 Client messages: {"type": "subscribe", "jobId": ...} narrows the stream to the jobs named
-(it accumulates), {"type": "unsubscribe", "jobId": ...} drops one, {"type": "ping"} is
+(it accumulates), {"type": "unsubscribe", "jobId": ...} drops one (a client that dropped them
+all gets none until it subscribes again), {"type": "ping"} is
 answered {"type": "pong"}. Anything else gets {"type": "error", ...} in the error format.
 """
 
@@ -37,7 +38,7 @@ async def events(websocket: WebSocket) -> None:
     system = websocket.app.state.system
     await websocket.accept()
     base = _http_base(websocket, system.settings.public_url)
-    jobs: set[str] = set()  # empty: every job
+    jobs: set[str] | None = None  # None: every job; a set: only these
     send_lock = asyncio.Lock()
 
     async def send(message: dict[str, Any]) -> None:
@@ -46,10 +47,11 @@ async def events(websocket: WebSocket) -> None:
 
     async def forward(subscription: Subscription) -> None:
         async for event in subscription:
-            if event["type"] in EVENT_TYPES and (not jobs or event["jobId"] in jobs):
+            if event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs):
                 await send({**event, "data": absolute_media_urls(event["data"], base)})
 
     async def receive() -> None:
+        nonlocal jobs
         while True:
             text = await websocket.receive_text()
             try:
@@ -62,6 +64,8 @@ async def events(websocket: WebSocket) -> None:
             if kind == "ping":
                 await send({"type": "pong"})
             elif kind in ("subscribe", "unsubscribe") and isinstance(job_id, str) and job_id:
+                if jobs is None:
+                    jobs = set()
                 (jobs.add if kind == "subscribe" else jobs.discard)(job_id)
             elif kind in ("subscribe", "unsubscribe"):
                 await send(_error(f"'{kind}' needs a jobId string.", field="jobId"))
