@@ -38,9 +38,10 @@ PROMPT = "A majestic mountain landscape at golden hour"
 class RecordingContext:
     """A StepContext that keeps what the provider reported."""
 
-    def __init__(self, remote_id: str | None = None):
+    def __init__(self, remote_id: str | None = None, resumed: bool = False):
         self.cancel_event = threading.Event()
         self.remote_id = remote_id
+        self.resumed = resumed
         self.logs: list[str] = []
         self.fractions: list[float] = []
         self.saved: list[str] = []
@@ -147,6 +148,13 @@ async def test_dalle3_output_that_is_not_an_image(openai_fake: FakeOpenAI):
         await dalle(openai_fake).generate(image_request(), RecordingContext())
 
 
+async def test_dalle3_interrupted_step_is_not_sent_again_on_resume(openai_fake: FakeOpenAI):
+    with pytest.raises(ProviderError, match="interrupted by a restart; it may already have been charged, so it was not sent again") as caught:
+        await dalle(openai_fake).generate(image_request(), RecordingContext(resumed=True))
+    assert not caught.value.transient
+    assert not openai_fake.seen(), "a resumed DALL-E step must not ask OpenAI again (it could pay twice)"
+
+
 async def test_dalle3_waits_out_a_429_then_succeeds(openai_fake: FakeOpenAI):
     openai_fake.script("images", openai_replies.rate_limited(retry_after=1))
     ctx = RecordingContext()
@@ -238,6 +246,21 @@ async def test_flux1_runs_a_prediction(replicate_fake: FakeReplicate, quality, m
     assert [line for line in ctx.logs if line.startswith("prediction ")] == [f"prediction {ctx.saved[0]} is {s}" for s in ("starting", "processing", "succeeded")]
     [download] = replicate_fake.seen("GET", prefix="/files/")
     assert download.headers["host"].startswith("localhost:") and "authorization" not in download.headers  # no token to the file host
+
+
+@pytest.mark.parametrize("which", ["flux1", "runway"])
+async def test_a_create_interrupted_before_its_id_was_saved_is_not_sent_again(
+    which, replicate_fake: FakeReplicate, runway_fake: FakeRunway, tmp_path: Path
+):
+    ctx = RecordingContext(resumed=True)  # running when the process died, and no remote id saved
+    with pytest.raises(ProviderError, match="interrupted by a restart before its id was saved") as caught:
+        if which == "flux1":
+            await flux(replicate_fake).generate(image_request(), ctx)
+        else:
+            await runway(runway_fake).animate(video_request(tmp_path), ctx)
+    assert not caught.value.transient
+    fake = replicate_fake if which == "flux1" else runway_fake
+    assert not fake.seen("POST"), "an interrupted create must not be sent again"
 
 
 def test_flux1_reads_progress_from_tqdm_logs():
@@ -568,9 +591,15 @@ class socket_closed_port:
 # -- the registry's key checks ----------------------------------------------------------------
 
 
-def test_registry_reports_configured_providers_whose_keys_work(openai_fake: FakeOpenAI, replicate_fake: FakeReplicate, runway_fake: FakeRunway):
+def test_registry_reports_configured_providers_whose_keys_work(
+    openai_fake: FakeOpenAI, replicate_fake: FakeReplicate, runway_fake: FakeRunway, monkeypatch: pytest.MonkeyPatch
+):
+    from backend.providers import registry as registry_module
     from backend.providers.registry import ProviderRegistry
 
+    # The first answers are awaited for at most 0.8 s, which a busy machine can miss: this test is
+    # about what the answers say, so it waits for them (as long as they take, no longer).
+    monkeypatch.setattr(registry_module, "FIRST_CHECK_WAIT", 10.0)
     registry = ProviderRegistry(settings(
         OPENAI_API_KEY=openai_fake.key, OPENAI_BASE_URL=openai_fake.base_url,
         REPLICATE_API_TOKEN="r8_wrong", REPLICATE_BASE_URL=replicate_fake.url,

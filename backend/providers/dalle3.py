@@ -1,10 +1,12 @@
 """`dalle3`: OpenAI's DALL-E 3 through the official `openai` client.
 
 An image generation is one synchronous call: there is no remote task to save, poll or
-cancel. The call starts paid work, so it is repeated only after failures that prove OpenAI made
-no image (see `retry.py`): a 429 rate limit (after its Retry-After), a 5xx (OpenAI does not
-bill a request that failed), or a connection that could not be made. A read timeout or a dropped
-connection after the request was sent is not repeated: the image may have been made and billed.
+cancel, nor to take up again after a restart. A step interrupted by a stop or a crash therefore
+fails on resume instead of asking again, as the first call may already have been billed. The call
+starts paid work, so it is repeated only after failures that prove OpenAI made no image (see
+`retry.py`): a 429 rate limit (after its Retry-After), a 5xx (OpenAI does not bill a request that
+failed), or a connection that could not be made. A read timeout or a dropped connection after the
+request was sent is not repeated: the image may have been made and billed.
 The client's own retries are off (`max_retries=0`) so that every attempt is ours and is logged.
 """
 
@@ -62,6 +64,13 @@ class DalleImageProvider:
         )
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
+        if ctx.resumed:  # no id to look the interrupted call up by: sending it again could pay twice
+            raise ProviderError(
+                self.name,
+                "OpenAI's image request was interrupted by a restart; it may already have been charged, so it was not "
+                "sent again. Run the job again to make a new image.",
+                code="PROVIDER_INTERRUPTED",
+            )
         size = f"{request.width}x{request.height}"
         quality = DALLE3_QUALITY[request.quality]
         ctx.log(f"asking OpenAI {MODEL} for a {size} image at quality '{quality}' (DALL-E 3 takes no seed)")

@@ -14,8 +14,6 @@ import asyncio
 import base64
 import io
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,10 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from ..pricing import RUNWAY_CREDITS_PER_SECOND
-from ..settings import Settings
 from .base import ProviderError, StepContext, VideoRequest, VideoResult
 from .remote import download, same_origin
-from .retry import OutcomeUnknown, RetryPolicy, Transient, finish_despite_cancel, send, status_reason, with_retries
+from .remote_task import RemoteTaskProvider, error_body
+from .retry import status_reason
 
 LABEL = "Runway"
 #: The output resolutions ("ratio") each model accepts, from Runway's API reference.
@@ -39,9 +37,8 @@ MODEL_RATIOS: dict[str, tuple[str, ...]] = {
 MAX_DATA_URI_CHARS = 5_000_000
 #: `promptText` is "a non-empty string up to 1000 characters (measured in UTF-16 code units)".
 MAX_PROMPT_UTF16 = 1000
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-DEFAULT_MAX_WAIT = 30 * 60.0
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+#: What the log says of a waiting task's status.
+WAITING = {"PENDING": "queued", "THROTTLED": "waiting for other tasks of this account to finish"}
 
 
 def truncate_utf16(text: str, limit: int = MAX_PROMPT_UTF16) -> str:
@@ -112,36 +109,34 @@ def probe_video(path: Path) -> tuple[int, int, float]:
         raise ValueError(str(error)) from error
 
 
+#: A FAILED task's `failureCode` by its prefix, most specific first: what to say, and whether
+#: trying again could help.
+FAILURE_CODES: tuple[tuple[str, str, bool], ...] = (
+    ("SAFETY.INPUT.IMAGE", "Runway refused the input image ({code})", False),
+    ("SAFETY.INPUT.TEXT", "Runway refused the prompt text ({code})", False),
+    ("SAFETY.INPUT", "Runway refused the input ({code})", False),
+    ("SAFETY.OUTPUT", "Runway's moderation rejected the generated video ({code})", False),
+    ("INTERNAL.BAD_OUTPUT", "Runway rejected its own video for quality reasons ({code}); a different image or prompt may work", True),
+    ("ASSET.INVALID", "Runway could not use the input image ({code})", False),
+    ("INPUT_PREPROCESSING", "Runway could not prepare the input ({code}): {failure}", False),
+    ("INTERNAL", "Runway failed with an internal error ({code}); try again", True),
+)
+
+
 def failure_message(code: str, failure: str) -> tuple[str, bool]:
     """A FAILED task's reason in plain words, and whether trying again could help."""
-    if code.startswith("SAFETY.INPUT.IMAGE"):
-        return f"Runway refused the input image ({code})", False
-    if code.startswith("SAFETY.INPUT.TEXT"):
-        return f"Runway refused the prompt text ({code})", False
-    if code.startswith("SAFETY.INPUT"):
-        return f"Runway refused the input ({code})", False
-    if code.startswith("SAFETY.OUTPUT"):
-        return f"Runway's moderation rejected the generated video ({code})", False
-    if code.startswith("INTERNAL.BAD_OUTPUT"):
-        return f"Runway rejected its own video for quality reasons ({code}); a different image or prompt may work", True
-    if code.startswith("ASSET.INVALID"):
-        return f"Runway could not use the input image ({code})", False
-    if code.startswith("INPUT_PREPROCESSING"):
-        return f"Runway could not prepare the input ({code}): {failure}", False
-    if code.startswith("INTERNAL"):
-        return f"Runway failed with an internal error ({code}); try again", True
+    for prefix, text, transient in FAILURE_CODES:
+        if code.startswith(prefix):
+            return text.format(code=code, failure=failure), transient
     reason = failure or "no reason given"
     return (f"Runway failed the task: {reason} ({code})" if code else f"Runway failed the task: {reason}"), False
 
 
 def error_text(response: httpx.Response) -> str:
     """Runway's error body `{"error": ..., "issues": [...]}` in one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or status_reason(response)
-    if not isinstance(body, dict):
-        return str(body)[:200]
+    body = error_body(response)
+    if isinstance(body, str):
+        return body
     text = str(body.get("error") or status_reason(response))
     issues = body.get("issues")
     if isinstance(issues, list) and issues:
@@ -154,23 +149,17 @@ def error_text(response: httpx.Response) -> str:
     return text
 
 
-class RunwayVideoProvider:
+class RunwayVideoProvider(RemoteTaskProvider):
     name = "runway"
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        policy: RetryPolicy | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        max_wait: float = DEFAULT_MAX_WAIT,
-        on_key_rejected: Callable[[str], None] | None = None,
-    ):
-        self.settings = settings
-        self.policy = policy or RetryPolicy()
-        self.timeout = timeout
-        self.max_wait = max_wait
-        self.on_key_rejected = on_key_rejected
+    label = LABEL
+    noun = "task"
+    create_what = "starting the video task"
+    key_rejected = "Runway rejected the API secret (401)"
+    key_setting = "RUNWAYML_API_SECRET"
+    poll_path = "/v1/tasks/{id}"
+    _detail = staticmethod(error_text)
+    #: Cancels a running task, or deletes a finished one.
+    cancel_method, cancel_path, cancel_ok = "DELETE", "/v1/tasks/{id}", (200, 202, 204, 404)
 
     @property
     def model(self) -> str:
@@ -187,23 +176,14 @@ class RunwayVideoProvider:
             "User-Agent": "promptreel",
         }
 
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
-
     # -- the step --------------------------------------------------------------------
 
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
-        async with self._client() as client:
-            if ctx.remote_id:
-                task_id = ctx.remote_id
-                ctx.log(f"polling Runway task {task_id} again (started before a restart)")
-            else:
-                task_id = await self._create(client, request, ctx)
-            task = await self._wait(client, task_id, ctx)
-            output = task.get("output")
-            url = next((item for item in output if isinstance(item, str) and item), None) if isinstance(output, list) else None
-            if not url:
-                raise ProviderError(self.name, f"Runway says task {task_id} succeeded but it has no output")
+        task_id, task = await self._run(request, ctx)
+        output = task.get("output")
+        url = next((item for item in output if isinstance(item, str) and item), None) if isinstance(output, list) else None
+        if not url:
+            raise ProviderError(self.name, f"Runway says task {task_id} succeeded but it has no output")
         ctx.progress(0.92, "downloading the video from Runway")
         partial = request.output_path.with_name(request.output_path.name + ".part")
         # A client of its own: the API secret goes to Runway's API host only, never to the CDN.
@@ -221,7 +201,7 @@ class RunwayVideoProvider:
         ctx.log(f"Runway made a {width}x{height} video of {seconds:.1f} s")
         return VideoResult(model=self.model, width=width, height=height, metadata={"runwayTaskId": task_id})
 
-    async def _create(self, client: httpx.AsyncClient, request: VideoRequest, ctx: StepContext) -> str:
+    async def _create_request(self, request: VideoRequest, ctx: StepContext) -> tuple[str, dict[str, Any]]:
         uri, (width, height), note = await asyncio.to_thread(image_data_uri, request.image_path)
         ratio = pick_ratio(self.model, width, height)
         prompt = truncate_utf16(request.prompt.strip())
@@ -236,126 +216,57 @@ class RunwayVideoProvider:
             body["promptText"] = prompt
         shortened = " (prompt cut to Runway's 1000-character limit)" if prompt != request.prompt.strip() else ""
         ctx.log(f"starting {self.model} on Runway: {request.duration} s at {ratio}, seed {request.seed}; image {note}{shortened}")
+        return "/v1/image_to_video", body
 
-        async def attempt() -> str:
-            response, cancelled = await finish_despite_cancel(send(client, "POST", "/v1/image_to_video", creates=True, json=body))
-            if cancelled:  # the job was cancelled while Runway answered: keep what it started, so it is cancelled too
-                try:
-                    await ctx.save_remote_id(self._created_id(response))
-                except ProviderError:
-                    pass  # nothing was started
-                raise asyncio.CancelledError()
-            return self._created_id(response)
+    def _outcome_unknown(self, reason: str) -> str:
+        return (
+            f"Runway did not answer the request to start the video: {reason}. It may have started anyway, "
+            "so it was not sent again (that could bill twice)."
+        )
 
-        try:
-            task_id = await with_retries(attempt, ctx=ctx, provider=self.name, label=LABEL, what="starting the video task", policy=self.policy)
-        except OutcomeUnknown as error:
-            raise ProviderError(
-                self.name,
-                f"Runway did not answer the request to start the video: {error.reason}. It may have started anyway, "
-                "so it was not sent again (that could bill twice).",
-                transient=True,
-            ) from error
-        await ctx.save_remote_id(task_id)
-        return task_id
-
-    def _created_id(self, response: httpx.Response) -> str:
-        if response.is_success:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if isinstance(body, dict) and body.get("id"):
-                return str(body["id"])
-            raise ProviderError(self.name, "Runway started a task but its answer has no task id")
-        raise self._explain(response, "starting the video task", creates=True)
-
-    def _explain(self, response: httpx.Response, what: str, *, creates: bool = False) -> ProviderError:
-        status, detail = response.status_code, error_text(response)
-        if status == 401:
-            reason = "Runway rejected the API secret (401)"
-            if self.on_key_rejected:
-                self.on_key_rejected(reason)
-            return ProviderError(self.name, f"{reason}: check RUNWAYML_API_SECRET", code="PROVIDER_AUTH")
+    def _refusal(self, status: int, detail: str, what: str) -> ProviderError | None:
         if status == 400 and "credit" in detail.lower():
             return ProviderError(self.name, f"Runway refused to start the video: not enough credits ({detail})", code="PROVIDER_BILLING")
         if status == 400:
             return ProviderError(self.name, f"Runway refused the request (400): {detail}")
         if status in (404, 405):
             return ProviderError(self.name, f"Runway answered {status} while {what}: {detail}; check RUNWAYML_BASE_URL")
-        if status >= 500 and creates:
-            return ProviderError(
-                self.name,
-                f"Runway failed while {what} ({status}: {detail}); it was not sent again, as it may have started the work",
-                transient=True,
-            )
-        return ProviderError(self.name, f"Runway answered {status} while {what}: {detail}", transient=status >= 500)
+        return None
 
-    async def _get(self, client: httpx.AsyncClient, task_id: str, ctx: StepContext) -> dict[str, Any]:
-        async def attempt() -> dict[str, Any]:
-            response = await send(client, "GET", f"/v1/tasks/{task_id}")
-            if response.status_code == 404:
-                raise ProviderError(self.name, f"Runway no longer knows task {task_id} (404): it was deleted or never existed")
-            if response.status_code != 200:
-                raise self._explain(response, f"polling task {task_id}")
-            try:
-                task = response.json()
-            except ValueError as error:
-                raise Transient("the answer was not JSON") from error
-            if not isinstance(task, dict):
-                raise Transient("the answer was not a task")
-            return task
+    def _explain_poll(self, response: httpx.Response, remote_id: str) -> ProviderError:
+        if response.status_code == 404:
+            return ProviderError(self.name, f"Runway no longer knows task {remote_id} (404): it was deleted or never existed")
+        return super()._explain_poll(response, remote_id)
 
-        return await with_retries(attempt, ctx=ctx, provider=self.name, label=LABEL, what=f"polling task {task_id}", policy=self.policy)
+    def _status_line(self, remote_id: str, status: str) -> str:
+        return f"Runway task {remote_id} is {status}" + (f" ({WAITING[status]})" if status in WAITING else "")
 
-    async def _wait(self, client: httpx.AsyncClient, task_id: str, ctx: StepContext) -> dict[str, Any]:
-        deadline = time.monotonic() + self.max_wait
-        last_status = None
-        while True:
-            task = await self._get(client, task_id, ctx)
-            status = str(task.get("status"))
-            if status != last_status:
-                explain = {"PENDING": "queued", "THROTTLED": "waiting for other tasks of this account to finish"}
-                ctx.log(f"Runway task {task_id} is {status}" + (f" ({explain[status]})" if status in explain else ""))
-                last_status = status
-            if status == "PENDING":
-                ctx.progress(0.03)
-            elif status == "THROTTLED":
-                ctx.progress(0.02)
-            elif status == "RUNNING":
-                fraction = task.get("progress")
-                fraction = float(fraction) if isinstance(fraction, (int, float)) else 0.0
-                ctx.progress(0.05 + 0.85 * max(0.0, min(1.0, fraction)))
-            elif status == "SUCCEEDED":
-                return task
-            elif status == "FAILED":
-                code = str(task.get("failureCode") or "")
-                message, transient = failure_message(code, str(task.get("failure") or "").strip())
-                raise ProviderError(self.name, message, code="PROVIDER_TASK_FAILED", transient=transient)
-            elif status == "CANCELLED":
-                raise ProviderError(self.name, f"the task {task_id} was cancelled at Runway")
-            if time.monotonic() > deadline:
-                raise ProviderError(self.name, f"the task {task_id} did not finish within {self.max_wait / 60:g} minutes", transient=True)
-            await asyncio.sleep(self.settings.poll_interval)
+    def _settle(self, remote_id: str, status: str, task: dict[str, Any], ctx: StepContext) -> bool:
+        if status == "PENDING":
+            ctx.progress(0.03)
+        elif status == "THROTTLED":
+            ctx.progress(0.02)
+        elif status == "RUNNING":
+            fraction = task.get("progress")
+            fraction = float(fraction) if isinstance(fraction, (int, float)) else 0.0
+            ctx.progress(0.05 + 0.85 * max(0.0, min(1.0, fraction)))
+        elif status == "SUCCEEDED":
+            return True
+        elif status == "FAILED":
+            code = str(task.get("failureCode") or "")
+            message, transient = failure_message(code, str(task.get("failure") or "").strip())
+            raise ProviderError(self.name, message, code="PROVIDER_TASK_FAILED", transient=transient)
+        elif status == "CANCELLED":
+            raise ProviderError(self.name, f"the task {remote_id} was cancelled at Runway")
+        return False
 
-    # -- cancel and key check ----------------------------------------------------------------
-
-    async def cancel_remote(self, remote_id: str) -> None:
-        """Cancel (or, once finished, delete) the task: `DELETE /v1/tasks/{id}`."""
-        async with self._client() as client:
-
-            async def attempt() -> None:
-                response = await send(client, "DELETE", f"/v1/tasks/{remote_id}")
-                if response.status_code not in (200, 202, 204, 404):
-                    raise self._explain(response, f"cancelling task {remote_id}")
-
-            await with_retries(attempt, ctx=None, provider=self.name, label=LABEL, what=f"cancelling task {remote_id}", policy=self.policy)
+    # -- key check -------------------------------------------------------------------------
 
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether Runway accepts the secret and has credits for a video, from `GET /v1/organization`."""
         response = httpx.get(f"{self.base_url}/v1/organization", headers=self._headers(), timeout=timeout)
         if response.status_code == 401:
-            return False, "Runway rejected the API secret (401)"
+            return False, self.key_rejected
         if not response.is_success:
             return None, f"Runway answered {response.status_code}"
         try:
