@@ -74,7 +74,9 @@ class EventBus:
             self._subscriptions.discard(subscription)
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call `callback` synchronously for every event; returns the function that stops it."""
+        """Call `callback` synchronously, on the event loop's thread, for every event; returns the
+        function that stops it."""
+        self._loop = _running_loop() or self._loop
         self._callbacks.append(callback)
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 

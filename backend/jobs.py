@@ -12,7 +12,7 @@ from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, Provi
 from .events import EventBus
 from .media import MediaStore
 from .models import Job, JobStatus
-from .providers.registry import ProviderRegistry, ProviderUnavailable
+from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from .public import job_update_data
 from .runner import JobRunner
 from .schemas import MAX_SEED, GenerateRequest
@@ -57,6 +57,11 @@ class JobService:
             self.providers.video(video_provider)
         except ProviderUnavailable as error:
             raise ProviderNotConfigured(str(error), error.name, error.missing_setting) from None
+        for name in (request.provider, video_provider):
+            info = self.providers.info(name)
+            if info.key_problem and not info.available:  # the provider itself refused the key
+                message = f"Provider '{name}' is unavailable: {info.key_problem}."
+                raise ProviderNotConfigured(message, name, REQUIRED_SETTING[name])
         try:
             self.estimate(request)
         except pricing.UnknownPrice as error:

@@ -266,10 +266,13 @@ async def test_status_reports_keys_that_providers_reject(tmp_path: Path):
                 assert status["runway_available"] is False  # Runway answered 401 to GET /v1/organization
                 assert fakes.runway.seen("GET", "/v1/organization")[0].headers["x-runway-version"] == "2024-11-06"
 
-                # A job that meets a rejected key fails plainly, and the studio learns it at once.
-                end, job = await run_job(server, job_request("a key that does not work", "local", "runway"))
-                assert end["type"] == "job_failed"
-                assert job["error"] == "Video generation failed: Runway rejected the API secret (401): check RUNWAYML_API_SECRET"
+                # A job for a provider that refused its key is refused at once, with the reason; nothing is stored.
+                response = api.post("/api/v1/generate", json=job_request("a key that does not work", "local", "runway"))
+                assert response.status_code == 400, response.text
+                body = response.json()
+                assert body["code"] == "PROVIDER_UNAVAILABLE" and body["details"]["missing"] == "RUNWAYML_API_SECRET"
+                assert "Runway rejected the API secret (401)" in body["error"]
+                assert api.get("/api/v1/jobs").headers["X-Total-Count"] == "0"
         finally:
             hold.release()
             server.stop()
@@ -280,8 +283,11 @@ async def test_status_reports_keys_that_providers_reject(tmp_path: Path):
 async def test_a_job_that_meets_a_rejected_key_marks_the_provider_unavailable(tmp_path: Path):
     fakes = Fakes()
     try:
-        server = Server(tmp_path / "data", **fakes.env(OPENAI_API_KEY="sk-wrong")).start()
+        server = Server(tmp_path / "data", **fakes.env()).start()
         try:
+            with server.client() as api:
+                assert api.get("/api/v1/status").json()["dalle3_available"] is True  # the key check passed
+            fakes.openai.key = "sk-rotated"  # the key is revoked after the check: the job meets it first
             end, job = await run_job(server, job_request("an image the key cannot buy", "dalle3", "local"))
             assert end["type"] == "job_failed"
             assert job["error"] == "Image generation failed: OpenAI rejected the API key (401): check OPENAI_API_KEY"
