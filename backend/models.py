@@ -92,6 +92,10 @@ class Job(SQLModel, table=True):
     image_cost: float = 0.0
     video_cost: float = 0.0
     error: str | None = Field(default=None, sa_type=Text)
+    #: The process that runs the job (promptreel serve, worker or generate), and when it last said so:
+    #: a job whose owner stopped beating is free for another process to resume.
+    worker_id: str | None = Field(default=None, max_length=64)
+    heartbeat_at: datetime | None = _optional_time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
 

@@ -165,6 +165,9 @@ class Pipeline:
             self.bus.publish("job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"})
 
     def _start_step(self, job: Job, step: JobStep) -> StepRun:
+        stored = self.store.get(job.id)
+        if stored is None or stored.job.status == JobStatus.CANCELLED:
+            raise asyncio.CancelledError()  # cancelled by another process while this one queued it
         kind = step.step_kind
         resumed = step.status == StepStatus.RUNNING  # it was running when the last process stopped
         self._set_job_status(job.id, STEP_JOB_STATUS[kind])

@@ -1,18 +1,24 @@
 """JobRunner: the in-process queue. One asyncio task per job, per-provider concurrency limits.
 
-A job waits in the queue while every slot of its step's provider is taken. On start the
-runner picks up every job the last process left pending or running; on shutdown it
-interrupts its jobs without marking them, so the next start resumes them.
+A job waits in the queue while every slot of its step's provider is taken. Each process that
+runs jobs (the server, `promptreel generate`) claims them in the store and beats a heartbeat
+while it runs them, so two processes never run the same job: the server picks up, at its start
+and then whenever it beats, only the unfinished jobs that no live process owns. On shutdown it
+interrupts its jobs without marking them and releases them, so the next start resumes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 
-from .models import StepKind
+from .models import StepKind, utcnow
 from .pipeline import REMOTE_CANCEL_TIMEOUT, Pipeline
 from .providers.retry import CREATE_GRACE_SECONDS
 from .settings import Settings
@@ -23,10 +29,19 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT_SECONDS = CREATE_GRACE_SECONDS + REMOTE_CANCEL_TIMEOUT + 5.0
 
 
+#: A job whose owner has not beaten for this many heartbeats is taken to be orphaned.
+MISSED_BEATS_BEFORE_STALE = 3
+
+
 class JobRunner:
     def __init__(self, pipeline: Pipeline, settings: Settings):
         self.pipeline = pipeline
+        self.store = pipeline.store
         self.settings = settings
+        self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: Whether each heartbeat also adopts jobs whose owner died (the server does; `generate` does not).
+        self.adopts_orphans = False
+        self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._limits: dict[tuple[StepKind, str], asyncio.Semaphore] = {}
         self.waiting = 0  # jobs queued for a slot
@@ -54,11 +69,36 @@ class JobRunner:
             self.running -= 1
             semaphore.release()
 
-    def submit(self, job_id: str) -> asyncio.Task[None]:
+    def _stale_before(self) -> datetime:
+        return utcnow() - timedelta(seconds=self.settings.heartbeat_seconds * MISSED_BEATS_BEFORE_STALE)
+
+    def submit(self, job_id: str) -> asyncio.Task[None] | None:
+        """Run a job here, unless another live process runs it already (then None)."""
+        if job_id in self._tasks:
+            return self._tasks[job_id]
+        if not self.store.claim(job_id, self.worker_id, self._stale_before()):
+            return None
+        self.start_heartbeat()
         task = asyncio.create_task(self.pipeline.run(job_id, self.slot), name=f"job {job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda done: self._finished(job_id, done))
         return task
+
+    def start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="job heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)  # a clock, not a wait for an event
+            try:
+                for job_id in self.store.heartbeat(self.worker_id, list(self._tasks)):
+                    if job_id in self._tasks:  # cancelled by another process: stop it here too
+                        self._tasks[job_id].cancel()
+                if self.adopts_orphans:
+                    self.resume_unfinished()
+            except Exception:  # the store may be down for a moment: beat again next time
+                log.exception("heartbeat failed")
 
     def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(job_id, None)
@@ -81,17 +121,21 @@ class JobRunner:
             await asyncio.wait({task})
 
     def resume_unfinished(self) -> list[str]:
-        """Queue again every job the last process left pending or running."""
-        job_ids = [job_id for job_id in self.pipeline.store.unfinished_ids() if job_id not in self._tasks]
-        for job_id in job_ids:
-            log.info("resuming job %s", job_id)
-            self.submit(job_id)
-        return job_ids
+        """Queue again every unfinished job that no live process owns (a stop or a crash left it)."""
+        resumed = []
+        for job_id in self.store.unfinished_ids(self._stale_before()):
+            if job_id not in self._tasks and self.submit(job_id) is not None:
+                log.info("resuming job %s", job_id)
+                resumed.append(job_id)
+        return resumed
 
     async def shutdown(self) -> None:
         self.pipeline.stopping = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        interrupted = dict(self._tasks)
+        for task in interrupted.values():
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CANCEL_WAIT_SECONDS)
+        if interrupted:
+            await asyncio.wait(interrupted.values(), timeout=CANCEL_WAIT_SECONDS)
+            self.store.release(self.worker_id, interrupted)

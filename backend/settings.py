@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     runwayml_base_url: str = Field("https://api.dev.runwayml.com", validation_alias="RUNWAYML_BASE_URL")
     runway_model: str = Field("gen4_turbo", validation_alias="PROMPTREEL_RUNWAY_MODEL")
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
+    #: Seconds between two heartbeats of a process that runs jobs; three missed ones free its jobs.
+    heartbeat_seconds: float = Field(5.0, gt=0, validation_alias="PROMPTREEL_HEARTBEAT_SECONDS")
     #: Seconds between two polls of a remote task.
     poll_interval: float = Field(2.0, gt=0, validation_alias="PROMPTREEL_POLL_INTERVAL")
     #: Attempts of one remote call when it fails transiently (429, 5xx, dropped connection).

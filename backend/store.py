@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import Engine, delete, func, or_, update
 from sqlmodel import Session, col, select
 
-from .models import UNFINISHED_STATUSES, Job, JobStep, StepKind, utcnow
+from .models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, utcnow
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class JobRecord:
 
 
 _STEP_ORDER = {StepKind.IMAGE.value: 0, StepKind.VIDEO.value: 1}
+
+
+def _free(stale_before: datetime) -> Any:
+    """A job no live process owns: never claimed, released, or its owner stopped beating."""
+    return or_(col(Job.worker_id).is_(None), col(Job.heartbeat_at).is_(None), col(Job.heartbeat_at) < stale_before)
 
 
 class JobStore:
@@ -130,14 +136,47 @@ class JobStore:
             session.add(step)
             session.commit()
 
-    def unfinished_ids(self) -> list[str]:
-        """Jobs that were pending or running, oldest first (the order they were asked for)."""
+    def unfinished_ids(self, stale_before: datetime) -> list[str]:
+        """Pending or running jobs that no live process owns, oldest first (the order they were asked for)."""
         with self._session() as session:
             return list(
                 session.exec(
-                    select(Job.id).where(col(Job.status).in_(list(UNFINISHED_STATUSES))).order_by(col(Job.created_at))
+                    select(Job.id)
+                    .where(col(Job.status).in_(list(UNFINISHED_STATUSES)), _free(stale_before))
+                    .order_by(col(Job.created_at))
                 )
             )
+
+    def claim(self, job_id: str, worker_id: str, stale_before: datetime) -> bool:
+        """Take a job for `worker_id` unless another live process owns it (one atomic UPDATE)."""
+        with self._session() as session:
+            result = session.execute(
+                update(Job)
+                .where(col(Job.id) == job_id, or_(_free(stale_before), col(Job.worker_id) == worker_id))
+                .values(worker_id=worker_id, heartbeat_at=utcnow())
+            )
+            session.commit()
+            return result.rowcount == 1
+
+    def heartbeat(self, worker_id: str, job_ids: Iterable[str]) -> list[str]:
+        """Say `worker_id` still runs these jobs; returns those that were cancelled meanwhile
+        (by another process: the API while `promptreel generate` runs the job, say)."""
+        job_ids = list(job_ids)
+        if not job_ids:
+            return []
+        mine = (col(Job.id).in_(job_ids), col(Job.worker_id) == worker_id)
+        with self._session() as session:
+            session.execute(update(Job).where(*mine).values(heartbeat_at=utcnow()))
+            session.commit()
+            return list(session.exec(select(Job.id).where(*mine, col(Job.status) == JobStatus.CANCELLED.value)))
+
+    def release(self, worker_id: str, job_ids: Iterable[str]) -> None:
+        """Give up jobs this process stops running without ending them: the next start takes them at once."""
+        with self._session() as session:
+            session.execute(
+                update(Job).where(col(Job.id).in_(list(job_ids)), col(Job.worker_id) == worker_id).values(worker_id=None)
+            )
+            session.commit()
 
     def count_by_status(self) -> dict[str, int]:
         with self._session() as session:

@@ -39,6 +39,8 @@ class System:
     async def start(self) -> None:
         """Migrate the schema, then pick up the jobs the last process left unfinished."""
         self.migrate()
+        self.runner.adopts_orphans = True  # jobs of a process that died are taken over once it misses its beats
+        self.runner.start_heartbeat()
         resumed = self.runner.resume_unfinished()
         if resumed:
             log.info("resumed %d unfinished job(s)", len(resumed))

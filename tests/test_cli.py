@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import av
 import pytest
 from PIL import Image
 
-from .conftest import ROOT, clean_env
+from .conftest import ROOT, Server, clean_env
 
 
 def run_cli(*args: str, data_dir: Path, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -64,3 +65,35 @@ def test_generate_with_an_unconfigured_provider_says_which_setting(tmp_path: Pat
     result = run_cli("generate", "a cat", "--provider", "dalle3", data_dir=tmp_path / "data", timeout=60)
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_server_leaves_a_job_that_generate_runs_and_cancels_it_there(tmp_path: Path):
+    """Two processes on one store: the server does not run the CLI's job too, and its cancel reaches the CLI."""
+    data_dir = tmp_path / "data"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "app", "generate", "a snowy forest at dawn", "--duration", "10", "-o", str(tmp_path / "out")],
+        cwd=ROOT, env=clean_env(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    server = None
+    try:
+        job_id = None
+        for line in cli.stderr:  # the CLI names its job before it starts rendering
+            if match := re.search(r"\bjob (job_\S+)", line):
+                job_id = match.group(1)
+                break
+        assert job_id, "the CLI did not name its job"
+        server = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
+        with server.client() as api:
+            assert api.get("/api/v1/status").json()["active_jobs"] == 0  # the CLI's job is not run here too
+            response = api.delete(f"/api/v1/jobs/{job_id}")
+            assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
+            stdout, stderr = cli.communicate(timeout=120)
+            assert cli.returncode == 1 and "job cancelled" in stderr, (stdout, stderr)
+            final = api.get(f"/api/v1/jobs/{job_id}").json()
+        assert final["status"] == "cancelled" and final["video_url"] is None
+        assert not any("resumed" in line for step in final["steps"] for line in step["log"])
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        if server is not None:
+            server.stop()

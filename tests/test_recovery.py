@@ -14,7 +14,8 @@ from .conftest import Server, ends_job, local_job, open_stream
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["clean-stop", "crash"])
 async def test_job_interrupted_mid_video_finishes_after_restart(tmp_path, stop_signal):
     data_dir = tmp_path / "data"
-    first = Server(data_dir).start()
+    # Quick heartbeats: after a crash the job is free once its dead owner missed three of them.
+    first = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
     try:
         with first.client() as api:
             stream = await open_stream(first)
@@ -27,7 +28,7 @@ async def test_job_interrupted_mid_video_finishes_after_restart(tmp_path, stop_s
     finally:
         first.stop(stop_signal)
 
-    second = Server(data_dir, port=first.port).start()
+    second = Server(data_dir, port=first.port, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
     try:
         stream = await open_stream(second)
         with second.client() as api:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from backend.database import create_db_engine, migrate
-from backend.models import Job, JobStatus, StepKind, StepStatus
+from backend.models import Job, JobStatus, StepKind, StepStatus, utcnow
 from backend.store import JobStore
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -82,7 +83,7 @@ def test_create_get_update_list_delete(store: JobStore):
     assert [r.job.id for r in store.list(search="_joy")[0]] == ["job_store00003"]
     assert store.list(search="scene 9")[1] == 0
     assert [r.job.id for r in store.list(statuses=["generating_image"])[0]] == ["job_store00002"]
-    assert store.unfinished_ids()[0] == "job_store00000"
+    assert store.unfinished_ids(utcnow())[0] == "job_store00000"
     assert store.count_by_status() == {"pending": 4, "generating_image": 1}
 
     assert store.delete("job_store00001") and store.get("job_store00001") is None
@@ -97,12 +98,37 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(sqlite_url: str):
     engine.dispose()
 
 
-def test_migrating_again_keeps_every_job(sqlite_url: str):
+def test_upgrading_keeps_every_job(sqlite_url: str):
     engine = create_db_engine(sqlite_url)
-    migrate(engine, "0001")
-    JobStore(engine).create(make_job("job_keepme0001", status=JobStatus.COMPLETED))
-    migrate(engine)  # a start after an upgrade
-    migrate(engine)  # and another
-    assert JobStore(engine).get("job_keepme0001").job.status == "completed"
+    migrate(engine, "0001")  # a database made by the first release
+    with engine.begin() as connection:  # a job as that release stored it, without the later columns
+        connection.execute(text(
+            "INSERT INTO jobs (id, prompt, provider, video_provider, status, progress, image_size, video_duration, quality, seed,"
+            " extra, image_cost, video_cost, created_at, updated_at) VALUES ('job_keepme0001', 'an old job', 'local', 'local',"
+            " 'completed', 100, '1024x1024', 5, 'standard', 1, '{}', 0, 0, '2026-01-01 10:00:00.000000', '2026-01-01 10:05:00.000000')"
+        ))
+    migrate(engine)  # the start after an upgrade
+    migrate(engine)  # and another start
+    record = JobStore(engine).get("job_keepme0001")
+    assert (record.job.prompt, record.job.status, record.job.worker_id) == ("an old job", "completed", None)
+    assert record.job.created_at.year == 2026 and record.job.created_at.tzinfo is not None
     assert {"jobs", "job_steps", "alembic_version"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_a_job_is_claimed_by_one_live_process_at_a_time(store: JobStore):
+    store.create(make_job("job_lease00001"))
+    now = utcnow()
+    stale_before = now - timedelta(seconds=15)
+    assert store.claim("job_lease00001", "server-a", stale_before)
+    assert store.claim("job_lease00001", "server-a", stale_before)  # its own again
+    assert not store.claim("job_lease00001", "cli-b", stale_before)  # a live owner keeps it
+    assert store.unfinished_ids(stale_before) == []
+    # The owner stops beating: after the stale limit anybody may take the job over.
+    assert store.unfinished_ids(now + timedelta(seconds=1)) == ["job_lease00001"]
+    assert store.claim("job_lease00001", "cli-b", now + timedelta(seconds=1))
+    assert store.heartbeat("server-a", ["job_lease00001"]) == []  # no longer its job: no beat, no news
+    store.update_job("job_lease00001", status=JobStatus.CANCELLED.value)
+    assert store.heartbeat("cli-b", ["job_lease00001"]) == ["job_lease00001"]  # its owner learns of the cancel
+    store.release("cli-b", ["job_lease00001"])
+    assert store.claim("job_lease00001", "server-a", stale_before)  # released: free at once
