@@ -2,7 +2,9 @@
 
 Page functions build their views from the components and hand them the System; every view
 listens to the event bus through its tab's feed (components/live.py), so a job started
-anywhere (REST, CLI in this process, another tab) shows up and moves in every open tab.
+anywhere (REST, CLI in this process, another tab) shows up and moves in every open tab. The
+header's status bar re-reads the providers' availability as it refreshes and passes a change on
+to the form's provider lists.
 """
 
 from __future__ import annotations
@@ -59,16 +61,20 @@ def register_pages(system: System) -> None:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @ui.page("/")
-    def studio() -> None:
-        with frame(system, "promptreel studio"):
+    async def studio() -> None:
+        # The providers' first key checks (at most a moment, once): a refused key shows from the start.
+        await system.providers.check_keys()
+        with frame(system, "promptreel studio") as status:
             with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
                     form = JobForm(system)
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
                     JobList(system, on_prefill=form.prefill)
+            status.on_providers_change(form.set_providers)
 
     @ui.page("/jobs/{job_id}")
-    def job_page(job_id: str) -> None:
+    async def job_page(job_id: str) -> None:
+        await system.providers.check_keys()
         record = system.store.get(job_id)
         title = f"{record.job.prompt[:60]} · promptreel" if record else "Job not found · promptreel"
         with frame(system, title):

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from backend import models
+from backend.models import JobStatus
+
+#: `backend.models`' groups of statuses as plain strings (what the public job data and the events carry).
+UNFINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in models.UNFINISHED_STATUSES)  # queued or running
+ACTIVE_STATUSES: tuple[str, ...] = tuple(status.value for status in models.ACTIVE_STATUSES)  # a step is running
+FINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus if status.finished)
+
 STATUS_LABELS = {
-    "pending": "Queued",
-    "generating_image": "Generating image",
-    "generating_video": "Generating video",
-    "completed": "Completed",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
+    JobStatus.PENDING.value: "Queued",
+    JobStatus.GENERATING_IMAGE.value: "Generating image",
+    JobStatus.GENERATING_VIDEO.value: "Generating video",
+    JobStatus.COMPLETED.value: "Completed",
+    JobStatus.FAILED.value: "Failed",
+    JobStatus.CANCELLED.value: "Cancelled",
 }
-RUNNING_STATUSES = ("pending", "generating_image", "generating_video")
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 STEP_STATUS_ICONS = {
     "pending": ("schedule", "grey-6"),
@@ -32,7 +38,7 @@ def status_label(status: str) -> str:
 
 
 def status_classes(status: str) -> str:
-    running = " running" if status in ("generating_image", "generating_video") else ""
+    running = " running" if status in ACTIVE_STATUSES else ""
     return f"pr-status pr-status-{status}{running}"
 
 

@@ -16,8 +16,8 @@ from backend.public import media_path
 
 from .format import (
     FINISHED_STATUSES,
-    RUNNING_STATUSES,
     STEP_TITLES,
+    UNFINISHED_STATUSES,
     between,
     duration,
     money,
@@ -183,8 +183,8 @@ class JobCard:
         set_visible(self.thumb, bool(image_url))
         set_visible(self.thumb_empty, not image_url)
         self.thumb_icon.name = "broken_image" if self._thumb_missing else {"failed": "broken_image", "cancelled": "hide_image"}.get(status, "image")
-        self.thumb_icon.classes(replace="animate-pulse" if status in RUNNING_STATUSES else "")
-        set_visible(self.cancel_button, status in RUNNING_STATUSES)
+        self.thumb_icon.classes(replace="animate-pulse" if status in UNFINISHED_STATUSES else "")
+        set_visible(self.cancel_button, status in UNFINISHED_STATUSES)
         _enable_link(self.image_link, bool(image_url))
         _enable_link(self.video_link, bool(job.get("video_url")))
 

@@ -31,6 +31,7 @@ from backend.store import JobRecord
 from backend.system import System
 
 from .format import PROVIDER_SHORT, money
+from .job_card import set_visible
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
@@ -47,14 +48,35 @@ OPTION_SLOT = r"""
 """
 
 
+def unavailable_reasons(infos: list[ProviderInfo]) -> dict[str, str]:
+    return {info.name: info.reason or "unavailable" for info in infos if not info.available}
+
+
+def first_available(infos: list[ProviderInfo], preferred: str | None = None) -> str:
+    """`preferred` when it is available, else the first available provider (local always is)."""
+    available = [info.name for info in infos if info.available]
+    return preferred if preferred in available else next(iter(available), "local")
+
+
 class ProviderSelect(ui.select):
-    """A select of providers; the unavailable ones are shown, disabled, with the setting they need."""
+    """A select of providers; the unavailable ones are shown, disabled, with the setting they need
+    or why their key was refused. A chosen provider that became unavailable is marked in error."""
 
     def __init__(self, infos: list[ProviderInfo], *, label: str, value: str):
-        self._reasons = {info.name: info.reason for info in infos if not info.available}
+        self._reasons = unavailable_reasons(infos)
         super().__init__({info.name: info.label for info in infos}, label=label, value=value)
         self.props("outlined options-dense")  # Quasar names the combobox after its label
         self.add_slot("option", OPTION_SLOT)
+        self.validate(return_result=False)
+
+    def set_infos(self, infos: list[ProviderInfo]) -> None:
+        """Show the providers' availability now; sends nothing when it did not change."""
+        reasons = unavailable_reasons(infos)
+        if reasons == self._reasons:
+            return
+        self._reasons = reasons
+        self.update()
+        self.validate(return_result=False)
 
     def _update_options(self) -> None:
         super()._update_options()
@@ -63,6 +85,12 @@ class ProviderSelect(ui.select):
             if reason:
                 option["disable"] = True
                 option["reason"] = reason
+
+    def validate(self, *, return_result: bool = True) -> bool:
+        """Runs on every value change: the chosen provider must be available."""
+        reason = self._reasons.get(self.value)
+        self.error = f"Unavailable: {reason}" if reason else None
+        return reason is None
 
 
 def seed_value(text: str | None) -> Any:
@@ -83,7 +111,6 @@ class JobForm:
         self._busy = False
         image_infos = system.providers.image_providers()
         video_infos = system.providers.video_providers()
-        first_image = next((i.name for i in image_infos if i.available), "local")
         with ui.card().classes("pr-card w-full p-5 gap-4").props('flat role=form aria-label="New job"'):
             with ui.row().classes("w-full items-center justify-between no-wrap"):
                 with ui.column().classes("gap-0"):
@@ -103,23 +130,21 @@ class JobForm:
                 self.counter = ui.label(f"0 / {MAX_PROMPT_LENGTH}").props('aria-live=polite data-testid=prompt-count').mark("prompt-count")
 
             with ui.element("div").classes("w-full grid grid-cols-1 sm:grid-cols-2 gap-3"):
-                self.provider = ProviderSelect(image_infos, label="Image provider", value=first_image)
+                self.provider = ProviderSelect(image_infos, label="Image provider", value=first_available(image_infos))
                 self.provider.props("data-testid=image-provider").mark("image-provider")
                 self.provider.on_value_change(self._update_estimate)
                 self.video_provider = ProviderSelect(
-                    video_infos, label="Video provider", value=system.providers.default_video_provider
+                    video_infos, label="Video provider", value=first_available(video_infos, system.providers.default_video_provider)
                 )
                 self.video_provider.props("data-testid=video-provider").mark("video-provider")
                 self.video_provider.on_value_change(self._update_estimate)
-            missing = [info for info in image_infos + video_infos if not info.available]
-            if missing:
-                names = [PROVIDER_SHORT.get(info.name, info.label) for info in missing]
-                listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-                with ui.row().classes("w-full items-center gap-2 no-wrap -mt-1 text-xs pr-muted").props("data-testid=provider-hint"):
-                    ui.icon("key", size="16px").classes("text-accent")
-                    ui.label(f"{listed} need{'s' if len(names) == 1 else ''} an API key; open a list to see which to set.")
-                    hint_tip = "; ".join(f"{info.label}: {info.reason}" for info in missing)
-                    ui.tooltip(hint_tip)
+            with ui.row().classes("w-full items-center gap-2 no-wrap -mt-1 text-xs pr-muted").props(
+                "data-testid=provider-hint"
+            ) as self.provider_hint:
+                ui.icon("key", size="16px").classes("text-accent")
+                self.provider_hint_text = ui.label().mark("provider-hint")
+                self.provider_hint_tip = ui.tooltip()
+            self._show_provider_hint(image_infos + video_infos)
             self.size = ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate).classes(
                 "w-full"
             ).props("outlined options-dense data-testid=image-size")
@@ -157,6 +182,29 @@ class JobForm:
                     "pr-gradient-btn px-5 py-2"
                 ).props('unelevated no-caps no-wrap aria-label="Generate (Ctrl+Enter)" data-testid=generate').mark("generate")
         self._update_estimate()
+
+    # -- providers ----------------------------------------------------------------
+
+    def set_providers(self, image_infos: list[ProviderInfo], video_infos: list[ProviderInfo]) -> None:
+        """The providers' availability changed (a key was refused, or accepted again): show it."""
+        self.provider.set_infos(image_infos)
+        self.video_provider.set_infos(video_infos)
+        self._show_provider_hint(image_infos + video_infos)
+
+    def _show_provider_hint(self, infos: list[ProviderInfo]) -> None:
+        missing = list({info.name: info for info in infos if not info.available}.values())
+        set_visible(self.provider_hint, bool(missing))
+        if not missing:
+            return
+        names = [PROVIDER_SHORT.get(info.name, info.label) for info in missing]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        one = len(names) == 1
+        if all(info.missing_setting for info in missing):
+            text = f"{listed} need{'s' if one else ''} an API key; open a list to see which to set."
+        else:  # a key was refused by its provider
+            text = f"{listed} {'is' if one else 'are'} unavailable; open a list to see why."
+        self.provider_hint_text.text = text
+        self.provider_hint_tip.text = "; ".join(f"{info.label}: {info.reason}" for info in missing)
 
     # -- values -------------------------------------------------------------------
 

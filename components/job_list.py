@@ -12,16 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from nicegui import ui
-from pydantic import ValidationError
 
-from backend.errors import ApiError
 from backend.events import Event
+from backend.models import JobStatus
 from backend.public import job_data
-from backend.schemas import describe, validate_request
 from backend.store import JobRecord
 from backend.system import System
 
-from .format import status_label
+from .format import FINISHED_STATUSES, UNFINISHED_STATUSES, status_label
+from .job_actions import cancel_job, remove_job, rerun_job
 from .job_card import JobCard, JobData
 from .live import client_feed
 
@@ -29,24 +28,12 @@ PAGE_SIZE = 20
 #: The status filter's choices and the statuses each one lets through (none = all).
 STATUS_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "all": ("All statuses", ()),
-    "active": ("In progress", ("pending", "generating_image", "generating_video")),
-    "completed": ("Completed", ("completed",)),
-    "failed": ("Failed", ("failed",)),
-    "cancelled": ("Cancelled", ("cancelled",)),
-    "pending": ("Queued", ("pending",)),
-    "generating_image": (status_label("generating_image"), ("generating_image",)),
-    "generating_video": (status_label("generating_video"), ("generating_video",)),
+    "active": ("In progress", UNFINISHED_STATUSES),
+    **{status: (status_label(status), (status,)) for status in (*FINISHED_STATUSES, *UNFINISHED_STATUSES)},
 }
 JOB_EVENTS = ("job_update", "job_completed", "job_failed")
 #: Statuses remembered for jobs this tab does not show, to spot status changes; bounded.
 MAX_REMEMBERED = 5000
-
-
-def rerun_request(job: JobData) -> dict[str, Any]:
-    """The request that made `job`, seed included: running it again gives the same local result."""
-    meta = job.get("metadata") or {}
-    settings = {key: meta[key] for key in ("imageSize", "videoDuration", "quality", "seed", "videoProvider") if meta.get(key) is not None}
-    return {"prompt": job["prompt"], "provider": job["provider"], "settings": settings}
 
 
 class JobList:
@@ -186,7 +173,7 @@ class JobList:
                 if statuses:
                     if status in statuses and status != before:
                         reload = True  # it entered the filter
-                elif status == "pending" and before is None:
+                elif status == JobStatus.PENDING and before is None:
                     reload = True  # a new job: it goes on top
         if reload:
             self.reload()
@@ -216,23 +203,12 @@ class JobList:
     # -- actions --------------------------------------------------------------------
 
     async def cancel(self, job: JobData) -> None:
-        try:
-            await self.system.jobs.cancel(job["id"])
-        except ApiError as error:
-            ui.notify(error.message, type="warning")
-            return
-        ui.notify("Job cancelled.", icon="stop_circle")
+        await cancel_job(self.system, job["id"], self.root)
 
     def rerun(self, job: JobData) -> JobRecord | None:
-        try:
-            record = self.system.jobs.create(validate_request(rerun_request(job)))
-        except ValidationError as error:
-            ui.notify(describe(error.errors())[0], type="negative")
-            return None
-        except ApiError as error:
-            ui.notify(error.message, type="negative")
-            return None
-        ui.notify("Started again with the same settings.", type="positive", icon="replay")
+        record = rerun_job(self.system, job)
+        if record is not None:
+            ui.notify("Started again with the same settings.", type="positive", icon="replay")
         return record
 
     def prefill(self, job: JobData) -> None:
@@ -240,29 +216,6 @@ class JobList:
             self.on_prefill(job)
 
     async def confirm_remove(self, job: JobData) -> None:
-        with self.root, ui.dialog() as dialog, ui.card().classes("pr-card p-5 gap-3 max-w-md").props(
-            'role=alertdialog aria-label="Remove job"'
-        ):
-            ui.label("Remove this job from history?").classes("pr-section-title")
-            ui.label(job["prompt"]).classes("text-sm pr-muted pr-prompt")
-            running = job["status"] in ("pending", "generating_image", "generating_video")
-            ui.label(
-                ("It is still running and will be cancelled. " if running else "") + "Its image and video are deleted too."
-            ).classes("text-sm")
-            with ui.row().classes("w-full justify-end gap-2"):
-                ui.button("Keep", on_click=lambda: dialog.submit(False)).props("flat no-caps data-testid=remove-keep")
-                ui.button("Remove", icon="delete", on_click=lambda: dialog.submit(True)).props(
-                    "unelevated no-caps color=negative autofocus data-testid=remove-confirm"
-                )
-        confirmed = await dialog
-        dialog.delete()
-        if not confirmed:
-            return
-        try:
-            await self.system.jobs.remove(job["id"])
-        except ApiError as error:
-            with self.root:
-                ui.notify(error.message, type="warning")
-        else:
+        if await remove_job(self.system, job, self.root):
             with self.root:
                 ui.notify("Job removed.", icon="delete")

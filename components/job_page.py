@@ -11,25 +11,18 @@ from typing import Any
 
 from nicegui import ui
 from nicegui.elements.mixins.text_element import TextElement
-from pydantic import ValidationError
 
-from backend.errors import ApiError
 from backend.events import Event
 from backend.pricing import UnknownPrice
 from backend.providers.registry import PROVIDER_LABELS
-from backend.public import job_data
-from backend.schemas import (
-    GenerateRequest,
-    GenerateSettings,
-    describe,
-    validate_request,
-)
+from backend.public import job_data, media_path
+from backend.schemas import GenerateRequest, GenerateSettings
 from backend.system import System
 
 from .format import (
     FINISHED_STATUSES,
-    RUNNING_STATUSES,
     STEP_STATUS_ICONS,
+    UNFINISHED_STATUSES,
     between,
     duration,
     money,
@@ -37,8 +30,8 @@ from .format import (
     status_label,
     utc_time,
 )
+from .job_actions import cancel_job, remove_job, rerun_job
 from .job_card import JobData, set_prop, set_visible
-from .job_list import rerun_request
 from .live import client_feed
 
 SETTING_LABELS = {
@@ -97,10 +90,10 @@ class JobDetail:
                         'outline no-caps color=primary aria-label="Run again with the same settings" data-testid=rerun'
                     )
                     self.image_button = ui.button("Image", icon="download", color=None).props(
-                        f'flat no-caps href={_path(self.job_id, "image")} download aria-label="Download image" data-testid=download-image'
+                        f'flat no-caps href={media_path(self.job_id, "image")} download aria-label="Download image" data-testid=download-image'
                     )
                     self.video_button = ui.button("Video", icon="download", color=None).props(
-                        f'flat no-caps href={_path(self.job_id, "video")} download aria-label="Download video" data-testid=download-video'
+                        f'flat no-caps href={media_path(self.job_id, "video")} download aria-label="Download video" data-testid=download-video'
                     )
                     ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
                         'flat round aria-label="Remove from history" data-testid=remove'
@@ -135,12 +128,7 @@ class JobDetail:
 
         with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(0,3fr)_minmax(320px,2fr)] gap-6 items-start"):
             with ui.column().classes("gap-6 min-w-0"):
-                with ui.card().classes("pr-card w-full p-4 gap-3").props('flat aria-label="Video"'):
-                    with ui.row().classes("w-full items-center justify-between"):
-                        ui.label("Video").classes("pr-section-title")
-                        self.video_caption = ui.label().classes("text-xs pr-muted")
-                    self.video_box = ui.element("div").classes("w-full")
-                    self.video_placeholder = self._placeholder("movie", "The video appears here when it is ready.")
+                self.video_caption, self.video_box, self.video_placeholder = self._media_card("Video", "movie")
                 with ui.card().classes("pr-card w-full p-5 gap-2").props('flat aria-label="Steps"'):
                     ui.label("Timeline").classes("pr-section-title")
                     self.timeline = ui.timeline(side="right", layout="dense", color="primary").classes("w-full")
@@ -149,12 +137,7 @@ class JobDetail:
                         for step in job["steps"]:
                             self.steps[step["id"]] = self._step_entry(step)
             with ui.column().classes("gap-6 min-w-0"):
-                with ui.card().classes("pr-card w-full p-4 gap-3").props('flat aria-label="Image"'):
-                    with ui.row().classes("w-full items-center justify-between"):
-                        ui.label("Image").classes("pr-section-title")
-                        self.image_caption = ui.label().classes("text-xs pr-muted")
-                    self.image_box = ui.element("div").classes("w-full")
-                    self.image_placeholder = self._placeholder("image", "The image appears here when it is ready.")
+                self.image_caption, self.image_box, self.image_placeholder = self._media_card("Image", "image")
                 with ui.card().classes("pr-card w-full p-5 gap-3").props('flat aria-label="Settings"'):
                     ui.label("Settings used").classes("pr-section-title")
                     self.settings_list = ui.element("dl").classes("pr-kv").props("data-testid=settings")
@@ -171,6 +154,16 @@ class JobDetail:
         client_feed(system.bus).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
 
     # -- building -------------------------------------------------------------------
+
+    def _media_card(self, title: str, icon: str) -> tuple[ui.label, ui.element, ui.element]:
+        """A card for the video or the image: its caption, the box it goes in, and a placeholder until then."""
+        with ui.card().classes("pr-card w-full p-4 gap-3").props(f'flat aria-label="{title}"'):
+            with ui.row().classes("w-full items-center justify-between"):
+                ui.label(title).classes("pr-section-title")
+                caption = ui.label().classes("text-xs pr-muted")
+            box = ui.element("div").classes("w-full")
+            placeholder = self._placeholder(icon, f"The {title.lower()} appears here when it is ready.")
+        return caption, box, placeholder
 
     def _placeholder(self, icon: str, text: str) -> ui.element:
         with ui.element("div").classes("pr-thumb pr-thumb-empty w-full h-56 flex-col gap-2 text-center") as box:
@@ -208,7 +201,7 @@ class JobDetail:
     def render(self) -> None:
         job = self.job
         status = job["status"]
-        running = status in RUNNING_STATUSES
+        running = status in UNFINISHED_STATUSES
         self.status.text = status_label(status)
         self.status.classes(replace=status_classes(status))
         progress = int(job.get("progress") or 0)
@@ -303,7 +296,7 @@ class JobDetail:
                 parts["ended"].text = utc_time(end) if end else ""
                 parts["took"].text = f"· took {duration(between(start, end))}" if end else "· running"
             else:
-                parts["started_word"].text = "waiting for its turn" if self.job["status"] in RUNNING_STATUSES else "did not run"
+                parts["started_word"].text = "waiting for its turn" if self.job["status"] in UNFINISHED_STATUSES else "did not run"
                 parts["took"].text = ""
             lines = step.get("log") or []
             parts["log"].text = "\n".join(lines) if lines else "Nothing logged yet."
@@ -390,46 +383,19 @@ class JobDetail:
     # -- actions --------------------------------------------------------------------
 
     async def cancel(self) -> None:
-        try:
-            await self.system.jobs.cancel(self.job_id)
-        except ApiError as error:
-            ui.notify(error.message, type="warning")
-            return
-        ui.notify("Job cancelled.", icon="stop_circle")
+        await cancel_job(self.system, self.job_id)
 
     def rerun(self) -> None:
-        try:
-            record = self.system.jobs.create(validate_request(rerun_request(self.job)))
-        except ValidationError as error:
-            ui.notify(describe(error.errors())[0], type="negative")
-            return
-        except ApiError as error:
-            ui.notify(error.message, type="negative")
-            return
-        ui.navigate.to(f"/jobs/{record.job.id}")
+        record = rerun_job(self.system, self.job)
+        if record is not None:
+            ui.navigate.to(f"/jobs/{record.job.id}")
 
     async def confirm_remove(self) -> None:
-        with ui.dialog() as dialog, ui.card().classes("pr-card p-5 gap-3 max-w-md").props('role=alertdialog aria-label="Remove job"'):
-            ui.label("Remove this job from history?").classes("pr-section-title")
-            ui.label("Its image and video are deleted too" + (", and it is cancelled first." if self.job["status"] in RUNNING_STATUSES else ".")).classes(
-                "text-sm"
-            )
-            with ui.row().classes("w-full justify-end gap-2"):
-                ui.button("Keep", on_click=lambda: dialog.submit(False)).props("flat no-caps data-testid=remove-keep")
-                ui.button("Remove", icon="delete", on_click=lambda: dialog.submit(True)).props(
-                    "unelevated no-caps color=negative autofocus data-testid=remove-confirm"
-                )
-        confirmed = await dialog
-        dialog.delete()
-        if not confirmed:
-            return
-        self.removed = True
-        try:
-            await self.system.jobs.remove(self.job_id)
-        except ApiError as error:
-            ui.notify(error.message, type="warning")
-            return
-        ui.navigate.to("/")
+        if await remove_job(self.system, self.job, on_confirmed=self._removing):
+            ui.navigate.to("/")
+
+    def _removing(self) -> None:
+        self.removed = True  # its job_removed event must not show the "removed" notice: we leave
 
 
 def _kv(name: str) -> TextElement:
@@ -441,10 +407,6 @@ def _words(key: str) -> str:
     """'revisedPrompt' -> 'Revised prompt'."""
     out = "".join(" " + char.lower() if char.isupper() else char for char in key)
     return out[:1].upper() + out[1:]
-
-
-def _path(job_id: str, kind: str) -> str:
-    return f"/api/v1/jobs/{job_id}/download/{kind}"
 
 
 def _enable(button: ui.button, enabled: bool) -> None:

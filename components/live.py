@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,6 @@ class ClientFeed:
         self._pending: list[Event] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._closed = False
         self._unsubscribe = bus.listen(self._receive)
         client.on_delete(self.close)
@@ -55,11 +53,9 @@ class ClientFeed:
         """Call `handler(events)` with the events `accept` lets through, batched per flush."""
         self._subscribers.append(_Subscriber(handler, accept))
 
-    # Runs inside EventBus.publish: keep it to a filter and an append.
+    # Runs inside EventBus.publish, which delivers on the event loop's thread whoever publishes:
+    # keep it to a filter and an append.
     def _receive(self, event: Event) -> None:
-        if threading.get_ident() != self._loop_thread:  # published from a worker thread
-            self._loop.call_soon_threadsafe(self._receive, event)
-            return
         if self._closed or not any(s.accept is None or s.accept(event) for s in self._subscribers):
             return
         self._pending.append(event)

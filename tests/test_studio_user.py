@@ -21,6 +21,8 @@ from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
 
 from backend.models import Job, JobStatus, StepKind
+from backend.providers import registry
+from backend.providers.dalle3 import DalleImageProvider
 from backend.public import job_update_data, step_data
 from backend.schemas import validate_request
 from backend.settings import Settings
@@ -82,7 +84,29 @@ _JOB_LISTS: list[JobList] = []
 
 
 @pytest.fixture
-async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Studio]:
+def provider_settings() -> dict[str, str]:
+    """Extra settings of the studio's System; a test parametrizes it to configure a provider."""
+    return {}
+
+
+@pytest.fixture
+def key_check_answer() -> tuple[bool | None, str | None]:
+    """What OpenAI's key check first answers (ok, reason); a test parametrizes it."""
+    return (True, None)
+
+
+@pytest.fixture
+def openai_key_check(monkeypatch: pytest.MonkeyPatch, key_check_answer: tuple[bool | None, str | None]) -> dict:
+    """OpenAI's key check, answered here (no request leaves the test); set ["answer"] to change it."""
+    check = {"answer": key_check_answer}
+    monkeypatch.setattr(DalleImageProvider, "check_key", lambda self, timeout=5.0: check["answer"])
+    return check
+
+
+@pytest.fixture
+async def studio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider_settings: dict[str, str], openai_key_check: dict
+) -> AsyncIterator[Studio]:
     for name in ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     original_init = JobList.__init__
@@ -99,7 +123,7 @@ async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         from app.pages import register_pages
         from backend.api import mount_api
 
-        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data"))
+        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data", **provider_settings))
         system.migrate()
         mount_api(nicegui_app, system)  # the same REST routes, to compare the form's answers with the API's
         register_pages(system)
@@ -298,3 +322,57 @@ async def test_dark_mode_is_remembered(studio: Studio):
     await studio.user.open("/")  # a new page for the same browser
     (dark,) = studio.user.find(kind=ui.dark_mode).elements
     assert dark.value is True
+
+
+OPENAI_KEY = {"OPENAI_API_KEY": "sk-test-not-a-real-key"}
+REFUSED = (False, "OpenAI rejected the API key (401)")
+
+
+def provider_chip(studio: Studio, name: str) -> tuple[bool, str]:
+    """(shown as available, the providers tooltip) of the header's chip for `name`."""
+    dot = studio.element(f"provider-{name}").default_slot.children[0]
+    (tooltip,) = [child for child in studio.element("providers").default_slot.children if isinstance(child, ui.tooltip)]
+    return "pr-dot-on" in dot.classes, tooltip.text
+
+
+def provider_options(select: ui.select) -> dict[str, dict]:
+    return {option["label"]: option for option in select._props["options"]}
+
+
+@pytest.mark.parametrize(("provider_settings", "key_check_answer"), [(OPENAI_KEY, REFUSED)])
+async def test_a_key_refused_at_start_shows_in_the_header_and_the_form(studio: Studio):
+    await studio.user.open("/")  # the page awaits the first key checks: the refusal is known
+    available, tooltip = provider_chip(studio, "dalle3")
+    assert not available and "DALL-E 3: OpenAI rejected the API key (401)" in tooltip
+    assert provider_chip(studio, "local")[0]
+    select = studio.element("image-provider")
+    option = provider_options(select)["DALL-E 3 (OpenAI)"]
+    assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
+    assert select.value == "local" and select.error is None, "the form starts on an available provider"
+    await studio.user.should_see(marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why.")
+
+
+@pytest.mark.parametrize("provider_settings", [OPENAI_KEY])
+async def test_a_key_refused_later_shows_when_the_status_refreshes(
+    studio: Studio, openai_key_check: dict, monkeypatch: pytest.MonkeyPatch
+):
+    await studio.user.open("/")
+    assert provider_chip(studio, "dalle3")[0]
+    select = studio.element("image-provider")
+    assert select.value == "dalle3" and "disable" not in provider_options(select)["DALL-E 3 (OpenAI)"]
+    await studio.user.should_see(marker="provider-hint", content="FLUX.1 and Runway need an API key")
+    # OpenAI now refuses the key; the next check (made stale at once here) says so
+    openai_key_check["answer"] = REFUSED
+    monkeypatch.setattr(registry, "KEY_OK_TTL", 0.0)
+    deadline = time.monotonic() + 10
+    while provider_chip(studio, "dalle3")[0]:
+        assert time.monotonic() < deadline, "the header never showed the refused key"
+        # a job event makes every open tab refresh its status (as a DALL-E job failing on the key would)
+        studio.system.bus.publish("job_failed", "job_elsewhere", {"id": "job_elsewhere", "status": "failed", "error": REFUSED[1]})
+        await asyncio.sleep(FLUSH_INTERVAL * 2)
+    assert "DALL-E 3: OpenAI rejected the API key (401)" in provider_chip(studio, "dalle3")[1]
+    # the form's list follows the header: disabled with the reason, and the chosen one is marked
+    option = provider_options(select)["DALL-E 3 (OpenAI)"]
+    assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
+    assert select.error == "Unavailable: OpenAI rejected the API key (401)"
+    await studio.user.should_see(marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why.")

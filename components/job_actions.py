@@ -1,0 +1,105 @@
+"""The studio's actions on one job, shared by the list's cards and the job page: cancel, run
+again, and remove (after a confirmation dialog).
+
+They go through `JobService` as the REST API does and tell the viewer how it went; what comes
+after a success (a notice, a new page) is the caller's. `anchor` is an element that outlives
+the action: a card may be deleted while its dialog is open or its removal runs (the list
+re-reads its page on the job's events), so the dialog and the notices are made inside `anchor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+from nicegui import ui
+from nicegui.element import Element
+from pydantic import ValidationError
+
+from backend.errors import ApiError
+from backend.schemas import describe, validate_request
+from backend.store import JobRecord
+from backend.system import System
+
+from .format import UNFINISHED_STATUSES
+
+JobData = dict[str, Any]
+
+#: The settings that, with the prompt and the image provider, make a job again (seed included).
+RERUN_SETTINGS = ("imageSize", "videoDuration", "quality", "seed", "videoProvider")
+
+
+def rerun_request(job: JobData) -> dict[str, Any]:
+    """The request that made `job`, seed included: running it again gives the same local result."""
+    meta = job.get("metadata") or {}
+    settings = {key: meta[key] for key in RERUN_SETTINGS if meta.get(key) is not None}
+    return {"prompt": job["prompt"], "provider": job["provider"], "settings": settings}
+
+
+def _inside(anchor: Element | None) -> Any:
+    return anchor if anchor is not None else nullcontext()
+
+
+async def cancel_job(system: System, job_id: str, anchor: Element | None = None) -> bool:
+    """Cancel a running job; says so, or why it could not (it finished meanwhile, ...)."""
+    try:
+        await system.jobs.cancel(job_id)
+    except ApiError as error:
+        with _inside(anchor):
+            ui.notify(error.message, type="warning")
+        return False
+    with _inside(anchor):
+        ui.notify("Job cancelled.", icon="stop_circle")
+    return True
+
+
+def rerun_job(system: System, job: JobData) -> JobRecord | None:
+    """Start `job` again with the same settings; None (and a notice why) when it is refused."""
+    try:
+        return system.jobs.create(validate_request(rerun_request(job)))
+    except ValidationError as error:
+        ui.notify(describe(error.errors())[0], type="negative")
+    except ApiError as error:
+        ui.notify(error.message, type="negative")
+    return None
+
+
+async def confirm_remove(job: JobData, anchor: Element | None = None) -> bool:
+    """Ask whether to remove `job` from the history; True when the viewer confirmed."""
+    with _inside(anchor), ui.dialog() as dialog, ui.card().classes("pr-card p-5 gap-3 max-w-md").props(
+        'role=alertdialog aria-label="Remove job"'
+    ):
+        ui.label("Remove this job from history?").classes("pr-section-title")
+        ui.label(job["prompt"]).classes("text-sm pr-muted pr-prompt")
+        running = job["status"] in UNFINISHED_STATUSES
+        ui.label(("It is still running and will be cancelled. " if running else "") + "Its image and video are deleted too.").classes(
+            "text-sm"
+        )
+        with ui.row().classes("w-full justify-end gap-2"):
+            ui.button("Keep", on_click=lambda: dialog.submit(False)).props("flat no-caps data-testid=remove-keep")
+            ui.button("Remove", icon="delete", on_click=lambda: dialog.submit(True)).props(
+                "unelevated no-caps color=negative autofocus data-testid=remove-confirm"
+            )
+    confirmed = await dialog
+    dialog.delete()
+    return bool(confirmed)
+
+
+async def remove_job(
+    system: System, job: JobData, anchor: Element | None = None, *, on_confirmed: Callable[[], Any] | None = None
+) -> bool:
+    """Confirm, then remove `job` (cancelling it first if it runs) with its files.
+
+    `on_confirmed` runs once the viewer said yes, before the removal starts. True when removed."""
+    if not await confirm_remove(job, anchor):
+        return False
+    if on_confirmed is not None:
+        on_confirmed()
+    try:
+        await system.jobs.remove(job["id"])
+    except ApiError as error:
+        with _inside(anchor):
+            ui.notify(error.message, type="warning")
+        return False
+    return True
