@@ -22,8 +22,9 @@ from backend.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
-#: At most this many flushes per second per tab, however many events arrive.
-FLUSH_INTERVAL = 0.25
+#: Seconds between two flushes of a tab at most, however many events arrive: what each open
+#: tab costs the server grows with its flushes (bench/bench_tabs.py measures it).
+FLUSH_INTERVAL = 0.5
 
 Handler = Callable[[list[Event]], Any]
 Accept = Callable[[Event], bool]
@@ -44,6 +45,7 @@ class ClientFeed:
         self._subscribers: list[_Subscriber] = []
         self._pending: list[Event] = []
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self._unsubscribe = bus.listen(self._receive)
@@ -62,11 +64,25 @@ class ClientFeed:
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_later(self.interval, self._flush)
 
+    def next_flush(self) -> asyncio.Future[None]:
+        """Done once the next flush has updated the page (tests await it instead of polling)."""
+        waiter = self._loop.create_future()
+        self._flush_waiters.append(waiter)
+        return waiter
+
     def _flush(self) -> None:
         self._flush_handle = None
         events, self._pending = self._pending, []
-        if self._closed or not events or self.client.is_deleted:
-            return
+        try:
+            if not self._closed and events and not self.client.is_deleted:
+                self._deliver(events)
+        finally:
+            waiters, self._flush_waiters = self._flush_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _deliver(self, events: list[Event]) -> None:
         with self.client:
             for subscriber in list(self._subscribers):
                 chosen = events if subscriber.accept is None else [e for e in events if subscriber.accept(e)]
@@ -100,6 +116,11 @@ def client_feed(bus: EventBus) -> ClientFeed:
         feed = ClientFeed(bus, client)
         setattr(client, _FEED_ATTRIBUTE, feed)
     return feed
+
+
+def feed_of(client: Client) -> ClientFeed:
+    """The feed a page made for `client` (the tests await its flushes)."""
+    return getattr(client, _FEED_ATTRIBUTE)
 
 
 def listener_count(bus: EventBus) -> int:

@@ -40,6 +40,7 @@ class StatusBar:
         self.system = system
         self._providers: tuple[tuple[ProviderInfo, ...], tuple[ProviderInfo, ...]] | None = None
         self._provider_handlers: list[ProvidersHandler] = []
+        self._statuses: dict[str, str | None] = {}  # the last status seen per job, to skip progress-only events
         image, video = self._read_providers()
         # One chip per provider name; "local" serves both steps.
         names = list(dict.fromkeys(info.name for info in image + video))
@@ -67,8 +68,17 @@ class StatusBar:
                 ui.label("load").classes("text-xs pr-muted")
         self._show_providers(image, video)
         self.refresh()
-        client_feed(system.bus).subscribe(lambda _events: self.refresh())
+        # Active jobs and the queue change only when a job changes status, not with its progress.
+        client_feed(system.bus).subscribe(lambda _events: self.refresh(), accept=self._changes_status)
         ui.timer(LOAD_REFRESH_SECONDS, self.refresh)
+
+    def _changes_status(self, event: dict) -> bool:
+        if event["type"] == "step_update":
+            return False
+        status = event["data"].get("status")
+        changed = self._statuses.get(event["jobId"]) != status
+        self._statuses[event["jobId"]] = status
+        return changed
 
     def on_providers_change(self, handler: ProvidersHandler) -> None:
         """Call `handler(image_infos, video_infos)` whenever a provider's availability changes."""
