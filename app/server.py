@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 from nicegui import app, ui
@@ -13,6 +14,8 @@ from backend.system import System
 from .pages import register_pages
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+#: How long the native window may take to close when the server stops (s).
+WINDOW_CLOSE_SECONDS = 5.0
 
 
 def serve(settings: Settings, *, native: bool = False) -> None:
@@ -46,3 +49,10 @@ def close_native_window() -> None:
     """Ctrl+C or SIGTERM stops the server; take the window along (NiceGUI only closes it for app.shutdown())."""
     if app.native.main_window:
         app.native.main_window.destroy()
+    # The window lives in a child process. uvicorn ends by re-raising the signal, which skips the
+    # exit handlers that would stop it: wait for it to close, and stop it if it does not.
+    for child in multiprocessing.active_children():
+        child.join(timeout=WINDOW_CLOSE_SECONDS)
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=WINDOW_CLOSE_SECONDS)
