@@ -31,6 +31,8 @@ async def run_in_thread(work: Callable[[], T], ctx: StepContext) -> T:
     except asyncio.CancelledError:
         ctx.cancel_event.set()
         await asyncio.wait({future})
+        if not future.cancelled():
+            future.exception()  # the thread's StepCancelled: expected, and read so asyncio does not report it
         raise
 
 
