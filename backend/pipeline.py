@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 #: Share of the job's progress that each step carries (the video takes longest).
 STEP_WEIGHTS = {StepKind.IMAGE: 0.3, StepKind.VIDEO: 0.7}
 #: The job progress already earned when a step starts (the steps before it, complete).
+STEP_OFFSETS = {StepKind.IMAGE: 0.0, StepKind.VIDEO: 100 * STEP_WEIGHTS[StepKind.IMAGE]}
 #: The job's status while each step runs.
 STEP_JOB_STATUS = {StepKind.IMAGE: JobStatus.GENERATING_IMAGE, StepKind.VIDEO: JobStatus.GENERATING_VIDEO}
-STEP_OFFSETS = {StepKind.IMAGE: 0.0, StepKind.VIDEO: 100 * STEP_WEIGHTS[StepKind.IMAGE]}
-#: How long a remote cancel may take before the job is marked cancelled anyway (s).
+#: How long the provider's remote cancel may take; the job is recorded cancelled before it (s).
 REMOTE_CANCEL_TIMEOUT = 10.0
 
 #: Waits for a free slot of (step kind, provider); the runner owns the limits.
