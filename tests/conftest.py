@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_VARIABLES = (
@@ -167,3 +170,31 @@ async def events(server: Server) -> AsyncIterator[EventStream]:
 
 def local_job(prompt: str = "A majestic mountain landscape at golden hour", **settings: Any) -> dict[str, Any]:
     return {"prompt": prompt, "provider": "local", "settings": {"imageSize": "1024x1024", "videoDuration": 5, "quality": "standard", **settings}}
+
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def ensure_postgres_running() -> None:
+    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True)
+    if probe.returncode != 0:
+        versions = sorted(Path("/etc/postgresql").iterdir())
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"], check=True)
+        subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "30"], check=True)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if shutil.which("pg_isready") is None:
+        pytest.fail("PostgreSQL client tools are missing: .ci/run installs them")
+    ensure_postgres_running()
+    name = f"promptreel_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))  # name made here, not from input
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

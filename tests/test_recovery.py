@@ -54,3 +54,35 @@ def api_video_frames(server: Server, job_id: str) -> int:
         content = api.get(f"/api/v1/jobs/{job_id}/download/video").content
     with av.open(io.BytesIO(content)) as container:
         return sum(1 for _ in container.decode(video=0))
+
+
+async def test_the_server_on_postgresql_runs_and_resumes_jobs(tmp_path, postgres_url):
+    """DATABASE_URL on PostgreSQL: the same service, its own database, a crash and a resume."""
+    env = {"DATABASE_URL": postgres_url, "PROMPTREEL_HEARTBEAT_SECONDS": "0.5"}
+    first = Server(tmp_path / "data", **env).start()
+    try:
+        stream = await open_stream(first)
+        with first.client() as api:
+            job = api.post("/api/v1/generate", json=local_job("a harbour at night", videoDuration=10)).json()
+        await stream.until(
+            lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
+        )
+        await stream.connection.close()
+    finally:
+        first.stop(signal.SIGKILL)
+    assert not (tmp_path / "data" / "promptreel.db").exists()  # nothing went to SQLite
+
+    second = Server(tmp_path / "data", port=first.port, **env).start()
+    try:
+        stream = await open_stream(second)
+        with second.client() as api:
+            if api.get(f"/api/v1/jobs/{job['id']}").json()["status"] != "completed":
+                assert (await stream.until(ends_job(job["id"])))["type"] == "job_completed"
+            final = api.get(f"/api/v1/jobs/{job['id']}").json()
+            assert api.get("/api/v1/jobs").headers["X-Total-Count"] == "1"
+        assert final["status"] == "completed"
+        assert api_video_frames(second, job["id"]) == 10 * 24
+        await stream.connection.close()
+    finally:
+        second.stop()

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-import shutil
-import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from backend.database import create_db_engine, migrate
 from backend.models import Job, JobStatus, StepKind, StepStatus, utcnow
 from backend.store import JobStore
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def make_job(job_id: str, prompt: str = "a lighthouse at dawn", status: str = JobStatus.PENDING) -> Job:
@@ -24,34 +19,9 @@ def make_job(job_id: str, prompt: str = "a lighthouse at dawn", status: str = Jo
                image_size="1024x1024", video_duration=5, quality="standard", seed=7)
 
 
-def ensure_postgres_running() -> None:
-    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True)
-    if probe.returncode != 0:
-        versions = sorted(Path("/etc/postgresql").iterdir())
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"], check=True)
-        subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "30"], check=True)
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if shutil.which("pg_isready") is None:
-        pytest.fail("PostgreSQL client tools are missing: .ci/run installs them")
-    ensure_postgres_running()
-    name = f"promptreel_test_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))  # name made here, not from input
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
