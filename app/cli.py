@@ -15,6 +15,7 @@ from backend.models import JobStatus
 from backend.schemas import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
 from backend.settings import Settings
 
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line on stderr and exit code 2."""
 

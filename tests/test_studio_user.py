@@ -30,7 +30,7 @@ from backend.system import System
 from components import job_list as job_list_module
 from components.job_card import JobCard
 from components.job_list import JobList
-from components.live import FLUSH_INTERVAL, feed_of, listener_count
+from components.live import feed_of, listener_count
 
 from .conftest import local_job
 
