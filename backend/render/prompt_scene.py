@@ -46,7 +46,7 @@ ELEMENT_WORDS: dict[str, tuple[str, ...]] = {
               "harbour", "waves", "seaside", "island", "water", "reflection", "reflections", "lagoon", "pond"),
     "lake": ("lake", "lakes", "pond", "river", "reflection", "reflections", "lagoon", "mirror", "still water"),
     "beach": ("beach", "shore", "sand", "sandy", "tropical", "island", "coast"),
-    "forest": ("forest", "forests", "trees", "tree", "woods", "woodland", "pine", "pines", "jungle",
+    "forest": ("forest", "forests", "trees", "woods", "woodland", "pine", "pines", "jungle",
                "grove", "taiga", "redwood", "redwoods"),
     "desert": ("desert", "dune", "dunes", "sahara", "arid", "canyon"),
     "space": ("space", "galaxy", "galaxies", "nebula", "cosmos", "cosmic", "universe", "astronaut",
@@ -58,6 +58,25 @@ ELEMENT_WORDS: dict[str, tuple[str, ...]] = {
     "clouds": ("cloud", "clouds", "cloudy", "sky", "skies", "cloudscape", "heaven", "heavens", "overcast"),
     "stars": ("star", "stars", "starry", "starlight", "constellation", "constellations", "milky way"),
 }
+#: Things drawn in front of the setting, when their words appear (see render/objects.py).
+OBJECT_WORDS: dict[str, tuple[str, ...]] = {
+    "lighthouse": ("lighthouse", "lighthouses", "beacon"),
+    "boat": ("boat", "boats", "ship", "ships", "sailboat", "sailboats", "yacht", "yachts", "sailing",
+             "canoe", "ferry", "schooner", "galleon", "dinghy"),
+    "castle": ("castle", "castles", "fortress", "citadel", "palace", "tower", "towers", "watchtower", "keep"),
+    "house": ("house", "houses", "cabin", "cabins", "cottage", "cottages", "hut", "farmhouse", "chalet",
+              "lodge", "barn", "home", "shack"),
+    "tree": ("tree", "lone tree", "oak", "baobab", "willow", "acacia", "old tree"),
+    "bridge": ("bridge", "bridges", "viaduct", "aqueduct"),
+    "windmill": ("windmill", "windmills", "mill"),
+    "birds": ("bird", "birds", "gull", "gulls", "seagull", "seagulls", "flock", "crows", "geese", "swallows",
+              "ravens", "doves", "cranes"),
+    "balloon": ("balloon", "balloons", "hot air balloon", "hot-air", "airship", "zeppelin"),
+    "person": ("person", "figure", "traveler", "traveller", "wanderer", "man", "woman", "girl", "boy", "hiker",
+               "explorer", "child", "someone", "stranger", "silhouette", "monk", "knight", "pilgrim",
+               "people", "couple", "walker", "lone figure"),
+    "car": ("car", "cars", "taxi", "taxis", "truck", "van", "traffic", "jeep", "convertible", "road trip"),
+}  # fmt: skip
 MOOD_WORDS: dict[Mood, tuple[str, ...]] = {
     "calm": ("calm", "serene", "peaceful", "tranquil", "quiet", "gentle", "still", "soft", "minimal"),
     "epic": ("epic", "dramatic", "majestic", "grand", "powerful", "cinematic", "vast", "towering"),
@@ -99,6 +118,9 @@ class SceneSpec:
     tints: tuple[RGB, ...]  # colours the prompt names, in order (for an unknown prompt: one picked by hash)
     digest: int  # stable hash of the prompt's words: seeds everything the words decide
     known: bool  # False when no keyword matched and the scene came from the hash
+    objects: frozenset[str] = frozenset()  # things to draw in front of the setting (OBJECT_WORDS)
+    plural: frozenset[str] = frozenset()  # objects the prompt names in the plural ("balloons")
+    words: frozenset[str] = frozenset()  # the prompt's words, for details ("paper" boat, "cabin")
 
 
 BASE_PALETTES: dict[Light, Palette] = {
@@ -153,6 +175,11 @@ def parse_prompt(prompt: str) -> SceneSpec:
     pick = _picker(digest)
 
     elements = {e for e, keys in ELEMENT_WORDS.items() if _matches(text, words, keys)}
+    objects = {o for o, keys in OBJECT_WORDS.items() if _matches(text, words, keys)}
+    many = {w for w in words if w.endswith("s") or w in ("flock", "people", "traffic", "couple", "geese")}
+    plural = {o for o in objects if many & set(OBJECT_WORDS[o]) or (o == "birds" and "flock" in many)}
+    if words & {"lone", "single", "solitary", "one", "alone"}:
+        plural = set()
     lights = [light for light, keys in LIGHT_WORDS.items() if _matches(text, words, keys)]
     weathers = [w for w, keys in WEATHER_WORDS.items() if _matches(text, words, keys)]
     moods = [m for m, keys in MOOD_WORDS.items() if _matches(text, words, keys)]
@@ -161,16 +188,18 @@ def parse_prompt(prompt: str) -> SceneSpec:
     tints = tuple(COLOUR_WORDS[w] for w in named)
 
     scene_words = elements - {"clouds", "stars"}
-    known = bool(elements or lights or weathers)
+    known = bool(elements or lights or weathers or objects)
     if not scene_words:
         elements |= set(pick(FALLBACK_SCENES, 1))
+    if objects & {"lighthouse", "boat"}:
+        elements.add("water")  # boats float and lighthouses stand on a coast
     if "neon" in elements:
         elements.add("city")
     if "lake" in elements:
         elements.add("water")
     if "planet" in elements and not scene_words - {"planet"}:
         elements.add("space")
-    if elements & {"city"} and not elements & {"water", "field", "desert", "forest", "snow"}:
+    if elements & {"city"} and not elements & {"water", "field", "desert", "forest", "snow"} and "car" not in objects:
         elements.add("water")  # a waterfront: the skyline and its lights get a reflection
 
     if lights:
@@ -198,7 +227,8 @@ def parse_prompt(prompt: str) -> SceneSpec:
         tints = (COLOUR_WORDS[pick(FALLBACK_TINTS, 3)],)
         palette = _tint_palette(palette, tints)
     palette = _mood_palette(palette, mood)
-    return SceneSpec(light, weather, frozenset(elements), mood, palette, SUN_HEIGHT[light], tints, digest, known)
+    return SceneSpec(light, weather, frozenset(elements), mood, palette, SUN_HEIGHT[light], tints, digest, known,
+                     frozenset(objects), frozenset(plural), frozenset(words))  # fmt: skip
 
 
 def _picker(digest: int):

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from backend.providers.base import ProgressFn, StepCancelled
+from backend.render import objects
 from backend.render.prompt_scene import RGB, SceneSpec, parse_prompt, stable_digest
 
 F32 = np.float32
@@ -84,6 +85,7 @@ def plan_layers(spec: SceneSpec) -> list[Callable[[Scene], None]]:
         layers.append(paint_fog)  # before the nearest trees, which stand in front of it
     if "forest" in e:
         layers.append(paint_near_trees)
+    layers += [objects.PAINTERS[name] for name in objects.OBJECT_ORDER if name in spec.objects]
     if spec.weather == "storm":
         layers.append(paint_storm)
     if "snow" in e and spec.weather != "clear":
@@ -125,6 +127,9 @@ class Scene:
         self.sun_left = self.sun_x < width / 2  # which side the land is lit from
         self.sun_radius = 0.0  # set once a sun or moon disc is drawn
         self.haze = {"fog": 0.85, "storm": 0.6}.get(spec.weather, 0.5)
+        self.hill_ridges: list[np.ndarray] = []  # set by the hills, so objects can stand on a crest
+        self.shore_line: np.ndarray | None = None  # set by the shore: where the near bank meets the water
+        self.slots = objects.Slots()  # columns objects on the ground have claimed
 
     def rng(self, name: str) -> np.random.Generator:
         return np.random.default_rng(stable_digest(self.spec.digest, self.seed, name))
@@ -488,6 +493,7 @@ def paint_mountains(scene: Scene) -> None:
 def paint_hills(scene: Scene) -> None:
     albedo = ground_albedo(scene.spec)
     for i, ridge in enumerate(ridge_lines(scene, "hills", [0.26, 0.18, 0.1], rough=False)):
+        scene.hill_ridges.append(ridge)
         depth = 0.3 + i * 0.25
         rows = slice(max(0, int(ridge.min()) - 1), scene.h)
         shade = facet_shade(scene, ridge, rows, scene.unit * 0.15)[..., None]
@@ -812,6 +818,7 @@ def paint_shore(scene: Scene) -> None:
     kind = next(k for k in ("beach", "field", "snow", "desert") if k in spec.elements)
     line = scene.h * rng.uniform(0.8, 0.86) - scene.h * 0.05 * noise1d(rng, scene.w, 1.2, octaves=3)
     line = line + (scene.xs[0] / scene.w - 0.5) * scene.h * rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)
+    scene.shore_line = line
     rows = slice(max(0, int(line.min()) - 2), scene.h)
     below = scene.ys[rows] - line[None, :]
     albedo = GROUND_ALBEDO["beach" if kind in ("beach", "desert") else kind]
