@@ -11,20 +11,28 @@ import pytest
 from .conftest import Server, ends_job, local_job, open_stream
 
 
+async def start_until_mid_video(server: Server, prompt: str) -> dict:
+    """Start a 10 s local job and return it once its video step is under way (the moment to stop)."""
+    stream = await open_stream(server)
+    try:
+        with server.client() as api:
+            job = api.post("/api/v1/generate", json=local_job(prompt, videoDuration=10)).json()
+        await stream.until(
+            lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
+        )
+    finally:
+        await stream.connection.close()
+    return job
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["clean-stop", "crash"])
 async def test_job_interrupted_mid_video_finishes_after_restart(tmp_path, stop_signal):
     data_dir = tmp_path / "data"
     # Quick heartbeats: after a crash the job is free once its dead owner missed three of them.
     first = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
     try:
-        with first.client() as api:
-            stream = await open_stream(first)
-            job = api.post("/api/v1/generate", json=local_job("snowy mountains under the stars", videoDuration=10)).json()
-            await stream.until(
-                lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-                and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
-            )
-            await stream.connection.close()
+        job = await start_until_mid_video(first, "snowy mountains under the stars")
     finally:
         first.stop(stop_signal)
 
@@ -61,14 +69,7 @@ async def test_the_server_on_postgresql_runs_and_resumes_jobs(tmp_path, postgres
     env = {"DATABASE_URL": postgres_url, "PROMPTREEL_HEARTBEAT_SECONDS": "0.5"}
     first = Server(tmp_path / "data", **env).start()
     try:
-        stream = await open_stream(first)
-        with first.client() as api:
-            job = api.post("/api/v1/generate", json=local_job("a harbour at night", videoDuration=10)).json()
-        await stream.until(
-            lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-            and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
-        )
-        await stream.connection.close()
+        job = await start_until_mid_video(first, "a harbour at night")
     finally:
         first.stop(signal.SIGKILL)
     assert not (tmp_path / "data" / "promptreel.db").exists()  # nothing went to SQLite
