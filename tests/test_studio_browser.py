@@ -43,10 +43,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("studio") / "data").start()
-    yield server
-    server.stop()
+def studio_server(shared_server: Server) -> Server:
+    """This module's own server (conftest's shared_server is made once per module)."""
+    return shared_server
 
 
 @pytest.fixture
