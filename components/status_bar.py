@@ -2,14 +2,18 @@
 
 It reads `JobService.status()` (runner counters and the load average: no database) and the
 providers' availability (the registry's cached key checks: no request waits on a provider) when
-job events arrive on the tab's feed, and every few seconds, as the load and a key check's answer
-change on their own. The provider chips change only when a provider's availability or reason
+job events that change a job's status arrive on the tab's feed, and every few seconds, as the
+load changes on its own. A key check that answers in the background (the cached verdict was
+stale, so the read that started it still got the old one) or a job that meets a refused key
+changes availability without any event: the registry tells the bar (`on_availability_change`),
+which shows it at once. The provider chips change only when a provider's availability or reason
 does, and then tell the page's other views (the form's provider lists) through
 `on_providers_change`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +26,7 @@ from .format import provider_name
 from .job_card import set_prop
 from .live import client_feed
 
-#: The load average and the key checks move without events; refresh this often (s).
+#: The load average moves without events; refresh this often (s).
 LOAD_REFRESH_SECONDS = 5.0
 
 ProvidersHandler = Callable[[list[ProviderInfo], list[ProviderInfo]], Any]
@@ -40,7 +44,9 @@ class StatusBar:
         self.system = system
         self._providers: tuple[tuple[ProviderInfo, ...], tuple[ProviderInfo, ...]] | None = None
         self._provider_handlers: list[ProvidersHandler] = []
-        self._statuses: dict[str, str | None] = {}  # the last status seen per job, to skip progress-only events
+        self._statuses: dict[str, str | None] = {}  # the last status shown per job, to skip progress-only events
+        #: How many times the bar re-read the status (the tests check that a job event makes it).
+        self.refreshes = 0
         image, video = self._read_providers()
         # One chip per provider name; "local" serves both steps.
         names = list(dict.fromkeys(info.name for info in image + video))
@@ -69,27 +75,53 @@ class StatusBar:
         self._show_providers(image, video)
         self.refresh()
         # Active jobs and the queue change only when a job changes status, not with its progress.
-        client_feed(system.bus).subscribe(lambda _events: self.refresh(), accept=self._changes_status)
-        ui.timer(LOAD_REFRESH_SECONDS, self.refresh)
+        client_feed(system.bus).subscribe(self._on_job_events, accept=self._changes_status)
+        # Built just now: the first tick is due an interval from now, not at once.
+        ui.timer(LOAD_REFRESH_SECONDS, self.refresh, immediate=False)
+        # A key check's answer changes availability without a job event: show it when it comes.
+        self._loop = asyncio.get_running_loop()
+        self.client = ui.context.client
+        self.client.on_delete(system.providers.on_availability_change(self._availability_changed))
 
     def _changes_status(self, event: dict) -> bool:
-        if event["type"] == "step_update":
-            return False
-        status = event["data"].get("status")
-        changed = self._statuses.get(event["jobId"]) != status
-        self._statuses[event["jobId"]] = status
-        return changed
+        """Whether the event moves a job to another status than the bar last showed. The feed asks
+        this more than once per event (when it arrives, and again at the flush), so it only reads;
+        `_on_job_events` records what was shown."""
+        return event["type"] != "step_update" and self._statuses.get(event["jobId"]) != event["data"].get("status")
 
-    def on_providers_change(self, handler: ProvidersHandler) -> None:
-        """Call `handler(image_infos, video_infos)` whenever a provider's availability changes."""
+    def _on_job_events(self, events: list[dict]) -> None:
+        for event in events:
+            self._statuses[event["jobId"]] = event["data"].get("status")
+        self.refresh()
+
+    def _availability_changed(self, _name: str) -> None:
+        """The registry's news, on whichever thread learnt it: show it on this tab's loop."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._show_current_providers)
+
+    def _show_current_providers(self) -> None:
+        if self.client.is_deleted or self.row.is_deleted:
+            return
+        with self.client:
+            self._show_providers(*self._read_providers())
+
+    def on_providers_change(self, handler: ProvidersHandler) -> Callable[[], None]:
+        """Call `handler(image_infos, video_infos)` whenever a provider's availability changes;
+        returns the function that stops it."""
         self._provider_handlers.append(handler)
+        return lambda: self._provider_handlers.remove(handler) if handler in self._provider_handlers else None
 
     def refresh(self) -> None:
+        self.refreshes += 1
+        # The providers first: this read is the one that finds a stale verdict and starts its check,
+        # so what the bar shows is one consistent reading, and the check's answer comes through
+        # `_availability_changed` (jobs.status() reads them too, but only for its own counters).
+        image, video = self._read_providers()
         status = self.system.jobs.status()
         self.active.text = str(status.active_jobs)
         self.queue.text = str(status.queue_length)
         self.load.text = f"{status.system_load:.2f}"
-        self._show_providers(*self._read_providers())
+        self._show_providers(image, video)
 
     def _read_providers(self) -> tuple[list[ProviderInfo], list[ProviderInfo]]:
         return self.system.providers.image_providers(), self.system.providers.video_providers()

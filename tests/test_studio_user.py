@@ -28,9 +28,11 @@ from backend.schemas import validate_request
 from backend.settings import Settings
 from backend.system import System
 from components import job_list as job_list_module
+from components import status_bar as status_bar_module
 from components.job_card import JobCard
 from components.job_list import JobList
 from components.live import feed_of, listener_count
+from components.status_bar import StatusBar
 
 from .conftest import local_job
 
@@ -79,8 +81,9 @@ class Studio:
         return response.json()["error"]
 
 
-#: Every JobList the pages built, newest last (the tests read their counters).
+#: Every JobList and header StatusBar the pages built, newest last (the tests read their counters).
 _JOB_LISTS: list[JobList] = []
+_STATUS_BARS: list[StatusBar] = []
 
 
 @pytest.fixture
@@ -116,6 +119,13 @@ async def studio(
         _JOB_LISTS.append(self)
 
     monkeypatch.setattr(JobList, "__init__", remember)
+    original_status_init = StatusBar.__init__
+
+    def remember_status(self: StatusBar, *args, **kwargs) -> None:
+        original_status_init(self, *args, **kwargs)
+        _STATUS_BARS.append(self)
+
+    monkeypatch.setattr(StatusBar, "__init__", remember_status)
     # the browser storage (dark mode) of simulated users goes to this test's folder, as NiceGUI's own plugin does
     monkeypatch.setattr(Storage, "path", tmp_path / "storage")
     monkeypatch.setattr(nicegui_app, "storage", Storage())
@@ -132,6 +142,7 @@ async def studio(
         finally:
             await system.stop()
             _JOB_LISTS.clear()
+            _STATUS_BARS.clear()
 
 
 def stored_job(system: System, prompt: str, status: str = "completed", **fields) -> Job:
@@ -217,7 +228,7 @@ async def test_job_created_elsewhere_appears_and_updates_in_place(studio: Studio
     await studio.user.open("/")
     jobs = _JOB_LISTS[-1]
     reloads = jobs.reloads
-    record = studio.system.jobs.create(validate_request(local_job("A lighthouse in a storm")))
+    record = await studio.system.jobs.create(validate_request(local_job("A lighthouse in a storm")))
     await studio.user.should_see("A lighthouse in a storm", retries=RETRIES)
     assert jobs.reloads == reloads + 1, "a new job reads the page once"
     card: JobCard = jobs.cards[record.job.id]
@@ -336,6 +347,21 @@ def provider_options(select: ui.select) -> dict[str, dict]:
     return {option["label"]: option for option in select._props["options"]}
 
 
+async def providers_shown(status: StatusBar, check, timeout: float = 10.0) -> None:
+    """Await the header's next change of the providers (and so the form's, told first), unless it
+    already shows what `check` wants, then check what it showed."""
+    if not check():
+        changed: asyncio.Future = asyncio.get_running_loop().create_future()
+        stop = status.on_providers_change(lambda *_infos: changed.done() or changed.set_result(None))
+        try:
+            await asyncio.wait_for(changed, timeout)
+        except TimeoutError:
+            pass  # the assertion below says what was missed
+        finally:
+            stop()
+    assert check(), "the header never showed the refused key"
+
+
 @pytest.mark.parametrize(("provider_settings", "key_check_answer"), [(OPENAI_KEY, REFUSED)])
 async def test_a_key_refused_at_start_shows_in_the_header_and_the_form(studio: Studio):
     await studio.user.open("/")  # the page awaits the first key checks: the refusal is known
@@ -353,6 +379,8 @@ async def test_a_key_refused_at_start_shows_in_the_header_and_the_form(studio: S
 async def test_a_key_refused_later_shows_when_the_status_refreshes(
     studio: Studio, openai_key_check: dict, monkeypatch: pytest.MonkeyPatch
 ):
+    # no timer tick during the test: only the job event and the key check's answer may update the header
+    monkeypatch.setattr(status_bar_module, "LOAD_REFRESH_SECONDS", 3600.0)
     await studio.user.open("/")
     assert provider_chip(studio, "dalle3")[0]
     select = studio.element("image-provider")
@@ -362,10 +390,15 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     openai_key_check["answer"] = REFUSED
     monkeypatch.setattr(registry, "KEY_OK_TTL", 0.0)
     # a job event makes every open tab refresh its status (as a DALL-E job failing on the key would)
+    (status,) = _STATUS_BARS
+    refreshes = status.refreshes
     flushed = feed_of(studio.user.client).next_flush()
     studio.system.bus.publish("job_failed", "job_elsewhere", {"id": "job_elsewhere", "status": "failed", "error": REFUSED[1]})
     await asyncio.wait_for(flushed, 10)
-    assert not provider_chip(studio, "dalle3")[0], "the header never showed the refused key"
+    assert status.refreshes == refreshes + 1, "a job's new status refreshes the header once, at the flush"
+    # that refresh read the stale verdict (the cache answers at once) and started the key check
+    # behind it; the header shows the check's answer as soon as it comes
+    await providers_shown(status, lambda: not provider_chip(studio, "dalle3")[0])
     assert "DALL-E 3: OpenAI rejected the API key (401)" in provider_chip(studio, "dalle3")[1]
     # the form's list follows the header: disabled with the reason, and the chosen one is marked
     option = provider_options(select)["DALL-E 3 (OpenAI)"]

@@ -7,7 +7,9 @@ key check is one free request (OpenAI `GET /models/dall-e-3`, Replicate `GET /v1
 cached for a few minutes, so that `/api/v1/status` never waits on a provider for more than a
 moment: until the first answers are in, callers wait for them at most `FIRST_CHECK_WAIT` seconds
 in all (async callers through `await check_keys()`; nothing ever blocks the event loop); later
-ones answer from the cache at once while a stale entry is refreshed behind them. Only a clear refusal (401, no access, no credit) makes a provider
+ones answer from the cache at once while a stale entry is refreshed behind them, so a view that
+shows availability listens with `on_availability_change` to hear when such an answer (or a
+refusal met by a job) changes it. Only a clear refusal (401, no access, no credit) makes a provider
 unavailable; a provider that cannot be reached stays available, and its jobs explain the failure.
 A job that meets a rejected key marks it rejected at once, whatever the cache says.
 """
@@ -83,13 +85,30 @@ class KeyVerdict:
     checked_at: float
 
 
+def _availability(verdict: KeyVerdict | None) -> tuple[bool, str | None]:
+    """What a verdict means for the provider (as `ProviderRegistry.info` shows it): available, or
+    refused and why. Only a clear refusal makes it unavailable; no answer or an unknown one does not."""
+    if verdict is not None and verdict.ok is False:
+        return False, verdict.reason
+    return True, None
+
+
 class KeyCheck:
     """A provider's key check: cached, refreshed in a background thread, never waited on for long."""
 
-    def __init__(self, name: str, probe: Callable[[], tuple[bool | None, str | None]], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        probe: Callable[[], tuple[bool | None, str | None]],
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ):
         self.name = name
         self.probe = probe
         self.clock = clock
+        #: Called with the name, on the thread that learnt it, when the availability the verdict
+        #: means changes (a key refused, or accepted again), not when it is merely confirmed.
+        self.on_change = on_change
         self._verdict: KeyVerdict | None = None
         self._lock = threading.Lock()
         self._running: threading.Event | None = None
@@ -107,12 +126,15 @@ class KeyCheck:
         except Exception as error:  # noqa: BLE001 - unreachable or odd answer: unknown, the provider stays available
             ok, reason = None, f"key check failed: {error}"
         with self._lock:
-            rejected_meanwhile = self._verdict is not None and self._verdict.ok is False and self._verdict.checked_at >= started
+            before = self._verdict
+            rejected_meanwhile = before is not None and before.ok is False and before.checked_at >= started
             if not rejected_meanwhile:
                 self._verdict = KeyVerdict(ok, reason, self.clock())
+            after = self._verdict
             self._running = None
         if ok is False:
             log.warning("%s: %s", self.name, reason)
+        self._changed(before, after)
         done.set()
 
     def refresh(self) -> threading.Event:
@@ -146,7 +168,16 @@ class KeyCheck:
     def reject(self, reason: str) -> None:
         """A provider call was refused for the key: believe it now, whatever the cache says."""
         with self._lock:
-            self._verdict = KeyVerdict(False, reason, self.clock())
+            before = self._verdict
+            self._verdict = after = KeyVerdict(False, reason, self.clock())
+        self._changed(before, after)
+
+    def _changed(self, before: KeyVerdict | None, after: KeyVerdict | None) -> None:
+        if self.on_change is not None and _availability(before) != _availability(after):
+            try:
+                self.on_change(self.name)
+            except Exception:  # a broken listener must not break the check or the job that met the refusal
+                log.exception("%s: availability listener failed", self.name)
 
 
 def _on_event_loop() -> bool:
@@ -164,6 +195,8 @@ class ProviderRegistry:
         self._image: dict[str, ImageProvider] = {"local": LocalImageProvider()}
         self._video: dict[str, VideoProvider] = {"local": LocalVideoProvider()}
         self._checks: dict[str, KeyCheck] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._listeners_lock = threading.Lock()
         self._first_wait_deadline: float | None = None
         if settings.openai_api_key:
             from .dalle3 import DalleImageProvider
@@ -187,7 +220,31 @@ class ProviderRegistry:
             self._video[name] = provider  # type: ignore[assignment]
         check = getattr(provider, "check_key", None)
         if check is not None:
-            self._checks[name] = KeyCheck(name, lambda: check(KEY_CHECK_TIMEOUT))
+            self._checks[name] = KeyCheck(name, lambda: check(KEY_CHECK_TIMEOUT), on_change=self._availability_changed)
+
+    def on_availability_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(name)` when a provider's availability changes on its own: a background key
+        check answered differently from the cached verdict it refreshed, or a job met a refused
+        key. It runs on the thread that learnt it (a key check's thread, a job's), so a listener
+        hands the news to its own loop. Returns the function that stops it."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def stop() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return stop
+
+    def _availability_changed(self, name: str) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(name)
+            except Exception:  # one broken view must not keep the others from hearing it
+                log.exception("provider availability listener failed")
 
     def _rejected(self, name: str) -> Callable[[str], None]:
         def reject(reason: str) -> None:
