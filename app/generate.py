@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -56,10 +55,9 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for relative in (job.image_path, job.video_path):
-        source = system.media.resolve(relative)
-        assert source is not None
-        target = output_dir / f"promptreel-{job_id}{source.suffix}"
-        shutil.copyfile(source, target)
+        assert relative is not None
+        target = output_dir / f"promptreel-{job_id}{PurePosixPath(relative).suffix}"
+        await asyncio.to_thread(system.media.save_copy, relative, target)  # a download with S3 media
         written.append(target)
     for path in written:
         print(path.resolve())

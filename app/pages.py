@@ -30,8 +30,8 @@ THUMBNAIL_CACHE_SIZE = 500
 THUMBNAIL_PIXELS = 256
 
 
-def make_thumbnail(path: str) -> bytes:
-    with Image.open(path) as image:
+def make_thumbnail(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
         buffer = io.BytesIO()
@@ -46,12 +46,15 @@ def register_pages(system: System) -> None:
     async def thumbnail(job_id: str) -> Response:
         """A small JPEG of a job's image for the list: 20 full-size PNGs would be tens of megabytes."""
         record = system.store.get(job_id)
-        path = system.media.resolve(record.job.image_path) if record else None
-        if path is None:
+        if record is None or not record.job.image_path:
             return Response(status_code=404)
         data = thumbnails.get(job_id)
         if data is None:
-            data = await asyncio.to_thread(make_thumbnail, str(path))
+            # Read from the media store (local disk or S3) in a thread: it may be a network call.
+            png = await asyncio.to_thread(system.media.read_bytes, record.job.image_path)
+            if png is None:
+                return Response(status_code=404)
+            data = await asyncio.to_thread(make_thumbnail, png)
             thumbnails[job_id] = data
             while len(thumbnails) > THUMBNAIL_CACHE_SIZE:
                 thumbnails.popitem(last=False)

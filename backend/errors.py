@@ -42,6 +42,15 @@ class MediaNotReady(ApiError):
         super().__init__(f"The {kind} of job '{job_id}' is not ready (job is {status}).", {"id": job_id, "type": kind, "status": status})
 
 
+class MediaUnavailable(ApiError):
+    # The media store (an S3 bucket) does not answer: a retry may work once it is back.
+    status_code = 503
+    code = "MEDIA_UNAVAILABLE"
+
+    def __init__(self, job_id: str, kind: str, reason: str):
+        super().__init__(f"The {kind} of job '{job_id}' cannot be read right now: {reason}", {"id": job_id, "type": kind})
+
+
 class ProviderNotConfigured(ApiError):
     # 400, not 503: retrying will not help until the server's configuration changes.
     status_code = 400

@@ -1,28 +1,114 @@
-"""Where generated images and videos live on disk.
+"""Where generated images and videos live: the local disk (default) or an S3 bucket (media_s3.py).
 
 Paths are built only from job ids this service made (checked against their pattern), never
-from request text; the store keeps paths relative to the media root.
+from request text; the job store keeps them relative (`{job_id}/image.png`), the same for
+both stores, so a job keeps its media when a deployment moves between instances.
+
+The methods do blocking I/O (disk or network): async callers run them with
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from .settings import Settings
 
 JOB_ID_PATTERN = re.compile(r"^job_[A-Za-z0-9_-]{8,40}$")
 MEDIA_TYPES = {"image": ("image.png", "image/png"), "video": ("video.mp4", "video/mp4")}
+#: The only relative paths a store accepts back: exactly the ones `relative_path` makes.
+RELATIVE_PATTERN = re.compile(r"^(job_[A-Za-z0-9_-]{8,40})/(image\.png|video\.mp4)$")
 
 
-class MediaStore:
+class MediaStorageError(Exception):
+    """The media store could not write or read a file (disk full, bucket missing, S3 down...)."""
+
+
+def download_filename(job_id: str, kind: str) -> str:
+    """The name a download is saved under, the same for every store."""
+    return f"promptreel-{job_id}-{MEDIA_TYPES[kind][0]}"
+
+
+def parse_relative(relative: str | None) -> tuple[str, str] | None:
+    """(job id, kind) of a stored relative path, or None for anything this service did not make."""
+    match = RELATIVE_PATTERN.fullmatch(relative or "")
+    if match is None:
+        return None
+    kind = "image" if match.group(2) == MEDIA_TYPES["image"][0] else "video"
+    return match.group(1), kind
+
+
+class MediaStore(ABC):
+    """The interface of both stores, as the pipeline, the jobs service, routes and pages use it."""
+
+    def relative_path(self, job_id: str, kind: str) -> str:
+        if not JOB_ID_PATTERN.fullmatch(job_id):  # fullmatch: `$` alone lets a trailing newline through
+            raise ValueError(f"not a job id: {job_id!r}")
+        return f"{job_id}/{MEDIA_TYPES[kind][0]}"
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise MediaStorageError when the store cannot be written to (for health checks)."""
+
+    @abstractmethod
+    def exists(self, relative: str | None) -> bool:
+        """Whether the file behind a stored relative path is there (a step done before a restart)."""
+
+    @abstractmethod
+    def write_image(self, job_id: str, png: bytes) -> str:
+        """Store a job's PNG atomically; answers its relative path."""
+
+    @abstractmethod
+    @contextmanager
+    def staging(self, job_id: str) -> Iterator[Path]:
+        """A local folder for a step's files while it runs (the video step's input and output)."""
+
+    @abstractmethod
+    def local_file(self, relative: str | None, staging: Path) -> Path | None:
+        """A local file with the stored media (fetched into `staging` if need be), None if missing."""
+
+    def video_output(self, job_id: str, staging: Path) -> Path:
+        """Where the video provider writes the MP4 (providers write beside it and rename when done)."""
+        self.relative_path(job_id, "video")  # the job id check
+        return staging / MEDIA_TYPES["video"][0]
+
+    @abstractmethod
+    def commit_video(self, job_id: str, path: Path) -> str:
+        """Store the finished MP4 at `path` (from `video_output`); answers its relative path."""
+
+    @abstractmethod
+    def read_bytes(self, relative: str | None) -> bytes | None:
+        """The stored file's bytes, None if missing."""
+
+    @abstractmethod
+    def save_copy(self, relative: str, target: Path) -> None:
+        """Copy the stored file to `target` (the CLI's output folder)."""
+
+    @abstractmethod
+    def remove_job(self, job_id: str) -> None:
+        """Delete every file of a job; a failure is logged, never raised (the job row is gone already)."""
+
+    @abstractmethod
+    async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
+        """The HTTP answer of the download route (GET and HEAD, byte ranges), None if missing."""
+
+
+class LocalMediaStore(MediaStore):
+    """Files under one folder on this machine: `{root}/{job_id}/image.png`."""
+
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-
-    def relative_path(self, job_id: str, kind: str) -> str:
-        if not JOB_ID_PATTERN.match(job_id):
-            raise ValueError(f"not a job id: {job_id!r}")
-        return f"{job_id}/{MEDIA_TYPES[kind][0]}"
 
     def path_for(self, job_id: str, kind: str) -> Path:
         path = self.root / self.relative_path(job_id, kind)
@@ -38,13 +124,81 @@ class MediaStore:
             return None
         return path
 
+    def check(self) -> None:
+        probe = self.root / ".write-check"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise MediaStorageError(f"the media folder {self.root} is not writable: {error.strerror or error}") from error
+
+    def exists(self, relative: str | None) -> bool:
+        return self.resolve(relative) is not None
+
     def write_image(self, job_id: str, png: bytes) -> str:
-        path = self.path_for(job_id, "image")
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(png)
-        tmp.replace(path)  # atomic: a reader never sees half a file
-        return self.relative_path(job_id, "image")
+        relative = self.relative_path(job_id, "image")
+        try:
+            path = self.path_for(job_id, "image")
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(png)
+            tmp.replace(path)  # atomic: a reader never sees half a file
+        except OSError as error:
+            raise MediaStorageError(f"could not store the image in {self.root}: {error.strerror or error}") from error
+        return relative
+
+    @contextmanager
+    def staging(self, job_id: str) -> Iterator[Path]:
+        # The job's own folder: a provider's finished file there is already in its final place.
+        try:
+            folder = self.path_for(job_id, "video").parent
+        except OSError as error:
+            raise MediaStorageError(f"could not create the job's folder in {self.root}: {error.strerror or error}") from error
+        yield folder
+
+    def local_file(self, relative: str | None, staging: Path) -> Path | None:
+        return self.resolve(relative)
+
+    def commit_video(self, job_id: str, path: Path) -> str:
+        relative = self.relative_path(job_id, "video")
+        if path != self.root / relative or not path.is_file():
+            raise MediaStorageError(f"the video provider wrote no file at {path}")
+        return relative
+
+    def read_bytes(self, relative: str | None) -> bytes | None:
+        path = self.resolve(relative)
+        try:
+            return path.read_bytes() if path else None
+        except FileNotFoundError:
+            return None  # removed meanwhile
+
+    def save_copy(self, relative: str, target: Path) -> None:
+        source = self.resolve(relative)
+        if source is None:
+            raise MediaStorageError(f"{relative} is missing from {self.root}")
+        shutil.copyfile(source, target)
 
     def remove_job(self, job_id: str) -> None:
-        if JOB_ID_PATTERN.match(job_id):
+        if JOB_ID_PATTERN.fullmatch(job_id):
             shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
+        from starlette.responses import FileResponse  # the web layer, only for the one call that needs it
+
+        path = self.resolve(relative)
+        if path is None:
+            return None
+        # FileResponse answers HEAD and byte ranges (206, 416) itself.
+        return FileResponse(path, media_type=MEDIA_TYPES[kind][1], filename=download_filename(job_id, kind))
+
+
+def media_store_for(settings: Settings) -> MediaStore:
+    """The store the settings ask for: S3 when a bucket is named, else the local media folder."""
+    if not settings.s3_bucket:
+        return LocalMediaStore(settings.media_dir)
+    try:
+        from .media_s3 import S3MediaStore  # boto3 is only installed with the `cluster` extra
+    except ImportError as error:
+        raise MediaStorageError(
+            f"PROMPTREEL_S3_BUCKET is set but boto3 is missing ({error}): install promptreel[cluster]"
+        ) from error
+    return S3MediaStore.from_settings(settings)

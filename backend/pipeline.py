@@ -16,7 +16,7 @@ from typing import Any
 
 from . import pricing, public
 from .events import EventBus
-from .media import MediaStore
+from .media import MediaStorageError, MediaStore
 from .models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 from .providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
 from .providers.registry import ProviderRegistry, ProviderUnavailable
@@ -43,6 +43,18 @@ def _provider_name(job: Job, kind: StepKind) -> str:
 
 def _output_path(job: Job, kind: StepKind) -> str | None:
     return job.image_path if kind is StepKind.IMAGE else job.video_path
+
+
+async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
+    """Run a media write in a thread; a cancel waits for it, so no file lands after the job ended."""
+    write = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        await asyncio.wait([write])
+        if not write.cancelled():
+            write.exception()  # retrieved and dropped: the cancel is what ends the job
+        raise
 
 
 def _job_percent(kind: StepKind, step_percent: int) -> int:
@@ -135,7 +147,7 @@ class Pipeline:
         try:
             for kind in StepKind:
                 step = record.step(kind)
-                if step.status == StepStatus.COMPLETED and self.media.resolve(_output_path(job, kind)) is not None:
+                if step.status == StepStatus.COMPLETED and await asyncio.to_thread(self.media.exists, _output_path(job, kind)):
                     continue  # done before a restart: never made (or paid for) twice
                 async with slot(kind, _provider_name(job, kind)):
                     running = self._start_step(job, step)
@@ -149,7 +161,7 @@ class Pipeline:
                 raise  # interrupted, not cancelled: the next start resumes the job
             await self._end_safely(job_id, self._cancel(job_id, running))
             raise
-        except (ProviderError, ProviderUnavailable, pricing.UnknownPrice, StepCancelled) as error:
+        except (ProviderError, ProviderUnavailable, pricing.UnknownPrice, StepCancelled, MediaStorageError) as error:
             await self._end_safely(job_id, self._fail(job_id, running, str(error)))
         except Exception as error:  # a bug must still end the job, with the reason kept
             log.exception("job %s failed unexpectedly", job_id)
@@ -183,23 +195,24 @@ class Pipeline:
             width, height = (int(part) for part in job.image_size.split("x"))
             request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
             image = await self.providers.image(job.provider).generate(request, run)
-            relative = self.media.write_image(job.id, image.png)
+            relative = await _store_in_thread(self.media.write_image, job.id, image.png)
             cost = pricing.image_cost(job.provider, image.model, job.image_size, job.quality)
             job = self.store.update_job(
                 job.id, image_path=relative, image_model=image.model, image_cost=cost, extra={**job.extra, **image.metadata}
             )
         else:
-            image_path = self.media.resolve(job.image_path)
-            if image_path is None:
-                raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
-            output = self.media.path_for(job.id, "video")
-            request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
-            video = await self.providers.video(job.video_provider).animate(request, run)
+            # Providers work on local files; with S3 media, staging is a temporary folder.
+            with self.media.staging(job.id) as staging:
+                image_path = await asyncio.to_thread(self.media.local_file, job.image_path, staging)
+                if image_path is None:
+                    raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
+                output = self.media.video_output(job.id, staging)
+                request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
+                video = await self.providers.video(job.video_provider).animate(request, run)
+                relative = await _store_in_thread(self.media.commit_video, job.id, output)
             cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
             extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
-            job = self.store.update_job(
-                job.id, video_path=self.media.relative_path(job.id, "video"), video_model=video.model, video_cost=cost, extra=extra
-            )
+            job = self.store.update_job(job.id, video_path=relative, video_model=video.model, video_cost=cost, extra=extra)
         self._complete_step(job.id, run.kind)
         return job
 

@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT_SECONDS = CREATE_GRACE_SECONDS + REMOTE_CANCEL_TIMEOUT + 5.0
 
 
-#: A job whose owner has not beaten for this many heartbeats is taken to be orphaned.
-MISSED_BEATS_BEFORE_STALE = 3
-
-
 class JobRunner:
     def __init__(self, pipeline: Pipeline, settings: Settings):
         self.pipeline = pipeline
@@ -70,7 +66,7 @@ class JobRunner:
             semaphore.release()
 
     def _stale_before(self) -> datetime:
-        return utcnow() - timedelta(seconds=self.settings.heartbeat_seconds * MISSED_BEATS_BEFORE_STALE)
+        return utcnow() - timedelta(seconds=self.settings.stalled_after_seconds)
 
     def submit(self, job_id: str) -> asyncio.Task[None] | None:
         """Run a job here, unless another live process runs it already (then None)."""
@@ -93,8 +89,9 @@ class JobRunner:
             await asyncio.sleep(self.settings.heartbeat_seconds)  # a clock, not a wait for an event
             try:
                 for job_id in self.store.heartbeat(self.worker_id, list(self._tasks)):
-                    if job_id in self._tasks:  # cancelled by another process: stop it here too
-                        self._tasks[job_id].cancel()
+                    task = self._tasks.get(job_id)
+                    if task is not None and not task.cancelling():  # cancelled by another process: stop it here too
+                        task.cancel()
                 if self.adopts_orphans:
                     self.resume_unfinished()
             except Exception:  # the store may be down for a moment: beat again next time
@@ -107,6 +104,38 @@ class JobRunner:
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._tasks
+
+    async def run_here(self, job_id: str) -> None:
+        """Run a job in the calling task (a procrastinate worker's), once this process holds its
+        lease: a process that still beats for it (or has not yet been silent long enough to be
+        taken for dead) keeps it until then."""
+        while not self.store.claim(job_id, self.worker_id, self._stale_before()):
+            record = self.store.get(job_id)
+            if record is None or record.job.job_status.finished:
+                return
+            await asyncio.sleep(self.settings.heartbeat_seconds)  # the lease is time-based: a clock, not an event
+        self.start_heartbeat()
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[job_id] = task
+        try:
+            await self.pipeline.run(job_id, self.slot)
+        finally:
+            self._tasks.pop(job_id, None)
+            if self.pipeline.stopping:  # interrupted, not ended: free for the next worker at once
+                self.store.release(self.worker_id, [job_id])
+
+    # -- the queue interface JobService uses (see backend/task_queue.py for the cluster's) --------
+
+    async def enqueue(self, job_id: str) -> None:
+        self.submit(job_id)
+
+    async def is_busy(self, job_id: str) -> bool:
+        return self.is_running(job_id)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(steps running, jobs waiting for a slot, processes running jobs: this one)."""
+        return self.running, self.waiting, 1
 
     async def cancel(self, job_id: str) -> None:
         """Stop a job's task, if it has one here, and wait until it has ended."""

@@ -7,8 +7,9 @@ environment works as it is.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -45,14 +46,49 @@ class Settings(BaseSettings):
     runwayml_base_url: str = Field("https://api.dev.runwayml.com", validation_alias="RUNWAYML_BASE_URL")
     runway_model: str = Field("gen4_turbo", validation_alias="PROMPTREEL_RUNWAY_MODEL")
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
-    #: Seconds between two heartbeats of a process that runs jobs; three missed ones free its jobs.
+    #: Seconds between two heartbeats of a process that runs jobs (serve, worker, generate).
     heartbeat_seconds: float = Field(5.0, gt=0, validation_alias="PROMPTREEL_HEARTBEAT_SECONDS")
+    #: A job whose process has not beaten for this long is stalled: another process picks it up.
+    stalled_after_seconds: float = Field(15.0, gt=0, validation_alias="PROMPTREEL_STALLED_AFTER_SECONDS")
     #: Seconds between two polls of a remote task.
     poll_interval: float = Field(2.0, gt=0, validation_alias="PROMPTREEL_POLL_INTERVAL")
     #: Attempts of one remote call when it fails transiently (429, 5xx, dropped connection).
     retry_attempts: int = Field(4, ge=1, validation_alias="PROMPTREEL_RETRY_ATTEMPTS")
     #: First backoff delay in seconds (doubling, with jitter); default: half the poll interval, at most 1 s.
     retry_base_delay: float | None = Field(None, gt=0, validation_alias="PROMPTREEL_RETRY_BASE_DELAY")
+
+
+    # Scale-out (README, "Deployment"). `procrastinate`: API instances queue jobs in PostgreSQL
+    # and `promptreel worker` processes, on any host, run them.
+    task_engine: Literal["inprocess", "procrastinate"] = Field("inprocess", validation_alias="PROMPTREEL_TASK_ENGINE")
+    #: Jobs one `promptreel worker` runs at once (its --concurrency overrides it).
+    worker_concurrency: int = Field(4, ge=1, validation_alias="PROMPTREEL_WORKER_CONCURRENCY")
+    #: Stored events (for `GET /api/v1/jobs/{id}/events`) are kept this long.
+    event_retention_hours: float = Field(72.0, gt=0, validation_alias="PROMPTREEL_EVENT_RETENTION_HOURS")
+
+    # S3-compatible media storage: on when a bucket is named; credentials are boto3's usual
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE.
+    s3_bucket: str | None = Field(None, validation_alias="PROMPTREEL_S3_BUCKET")
+    s3_region: str | None = Field(
+        None, validation_alias=AliasChoices("PROMPTREEL_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("PROMPTREEL_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    )
+    #: Key prefix of every object promptreel writes.
+    s3_prefix: str = Field("promptreel/", validation_alias="PROMPTREEL_S3_PREFIX")
+    #: `stream`: the instance streams the object (works wherever the instance does);
+    #: `redirect`: a short-lived presigned URL (the client must reach the S3 endpoint).
+    s3_downloads: Literal["stream", "redirect"] = Field("stream", validation_alias="PROMPTREEL_S3_DOWNLOADS")
+    s3_url_expiry_seconds: int = Field(300, ge=10, le=604800, validation_alias="PROMPTREEL_S3_URL_EXPIRY_SECONDS")
+
+    @model_validator(mode="after")
+    def _check_scale_out(self) -> Settings:
+        if self.stalled_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("PROMPTREEL_STALLED_AFTER_SECONDS must be longer than PROMPTREEL_HEARTBEAT_SECONDS")
+        if self.task_engine == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError("PROMPTREEL_TASK_ENGINE=procrastinate needs a PostgreSQL DATABASE_URL (postgresql+psycopg://...)")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ import logging
 from .database import create_db_engine, migrate
 from .events import EventBus
 from .jobs import JobService
-from .media import MediaStore
+from .media import media_store_for
 from .pipeline import Pipeline
 from .providers.registry import ProviderRegistry
 from .runner import JobRunner
@@ -27,7 +27,7 @@ class System:
         self.engine = create_db_engine(self.settings.resolved_database_url)
         self.store = JobStore(self.engine)
         self.bus = EventBus()
-        self.media = MediaStore(self.settings.media_dir)
+        self.media = media_store_for(self.settings)
         self.providers = ProviderRegistry(self.settings)
         self.pipeline = Pipeline(self.store, self.bus, self.media, self.providers)
         self.runner = JobRunner(self.pipeline, self.settings)

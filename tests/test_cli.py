@@ -72,7 +72,7 @@ def test_a_server_leaves_a_job_that_generate_runs_and_cancels_it_there(tmp_path:
     data_dir = tmp_path / "data"
     cli = subprocess.Popen(
         [sys.executable, "-m", "app", "generate", "a snowy forest at dawn", "--duration", "10", "-o", str(tmp_path / "out")],
-        cwd=ROOT, env=clean_env(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=clean_env(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     server = None
     try:
@@ -82,7 +82,7 @@ def test_a_server_leaves_a_job_that_generate_runs_and_cancels_it_there(tmp_path:
                 job_id = match.group(1)
                 break
         assert job_id, "the CLI did not name its job"
-        server = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
+        server = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5").start()
         with server.client() as api:
             assert api.get("/api/v1/status").json()["active_jobs"] == 0  # the CLI's job is not run here too
             response = api.delete(f"/api/v1/jobs/{job_id}")

@@ -29,14 +29,14 @@ async def start_until_mid_video(server: Server, prompt: str) -> dict:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["clean-stop", "crash"])
 async def test_job_interrupted_mid_video_finishes_after_restart(tmp_path, stop_signal):
     data_dir = tmp_path / "data"
-    # Quick heartbeats: after a crash the job is free once its dead owner missed three of them.
-    first = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
+    # Quick heartbeats: after a crash the job is free once its dead owner has been silent 1.5 s.
+    first = Server(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5").start()
     try:
         job = await start_until_mid_video(first, "snowy mountains under the stars")
     finally:
         first.stop(stop_signal)
 
-    second = Server(data_dir, port=first.port, PROMPTREEL_HEARTBEAT_SECONDS="0.5").start()
+    second = Server(data_dir, port=first.port, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5").start()
     try:
         stream = await open_stream(second)
         with second.client() as api:
@@ -66,7 +66,7 @@ def api_video_frames(server: Server, job_id: str) -> int:
 
 async def test_the_server_on_postgresql_runs_and_resumes_jobs(tmp_path, postgres_url):
     """DATABASE_URL on PostgreSQL: the same service, its own database, a crash and a resume."""
-    env = {"DATABASE_URL": postgres_url, "PROMPTREEL_HEARTBEAT_SECONDS": "0.5"}
+    env = {"DATABASE_URL": postgres_url, "PROMPTREEL_HEARTBEAT_SECONDS": "0.5", "PROMPTREEL_STALLED_AFTER_SECONDS": "1.5"}
     first = Server(tmp_path / "data", **env).start()
     try:
         job = await start_until_mid_video(first, "a harbour at night")

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from ..errors import MediaNotReady
-from ..media import MEDIA_TYPES
+from ..errors import MediaNotReady, MediaUnavailable
+from ..media import MediaStorageError
 from ..models import JobStatus
 from ..public import absolute_media_urls, job_data
 from ..schemas import GenerateRequest
@@ -86,11 +86,17 @@ async def status(system: SystemDep) -> dict:
 
 
 @router.api_route("/api/v1/jobs/{job_id}/download/{type}", methods=["GET", "HEAD"], tags=["jobs"], response_class=FileResponse)
-async def download(job_id: str, type: Literal["image", "video"], system: SystemDep) -> FileResponse:  # noqa: A002 - the guide's name
-    """The job's PNG or MP4, as an attachment; byte ranges are served so a player can seek."""
+async def download(job_id: str, type: Literal["image", "video"], request: Request, system: SystemDep) -> Response:  # noqa: A002 - the guide's name
+    """The job's PNG or MP4, as an attachment; byte ranges are served so a player can seek.
+
+    With S3 media the instance streams the object, or redirects to a short-lived presigned URL.
+    """
     job = system.jobs.get(job_id).job
-    path = system.media.resolve(job.image_path if type == "image" else job.video_path)
-    if path is None:
+    relative = job.image_path if type == "image" else job.video_path
+    try:
+        response = await system.media.download_response(relative, type, job.id, request)
+    except MediaStorageError as error:
+        raise MediaUnavailable(job_id, type, str(error)) from error
+    if response is None:
         raise MediaNotReady(job_id, type, job.status)
-    filename, content_type = MEDIA_TYPES[type]
-    return FileResponse(path, media_type=content_type, filename=f"promptreel-{job_id}-{filename}")
+    return response

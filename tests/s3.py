@@ -1,0 +1,104 @@
+"""A real S3 emulator for tests: moto in server mode, in its own process, on loopback.
+
+Both the promptreel server under test and the test itself talk to it over HTTP, exactly as
+they would to S3; nothing is mocked inside the processes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from .conftest import free_port
+
+STARTUP_TIMEOUT = 30.0
+#: moto accepts any key; these are the values its documentation uses.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class MotoServer:
+    """`python -m moto.server` on a free port; `new_bucket()` gives each test its own bucket."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.log_path = log_dir / f"moto-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:  # no readiness event to await from outside: poll its HTTP endpoint
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited at start:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.endpoint_url}/moto-api/", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto server did not answer in {STARTUP_TIMEOUT}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def new_bucket(self) -> str:
+        name = f"promptreel-test-{secrets.token_hex(4)}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def env(self, bucket: str, **extra: str) -> dict[str, str]:
+        """The variables that point a promptreel process at `bucket` on this server."""
+        return {
+            **CREDENTIALS,
+            "PROMPTREEL_S3_BUCKET": bucket,
+            "PROMPTREEL_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_EC2_METADATA_DISABLED": "true",  # no credential lookups beyond the variables above
+            **extra,
+        }
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        answer = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for item in answer.get("Contents", []))
+
+    def get(self, bucket: str, key: str) -> dict[str, Any]:
+        """The object's metadata, with its bytes under "Bytes"."""
+        answer = self.client.get_object(Bucket=bucket, Key=key)
+        return {**answer, "Bytes": answer["Body"].read()}
+
+
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[MotoServer]:
+    server = MotoServer(log_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
