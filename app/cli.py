@@ -43,6 +43,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="promptreel", description="Prompt in, image and short video out.")
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
@@ -62,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=_seed, help="same prompt and seed give the same local image")
     generate.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the image and video (default: here)")
 
+    worker = commands.add_parser("worker", help="run queued jobs (a cluster: PROMPTREEL_TASK_ENGINE=procrastinate)")
+    worker.add_argument("--concurrency", type=_positive, help="jobs run at once (PROMPTREEL_WORKER_CONCURRENCY, default 4)")
+
     jobs = commands.add_parser("jobs", help="list stored jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--status", choices=[status.value for status in JobStatus])
@@ -74,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "serve")  # `promptreel` and `promptreel --native` serve
     parser = build_parser()
     args = parser.parse_args(args_list)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:  # a bad variable in the environment or .env
+        reasons = "; ".join(str(problem["msg"]).removeprefix("Value error, ") for problem in error.errors())
+        print(f"promptreel: error: invalid settings: {reasons}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from .server import serve
 
@@ -103,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ApiError as error:
             print(f"promptreel: error: {error.message}", file=sys.stderr)
             return 2
+    if args.command == "worker":
+        from .worker import run_worker
+
+        return asyncio.run(run_worker(settings, args.concurrency or settings.worker_concurrency))
     if args.command == "jobs":
         from .job_table import print_jobs
 

@@ -1,8 +1,14 @@
 """The in-process event bus: the pipeline publishes, the WebSocket and the studio listen.
 
-Events are the guide's `{"type", "jobId", "data"}` dicts. Each subscriber has its own
-queue, so one slow listener never holds up the pipeline or the others; per job, events
-reach every subscriber in the order they were published.
+Events are the guide's `{"type", "jobId", "data"}` dicts plus `seq`, the event's number
+within its job when an EventLog stores them. Each subscriber has its own queue, so one slow
+listener never holds up the pipeline or the others; per job, events reach every subscriber in
+the order they were published.
+
+With a PostgreSQL store, events cross processes: the EventLog NOTIFYs each one and this
+process's EventRelay hears them all, its own included, and hands them to `deliver`. The bus
+then stops delivering its own events directly (`relayed`), so every instance sees every
+event once, in the same order.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-Event = dict[str, Any]
+from .event_log import Event, EventLog
+
 log = logging.getLogger(__name__)
 
 #: A WebSocket client that falls this far behind is dropped rather than buffered forever.
@@ -58,7 +65,10 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, event_log: EventLog | None = None) -> None:
+        self.event_log = event_log
+        #: Set while an EventRelay delivers this process's events (from NOTIFY), see the module doc.
+        self.relayed = False
         self._subscriptions: set[Subscription] = set()
         self._callbacks: list[Callable[[Event], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,16 +91,27 @@ class EventBus:
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
     def publish(self, type_: str, job_id: str, data: dict[str, Any]) -> None:
-        """Deliver an event to every listener, on the event loop's thread whoever calls."""
-        event: Event = {"type": type_, "jobId": job_id, "data": data}
+        """Store the event, then deliver it to every listener, on the event loop's thread whoever calls."""
         running = _running_loop()
         if running is None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._deliver, event)  # a worker thread: queues belong to the loop
+            self._loop.call_soon_threadsafe(self.publish, type_, job_id, data)  # a worker thread: queues belong to the loop
             return
         self._loop = running or self._loop
-        self._deliver(event)
+        event: Event = {"type": type_, "jobId": job_id, "data": data}
+        if self.event_log is not None:
+            try:
+                seq = self.event_log.append(job_id, type_, data)
+            except Exception:  # the store is down: this process's listeners still hear it
+                log.exception("could not store a %s event of job %s", type_, job_id)
+                self.deliver(event)
+                return
+            if seq is not None:
+                event["seq"] = seq
+        if not self.relayed:
+            self.deliver(event)
 
-    def _deliver(self, event: Event) -> None:
+    def deliver(self, event: Event) -> None:
+        """Hand an event to this process's listeners (the relay calls it for every instance's events)."""
         for subscription in self._subscriptions:
             subscription._put(event)
         for callback in list(self._callbacks):

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import pricing
 from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured
 from .events import EventBus
 from .media import MediaStore
 from .models import Job, JobStatus
+from .pipeline import Pipeline
 from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from .public import job_update_data
-from .runner import JobRunner
 from .schemas import MAX_SEED, GenerateRequest
 from .store import JobRecord, JobStore
 
@@ -23,12 +25,28 @@ def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
 
 
+class JobQueue(Protocol):
+    """Where jobs wait and run: this process's JobRunner, or procrastinate's workers (task_queue.py)."""
+
+    async def enqueue(self, job_id: str) -> None: ...
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job wherever it runs and wait until that has been recorded."""
+
+    async def is_busy(self, job_id: str) -> bool:
+        """Whether some process still runs (or is stopping) the job."""
+
+    def counts(self) -> tuple[int, int, int]:
+        """(running, waiting, processes alive that run jobs)."""
+
+
 @dataclass(frozen=True)
 class SystemStatus:
     providers: dict[str, bool]
     active_jobs: int
     queue_length: int
     system_load: float
+    workers_alive: int
 
     def public(self) -> dict[str, object]:
         return {
@@ -36,13 +54,15 @@ class SystemStatus:
             "active_jobs": self.active_jobs,
             "queue_length": self.queue_length,
             "system_load": self.system_load,
+            "workers_alive": self.workers_alive,
         }
 
 
 class JobService:
-    def __init__(self, store: JobStore, runner: JobRunner, providers: ProviderRegistry, bus: EventBus, media: MediaStore):
+    def __init__(self, store: JobStore, queue: JobQueue, pipeline: Pipeline, providers: ProviderRegistry, bus: EventBus, media: MediaStore):
         self.store = store
-        self.runner = runner
+        self.queue = queue
+        self.pipeline = pipeline
         self.providers = providers
         self.bus = bus
         self.media = media
@@ -77,7 +97,7 @@ class JobService:
             request.provider, image_model, video_provider, video_model, settings.imageSize, settings.quality, settings.videoDuration
         )
 
-    def create(self, request: GenerateRequest) -> JobRecord:
+    async def create(self, request: GenerateRequest) -> JobRecord:
         video_provider = self._check_providers(request)
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -94,7 +114,7 @@ class JobService:
         )
         record = self.store.create(job)
         self.bus.publish("job_update", job.id, job_update_data(record.job))
-        self.runner.submit(job.id)
+        await self.queue.enqueue(job.id)
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -107,13 +127,13 @@ class JobService:
         record = self.get(job_id)
         if record.job.job_status.finished:
             raise JobNotCancellable(job_id, record.job.status)
-        await self.runner.cancel(job_id)
+        await self.queue.cancel(job_id)
         record = self.get(job_id)
         if record.job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
             raise JobNotCancellable(job_id, record.job.status)  # it finished while we asked
         if not record.job.job_status.finished:
             # No task of ours ran it (it had not started, or it is gone): record the cancel here.
-            self.runner.pipeline.mark_cancelled(job_id)
+            self.pipeline.mark_cancelled(job_id)
             record = self.get(job_id)
         return record
 
@@ -123,19 +143,21 @@ class JobService:
         if not record.job.job_status.finished:
             with contextlib.suppress(JobNotCancellable):  # it finished meanwhile: removed all the same
                 await self.cancel(job_id)
-        if self.runner.is_running(job_id):
+        if await self.queue.is_busy(job_id):
             raise JobBusy(job_id)  # still stopping: deleting now would pull its files from under it
         self.store.delete(job_id)
-        self.media.remove_job(job_id)
+        await asyncio.to_thread(self.media.remove_job, job_id)  # S3 deletes are network calls
         self.bus.publish("job_removed", job_id, {"id": job_id})
 
     def status(self) -> SystemStatus:
         availability = {info.name: info.available for info in self.providers.image_providers() + self.providers.video_providers()}
         load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        running, waiting, workers = self.queue.counts()
         return SystemStatus(
             providers={name: availability[name] for name in ("dalle3", "flux1", "runway")},
-            active_jobs=self.runner.running,
-            queue_length=self.runner.waiting,
+            active_jobs=running,
+            queue_length=waiting,
             system_load=round(load, 2),
+            workers_alive=workers,
         )
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -96,6 +96,8 @@ class Job(SQLModel, table=True):
     #: a job whose owner stopped beating is free for another process to resume.
     worker_id: str | None = Field(default=None, max_length=64)
     heartbeat_at: datetime | None = _optional_time()
+    #: The sequence number of the job's last stored event (see JobEvent).
+    event_seq: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
 
@@ -125,3 +127,18 @@ class JobStep(SQLModel, table=True):
     @property
     def step_kind(self) -> StepKind:
         return StepKind(self.kind)
+
+
+class JobEvent(SQLModel, table=True):
+    """One event of a job as the bus published it, numbered per job: a client that missed some
+    (a dropped connection, a lost NOTIFY) reads them back in order."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite"))
+    job_id: str = Field(foreign_key="jobs.id", max_length=64, ondelete="CASCADE")
+    seq: int
+    type: str = Field(max_length=32)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))

@@ -243,9 +243,17 @@ class Pipeline:
         self.bus.publish("job_failed", job_id, public.job_failed_data(job))
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
-        self.mark_cancelled(job_id, run)
-        if run is not None and run.remote_id:
+        if run is None or not run.remote_id:
+            self.mark_cancelled(job_id, run)
+            return
+        # Recorded at once (nothing starts the job again), announced once the provider was told
+        # too: whoever waits for the end event (a DELETE on another instance) finds it all done.
+        self._close_steps(job_id, run, StepStatus.CANCELLED, "cancelled")
+        self.store.update_job(job_id, status=JobStatus.CANCELLED.value)
+        try:
             await self._cancel_remote(job_id, run)
+        finally:  # even if this task is cancelled again meanwhile: the end event must go out
+            self._publish_job(self.store.get(job_id).job)  # type: ignore[union-attr]
 
     def mark_cancelled(self, job_id: str, run: StepRun | None = None) -> None:
         """Record a cancel: also for a job whose task never started or is gone."""

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, or_, update
 from sqlmodel import Session, col, select
 
-from .models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, utcnow
+from .models import UNFINISHED_STATUSES, Job, JobEvent, JobStatus, JobStep, StepKind, utcnow
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,7 @@ class JobStore:
 
     def delete(self, job_id: str) -> bool:
         with self._session() as session:
+            session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
             session.execute(delete(JobStep).where(col(JobStep.job_id) == job_id))
             result = session.execute(delete(Job).where(col(Job.id) == job_id))
             session.commit()

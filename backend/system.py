@@ -5,47 +5,103 @@ No module-level singletons: a test builds its own System with its own settings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from .database import create_db_engine, migrate
+from .event_log import EventLog
 from .events import EventBus
-from .jobs import JobService
+from .jobs import JobQueue, JobService
 from .media import media_store_for
+from .models import utcnow
 from .pipeline import Pipeline
 from .providers.registry import ProviderRegistry
 from .runner import JobRunner
 from .settings import Settings
 from .store import JobStore
 
+if TYPE_CHECKING:
+    from .event_relay import EventRelay
+    from .task_queue import ProcrastinateQueue
+
 log = logging.getLogger(__name__)
+#: How long a serving instance waits at its start for its LISTEN connection (s).
+RELAY_START_TIMEOUT = 15.0
+#: Seconds between two rounds of housekeeping (pruning old stored events).
+HOUSEKEEPING_INTERVAL = 600.0
 
 
 class System:
-    def __init__(self, settings: Settings | None = None):
+    """`run_here`: run jobs in this process whatever the task engine (`promptreel generate`)."""
+
+    def __init__(self, settings: Settings | None = None, *, run_here: bool = False):
         self.settings = settings or Settings()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = create_db_engine(self.settings.resolved_database_url)
         self.store = JobStore(self.engine)
-        self.bus = EventBus()
+        self.event_log = EventLog(self.engine)
+        self.bus = EventBus(self.event_log)
+        #: With PostgreSQL, a serving instance hears every instance's events (see start()).
+        self.relay: EventRelay | None = None
         self.media = media_store_for(self.settings)
         self.providers = ProviderRegistry(self.settings)
         self.pipeline = Pipeline(self.store, self.bus, self.media, self.providers)
         self.runner = JobRunner(self.pipeline, self.settings)
-        self.jobs = JobService(self.store, self.runner, self.providers, self.bus, self.media)
+        self.queue: JobQueue = self.runner
+        self.cluster: ProcrastinateQueue | None = None
+        if self.settings.task_engine == "procrastinate" and not run_here:
+            from .task_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
+
+            self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
+        self.jobs = JobService(self.store, self.queue, self.pipeline, self.providers, self.bus, self.media)
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def migrate(self) -> None:
         migrate(self.engine)
+        if self.cluster is not None:
+            from .task_queue import ensure_schema
+
+            ensure_schema(self.engine)
 
     async def start(self) -> None:
-        """Migrate the schema, then pick up the jobs the last process left unfinished."""
+        """Migrate the schema, listen to every instance's events, then pick up the jobs the last
+        process left unfinished (procrastinate's workers do that in a cluster)."""
         self.migrate()
+        if self.event_log.notifies:
+            from .event_relay import EventRelay  # psycopg: only installed for PostgreSQL
+
+            self.relay = EventRelay(self.settings.resolved_database_url, self.bus, self.event_log)
+            self.relay.start()
+            await asyncio.wait_for(self.relay.listening.wait(), RELAY_START_TIMEOUT)
+        self._housekeeping = asyncio.create_task(self._keep_house(), name="housekeeping")
+        if self.cluster is not None:
+            await self.cluster.open()
+            return
         self.runner.adopts_orphans = True  # jobs of a process that died are taken over once it misses its beats
         self.runner.start_heartbeat()
         resumed = self.runner.resume_unfinished()
         if resumed:
             log.info("resumed %d unfinished job(s)", len(resumed))
 
+    async def _keep_house(self) -> None:
+        while True:
+            try:
+                pruned = self.event_log.prune(utcnow() - timedelta(hours=self.settings.event_retention_hours))
+                if pruned:
+                    log.info("pruned %d stored event(s)", pruned)
+            except Exception:  # the store may be down for a moment: try again next time
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)  # a clock, not a wait for an event
+
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.runner.shutdown()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.bus.close()
         self.engine.dispose()

@@ -45,7 +45,7 @@ async def cancel_through_service(folder: Path) -> tuple[float, float]:
                 video_running.set()
 
     system.bus.listen(on_event)
-    job_id = system.jobs.create(request).job.id
+    job_id = (await system.jobs.create(request)).job.id
     await video_running.wait()
     start = time.perf_counter()
     await system.jobs.cancel(job_id)

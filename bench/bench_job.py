@@ -40,7 +40,7 @@ async def through_pipeline(folder: Path) -> float:
     await system.start()
     request = validate_request({"prompt": PROMPT, "provider": "local", "settings": {"videoDuration": 5, "seed": 1}})
     start = time.perf_counter()
-    job_id = system.jobs.create(request).job.id
+    job_id = (await system.jobs.create(request)).job.id
     await system.runner.wait(job_id)
     elapsed = time.perf_counter() - start
     assert system.store.get(job_id).job.status == "completed"

@@ -54,14 +54,16 @@ async def cancel_job(system: System, job_id: str, anchor: Element | None = None)
     return True
 
 
-def rerun_job(system: System, job: JobData) -> JobRecord | None:
+async def rerun_job(system: System, job: JobData, anchor: Element | None = None) -> JobRecord | None:
     """Start `job` again with the same settings; None (and a notice why) when it is refused."""
     try:
-        return system.jobs.create(validate_request(rerun_request(job)))
+        return await system.jobs.create(validate_request(rerun_request(job)))
     except ValidationError as error:
-        ui.notify(describe(error.errors())[0], type="negative")
+        with _inside(anchor):
+            ui.notify(describe(error.errors())[0], type="negative")
     except ApiError as error:
-        ui.notify(error.message, type="negative")
+        with _inside(anchor):
+            ui.notify(error.message, type="negative")
     return None
 
 

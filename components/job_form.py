@@ -286,7 +286,7 @@ class JobForm:
             return None
         self._busy = True
         try:
-            record = self.system.jobs.create(request)
+            record = await self.system.jobs.create(request)
         except ApiError as error:
             self._show_error(error.message)
             return None

@@ -205,10 +205,11 @@ class JobList:
     async def cancel(self, job: JobData) -> None:
         await cancel_job(self.system, job["id"], self.root)
 
-    def rerun(self, job: JobData) -> JobRecord | None:
-        record = rerun_job(self.system, job)
+    async def rerun(self, job: JobData) -> JobRecord | None:
+        record = await rerun_job(self.system, job, self.root)
         if record is not None:
-            ui.notify("Started again with the same settings.", type="positive", icon="replay")
+            with self.root:
+                ui.notify("Started again with the same settings.", type="positive", icon="replay")
         return record
 
     def prefill(self, job: JobData) -> None:

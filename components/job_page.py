@@ -385,8 +385,8 @@ class JobDetail:
     async def cancel(self) -> None:
         await cancel_job(self.system, self.job_id)
 
-    def rerun(self) -> None:
-        record = rerun_job(self.system, self.job)
+    async def rerun(self) -> None:
+        record = await rerun_job(self.system, self.job)
         if record is not None:
             ui.navigate.to(f"/jobs/{record.job.id}")
 

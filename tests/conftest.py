@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +184,9 @@ def ensure_postgres_running() -> None:
         subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "30"], check=True)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@contextmanager
+def new_database() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (started if it is down), dropped afterwards."""
     if shutil.which("pg_isready") is None:
         pytest.fail("PostgreSQL client tools are missing: .ci/run installs them")
     ensure_postgres_running()
@@ -198,3 +200,9 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with new_database() as url:
+        yield url

@@ -26,8 +26,10 @@ def check_event_order(events: list[dict], job_id: str, last_type: str) -> None:
         steps = [e["data"] for e in mine if e["type"] == "step_update" and e["data"]["id"] == step_id]
         progress = [s["progress"] for s in steps]
         assert progress == sorted(progress), (step_id, progress)
+    # The guide's three keys, plus the event's number within its job (for catch-up after a reconnect).
+    assert [event["seq"] for event in mine] == list(range(mine[0]["seq"], mine[0]["seq"] + len(mine)))
     for event in mine:
-        assert set(event) == {"type", "jobId", "data"}
+        assert set(event) == {"type", "jobId", "data", "seq"}
         assert event["type"] in ("job_update", "step_update", "job_completed", "job_failed")
 
 
@@ -173,6 +175,7 @@ def test_status_health_docs_and_cors(shared_server: Server):
         assert status == {
             "dalle3_available": False, "flux1_available": False, "runway_available": False,
             "active_jobs": 0, "queue_length": 0, "system_load": status["system_load"],
+            "workers_alive": 1,  # this instance runs its jobs itself
         }
         assert isinstance(status["system_load"], float) and status["system_load"] >= 0
         assert api.get("/docs").status_code == 200

@@ -18,6 +18,7 @@ from .errors import error_response
 
 router = APIRouter()
 MAX_PAGE_SIZE = 200
+MAX_EVENT_PAGE = 5000
 
 
 def get_system(request: Request) -> System:
@@ -47,7 +48,7 @@ async def health(system: SystemDep) -> Response:
 @router.post("/api/v1/generate", tags=["jobs"], status_code=201)
 async def generate(body: GenerateRequest, request: Request, system: SystemDep) -> dict:
     """Start a job: image step, then video step. Answers at once with the pending job."""
-    record = system.jobs.create(body)
+    record = await system.jobs.create(body)
     return present(record, request, system)
 
 
@@ -70,6 +71,21 @@ async def list_jobs(
 @router.get("/api/v1/jobs/{job_id}", tags=["jobs"])
 async def get_job(job_id: str, request: Request, system: SystemDep) -> dict:
     return present(system.jobs.get(job_id), request, system)
+
+
+@router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"])
+async def job_events(
+    job_id: str,
+    request: Request,
+    system: SystemDep,
+    after: Annotated[int, Query(ge=0, description="Only events numbered above this `seq` (the last one the client saw).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 1000,
+) -> list[dict]:
+    """The job's stored events in order, each as /ws sends it, with its `seq`: a client that lost
+    its WebSocket reads what it missed, then listens again."""
+    system.jobs.get(job_id)  # 404 for a job that does not exist
+    base = base_url(request, system)
+    return [{**event, "data": absolute_media_urls(event["data"], base)} for event in system.event_log.after(job_id, after, limit)]
 
 
 @router.delete("/api/v1/jobs/{job_id}", tags=["jobs"])

@@ -1,0 +1,85 @@
+"""EventLog: every published event, stored with its job's next sequence number.
+
+The number comes from an UPDATE of the job's row, so two processes that publish for one job
+(the worker that runs it, the API instance that cancels it) are serialised by the row lock:
+per job the numbers have no gaps and commit in order. On PostgreSQL the same transaction
+NOTIFYs the event, so every instance hears it after the commit, in commit order (EventRelay).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, text, update
+from sqlmodel import Session, col, select
+
+from .models import Job, JobEvent, utcnow
+
+Event = dict[str, Any]
+
+#: The PostgreSQL channel every instance LISTENs on.
+CHANNEL = "promptreel_events"
+#: NOTIFY payloads must stay under 8000 bytes: a bigger event goes out as a reference to its row.
+MAX_NOTIFY_BYTES = 7000
+
+
+def event_of(row: JobEvent) -> Event:
+    return {"type": row.type, "jobId": row.job_id, "data": row.data, "seq": row.seq}
+
+
+class EventLog:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.notifies = engine.dialect.name == "postgresql"
+
+    def append(self, job_id: str, type_: str, data: dict[str, Any]) -> int | None:
+        """Store the event and (PostgreSQL) NOTIFY it; its sequence number, or None when the job
+        is gone (`job_removed`: told to the other instances, not stored)."""
+        with self.engine.begin() as connection:
+            seq = connection.execute(
+                update(Job).where(col(Job.id) == job_id).values(event_seq=col(Job.event_seq) + 1).returning(col(Job.event_seq))
+            ).scalar_one_or_none()
+            created_at = None
+            if seq is not None:
+                # On PostgreSQL the database's clock stamps events, so every host compares against one clock.
+                created_at = connection.execute(
+                    insert(JobEvent)
+                    .values(job_id=job_id, seq=seq, type=type_, data=data, created_at=func.now() if self.notifies else utcnow())
+                    .returning(col(JobEvent.created_at))
+                ).scalar_one()
+            if self.notifies:
+                payload = json.dumps({"type": type_, "jobId": job_id, "data": data, "seq": seq, "at": created_at.isoformat() if created_at else None})
+                if len(payload.encode()) > MAX_NOTIFY_BYTES:
+                    payload = json.dumps({"jobId": job_id, "seq": seq, "ref": True})
+                connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
+        return seq
+
+    def after(self, job_id: str, after: int, limit: int, upto: int | None = None) -> list[Event]:
+        """The job's events numbered above `after` (and at most `upto`), in order."""
+        query = select(JobEvent).where(col(JobEvent.job_id) == job_id, col(JobEvent.seq) > after)
+        if upto is not None:
+            query = query.where(col(JobEvent.seq) <= upto)
+        with Session(self.engine) as session:
+            return [event_of(row) for row in session.exec(query.order_by(col(JobEvent.seq)).limit(limit))]
+
+    def since(self, moment: datetime) -> list[tuple[Event, datetime]]:
+        """Every event stored at or after `moment`, per job in order, with its time."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(JobEvent).where(col(JobEvent.created_at) >= moment).order_by(col(JobEvent.job_id), col(JobEvent.seq))
+            )
+            return [(event_of(row), row.created_at) for row in rows]
+
+    def now(self) -> datetime:
+        """The store's clock (PostgreSQL's for a cluster: the one the events are stamped with)."""
+        if not self.notifies:
+            return utcnow()
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.now())).scalar_one()
+
+    def prune(self, before: datetime) -> int:
+        """Forget events stored before `before`; the jobs themselves stay."""
+        with self.engine.begin() as connection:
+            return connection.execute(delete(JobEvent).where(col(JobEvent.created_at) < before)).rowcount
