@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from .conftest import ROOT, STARTUP_TIMEOUT, Server, clean_env
+from .conftest import ROOT, STARTUP_TIMEOUT, Server, clean_env, stop_process
 
 
 def cluster_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -65,13 +65,7 @@ class Worker:
         return self.process.pid
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
 
 
 class Cluster:

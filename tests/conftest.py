@@ -44,6 +44,33 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def wait_until_answers(url: str, process: subprocess.Popen, log_path: Path, what: str) -> None:
+    """Wait until `url` answers 200, or fail with the process's log if it exits or takes too long."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:  # readiness has no event to await from outside: poll the URL
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited at start:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    stop_process(process, signal.SIGKILL)
+    raise RuntimeError(f"{what} did not answer {url} in {STARTUP_TIMEOUT}s:\n{log_path.read_text()}")
+
+
+def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` and wait for the exit; kill a process that does not stop within 30 s."""
+    if process and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Server:
     """`python -m app serve` as a user starts it, on a free port."""
 
@@ -69,26 +96,11 @@ class Server:
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:  # readiness has no event to await from outside: poll /health
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not answer /health in {STARTUP_TIMEOUT}s:\n{self.log_path.read_text()}")
+        wait_until_answers(f"{self.url}/health", self.process, self.log_path, "server")
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)

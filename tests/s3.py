@@ -7,21 +7,19 @@ they would to S3; nothing is mocked inside the processes.
 from __future__ import annotations
 
 import secrets
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 from botocore.config import Config
 
-from .conftest import free_port
+from .conftest import free_port, stop_process, wait_until_answers
 
-STARTUP_TIMEOUT = 30.0
 #: moto accepts any key; these are the values its documentation uses.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -52,23 +50,11 @@ class MotoServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:  # no readiness event to await from outside: poll its HTTP endpoint
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited at start:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.endpoint_url}/moto-api/", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"moto server did not answer in {STARTUP_TIMEOUT}s:\n{self.log_path.read_text()}")
+        wait_until_answers(f"{self.endpoint_url}/moto-api/", self.process, self.log_path, "moto server")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGKILL)  # a test emulator: nothing to flush
 
     def new_bucket(self) -> str:
         name = f"promptreel-test-{secrets.token_hex(4)}"
