@@ -19,7 +19,9 @@ log = logging.getLogger("promptreel.worker")
 
 async def run_worker(settings: Settings, concurrency: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job start and end otherwise
+    # procrastinate logs every job start and end, httpx every provider poll: the log keeps what matters.
+    for noisy in ("procrastinate", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     system = System(settings)
     if system.cluster is None:
         raise SystemExit("promptreel: error: a worker needs PROMPTREEL_TASK_ENGINE=procrastinate and a PostgreSQL DATABASE_URL")

@@ -76,11 +76,9 @@ import httpx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 
-from tests.conftest import EventStream, Server, ends_job, local_job, open_stream
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, EventStream, Server, ends_job, local_job, open_stream
 
 PROMPT = "A majestic mountain landscape at golden hour"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 JOB_TIMEOUT = 180.0
 PAGE_TIMEOUT_MS = 60_000
 STATUS_TIMEOUT = 30.0

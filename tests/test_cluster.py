@@ -78,7 +78,7 @@ def assert_in_order(events: list[dict[str, Any]], job_id: str) -> list[dict[str,
 async def test_job_from_a_watched_on_b_run_by_a_worker_downloaded_from_b(setup: Setup):
     on_b = await open_stream(setup.b)
     with setup.a.client() as api_a, setup.b.client() as api_b:
-        job = api_a.post("/api/v1/generate", json=local_job("a lighthouse on a cliff, seen from another host")).json()
+        job = api_a.post("/api/v1/generate", json=local_job("a lighthouse on a cliff, seen from another host", videoProvider="local")).json()
         end = await on_b.until(ends_job(job["id"]))
         assert end["type"] == "job_completed", end
         mine = assert_in_order(on_b.events, job["id"])
@@ -154,7 +154,7 @@ async def test_worker_killed_mid_job_another_worker_finishes_it(setup: Setup, vi
     stream = await open_stream(setup.b)
     if video == "runway":
         setup.runway.outcomes.append("hold")
-    request = local_job("a windmill at dusk, across a worker crash") if video == "local" else remote_job("a tram at night, across a worker crash")
+    request = local_job("a windmill at dusk, across a worker crash", videoProvider="local") if video == "local" else remote_job("a tram at night, across a worker crash")
     with setup.a.client() as api:
         job = api.post("/api/v1/generate", json=request).json()
         await until_video_step_runs(stream, job["id"])
@@ -185,7 +185,7 @@ async def test_client_reconnecting_to_another_instance_catches_up(setup: Setup):
     first = await open_stream(setup.b)
     watcher = await open_stream(setup.a)
     with setup.a.client() as api_a:
-        job = api_a.post("/api/v1/generate", json=local_job("a kite over dunes, watched with a flaky connection")).json()
+        job = api_a.post("/api/v1/generate", json=local_job("a kite over dunes, watched with a flaky connection", videoProvider="local")).json()
         await until_video_step_runs(first, job["id"])
         await first.connection.close()  # the connection to B drops mid-job
         seen = assert_in_order(first.events, job["id"])
@@ -197,3 +197,27 @@ async def test_client_reconnecting_to_another_instance_catches_up(setup: Setup):
         on_a = [{**event, "data": {k: v.replace(setup.b.url, setup.a.url) if isinstance(v, str) else v for k, v in event["data"].items()}} for event in seen]
         assert on_a + missed == watcher.of_job(job["id"])
     await watcher.connection.close()
+
+
+@pytest.mark.browser
+def test_studio_on_b_shows_a_job_made_on_a_live(setup: Setup, browser):
+    """A studio tab is one more listener of its instance's bus: it sees the cluster's events, and
+    its thumbnail and downloads come from the bucket."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(setup.b.url + "/")
+        page.wait_for_function("() => window.did_handshake === true")  # the tab is live
+        with setup.a.client() as api_a:
+            job = api_a.post("/api/v1/generate", json=local_job("a hot-air balloon over a valley, from host A", videoProvider="local")).json()
+        item = page.locator(f'[data-job-id="{job["id"]}"]')
+        expect(item.get_by_test_id("job-prompt")).to_have_text(job["prompt"])
+        expect(item.get_by_test_id("job-status")).to_have_text("Completed", timeout=120_000)
+        thumbnail = item.get_by_test_id("thumbnail")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+        video = page.request.get(setup.b.url + item.get_by_test_id("download-video").get_attribute("href"))
+        assert video.status == 200 and video.headers["content-type"] == "video/mp4" and len(video.body()) > 10_000
+        page.screenshot(path=str(setup.cluster.instances[1].data_dir / "studio-on-b.png"))
+    finally:
+        page.close()
