@@ -10,10 +10,13 @@
   `retry-after`) or `insufficient_quota`, 400 `billing_hard_limit_reached`, 500 `server_error`.
 - Image URLs (`response_format=url`) are served at `/files/...` without auth, as OpenAI's blob
   storage does; `expire_urls()` makes them answer 403 as an expired link does.
+- `latency` (seconds, default 0) holds every image answer that long, as the real API takes its
+  time to draw: a fixed cost per call, for benchmarks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
@@ -69,8 +72,10 @@ def billing_hard_limit() -> Reply:
 class FakeOpenAI(FakeServer):
     label = "OpenAI"
 
-    def __init__(self, key: str = "sk-fake-openai"):
+    def __init__(self, key: str = "sk-fake-openai", latency: float = 0.0):
         super().__init__(key)
+        #: Seconds every successful image generation takes before it answers (0: at once).
+        self.latency = latency
         self.files: dict[str, bytes] = {}
         self.urls_expired = False
         #: When set, the bytes every generated "image" has (to test an output that is not an image).
@@ -127,6 +132,8 @@ class FakeOpenAI(FakeServer):
         problem = self._validate(body)
         if problem is not None:
             return problem.response()
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)  # the event loop's sleep: concurrent calls overlap, as at OpenAI
         width, height = (int(part) for part in body.get("size", "1024x1024").split("x"))
         data = self.image_override if self.image_override is not None else png_image(width, height, self.noisy)
         item: dict[str, Any] = {}

@@ -14,6 +14,9 @@
   step along its plan: PENDING -> RUNNING (progress) -> SUCCEEDED; THROTTLED first for a
   "throttled" task; FAILED for a "fail:<CODE>" task; a "hold" task stays RUNNING until
   `release()`.
+  With `task_seconds` set, a task that is to succeed follows the clock instead of the polls: it
+  is RUNNING (progress = the share of `task_seconds` gone by) until `task_seconds` after its
+  creation, then SUCCEEDED, however often it is polled: a fixed latency, for benchmarks.
 - `DELETE /v1/tasks/{id}`: 204; a running task is CANCELLED, a finished one is deleted (404 after).
 - `GET /v1/organization`: `{creditBalance, tier, usage}` (what the key check asks).
 - Outputs (MP4s at the task's ratio and duration) are served at `/outputs/...` without auth,
@@ -27,6 +30,7 @@ import binascii
 import io
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +83,15 @@ class Task:
     created_at: str = field(default_factory=now)
     cancelled: bool = False
     released: threading.Event = field(default_factory=threading.Event)
+    #: A timed task: SUCCEEDED this many seconds after `started` (time.monotonic()), whatever the polls.
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_share(self) -> float:
+        """A timed task's share of its time gone by, 0 to 1."""
+        assert self.seconds is not None
+        return min(1.0, (time.monotonic() - self.started) / self.seconds) if self.seconds > 0 else 1.0
 
     @property
     def status(self) -> str:
@@ -97,6 +110,10 @@ def plan_for(outcome: str) -> list[tuple[str, float | None]]:
     return [("PENDING", None), ("RUNNING", 0.25), ("RUNNING", 0.75), ("SUCCEEDED", None)]
 
 
+#: A timed task's plan: its progress comes from the clock (None here).
+TIMED_PLAN: list[tuple[str, float | None]] = [("RUNNING", None), ("SUCCEEDED", None)]
+
+
 FAILURES = {
     "SAFETY.INPUT.IMAGE": "Your input image was flagged by our content moderation system.",
     "SAFETY.INPUT.TEXT": "Your prompt text was flagged by our content moderation system.",
@@ -110,9 +127,12 @@ FAILURES = {
 class FakeRunway(FakeServer):
     label = "Runway"
 
-    def __init__(self, key: str = "key_fake_runway_secret", credits: int = 10_000):
+    def __init__(self, key: str = "key_fake_runway_secret", credits: int = 10_000, task_seconds: float | None = None):
         super().__init__(key)
         self.credits = credits
+        #: When set, a task that succeeds takes this many seconds from its creation to SUCCEEDED,
+        #: whatever the number of polls (None: one step of its plan per poll).
+        self.task_seconds = task_seconds
         self.tasks: dict[str, Task] = {}
         self.deleted: set[str] = set()
         #: Outcomes given to the next tasks, in order; then "succeed".
@@ -174,7 +194,10 @@ class FakeRunway(FakeServer):
             return runway_error(400, "You do not have enough credits to run this task.").response()
         self.credits -= cost
         outcome = self.outcomes.pop(0) if self.outcomes else "succeed"
-        task = Task(str(uuid.uuid4()), body, outcome, plan_for(outcome))
+        if outcome == "succeed" and self.task_seconds is not None:
+            task = Task(str(uuid.uuid4()), body, outcome, TIMED_PLAN, seconds=self.task_seconds)
+        else:
+            task = Task(str(uuid.uuid4()), body, outcome, plan_for(outcome))
         self.tasks[task.id] = task
         self.notify()
         return JSONResponse({"id": task.id})
@@ -194,6 +217,9 @@ class FakeRunway(FakeServer):
     def _advance(self, task: Task) -> None:
         if task.cancelled or task.status in ("SUCCEEDED", "FAILED"):
             return
+        if task.seconds is not None:
+            task.step = 1 if task.elapsed_share >= 1.0 else 0
+            return
         if task.outcome == "hold" and task.step >= 1 and not task.released.is_set():
             return  # stays RUNNING at its first progress until released
         task.step = min(task.step + 1, len(task.plan) - 1)
@@ -202,7 +228,7 @@ class FakeRunway(FakeServer):
         data: dict[str, Any] = {"id": task.id, "status": task.status, "createdAt": task.created_at}
         status, progress = task.plan[max(0, task.step)]
         if status == "RUNNING" and not task.cancelled:
-            data["progress"] = progress
+            data["progress"] = progress if progress is not None else round(task.elapsed_share, 3)
         if task.status == "SUCCEEDED":
             name = f"{task.id}.mp4"
             if name not in self.outputs:
