@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
@@ -41,6 +42,16 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError("port must be between 1 and 65535")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _positive(text: str) -> int:
@@ -100,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.host = args.host
         if args.port:
             settings.port = args.port
+        if not is_loopback(settings.host) and not settings.users and not settings.allow_unauthenticated:
+            print(
+                f"promptreel: error: serving on {settings.host} would let anyone who reaches it use your API keys. "
+                "Set API_TOKEN (or API_TOKENS), or PROMPTREEL_ALLOW_UNAUTHENTICATED=true if a proxy in front authenticates.",
+                file=sys.stderr,
+            )
+            return 2
         serve(settings, native=args.native)
         return 0
     if args.command == "generate":

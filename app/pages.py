@@ -14,15 +14,19 @@ import io
 from collections import OrderedDict
 
 from fastapi import Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from nicegui import app, ui
 from PIL import Image
 
+from backend.errors import ApiError
 from backend.public import job_data
 from backend.system import System
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
 from components.job_list import JobList
 from components.job_page import JobDetail, not_found
+from components.login import login_page
+from components.session import studio_user
 from components.theme import frame
 
 #: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
@@ -43,10 +47,16 @@ def register_pages(system: System) -> None:
     thumbnails: OrderedDict[str, bytes] = OrderedDict()
 
     @app.get(THUMBNAIL_ROUTE + "/{job_id}.jpg", include_in_schema=False)
-    async def thumbnail(job_id: str) -> Response:
-        """A small JPEG of a job's image for the list: 20 full-size PNGs would be tens of megabytes."""
+    async def thumbnail(job_id: str, expires: str | None = None, signature: str | None = None) -> Response:
+        """A small JPEG of a job's image for the list: 20 full-size PNGs would be tens of megabytes.
+        With authentication on, only by a signed link (the studio signs the ones it shows)."""
+        if system.auth.enabled:
+            try:
+                system.auth.check(f"{THUMBNAIL_ROUTE}/{job_id}.jpg", expires, signature)
+            except ApiError as error:
+                return JSONResponse(error.body(), status_code=error.status_code)
         record = system.store.get(job_id)
-        if record is None or not record.job.image_path:
+        if record is None or not record.job.image_path or record.job.media_expired_at is not None:
             return Response(status_code=404)
         data = thumbnails.get(job_id)
         if data is None:
@@ -63,25 +73,42 @@ def register_pages(system: System) -> None:
         # A job's image never changes once written; only removal makes it go away.
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
+    @ui.page("/login")
+    async def login() -> RedirectResponse | None:
+        if studio_user(system) is not None:
+            return RedirectResponse("/")
+        login_page(system)
+        return None
+
     @ui.page("/")
-    async def studio() -> None:
+    async def studio() -> RedirectResponse | None:
+        user = studio_user(system)
+        if user is None:
+            return RedirectResponse("/login")
         # The providers' first key checks (at most a moment, once): a refused key shows from the start.
         await system.providers.check_keys()
         with frame(system, "promptreel studio") as status:
             with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
-                    form = JobForm(system)
+                    form = JobForm(system, user=user)
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
-                    JobList(system, on_prefill=form.prefill)
+                    JobList(system, on_prefill=form.prefill, user=user)
             status.on_providers_change(form.set_providers)
+        return None
 
     @ui.page("/jobs/{job_id}")
-    async def job_page(job_id: str) -> None:
+    async def job_page(job_id: str) -> RedirectResponse | None:
+        user = studio_user(system)
+        if user is None:
+            return RedirectResponse("/login")
         await system.providers.check_keys()
         record = system.store.get(job_id)
+        if record is not None and not user.may_see(record.job.owner):
+            record = None  # someone else's job: as if it did not exist
         title = f"{record.job.prompt[:60]} · promptreel" if record else "Job not found · promptreel"
         with frame(system, title):
             if record is None:
                 not_found(job_id)
             else:
-                JobDetail(system, job_data(record))
+                JobDetail(system, job_data(record), user)
+        return None

@@ -8,6 +8,7 @@ from pathlib import Path
 from nicegui import app, ui
 
 from backend.api import mount_api
+from backend.observability import configure_logging
 from backend.settings import Settings
 from backend.system import System
 
@@ -19,6 +20,7 @@ WINDOW_CLOSE_SECONDS = 5.0
 
 
 def serve(settings: Settings, *, native: bool = False) -> None:
+    configure_logging()
     system = System(settings)
     mount_api(app, system)
     app.on_startup(system.start)
@@ -41,6 +43,10 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         window_size=(1280, 860) if native else None,
         storage_secret=settings.storage_secret,
         show_welcome_message=False,
+        # uvicorn's own loggers go through configure_logging's JSON lines; requests are logged by
+        # RequestLogMiddleware (one line each), so uvicorn's access log stays off.
+        log_config=None,
+        access_log=False,
         fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
     )
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 
+from backend.observability import configure_logging
 from backend.settings import Settings
 from backend.system import System
 
@@ -18,10 +19,7 @@ log = logging.getLogger("promptreel.worker")
 
 
 async def run_worker(settings: Settings, concurrency: int) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # procrastinate logs every job start and end, httpx every provider poll: the log keeps what matters.
-    for noisy in ("procrastinate", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()  # JSON lines; procrastinate's and httpx's per-job chatter left out
     system = System(settings)
     if system.cluster is None:
         raise SystemExit("promptreel: error: a worker needs PROMPTREEL_TASK_ENGINE=procrastinate and a PostgreSQL DATABASE_URL")

@@ -83,3 +83,61 @@ class PriceUnknown(ApiError):
             f"{message[0].upper()}{message[1:]}: choose a model with a published price (see the README's providers table).",
             {"provider": provider, "videoProvider": video_provider},
         )
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+    def __init__(self, message: str = "A valid API token is needed: send 'Authorization: Bearer <token>'."):
+        super().__init__(message)
+
+
+class SignatureInvalid(ApiError):
+    # A media URL whose signature was changed or has expired: a fresh job read gives a new one.
+    status_code = 403
+    code = "SIGNATURE_INVALID"
+
+    def __init__(self, reason: str):
+        super().__init__(f"This media link is not valid: {reason}. Read the job again for a fresh link.", {"reason": reason})
+
+
+class QueueFull(ApiError):
+    # The service holds as many unfinished jobs as it is configured for: try again later.
+    status_code = 503
+    code = "QUEUE_FULL"
+
+    def __init__(self, limit: int):
+        super().__init__(f"The queue is full ({limit} unfinished jobs); try again when some have finished.", {"limit": limit})
+
+
+class RateLimited(ApiError):
+    # Too many jobs from one user within a minute; Retry-After says when one more is accepted.
+    status_code = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(
+            f"Too many jobs: at most {limit} per minute. Try again in {retry_after} s.", {"limit": limit, "retryAfter": retry_after}
+        )
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+    def __init__(self, max_bytes: int):
+        super().__init__(f"The request body is larger than {max_bytes} bytes.", {"maxBytes": max_bytes})
+
+
+class MediaExpired(ApiError):
+    # 410, not 404: the file existed and retention removed it; asking again will not bring it back.
+    status_code = 410
+    code = "MEDIA_EXPIRED"
+
+    def __init__(self, job_id: str, kind: str, expired_at: str | None):
+        super().__init__(
+            f"The {kind} of job '{job_id}' was removed on {expired_at} (media retention); the job itself is kept.",
+            {"id": job_id, "type": kind, "expiredAt": expired_at},
+        )

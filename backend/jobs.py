@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import pricing
-from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured
+from .auth import LOCAL_USER, User
+from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
 from .events import EventBus
 from .media import MediaStore
-from .models import Job, JobStatus
+from .models import UNFINISHED_STATUSES, Job, JobStatus
 from .pipeline import Pipeline
 from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from .public import job_update_data
@@ -59,7 +60,11 @@ class SystemStatus:
 
 
 class JobService:
-    def __init__(self, store: JobStore, queue: JobQueue, pipeline: Pipeline, providers: ProviderRegistry, bus: EventBus, media: MediaStore):
+    def __init__(
+        self, store: JobStore, queue: JobQueue, pipeline: Pipeline, providers: ProviderRegistry, bus: EventBus, media: MediaStore,
+        max_queued_jobs: int = 1000,
+    ):
+        self.max_queued_jobs = max_queued_jobs
         self.store = store
         self.queue = queue
         self.pipeline = pipeline
@@ -97,8 +102,11 @@ class JobService:
             request.provider, image_model, video_provider, video_model, settings.imageSize, settings.quality, settings.videoDuration
         )
 
-    async def create(self, request: GenerateRequest) -> JobRecord:
+    async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
         video_provider = self._check_providers(request)
+        by_status = self.store.count_by_status()
+        if sum(by_status.get(status.value, 0) for status in UNFINISHED_STATUSES) >= self.max_queued_jobs:
+            raise QueueFull(self.max_queued_jobs)
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
         job = Job(
@@ -111,20 +119,22 @@ class JobService:
             video_duration=settings.videoDuration,
             quality=settings.quality,
             seed=seed,
+            owner=user.name,
         )
         record = self.store.create(job)
         self.bus.publish("job_update", job.id, job_update_data(record.job))
         await self.queue.enqueue(job.id)
         return record
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
+        """The job, if `user` may see it: another user's job answers as if it did not exist."""
         record = self.store.get(job_id)
-        if record is None:
+        if record is None or not user.may_see(record.job.owner):
             raise JobNotFound(job_id)
         return record
 
-    async def cancel(self, job_id: str) -> JobRecord:
-        record = self.get(job_id)
+    async def cancel(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
+        record = self.get(job_id, user)
         if record.job.job_status.finished:
             raise JobNotCancellable(job_id, record.job.status)
         await self.queue.cancel(job_id)
@@ -137,12 +147,12 @@ class JobService:
             record = self.get(job_id)
         return record
 
-    async def remove(self, job_id: str) -> None:
+    async def remove(self, job_id: str, user: User = LOCAL_USER) -> None:
         """Forget a job: cancel it if it runs, then delete its row and its files."""
-        record = self.get(job_id)
+        record = self.get(job_id, user)
         if not record.job.job_status.finished:
             with contextlib.suppress(JobNotCancellable):  # it finished meanwhile: removed all the same
-                await self.cancel(job_id)
+                await self.cancel(job_id, user)
         if await self.queue.is_busy(job_id):
             raise JobBusy(job_id)  # still stopping: deleting now would pull its files from under it
         self.store.delete(job_id)

@@ -10,8 +10,11 @@ The methods do blocking I/O (disk or network): async callers run them with
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
 import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,8 @@ JOB_ID_PATTERN = re.compile(r"^job_[A-Za-z0-9_-]{8,40}$")
 MEDIA_TYPES = {"image": ("image.png", "image/png"), "video": ("video.mp4", "video/mp4")}
 #: The only relative paths a store accepts back: exactly the ones `relative_path` makes.
 RELATIVE_PATTERN = re.compile(r"^(job_[A-Za-z0-9_-]{8,40})/(image\.png|video\.mp4)$")
+#: OS errors that say the disk is full or read-only (a provider writing the video hits them too).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
 
 
 class MediaStorageError(Exception):
@@ -125,10 +130,9 @@ class LocalMediaStore(MediaStore):
         return path
 
     def check(self) -> None:
-        probe = self.root / ".write-check"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
+        try:  # a file of its own per check: two health checks at once must not trip over each other
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
+                pass
         except OSError as error:
             raise MediaStorageError(f"the media folder {self.root} is not writable: {error.strerror or error}") from error
 
@@ -137,12 +141,16 @@ class LocalMediaStore(MediaStore):
 
     def write_image(self, job_id: str, png: bytes) -> str:
         relative = self.relative_path(job_id, "image")
+        tmp: Path | None = None
         try:
             path = self.path_for(job_id, "image")
             tmp = path.with_suffix(".part")
             tmp.write_bytes(png)
             tmp.replace(path)  # atomic: a reader never sees half a file
         except OSError as error:
+            if tmp is not None:  # a full disk must not keep the half-file that filled it
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
             raise MediaStorageError(f"could not store the image in {self.root}: {error.strerror or error}") from error
         return relative
 
@@ -153,15 +161,33 @@ class LocalMediaStore(MediaStore):
             folder = self.path_for(job_id, "video").parent
         except OSError as error:
             raise MediaStorageError(f"could not create the job's folder in {self.root}: {error.strerror or error}") from error
-        yield folder
+        try:
+            yield folder
+        except OSError as error:
+            if error.errno not in STORAGE_ERRNOS:
+                raise
+            # The provider's write failed on a full or read-only disk: a storage problem, named as one.
+            raise MediaStorageError(f"could not write the video in {self.root}: {error.strerror or error}") from error
 
     def local_file(self, relative: str | None, staging: Path) -> Path | None:
         return self.resolve(relative)
 
+    def video_output(self, job_id: str, staging: Path) -> Path:
+        # A temporary name beside the final one: whatever a provider leaves there (a crash
+        # mid-write), only commit_video's rename puts a file where downloads look.
+        return super().video_output(job_id, staging).with_suffix(".part")
+
     def commit_video(self, job_id: str, path: Path) -> str:
         relative = self.relative_path(job_id, "video")
-        if path != self.root / relative or not path.is_file():
+        final = self.root / relative
+        if path != final.with_suffix(".part") or not path.is_file():
             raise MediaStorageError(f"the video provider wrote no file at {path}")
+        try:
+            path.replace(final)  # atomic: a reader never sees half a file
+            for leftover in final.parent.glob("*.part"):  # half-files of an attempt a crash interrupted
+                leftover.unlink(missing_ok=True)
+        except OSError as error:
+            raise MediaStorageError(f"could not store the video in {self.root}: {error.strerror or error}") from error
         return relative
 
     def read_bytes(self, relative: str | None) -> bytes | None:

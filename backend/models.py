@@ -98,6 +98,10 @@ class Job(SQLModel, table=True):
     heartbeat_at: datetime | None = _optional_time()
     #: The sequence number of the job's last stored event (see JobEvent).
     event_seq: int = 0
+    #: The user who made the job (None: authentication was off); others never see it.
+    owner: str | None = Field(default=None, max_length=64, index=True)
+    #: When retention removed the job's media (the job stays in the history).
+    media_expired_at: datetime | None = _optional_time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
 

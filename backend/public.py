@@ -6,6 +6,7 @@ frame), where the address the client used is known.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -55,10 +56,20 @@ def step_data(step: JobStep) -> dict[str, Any]:
 
 
 def media_urls(job: Job) -> dict[str, str | None]:
+    # Expired media (retention removed them) have no URL; the paths stay on the job for the 410.
+    expired = job.media_expired_at is not None
     return {
-        "image_url": media_path(job.id, "image") if job.image_path else None,
-        "video_url": media_path(job.id, "video") if job.video_path else None,
+        "image_url": media_path(job.id, "image") if job.image_path and not expired else None,
+        "video_url": media_path(job.id, "video") if job.video_path and not expired else None,
     }
+
+
+def metadata_of(job: Job) -> dict[str, Any]:
+    """The settings, plus `mediaExpiredAt` once retention removed the media (absent before:
+    the guide's shape is unchanged for every other job)."""
+    if job.media_expired_at is None:
+        return settings_of(job)
+    return {**settings_of(job), "mediaExpiredAt": iso(job.media_expired_at)}
 
 
 def job_data(record: JobRecord) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def job_data(record: JobRecord) -> dict[str, Any]:
         "progress": job.progress,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
-        "metadata": settings_of(job),
+        "metadata": metadata_of(job),
         **media_urls(job),
         "cost": cost(job),
         "error": job.error,
@@ -91,7 +102,9 @@ def job_failed_data(job: Job) -> dict[str, Any]:
     return {"id": job.id, "status": JobStatus.FAILED.value, "error": job.error, "cost": cost(job)}
 
 
-def absolute_media_urls(data: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """`data` with its media paths turned into absolute URLs under `base_url`."""
+def absolute_media_urls(data: dict[str, Any], base_url: str, sign: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """`data` with its media paths turned into absolute URLs under `base_url`, signed by `sign`
+    (expiring URLs that work in <img>/<video> without a header)."""
     base = base_url.rstrip("/")
-    return {key: (f"{base}{value}" if key in MEDIA_URL_KEYS and value else value) for key, value in data.items()}
+    signed = sign or (lambda path: path)
+    return {key: (f"{base}{signed(value)}" if key in MEDIA_URL_KEYS and value else value) for key, value in data.items()}

@@ -43,6 +43,8 @@ class GenerateRequest(BaseModel):
     def _prompt_has_words(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the prompt is empty")
+        if "\x00" in value:  # PostgreSQL cannot store it (a 500 before)
+            raise ValueError("the prompt contains a NUL character")
         return value.strip()
 
 

@@ -82,10 +82,39 @@ class Settings(BaseSettings):
     s3_downloads: Literal["stream", "redirect"] = Field("stream", validation_alias="PROMPTREEL_S3_DOWNLOADS")
     s3_url_expiry_seconds: int = Field(300, ge=10, le=604800, validation_alias="PROMPTREEL_S3_URL_EXPIRY_SECONDS")
 
+    # Security (README, "Security"). Authentication is on when a token is set.
+    #: One user's token (the integration guide's name); that user is called "default".
+    api_token: str | None = Field(None, validation_alias="API_TOKEN")
+    #: Several users: "name:token,name:token". Names are what jobs are owned by.
+    api_tokens: str | None = Field(None, validation_alias="API_TOKENS")
+    #: Serve beyond loopback without authentication all the same (refused otherwise).
+    allow_unauthenticated: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_UNAUTHENTICATED")
+    #: Signs media URLs; default: a random key kept in the data dir (a cluster must share one).
+    secret_key: str | None = Field(None, validation_alias="PROMPTREEL_SECRET_KEY")
+    #: How long a signed image/video URL works (s).
+    media_url_seconds: int = Field(3600, ge=60, le=7 * 86400, validation_alias="PROMPTREEL_MEDIA_URL_SECONDS")
+    #: Jobs one user may create per minute (0: no limit).
+    rate_limit_per_minute: int = Field(30, ge=0, validation_alias="PROMPTREEL_RATE_LIMIT_PER_MINUTE")
+    #: Unfinished jobs the service holds at most; more are refused with QUEUE_FULL.
+    max_queued_jobs: int = Field(1000, ge=1, validation_alias="PROMPTREEL_MAX_QUEUED_JOBS")
+    #: Largest request body accepted (bytes).
+    max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias="PROMPTREEL_MAX_BODY_BYTES")
+    #: Largest message a /ws client may send (bytes).
+    max_ws_message_bytes: int = Field(4096, ge=256, validation_alias="PROMPTREEL_MAX_WS_MESSAGE_BYTES")
+    #: Media older than this are removed (the job stays, marked expired); 0 keeps them forever.
+    media_retention_days: float = Field(0, ge=0, validation_alias="PROMPTREEL_MEDIA_RETENTION_DAYS")
+    #: Log prompts in full (default: their length only).
+    log_prompts: bool = Field(False, validation_alias="PROMPTREEL_LOG_PROMPTS")
+
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:
         if self.stalled_after_seconds <= self.heartbeat_seconds:
             raise ValueError("PROMPTREEL_STALLED_AFTER_SECONDS must be longer than PROMPTREEL_HEARTBEAT_SECONDS")
+        for entry in (self.api_tokens or "").split(","):
+            if entry.strip() and not all(part.strip() for part in entry.partition(":")[::2]):
+                raise ValueError("API_TOKENS must be name:token pairs separated by commas")
+        if self.task_engine == "procrastinate" and not self.secret_key:
+            raise ValueError("a cluster needs PROMPTREEL_SECRET_KEY, the same on every host (it signs media URLs)")
         if self.task_engine == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
             raise ValueError("PROMPTREEL_TASK_ENGINE=procrastinate needs a PostgreSQL DATABASE_URL (postgresql+psycopg://...)")
         return self
@@ -96,6 +125,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @property
+    def users(self) -> dict[str, str]:
+        """Token -> user name; empty when authentication is off."""
+        users: dict[str, str] = {}
+        if self.api_token:
+            users[self.api_token] = "default"
+        for entry in (self.api_tokens or "").split(","):
+            name, _, token = entry.strip().partition(":")
+            if name.strip() and token.strip():
+                users[token.strip()] = name.strip()
+        return users
 
     @property
     def media_dir(self) -> Path:

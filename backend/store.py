@@ -53,6 +53,8 @@ class JobStore:
         return JobRecord(job, tuple(steps))
 
     def get(self, job_id: str) -> JobRecord | None:
+        if "\x00" in job_id:  # no id holds a NUL, and PostgreSQL refuses one in a query (a 500 before)
+            return None
         with self._session() as session:
             job = session.get(Job, job_id)
             if job is None:
@@ -67,9 +69,14 @@ class JobStore:
         search: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """Newest first, with the total count of matching jobs."""
+        """Newest first, with the total count of matching jobs; only `owner`'s when one is given."""
+        if search and "\x00" in search:  # no prompt holds a NUL (GenerateRequest), and PostgreSQL refuses one
+            return [], 0
         filters: list[Any] = []
+        if owner is not None:
+            filters.append(col(Job.owner) == owner)
         statuses = list(statuses)
         if statuses:
             filters.append(col(Job.status).in_(statuses))
@@ -192,3 +199,34 @@ class JobStore:
             result = session.execute(delete(Job).where(col(Job.id) == job_id))
             session.commit()
             return bool(result.rowcount)
+
+    def media_to_expire(self, older_than: datetime, limit: int) -> list[str]:
+        """Finished jobs last changed before `older_than` whose media retention has not removed yet, oldest first."""
+        finished = [status.value for status in JobStatus if status.finished]
+        with self._session() as session:
+            return list(
+                session.exec(
+                    select(Job.id)
+                    .where(
+                        col(Job.status).in_(finished),
+                        col(Job.media_expired_at).is_(None),
+                        # created_at <= updated_at: the indexed column narrows the scan, updated_at decides.
+                        col(Job.created_at) < older_than,
+                        col(Job.updated_at) < older_than,
+                    )
+                    .order_by(col(Job.updated_at))
+                    .limit(limit)
+                )
+            )
+
+    def mark_media_expired(self, job_id: str, when: datetime) -> Job | None:
+        """Record that retention removed the job's media (one conditional UPDATE); None when another
+        process marked it first or the job is gone, so only one of them announces it."""
+        with self._session() as session:
+            result = session.execute(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.media_expired_at).is_(None))
+                .values(media_expired_at=when, updated_at=when)
+            )
+            session.commit()
+            return session.get(Job, job_id) if result.rowcount == 1 else None

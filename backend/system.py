@@ -10,12 +10,14 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .auth import Authenticator
 from .database import create_db_engine, migrate
 from .event_log import EventLog
 from .events import EventBus
 from .jobs import JobQueue, JobService
 from .media import media_store_for
 from .models import utcnow
+from .observability import JobObserver
 from .pipeline import Pipeline
 from .providers.registry import ProviderRegistry
 from .runner import JobRunner
@@ -55,7 +57,11 @@ class System:
             from .task_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
-        self.jobs = JobService(self.store, self.queue, self.pipeline, self.providers, self.bus, self.media)
+        self.jobs = JobService(
+            self.store, self.queue, self.pipeline, self.providers, self.bus, self.media, max_queued_jobs=self.settings.max_queued_jobs
+        )
+        self.auth = Authenticator(self.settings)
+        self.observer = JobObserver(self)  # job transition log lines and the metrics registry
         self._housekeeping: asyncio.Task[None] | None = None
 
     def migrate(self) -> None:
@@ -86,6 +92,10 @@ class System:
             log.info("resumed %d unfinished job(s)", len(resumed))
 
     async def _keep_house(self) -> None:
+        from .retention import announce_expired, expire_media, round_interval
+
+        retention_days = self.settings.media_retention_days  # 0: media are kept forever
+        interval = round_interval(retention_days, HOUSEKEEPING_INTERVAL) if retention_days > 0 else HOUSEKEEPING_INTERVAL
         while True:
             try:
                 pruned = self.event_log.prune(utcnow() - timedelta(hours=self.settings.event_retention_hours))
@@ -93,7 +103,15 @@ class System:
                     log.info("pruned %d stored event(s)", pruned)
             except Exception:  # the store may be down for a moment: try again next time
                 log.exception("housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)  # a clock, not a wait for an event
+            if retention_days > 0:
+                try:
+                    # In a thread: it deletes files (maybe S3 objects). Announced here, on the loop, once stored.
+                    cutoff = utcnow() - timedelta(days=retention_days)
+                    expired = await asyncio.to_thread(expire_media, self.store, self.media, cutoff)
+                    announce_expired(self.store, self.bus, expired)
+                except Exception:  # as above: the next round tries again
+                    log.exception("media retention failed")
+            await asyncio.sleep(interval)  # a clock, not a wait for an event
 
     async def stop(self) -> None:
         if self._housekeeping is not None:

@@ -17,6 +17,7 @@ from nicegui import ui
 from nicegui.element import Element
 from pydantic import ValidationError
 
+from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
 from backend.schemas import describe, validate_request
 from backend.store import JobRecord
@@ -41,10 +42,10 @@ def _inside(anchor: Element | None) -> Any:
     return anchor if anchor is not None else nullcontext()
 
 
-async def cancel_job(system: System, job_id: str, anchor: Element | None = None) -> bool:
+async def cancel_job(system: System, job_id: str, anchor: Element | None = None, user: User = LOCAL_USER) -> bool:
     """Cancel a running job; says so, or why it could not (it finished meanwhile, ...)."""
     try:
-        await system.jobs.cancel(job_id)
+        await system.jobs.cancel(job_id, user)
     except ApiError as error:
         with _inside(anchor):
             ui.notify(error.message, type="warning")
@@ -54,10 +55,10 @@ async def cancel_job(system: System, job_id: str, anchor: Element | None = None)
     return True
 
 
-async def rerun_job(system: System, job: JobData, anchor: Element | None = None) -> JobRecord | None:
+async def rerun_job(system: System, job: JobData, anchor: Element | None = None, user: User = LOCAL_USER) -> JobRecord | None:
     """Start `job` again with the same settings; None (and a notice why) when it is refused."""
     try:
-        return await system.jobs.create(validate_request(rerun_request(job)))
+        return await system.jobs.create(validate_request(rerun_request(job)), user)
     except ValidationError as error:
         with _inside(anchor):
             ui.notify(describe(error.errors())[0], type="negative")
@@ -89,7 +90,8 @@ async def confirm_remove(job: JobData, anchor: Element | None = None) -> bool:
 
 
 async def remove_job(
-    system: System, job: JobData, anchor: Element | None = None, *, on_confirmed: Callable[[], Any] | None = None
+    system: System, job: JobData, anchor: Element | None = None, *, on_confirmed: Callable[[], Any] | None = None,
+    user: User = LOCAL_USER,
 ) -> bool:
     """Confirm, then remove `job` (cancelling it first if it runs) with its files.
 
@@ -99,7 +101,7 @@ async def remove_job(
     if on_confirmed is not None:
         on_confirmed()
     try:
-        await system.jobs.remove(job["id"])
+        await system.jobs.remove(job["id"], user)
     except ApiError as error:
         with _inside(anchor):
             ui.notify(error.message, type="warning")

@@ -58,8 +58,10 @@ class JobCard:
         on_cancel: Action,
         on_rerun: Action,
         on_prefill: Action,
+        link: Callable[[str], str] = str,
         on_remove: Action,
     ):
+        self.link = link
         self.job = job
         job_id = job["id"]
         self.element = ui.card().classes("pr-card w-full p-3 sm:p-4").props(
@@ -118,8 +120,8 @@ class JobCard:
                         with ui.row().classes("pr-actions items-center gap-0.5 no-wrap"):
                             self.cancel_button = _icon_button("stop_circle", "Cancel job", lambda: on_cancel(self.job), "cancel", "negative")
                             _icon_button("open_in_new", "Open job page", lambda: ui.navigate.to(f"/jobs/{job_id}"), "open")
-                            self.image_link = _download_button("image", "Download image", job_id)
-                            self.video_link = _download_button("movie", "Download video", job_id, kind="video")
+                            self.image_link = _download_button("image", "Download image", link(media_path(job_id, "image")))
+                            self.video_link = _download_button("movie", "Download video", link(media_path(job_id, "video")), kind="video")
                             _icon_button("replay", "Run again with the same settings", lambda: on_rerun(self.job), "rerun")
                             _icon_button("tune", "Edit these settings in the form", lambda: on_prefill(self.job), "prefill")
                             _icon_button("delete_outline", "Remove from history", lambda: on_remove(self.job), "remove")
@@ -179,7 +181,7 @@ class JobCard:
         self.cost.text = money(cost.get("total")) if (finished or cost.get("total")) else "…"
         image_url = job.get("image_url") if not self._thumb_missing else None
         if image_url:
-            set_prop(self.thumb, "src", thumbnail_url(job["id"]))
+            set_prop(self.thumb, "src", self.link(thumbnail_url(job["id"])))
         set_visible(self.thumb, bool(image_url))
         set_visible(self.thumb_empty, not image_url)
         self.thumb_icon.name = "broken_image" if self._thumb_missing else {"failed": "broken_image", "cancelled": "hide_image"}.get(status, "image")
@@ -204,9 +206,9 @@ def _icon_button(icon: str, label: str, on_click: Callable[[], Any], testid: str
     return button
 
 
-def _download_button(icon: str, label: str, job_id: str, kind: str = "image") -> ui.button:
+def _download_button(icon: str, label: str, href: str, kind: str = "image") -> ui.button:
     button = ui.button(icon=icon, color=None).props(
-        f'flat round dense href={media_path(job_id, kind)} download aria-label="{label}" data-testid=download-{kind}'
+        f'flat round dense href="{href}" download aria-label="{label}" data-testid=download-{kind}'
     ).classes("pr-icon-btn")
     button.tooltip(label)
     return button

@@ -14,6 +14,7 @@ from typing import Any
 from nicegui import ui
 from pydantic import ValidationError
 
+from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
 from backend.pricing import UnknownPrice
 from backend.providers.registry import ProviderInfo
@@ -105,7 +106,8 @@ def seed_value(text: str | None) -> Any:
 
 
 class JobForm:
-    def __init__(self, system: System, on_created: Callable[[JobRecord], Any] | None = None):
+    def __init__(self, system: System, on_created: Callable[[JobRecord], Any] | None = None, user: User = LOCAL_USER):
+        self.user = user
         self.system = system
         self.on_created = on_created
         self._busy = False
@@ -286,7 +288,7 @@ class JobForm:
             return None
         self._busy = True
         try:
-            record = await self.system.jobs.create(request)
+            record = await self.system.jobs.create(request, self.user)
         except ApiError as error:
             self._show_error(error.message)
             return None

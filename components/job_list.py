@@ -13,6 +13,7 @@ from typing import Any
 
 from nicegui import ui
 
+from backend.auth import LOCAL_USER, User
 from backend.events import Event
 from backend.models import JobStatus
 from backend.public import job_data
@@ -23,6 +24,7 @@ from .format import FINISHED_STATUSES, UNFINISHED_STATUSES, status_label
 from .job_actions import cancel_job, remove_job, rerun_job
 from .job_card import JobCard, JobData
 from .live import client_feed
+from .session import media_link
 
 PAGE_SIZE = 20
 #: The status filter's choices and the statuses each one lets through (none = all).
@@ -37,7 +39,10 @@ MAX_REMEMBERED = 5000
 
 
 class JobList:
-    def __init__(self, system: System, *, on_prefill: Callable[[JobData], Any] | None = None, page_size: int = PAGE_SIZE):
+    def __init__(
+        self, system: System, *, on_prefill: Callable[[JobData], Any] | None = None, page_size: int = PAGE_SIZE, user: User = LOCAL_USER
+    ):
+        self.user = user
         self.system = system
         self.on_prefill = on_prefill
         self.page_size = page_size
@@ -105,6 +110,7 @@ class JobList:
             search=self.search or None,
             limit=self.page_size,
             offset=(self.page - 1) * self.page_size,
+            owner=self.user.name,
         )
 
     def _show(self, records: list[JobRecord]) -> None:
@@ -117,7 +123,10 @@ class JobList:
             card = self.cards.get(job["id"])
             if card is None:
                 with self.container:
-                    card = JobCard(job, on_cancel=self.cancel, on_rerun=self.rerun, on_prefill=self.prefill, on_remove=self.confirm_remove)
+                    card = JobCard(
+                        job, on_cancel=self.cancel, on_rerun=self.rerun, on_prefill=self.prefill, on_remove=self.confirm_remove,
+                        link=lambda path: media_link(self.system, path),
+                    )
                 self.cards[job["id"]] = card
             else:
                 card.replace(job)
@@ -203,10 +212,10 @@ class JobList:
     # -- actions --------------------------------------------------------------------
 
     async def cancel(self, job: JobData) -> None:
-        await cancel_job(self.system, job["id"], self.root)
+        await cancel_job(self.system, job["id"], self.root, self.user)
 
     async def rerun(self, job: JobData) -> JobRecord | None:
-        record = await rerun_job(self.system, job, self.root)
+        record = await rerun_job(self.system, job, self.root, self.user)
         if record is not None:
             with self.root:
                 ui.notify("Started again with the same settings.", type="positive", icon="replay")
@@ -217,6 +226,6 @@ class JobList:
             self.on_prefill(job)
 
     async def confirm_remove(self, job: JobData) -> None:
-        if await remove_job(self.system, job, self.root):
+        if await remove_job(self.system, job, self.root, user=self.user):
             with self.root:
                 ui.notify("Job removed.", icon="delete")

@@ -12,6 +12,7 @@ from typing import Any
 from nicegui import ui
 from nicegui.elements.mixins.text_element import TextElement
 
+from backend.auth import LOCAL_USER, User
 from backend.events import Event
 from backend.pricing import UnknownPrice
 from backend.providers.registry import PROVIDER_LABELS
@@ -33,6 +34,7 @@ from .format import (
 from .job_actions import cancel_job, remove_job, rerun_job
 from .job_card import JobData, set_prop, set_visible
 from .live import client_feed
+from .session import media_link
 
 SETTING_LABELS = {
     "imageSize": "Image size",
@@ -57,8 +59,9 @@ def not_found(job_id: str) -> None:
 
 
 class JobDetail:
-    def __init__(self, system: System, job: JobData):
+    def __init__(self, system: System, job: JobData, user: User = LOCAL_USER):
         self.system = system
+        self.user = user
         self.job = job
         self.job_id = job["id"]
         self.removed = False
@@ -90,10 +93,10 @@ class JobDetail:
                         'outline no-caps color=primary aria-label="Run again with the same settings" data-testid=rerun'
                     )
                     self.image_button = ui.button("Image", icon="download", color=None).props(
-                        f'flat no-caps href={media_path(self.job_id, "image")} download aria-label="Download image" data-testid=download-image'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "image"))}" download aria-label="Download image" data-testid=download-image'
                     )
                     self.video_button = ui.button("Video", icon="download", color=None).props(
-                        f'flat no-caps href={media_path(self.job_id, "video")} download aria-label="Download video" data-testid=download-video'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download aria-label="Download video" data-testid=download-video'
                     )
                     ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
                         'flat round aria-label="Remove from history" data-testid=remove'
@@ -235,13 +238,13 @@ class JobDetail:
         meta = job.get("metadata") or {}
         if job.get("video_url") and self.video is None:
             with self.video_box:
-                self.video = ui.video(job["video_url"]).classes("pr-media").props(
+                self.video = ui.video(media_link(self.system, job["video_url"])).classes("pr-media").props(
                     'preload=metadata playsinline aria-label="Generated video" data-testid=video'
                 )
         if job.get("image_url") and self.image is None:
             with self.image_box:
                 self.image = ui.element("img").classes("pr-media pr-image").props(
-                    f'src={job["image_url"]} alt="Generated image" data-testid=image'
+                    f'src="{media_link(self.system, job["image_url"])}" alt="Generated image" data-testid=image'
                 )
                 self.image.on("error", self._image_missing)
         set_visible(self.video_placeholder, self.video is None)
@@ -383,15 +386,15 @@ class JobDetail:
     # -- actions --------------------------------------------------------------------
 
     async def cancel(self) -> None:
-        await cancel_job(self.system, self.job_id)
+        await cancel_job(self.system, self.job_id, user=self.user)
 
     async def rerun(self) -> None:
-        record = await rerun_job(self.system, self.job)
+        record = await rerun_job(self.system, self.job, user=self.user)
         if record is not None:
             ui.navigate.to(f"/jobs/{record.job.id}")
 
     async def confirm_remove(self) -> None:
-        if await remove_job(self.system, self.job, on_confirmed=self._removing):
+        if await remove_job(self.system, self.job, on_confirmed=self._removing, user=self.user):
             ui.navigate.to("/")
 
     def _removing(self) -> None:

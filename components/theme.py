@@ -13,6 +13,7 @@ from nicegui import app, ui
 
 from backend.system import System
 
+from .session import sign_out
 from .status_bar import StatusBar
 
 VIOLET = "#7c3aed"
@@ -234,7 +235,16 @@ def frame(system: System, title: str = "promptreel") -> Iterator[StatusBar]:
             'flat round aria-label="REST API documentation (opens a new tab)"'
         ).classes("gt-xs").tooltip("REST API docs")
         DarkModeToggle()
+        if system.auth.enabled:
+            ui.button(icon="logout", on_click=_sign_out, color=None).props(
+                'flat round aria-label="Sign out" data-testid=sign-out'
+            ).tooltip("Sign out")
     main = ui.element("main").classes("w-full max-w-[1400px] mx-auto px-3 sm:px-4 md:px-6 py-5 md:py-7 flex flex-col gap-6")
     ui.skip_link(target=main)
     with main:
         yield status
+
+
+def _sign_out() -> None:
+    sign_out()
+    ui.navigate.to("/login")

@@ -92,14 +92,15 @@ class Server:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self) -> Server:
+    def start(self, ready_path: str = "/health") -> Server:
+        """Start, and wait until `ready_path` answers 200 (`/docs` for a server meant to be unhealthy)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
-        wait_until_answers(f"{self.url}/health", self.process, self.log_path, "server")
+        wait_until_answers(f"{self.url}{ready_path}", self.process, self.log_path, "server")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -193,6 +194,11 @@ async def events(server: Server) -> AsyncIterator[EventStream]:
     stream = await open_stream(server)
     yield stream
     await stream.connection.close()
+
+
+def unsigned(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with its media URLs' signatures (query strings) cut off: they change with time."""
+    return {key: value.split("?")[0] if key in ("image_url", "video_url") and value else value for key, value in data.items()}
 
 
 def local_job(prompt: str = "A majestic mountain landscape at golden hour", **settings: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import av
 import httpx
 from PIL import Image
 
-from .conftest import EventStream, Server, ends_job, local_job, open_stream
+from .conftest import EventStream, Server, ends_job, local_job, open_stream, unsigned
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 JOB_KEYS = {"id", "prompt", "provider", "status", "progress", "created_at", "updated_at", "metadata", "image_url", "video_url", "cost", "error", "steps"}
@@ -55,7 +55,7 @@ async def test_local_job_end_to_end(server: Server, api: httpx.Client, events: E
     assert step_statuses == {"image_generation": "completed", "video_generation": "completed"}
     assert any(0 < e["data"]["progress"] < 100 for e in events.of_job(job["id"]) if e["type"] == "step_update"), "no intermediate progress"
     image_url = f"{server.url}/api/v1/jobs/{job['id']}/download/image"
-    assert done["data"] == {
+    assert unsigned(done["data"]) == {
         "id": job["id"], "status": "completed", "progress": 100,
         "image_url": image_url, "video_url": f"{server.url}/api/v1/jobs/{job['id']}/download/video",
         "cost": {"imageGeneration": 0.0, "videoGeneration": 0.0, "total": 0.0},
@@ -63,7 +63,7 @@ async def test_local_job_end_to_end(server: Server, api: httpx.Client, events: E
 
     stored = api.get(f"/api/v1/jobs/{job['id']}").json()
     assert stored["status"] == "completed" and stored["progress"] == 100 and stored["error"] is None
-    assert stored["image_url"] == image_url
+    assert stored["image_url"].startswith(image_url + "?expires=")  # signed: works without a header
     assert all(step["status"] == "completed" and step["progress"] == 100 for step in stored["steps"])
     assert all(ISO_Z.match(step["startTime"]) and ISO_Z.match(step["endTime"]) for step in stored["steps"])
 

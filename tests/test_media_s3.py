@@ -323,7 +323,7 @@ async def test_a_cancelled_video_leaves_nothing_behind(tmp_path: Path, moto: Mot
 
 
 async def test_a_missing_bucket_fails_the_job_with_a_clear_message(tmp_path: Path, moto: MotoServer):
-    server = Server(tmp_path / "data", **moto.env("promptreel-no-such-bucket")).start()
+    server = Server(tmp_path / "data", **moto.env("promptreel-no-such-bucket")).start(ready_path="/docs")  # /health says 503
     try:
         events = await open_stream(server)
         with server.client() as api:
@@ -336,8 +336,9 @@ async def test_a_missing_bucket_fails_the_job_with_a_clear_message(tmp_path: Pat
                 "NoSuchBucket: The specified bucket does not exist"
             )
             assert [step["status"] for step in failed["steps"]] == ["failed", "cancelled"]
-            # The service stays up and answers as before.
-            assert api.get("/health").status_code == 200
+            # The service stays up, and its health check says what is wrong.
+            health = api.get("/health")
+            assert health.status_code == 503 and health.json()["code"] == "MEDIA_UNAVAILABLE", health.text
             assert api.get(f"/api/v1/jobs/{job['id']}/download/image").json()["code"] == "MEDIA_NOT_READY"
             assert api.post("/api/v1/generate", json=local_job()).status_code == 201
         await events.connection.close()

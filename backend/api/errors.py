@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import ApiError
 from ..schemas import describe
 
 log = logging.getLogger(__name__)
 #: Paths that belong to the API (JSON errors); everything else is the studio's (HTML pages).
-API_PREFIXES = ("/api/", "/health", "/ws")
+API_PREFIXES = ("/api/", "/health", "/metrics", "/ws")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer, as `error_response` writes it: documents the routes' 4xx/5xx in the OpenAPI."""
+
+    error: str = Field(description="What went wrong, in words for a person.")
+    code: str = Field(description="A stable UPPER_SNAKE code, e.g. JOB_NOT_FOUND, VALIDATION_ERROR, UNAUTHORIZED.")
+    details: dict[str, Any] = Field(description="Context for the code: the field at fault, the job id, a limit...")
 
 
 def error_response(status_code: int, message: str, code: str, details: dict | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "code": code, "details": details or {}}, status_code=status_code, headers=headers)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at this path, each route asked as the router asks it. Starlette's
+    own 405 names only the first route's (`Allow: GET` where DELETE is served too); RFC 9110 wants all."""
+    routes = request.app.router.routes
+    return [
+        method for method in HTTP_METHODS if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def _code_for(status_code: int) -> str:
@@ -35,7 +58,8 @@ def install_error_handlers(app: FastAPI) -> None:
     page_error = app.exception_handlers.get(Exception)
 
     async def api_error(request: Request, error: ApiError) -> Response:
-        return error_response(error.status_code, error.message, error.code, error.details)
+        # An ApiError may carry headers of its own (RateLimited: Retry-After).
+        return error_response(error.status_code, error.message, error.code, error.details, headers=getattr(error, "headers", None))
 
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = []
@@ -52,9 +76,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
         if error.status_code == 404 and message == "Not Found":
             message = f"No such route: {request.method} {path}"
+        headers = getattr(error, "headers", None)
         if error.status_code == 405:
             message = f"Method {request.method} is not allowed on {path}"
-        return error_response(error.status_code, message, _code_for(error.status_code), {"path": path}, headers=getattr(error, "headers", None))
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(error.status_code, message, _code_for(error.status_code), {"path": path}, headers=headers)
 
     async def unexpected_error(request: Request, error: Exception) -> Response:
         if page_error is not None and not request.url.path.startswith(API_PREFIXES):

@@ -19,6 +19,8 @@ from ..public import absolute_media_urls
 
 router = APIRouter()
 EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_failed"})
+#: Seconds one frame may wait for a client that does not read before the client is dropped.
+SEND_TIMEOUT = 10.0
 
 
 def _http_base(websocket: WebSocket, public_url: str | None) -> str:
@@ -34,26 +36,47 @@ def _error(message: str, code: str = "VALIDATION_ERROR", **details: Any) -> dict
 
 
 @router.websocket("/ws")
-async def events(websocket: WebSocket) -> None:
+async def events(websocket: WebSocket, token: str | None = None) -> None:
+    """`token`: the API token, when authentication is on (browsers cannot set WebSocket headers)."""
     system = websocket.app.state.system
     await websocket.accept()
+    user = system.auth.user_for(token)
+    if user is None:  # told in the error format, then closed as a policy violation
+        await websocket.send_text(json.dumps(_error("A valid API token is needed: connect to /ws?token=<token>.", "UNAUTHORIZED")))
+        await websocket.close(code=1008, reason="unauthorized")
+        return
     base = _http_base(websocket, system.settings.public_url)
     jobs: set[str] | None = None  # None: every job; a set: only these
     send_lock = asyncio.Lock()
+    visible: dict[str, bool] = {}  # job id -> whether this user may see it (looked up once per job)
+    max_message = system.settings.max_ws_message_bytes
+
+    def may_see(job_id: str) -> bool:
+        if user.name is None:
+            return True
+        if job_id not in visible:
+            record = system.store.get(job_id)
+            visible[job_id] = record is not None and user.may_see(record.job.owner)
+        return visible[job_id]
 
     async def send(message: dict[str, Any]) -> None:
-        async with send_lock:
+        # A client that stops reading would hold this send forever (its TCP buffer full): it is
+        # given up after SEND_TIMEOUT, and it catches up by `GET /api/v1/jobs/{id}/events` when back.
+        async with send_lock, asyncio.timeout(SEND_TIMEOUT):
             await websocket.send_text(json.dumps(message))
 
     async def forward(subscription: Subscription) -> None:
         async for event in subscription:
-            if event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs):
-                await send({**event, "data": absolute_media_urls(event["data"], base)})
+            if event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs) and may_see(event["jobId"]):
+                await send({**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)})
 
     async def receive() -> None:
         nonlocal jobs
         while True:
             text = await websocket.receive_text()
+            if len(text.encode()) > max_message:
+                await send(_error(f"Messages are at most {max_message} bytes.", "PAYLOAD_TOO_LARGE", limit=max_message))
+                continue
             try:
                 message = json.loads(text)
             except ValueError:
@@ -80,6 +103,8 @@ async def events(websocket: WebSocket) -> None:
                 error = task.exception()
                 if isinstance(error, SubscriberTooSlow):
                     await websocket.close(code=1013, reason="client too slow")
+                # TimeoutError (a send that never got through): just leave; closing would wait on the
+                # same full buffer. The server drops the connection once the handler returns.
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -1,0 +1,122 @@
+"""Who is asking, and signed media URLs.
+
+Authentication is on when API_TOKEN or API_TOKENS is set. REST takes `Authorization: Bearer
+<token>`, /ws a `token` query parameter (browsers cannot set WebSocket headers), the studio a
+login. Tokens are compared in constant time and never logged. With authentication off every
+caller is the same local user (`User(None)`), who owns every job.
+
+Media URLs carry `expires` and an HMAC `signature` of their path and expiry, so they work in
+`<img>`/`<video>` without a header; a changed or expired signature is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from .errors import SignatureInvalid, Unauthorized
+from .settings import Settings
+
+SECRET_KEY_FILE = "secret_key"
+#: Signed URLs expire on multiples of this many seconds (at most this much after their due time).
+URL_EXPIRY_STEP = 600
+
+
+@dataclass(frozen=True)
+class User:
+    """`name` owns the jobs this user makes; None when authentication is off."""
+
+    name: str | None
+
+    def may_see(self, owner: str | None) -> bool:
+        return self.name is None or owner == self.name
+
+
+LOCAL_USER = User(None)
+
+
+def load_secret_key(settings: Settings) -> bytes:
+    """PROMPTREEL_SECRET_KEY, or a random key made once and kept (mode 600) in the data dir."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path: Path = settings.data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:  # readable by its owner only
+            file.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
+
+
+class Authenticator:
+    def __init__(self, settings: Settings):
+        self._tokens = [(token.encode(), name) for token, name in settings.users.items()]
+        self.enabled = bool(self._tokens)
+        self.url_seconds = settings.media_url_seconds
+        self._key = load_secret_key(settings)
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def user_for(self, token: str | None) -> User | None:
+        """The user a token belongs to; None for a missing or unknown token (authentication on)."""
+        if not self.enabled:
+            return LOCAL_USER
+        if not token:
+            return None
+        given = token.encode()
+        found = None
+        for known, name in self._tokens:  # every token is compared, each in constant time
+            if hmac.compare_digest(known, given):
+                found = name
+        return User(found) if found is not None else None
+
+    @staticmethod
+    def fingerprint(token: str) -> str:
+        """What the studio keeps of a token in its session: enough to recognise it, not to use it."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def user_for_fingerprint(self, fingerprint: str | None) -> User | None:
+        """The user of a studio session; None once the token is gone from the settings."""
+        if not self.enabled:
+            return LOCAL_USER
+        found = None
+        for known, name in self._tokens:
+            if fingerprint and hmac.compare_digest(self.fingerprint(known.decode()).encode(), fingerprint.encode()):
+                found = name
+        return User(found) if found is not None else None
+
+    def user_for_header(self, authorization: str | None) -> User:
+        """The user of an `Authorization: Bearer` header, or Unauthorized."""
+        scheme, _, token = (authorization or "").partition(" ")
+        user = self.user_for(token.strip() if scheme.lower() == "bearer" else None)
+        if user is None:
+            raise Unauthorized() if not authorization else Unauthorized("The API token is not valid.")
+        return user
+
+    # -- signed media URLs --------------------------------------------------------------------
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self._key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, path: str, now: float | None = None) -> str:
+        """`path` with `expires` and `signature` query parameters."""
+        # Rounded up to the next 10 minutes: a page that draws a link again gets the same URL (no reload).
+        expires = math.ceil(((now or time.time()) + self.url_seconds) / URL_EXPIRY_STEP) * URL_EXPIRY_STEP
+        return f"{path}?{urlencode({'expires': expires, 'signature': self._signature(path, expires)})}"
+
+    def check(self, path: str, expires: str | None, signature: str | None, now: float | None = None) -> None:
+        """Refuse a changed or expired signature (SignatureInvalid)."""
+        # isascii: str.isdigit() also takes "²", which int() refuses (a 500 before).
+        if not expires or not signature or not (expires.isascii() and expires.isdigit()):
+            raise SignatureInvalid("it is incomplete")
+        # As bytes: compare_digest raises TypeError on a str with non-ASCII characters (a 500 before).
+        if not hmac.compare_digest(self._signature(path, int(expires)).encode(), signature.encode()):
+            raise SignatureInvalid("its signature does not match")
+        if int(expires) < (now or time.time()):
+            raise SignatureInvalid("it has expired")
