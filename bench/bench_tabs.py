@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
+from proc_cpu import children, machine_busy, tree_cpu  # noqa: E402 - bench/ is on the path as the script's folder
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, EventStream, Server, ends_job, local_job, open_stream
 
@@ -84,65 +85,26 @@ PAGE_TIMEOUT_MS = 60_000
 STATUS_TIMEOUT = 30.0
 #: Tabs opened at the same time (the machine has two cores; all at once only makes a queue).
 OPEN_CONCURRENCY = 4
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
-# -- CPU of the server process tree ---------------------------------------------------------
-
-def _stat(pid: int) -> tuple[int, int]:
-    """(utime+stime, cutime+cstime) of one process, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()  # the name in brackets may hold spaces
-    # fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14..17
-    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by a process, its live descendants and its reaped children."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            own, reaped = _stat(current)
-            stack += _children(current)
-        except OSError:  # a descendant that ended meanwhile: its time is in its parent's cutime
-            continue
-        total += own + reaped
-    return total / TICKS
+# -- the browser's priority (CPU readings: bench/proc_cpu.py) ------------------------------
 
 
 def renice_browser(server_pid: int, niceness: int) -> int:
     """Lower the priority of every thread this script started except the server's; returns how many."""
-    changed, stack = 0, _children(os.getpid())
+    changed, stack = 0, children(os.getpid())
     while stack:
         pid = stack.pop()
         if pid == server_pid:
             continue
         try:
-            stack += _children(pid)
+            stack += children(pid)
             for task in Path(f"/proc/{pid}/task").iterdir():  # Linux keeps the nice value per thread
                 os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
                 changed += 1
         except OSError:  # ended meanwhile
             continue
     return changed
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores; /proc/stat minus idle and iowait)."""
-    with open("/proc/stat") as handle:
-        values = [int(value) for value in handle.readline().split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / TICKS
 
 
 @dataclass

@@ -52,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+from proc_cpu import machine_busy, process_cpu  # noqa: E402 - bench/ is on the path as the script's folder
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from tests.cluster import Worker, cluster_env  # noqa: E402
@@ -59,7 +60,6 @@ from tests.conftest import EventStream, Server, ends_job, new_database, open_str
 from tests.fakes import FakeOpenAI, FakeRunway, provider_env  # noqa: E402
 
 JOB_TIMEOUT = 300.0
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def job_request(index: int) -> dict[str, Any]:
@@ -68,16 +68,6 @@ def job_request(index: int) -> dict[str, Any]:
 
 
 # -- CPU ------------------------------------------------------------------------------------
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of one process (its threads) and its reaped children."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(value) for value in fields[11:15]) / TICKS
-
 
 def postgres_cpu() -> float:
     """CPU seconds of every PostgreSQL process (the postmaster's cutime holds its ended backends)."""
@@ -90,13 +80,6 @@ def postgres_cpu() -> float:
             except OSError:  # ended meanwhile
                 continue
     return total
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy, all cores (/proc/stat minus idle and iowait)."""
-    with open("/proc/stat") as handle:
-        values = [int(value) for value in handle.readline().split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / TICKS
 
 
 def self_cpu() -> float:
