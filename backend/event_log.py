@@ -9,13 +9,14 @@ NOTIFYs the event, so every instance hears it after the commit, in commit order 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, text, update
+from sqlalchemy import JSON, Connection, Engine, bindparam, delete, func, insert, text, update
 from sqlmodel import Session, col, select
 
-from .models import Job, JobEvent, utcnow
+from .models import Job, JobEvent, UtcDateTime, utcnow
 
 Event = dict[str, Any]
 
@@ -23,6 +24,23 @@ Event = dict[str, Any]
 CHANNEL = "promptreel_events"
 #: NOTIFY payloads must stay under 8000 bytes: a bigger event goes out as a reference to its row.
 MAX_NOTIFY_BYTES = 7000
+
+
+# Built once: an event is a few of these per job step, and building a statement costs more than running it.
+_NEXT_SEQ = (
+    update(Job).where(col(Job.id) == bindparam("job_id")).values(event_seq=col(Job.event_seq) + bindparam("count")).returning(col(Job.event_seq))
+)
+_INSERT = insert(JobEvent).values(
+    job_id=bindparam("b_job_id"), seq=bindparam("b_seq"), type=bindparam("b_type"), data=bindparam("b_data", type_=JSON),
+    created_at=bindparam("b_created_at", type_=UtcDateTime()),
+)
+# On PostgreSQL the database's clock stamps events, so every host compares against one clock.
+_INSERT_STAMPED = (
+    insert(JobEvent)
+    .values(job_id=bindparam("b_job_id"), seq=bindparam("b_seq"), type=bindparam("b_type"), data=bindparam("b_data", type_=JSON), created_at=func.now())
+    .returning(col(JobEvent.created_at))
+)
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 def event_of(row: JobEvent) -> Event:
@@ -37,24 +55,32 @@ class EventLog:
     def append(self, job_id: str, type_: str, data: dict[str, Any]) -> int | None:
         """Store the event and (PostgreSQL) NOTIFY it; its sequence number, or None when the job
         is gone (`job_removed`: told to the other instances, not stored)."""
-        with self.engine.begin() as connection:
-            seq = connection.execute(
-                update(Job).where(col(Job.id) == job_id).values(event_seq=col(Job.event_seq) + 1).returning(col(Job.event_seq))
-            ).scalar_one_or_none()
-            created_at = None
-            if seq is not None:
-                # On PostgreSQL the database's clock stamps events, so every host compares against one clock.
-                created_at = connection.execute(
-                    insert(JobEvent)
-                    .values(job_id=job_id, seq=seq, type=type_, data=data, created_at=func.now() if self.notifies else utcnow())
-                    .returning(col(JobEvent.created_at))
-                ).scalar_one()
+        return self.append_all(job_id, [(type_, data)])
+
+    def append_all(self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, connection: Connection | None = None) -> int | None:
+        """Store several events of one job in one transaction (the caller's, when it gives its
+        `connection`: the state change the events tell of); the last one's number, or None as above."""
+        with nullcontext(connection) if connection is not None else self.engine.begin() as connection:
+            last = connection.execute(_NEXT_SEQ, {"job_id": job_id, "count": len(events)}).scalar_one_or_none()
+            first = None if last is None else last - len(events) + 1
+            rows = [
+                {"b_job_id": job_id, "b_seq": first + index, "b_type": type_, "b_data": data}
+                for index, (type_, data) in enumerate(events)
+            ] if first is not None else []
+            stamps: list[str | None] = [None] * len(events)
+            if rows and not self.notifies:
+                now = utcnow()
+                connection.execute(_INSERT, [{**row, "b_created_at": now} for row in rows])
+            elif rows:
+                stamps = [connection.execute(_INSERT_STAMPED, row).scalar_one().isoformat() for row in rows]
             if self.notifies:
-                payload = json.dumps({"type": type_, "jobId": job_id, "data": data, "seq": seq, "at": created_at.isoformat() if created_at else None})
-                if len(payload.encode()) > MAX_NOTIFY_BYTES:
-                    payload = json.dumps({"jobId": job_id, "seq": seq, "ref": True})
-                connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
-        return seq
+                for index, (type_, data) in enumerate(events):
+                    seq = None if first is None else first + index
+                    payload = json.dumps({"type": type_, "jobId": job_id, "data": data, "seq": seq, "at": stamps[index]})
+                    if len(payload.encode()) > MAX_NOTIFY_BYTES:
+                        payload = json.dumps({"jobId": job_id, "seq": seq, "ref": True})
+                    connection.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+        return last
 
     def after(self, job_id: str, after: int, limit: int, upto: int | None = None) -> list[Event]:
         """The job's events numbered above `after` (and at most `upto`), in order."""

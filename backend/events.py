@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from sqlalchemy import Connection
+
 from .event_log import Event, EventLog
 
 log = logging.getLogger(__name__)
@@ -92,23 +94,41 @@ class EventBus:
 
     def publish(self, type_: str, job_id: str, data: dict[str, Any]) -> None:
         """Store the event, then deliver it to every listener, on the event loop's thread whoever calls."""
+        self.publish_all(job_id, [(type_, data)])
+
+    def publish_all(self, job_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish several events of one job, in order, stored in one transaction."""
         running = _running_loop()
         if running is None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.publish, type_, job_id, data)  # a worker thread: queues belong to the loop
+            self._loop.call_soon_threadsafe(self.publish_all, job_id, events)  # a worker thread: queues belong to the loop
             return
         self._loop = running or self._loop
-        event: Event = {"type": type_, "jobId": job_id, "data": data}
+        try:
+            built = self.record(job_id, events)
+        except Exception:  # the store is down: this process's listeners still hear it
+            log.exception("could not store %s event(s) of job %s", "/".join(type_ for type_, _ in events), job_id)
+            for type_, data in events:
+                self.deliver({"type": type_, "jobId": job_id, "data": data})
+            return
+        self.announce(built)
+
+    def record(self, job_id: str, events: list[tuple[str, dict[str, Any]]], connection: Connection | None = None) -> list[Event]:
+        """Store events (in the caller's transaction, when it gives its `connection`) and give
+        them back numbered; `announce` delivers them once that transaction has committed."""
+        built: list[Event] = [{"type": type_, "jobId": job_id, "data": data} for type_, data in events]
         if self.event_log is not None:
-            try:
-                seq = self.event_log.append(job_id, type_, data)
-            except Exception:  # the store is down: this process's listeners still hear it
-                log.exception("could not store a %s event of job %s", type_, job_id)
-                self.deliver(event)
-                return
-            if seq is not None:
-                event["seq"] = seq
+            last = self.event_log.append_all(job_id, events, connection=connection)
+            if last is not None:
+                for index, event in enumerate(built):
+                    event["seq"] = last - len(built) + 1 + index
+        return built
+
+    def announce(self, events: list[Event]) -> None:
+        """Deliver stored events here, unless the relay does (it hears them from NOTIFY)."""
+        self._loop = _running_loop() or self._loop
         if not self.relayed:
-            self.deliver(event)
+            for event in events:
+                self.deliver(event)
 
     def deliver(self, event: Event) -> None:
         """Hand an event to this process's listeners (the relay calls it for every instance's events)."""

@@ -14,7 +14,7 @@ from .auth import LOCAL_USER, User
 from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
 from .events import EventBus
 from .media import MediaStore
-from .models import UNFINISHED_STATUSES, Job, JobStatus
+from .models import Job, JobStatus
 from .pipeline import Pipeline
 from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from .public import job_update_data
@@ -104,8 +104,7 @@ class JobService:
 
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
         video_provider = self._check_providers(request)
-        by_status = self.store.count_by_status()
-        if sum(by_status.get(status.value, 0) for status in UNFINISHED_STATUSES) >= self.max_queued_jobs:
+        if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -121,8 +120,9 @@ class JobService:
             seed=seed,
             owner=user.name,
         )
-        record = self.store.create(job)
-        self.bus.publish("job_update", job.id, job_update_data(record.job))
+        with self.pipeline.transition(job.id) as (connection, events):
+            record = self.store.create(job, connection=connection)
+            events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -72,12 +72,18 @@ class StepKind(StrEnum):
 
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
+    #: The list's pages, newest first within an owner, a status or both, read in index order (0005).
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_status_created", "status", "created_at", "id"),
+        Index("ix_jobs_owner_status_created", "owner", "status", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     prompt: str = Field(sa_type=Text)
     provider: str = Field(max_length=32)  # the image provider, as the guide names it
     video_provider: str = Field(max_length=32)
-    status: str = Field(default=JobStatus.PENDING, index=True, max_length=32)
+    status: str = Field(default=JobStatus.PENDING, max_length=32)
     progress: int = 0
     image_size: str = Field(max_length=16)
     video_duration: int
@@ -99,7 +105,7 @@ class Job(SQLModel, table=True):
     #: The sequence number of the job's last stored event (see JobEvent).
     event_seq: int = 0
     #: The user who made the job (None: authentication was off); others never see it.
-    owner: str | None = Field(default=None, max_length=64, index=True)
+    owner: str | None = Field(default=None, max_length=64)
     #: When retention removed the job's media (the job stays in the history).
     media_expired_at: datetime | None = _optional_time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))

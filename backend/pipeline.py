@@ -1,8 +1,8 @@
 """Pipeline: runs one job, image step then video step, and tells the world as it goes.
 
-Every state change is written to the store first and published on the event bus second,
-on the event loop's thread, so that per job the events come out in order and a reader who
-reacts to an event finds the store already saying the same.
+Every state change and the events that tell of it are stored in one transaction (`transition`)
+and delivered once it has committed, on the event loop's thread, so that per job the events come
+out in order and a reader who reacts to an event finds the store already saying the same.
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
+
+from sqlalchemy import Connection
 
 from . import pricing, public
 from .events import EventBus
@@ -114,6 +116,17 @@ class Pipeline:
 
     # -- publishing -----------------------------------------------------------------
 
+    @contextmanager
+    def transition(self, job_id: str) -> Iterator[tuple[Connection, list[tuple[str, dict[str, Any]]]]]:
+        """A state change of one job and the events that tell of it, stored in one transaction and
+        delivered once it has committed: a reader who reacts to them finds the store saying the same.
+        The block must not await (it holds SQLite's write lock)."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        with self.store.transaction() as connection:
+            yield connection, events
+            stored = self.bus.record(job_id, events, connection)
+        self.bus.announce(stored)
+
     def _publish_job(self, job: Job) -> None:
         self.bus.publish("job_update", job.id, public.job_update_data(job))
 
@@ -126,10 +139,11 @@ class Pipeline:
 
     def _step_progress(self, job_id: str, kind: StepKind, percent: int) -> None:
         # One transaction per tick: the step's progress and the job's, which never goes down.
-        step, job, job_changed = self.store.record_progress(job_id, kind, percent, _job_percent(kind, percent))
-        self.bus.publish("step_update", job_id, public.step_data(step))
-        if job_changed:
-            self._publish_job(job)
+        with self.transition(job_id) as (connection, events):
+            step, job = self.store.record_progress(job_id, kind, percent, _job_percent(kind, percent), connection=connection)
+            events.append(("step_update", public.step_data(step)))
+            if job is not None:  # the job's progress went up too
+                events.append(("job_update", public.job_update_data(job)))
 
     def _set_job_status(self, job_id: str, status: JobStatus, **fields: Any) -> Job:
         job = self.store.update_job(job_id, status=status.value, **fields)
@@ -177,13 +191,16 @@ class Pipeline:
             self.bus.publish("job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"})
 
     def _start_step(self, job: Job, step: JobStep) -> StepRun:
-        stored = self.store.get(job.id)
-        if stored is None or stored.job.status == JobStatus.CANCELLED:
+        if self.store.status(job.id) in (None, JobStatus.CANCELLED.value):
             raise asyncio.CancelledError()  # cancelled by another process while this one queued it
         kind = step.step_kind
         resumed = step.status == StepStatus.RUNNING  # it was running when the last process stopped
-        self._set_job_status(job.id, STEP_JOB_STATUS[kind])
-        self._update_step(job.id, kind, status=StepStatus.RUNNING.value, started_at=step.started_at or utcnow())
+        with self.transition(job.id) as (connection, events):
+            updated_job = self.store.update_job(job.id, connection=connection, status=STEP_JOB_STATUS[kind].value)
+            updated_step = self.store.update_step(
+                job.id, kind, connection=connection, status=StepStatus.RUNNING.value, started_at=step.started_at or utcnow()
+            )
+            events += [("job_update", public.job_update_data(updated_job)), ("step_update", public.step_data(updated_step))]
         if resumed:
             self._log_step(job.id, kind, "resumed after a restart" + (f" (remote id {step.remote_id})" if step.remote_id else ""))
         # Local work restarts from zero after a restart; its step progress starts over with it.
@@ -197,9 +214,7 @@ class Pipeline:
             image = await self.providers.image(job.provider).generate(request, run)
             relative = await _store_in_thread(self.media.write_image, job.id, image.png)
             cost = pricing.image_cost(job.provider, image.model, job.image_size, job.quality)
-            job = self.store.update_job(
-                job.id, image_path=relative, image_model=image.model, image_cost=cost, extra={**job.extra, **image.metadata}
-            )
+            fields = {"image_path": relative, "image_model": image.model, "image_cost": cost, "extra": {**job.extra, **image.metadata}}
         else:
             # Providers work on local files; with S3 media, staging is a temporary folder.
             with self.media.staging(job.id) as staging:
@@ -212,19 +227,26 @@ class Pipeline:
                 relative = await _store_in_thread(self.media.commit_video, job.id, output)
             cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
             extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
-            job = self.store.update_job(job.id, video_path=relative, video_model=video.model, video_cost=cost, extra=extra)
-        self._complete_step(job.id, run.kind)
+            fields = {"video_path": relative, "video_model": video.model, "video_cost": cost, "extra": extra}
+        return self._complete_step(job.id, run.kind, fields)
+
+    def _complete_step(self, job_id: str, kind: StepKind, fields: dict[str, Any]) -> Job:
+        """Store the step's output and cost on the job and end the step, in one transaction."""
+        with self.transition(job_id) as (connection, events):
+            job = self.store.update_job(job_id, connection=connection, **fields)
+            step, raised = self.store.record_progress(
+                job_id, kind, 100, _job_percent(kind, 100), connection=connection, status=StepStatus.COMPLETED.value, ended_at=utcnow()
+            )
+            events.append(("step_update", public.step_data(step)))
+            if raised is not None:
+                job = raised
+                events.append(("job_update", public.job_update_data(job)))
         return job
 
-    def _complete_step(self, job_id: str, kind: StepKind) -> None:
-        _, job, job_changed = self.store.record_progress(job_id, kind, 100, _job_percent(kind, 100))
-        self._update_step(job_id, kind, status=StepStatus.COMPLETED.value, ended_at=utcnow())
-        if job_changed:
-            self._publish_job(job)
-
     def _complete_job(self, job_id: str) -> None:
-        job = self._set_job_status(job_id, JobStatus.COMPLETED, progress=100)
-        self.bus.publish("job_completed", job_id, public.job_completed_data(job))
+        with self.transition(job_id) as (connection, events):
+            job = self.store.update_job(job_id, connection=connection, status=JobStatus.COMPLETED.value, progress=100)
+            events += [("job_update", public.job_update_data(job)), ("job_completed", public.job_completed_data(job))]
 
     def _close_steps(self, job_id: str, run: StepRun | None, status: StepStatus, note: str) -> None:
         """End the running step with `status` and mark the steps that never ran as cancelled."""
@@ -239,8 +261,9 @@ class Pipeline:
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
         self._close_steps(job_id, run, StepStatus.FAILED, f"failed: {reason}")
         kind = run.kind if run is not None else StepKind.IMAGE
-        job = self._set_job_status(job_id, JobStatus.FAILED, error=f"{kind.title.capitalize()} failed: {reason}")
-        self.bus.publish("job_failed", job_id, public.job_failed_data(job))
+        with self.transition(job_id) as (connection, events):
+            job = self.store.update_job(job_id, connection=connection, status=JobStatus.FAILED.value, error=f"{kind.title.capitalize()} failed: {reason}")
+            events += [("job_update", public.job_update_data(job)), ("job_failed", public.job_failed_data(job))]
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
         if run is None or not run.remote_id:

@@ -102,3 +102,42 @@ def test_a_job_is_claimed_by_one_live_process_at_a_time(store: JobStore):
     assert store.heartbeat("cli-b", ["job_lease00001"]) == ["job_lease00001"]  # its owner learns of the cancel
     store.release("cli-b", ["job_lease00001"])
     assert store.claim("job_lease00001", "server-a", stale_before)  # released: free at once
+
+
+def test_every_page_matches_the_newest_first_order(store: JobStore):
+    # Pages past the middle are read from the oldest end; with ties in created_at, every offset
+    # must still give the same slice as one newest-first list.
+    moment = utcnow()
+    for index in range(7):
+        job = make_job(f"job_page{index:05d}", status=JobStatus.COMPLETED if index % 2 else JobStatus.FAILED)
+        job.created_at = moment - timedelta(seconds=index // 2)  # pairs share a time: the id breaks the tie
+        store.create(job)
+    newest_first = [r.job.id for r in store.list(limit=100)[0]]
+    # Newest first: by time, then by id (descending) within a time.
+    assert newest_first == sorted(newest_first, key=lambda job_id: (int(job_id[-5:]) // 2, [-ord(c) for c in job_id]))
+    for offset in range(9):
+        assert [r.job.id for r in store.list(limit=3, offset=offset)[0]] == newest_first[offset:offset + 3]
+    completed = [r.job.id for r in store.list(statuses=["completed"], limit=100)[0]]
+    for offset in range(5):
+        assert [r.job.id for r in store.list(statuses=["completed"], limit=2, offset=offset)[0]] == completed[offset:offset + 2]
+
+
+def test_hot_path_writes_return_what_was_stored(store: JobStore):
+    store.create(make_job("job_hot00001"))
+    step, job = store.record_progress("job_hot00001", StepKind.IMAGE, 50, 15)
+    assert (step.progress, job.progress) == (50, 15)
+    step, job = store.record_progress("job_hot00001", StepKind.IMAGE, 40, 12)
+    assert step.progress == 40 and job is None  # the job's progress never goes down
+    with store.transaction() as connection:
+        store.update_job("job_hot00001", connection=connection, status=JobStatus.GENERATING_VIDEO.value)
+        store.update_step("job_hot00001", StepKind.VIDEO, connection=connection, status=StepStatus.RUNNING.value)
+    record = store.get("job_hot00001")
+    assert (record.job.status, record.step(StepKind.VIDEO).status, record.job.progress) == ("generating_video", "running", 15)
+    record.job.progress = 20  # the models it hands out behave as models
+    assert record.job.progress == 20 and store.status("job_hot00001") == "generating_video" and store.status("nope") is None
+    with pytest.raises(RuntimeError), store.transaction() as connection:  # a failed block stores nothing
+        store.update_job("job_hot00001", connection=connection, status=JobStatus.FAILED.value)
+        raise RuntimeError("boom")
+    assert store.status("job_hot00001") == "generating_video"
+    with pytest.raises(KeyError):
+        store.update_job("job_missing", status=JobStatus.FAILED.value)
