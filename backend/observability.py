@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import Row, bindparam, select
 
 from .events import Event
-from .models import Job, JobStatus, StepKind, StepStatus
+from .models import Job, JobStatus, JobStep, StepKind, StepStatus
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +46,11 @@ MAX_LOGGED_PATH = 1000
 ENDED_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED})
 FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.finished)
 _CORE_KEYS = ("time", "level", "event")
+_JOBS = Job.__table__  # type: ignore[attr-defined]
+#: What the job's lines name that its events do not carry: read once per job, not the whole record per line.
+_STEPS = JobStep.__table__  # type: ignore[attr-defined]
+_STEP_TIMES = select(_STEPS.c.started_at, _STEPS.c.ended_at).where(_STEPS.c.job_id == bindparam("job_id"), _STEPS.c.kind == bindparam("kind"))
+_FACTS_OF = select(_JOBS.c.prompt, _JOBS.c.provider, _JOBS.c.video_provider).where(_JOBS.c.id == bindparam("job_id"))
 
 
 # -- log lines ----------------------------------------------------------------------------------
@@ -175,9 +181,9 @@ class JobObserver:
         self.system = system
         self.metrics = Metrics(system)
         self.log_prompts = system.settings.log_prompts
-        #: Per unfinished job: the last status logged, and its prompt (read once from the store).
+        #: Per unfinished job: the last status logged, and its prompt and providers (read once from the store).
         self._status: dict[str, str] = {}
-        self._prompts: dict[str, str | None] = {}
+        self._facts: dict[str, Row[Any] | None] = {}
         self.stop = system.bus.listen(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -185,7 +191,7 @@ class JobObserver:
         seq = event.get("seq")
         if kind == "step_update":
             if data.get("status") in ENDED_STEP_STATUSES:
-                self._step_ended(job_id, StepKind(data["id"]), data["status"])
+                self._step_ended(job_id, StepKind(data["id"]), data["status"], data)
         elif kind == "job_update":
             status = data.get("status")
             # A completed or failed job_update is always followed by its job_completed/job_failed,
@@ -208,12 +214,10 @@ class JobObserver:
         return self.system.runner.is_running(job_id)
 
     def _prompt_fields(self, job_id: str) -> dict[str, Any]:
-        if job_id not in self._prompts:
-            record = self._read(job_id)
-            self._prompts[job_id] = record.job.prompt if record else None
-        prompt = self._prompts[job_id]
-        if prompt is None:
+        facts = self._job_facts(job_id)
+        if facts is None:
             return {}
+        prompt = facts.prompt
         return {"prompt": prompt} if self.log_prompts else {"prompt_length": len(prompt)}
 
     def _transition(self, job_id: str, status: str | None, progress: int | None, error: str | None, seq: int | None) -> None:
@@ -229,25 +233,44 @@ class JobObserver:
 
     def _forget(self, job_id: str) -> None:
         self._status.pop(job_id, None)
-        self._prompts.pop(job_id, None)
+        self._facts.pop(job_id, None)
 
-    def _step_ended(self, job_id: str, kind: StepKind, status: str) -> None:
+    def _step_ended(self, job_id: str, kind: StepKind, status: str, data: dict[str, Any]) -> None:
         if not self._runs_here(job_id):
             return
-        record = self._read(job_id)
-        if record is None:
-            return
-        step = record.step(kind)
-        if step.started_at is None or step.ended_at is None:
+        if not data.get("startTime") or not data.get("endTime"):
             return  # never started (cancelled while the job waited): nothing to time
-        seconds = max(0.0, (step.ended_at - step.started_at).total_seconds())
-        provider = _provider_of(record.job, kind)
+        facts = self._job_facts(job_id)
+        times = self._step_times(job_id, kind)  # the events' times are whole seconds: the store's are exact
+        if facts is None or times is None or None in times:
+            return
+        seconds = max(0.0, (times.ended_at - times.started_at).total_seconds())
+        provider = facts.provider if kind is StepKind.IMAGE else facts.video_provider
         self.metrics.step_seconds.labels(kind.value, provider, status).observe(seconds)
         log_event(log, "step_ended", job_id=job_id, step=kind.value, provider=provider, status=status, duration_ms=round(seconds * 1000))
 
     def _count_failure(self, record: JobRecord) -> None:
         failed = next((step.step_kind for step in record.steps if step.status == StepStatus.FAILED), StepKind.IMAGE)
         self.metrics.provider_errors.labels(_provider_of(record.job, failed), failed.value).inc()
+
+    def _step_times(self, job_id: str, kind: StepKind) -> Row[Any] | None:
+        try:
+            with self.system.engine.connect() as connection:
+                return connection.execute(_STEP_TIMES, {"job_id": job_id, "kind": kind.value}).one_or_none()
+        except Exception as error:  # as in _read
+            log_event(log, "observer_store_error", logging.WARNING, job_id=job_id, error=type(error).__name__)
+            return None
+
+    def _job_facts(self, job_id: str) -> Row[Any] | None:
+        """The job's prompt and providers: one small query the first time, kept until it ends."""
+        if job_id not in self._facts:
+            try:
+                with self.system.engine.connect() as connection:
+                    self._facts[job_id] = connection.execute(_FACTS_OF, {"job_id": job_id}).one_or_none()
+            except Exception as error:  # as in _read
+                log_event(log, "observer_store_error", logging.WARNING, job_id=job_id, error=type(error).__name__)
+                return None
+        return self._facts[job_id]
 
     def _read(self, job_id: str) -> JobRecord | None:
         try:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..observability import RequestLogMiddleware
 from ..system import System
@@ -33,3 +38,60 @@ def mount_api(app: FastAPI, system: System) -> None:
     app.include_router(metrics_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.
     app.add_middleware(RequestLogMiddleware, metrics=system.observer.metrics)
+    serve_api_without_studio_middleware(app)
+
+
+#: Served by the API alone, besides every path under /api/. Not /ws: a session pays the stack once,
+#: and its timing under a client that stops reading is what tests/test_limits.py pins down.
+API_PATHS = frozenset({"/health", "/metrics"})
+
+
+def is_api_path(scope: Scope) -> bool:
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path.startswith("/api/") or path in API_PATHS
+
+
+def is_studio_middleware(middleware: Middleware) -> bool:
+    """NiceGUI's own: its session cookie and per-session user storage, its redirects and cache headers."""
+    return middleware.cls is SessionMiddleware or getattr(middleware.cls, "__module__", "").startswith("nicegui")
+
+
+class ApiOrStudio:
+    """Pure ASGI: API requests go to a stack without the studio's middleware, the rest to the whole one."""
+
+    def __init__(self, api: ASGIApp, studio: ASGIApp):
+        self.api = api
+        self.studio = studio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and is_api_path(scope):
+            await self.api(scope, receive, send)
+        else:
+            await self.studio(scope, receive, send)
+
+
+def serve_api_without_studio_middleware(app: FastAPI) -> None:
+    """NiceGUI wraps every request in three BaseHTTPMiddlewares and a session cookie, and for a
+    client without that cookie (any script) makes a user storage per request that it never drops.
+    The API needs none of it (tokens, no cookies), and it was half of the server's CPU per
+    generate + get pair (bench/bench_api.py).
+
+    The stacks are built when the first request comes, so NiceGUI's middleware (added by ui.run,
+    after this) is known; the API's keeps the rest (ours, GZip, FastAPI's own) in the same order.
+    """
+    build_whole: Callable[[], ASGIApp] = app.build_middleware_stack
+
+    def build_both() -> ASGIApp:
+        studio = build_whole()
+        everything = app.user_middleware
+        app.user_middleware = [middleware for middleware in everything if not is_studio_middleware(middleware)]
+        try:
+            api = build_whole()
+        finally:
+            app.user_middleware = everything
+        return ApiOrStudio(api, studio)
+
+    app.build_middleware_stack = build_both  # type: ignore[method-assign]

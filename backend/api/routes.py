@@ -42,7 +42,9 @@ def errors(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": ErrorBody, "description": ERROR_STATUSES[status]} for status in statuses}
 
 
-def get_system(request: Request) -> System:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per
+# request that cost more than the whole dependency (bench/bench_api.py).
+async def get_system(request: Request) -> System:
     return request.app.state.system
 
 
@@ -56,13 +58,17 @@ def user_of(credentials: HTTPAuthorizationCredentials | None, system: System) ->
     return system.auth.user_for(credentials.credentials if credentials else None)
 
 
-def current_user(request: Request, system: SystemDep, credentials: Credentials) -> User:
+def authenticate(request: Request, system: System, credentials: HTTPAuthorizationCredentials | None) -> User:
     """The caller (authentication on), or the one local user (off); 401 for a missing or wrong token."""
     user = user_of(credentials, system)
     if user is None:
         raise Unauthorized("The API token is not valid.") if credentials else Unauthorized()
     request.state.user = user  # for the request log
     return user
+
+
+async def current_user(request: Request, system: SystemDep, credentials: Credentials) -> User:
+    return authenticate(request, system, credentials)
 
 
 UserDep = Annotated[User, Depends(current_user)]
@@ -75,6 +81,12 @@ def base_url(request: Request, system: System) -> str:
 def present(record: JobRecord, request: Request, system: System) -> dict:
     """A job as the guide shows it, its media URLs absolute and signed."""
     return absolute_media_urls(job_data(record), base_url(request, system), system.auth.sign)
+
+
+def job_response(record: JobRecord, request: Request, system: System, status_code: int = 200) -> JSONResponse:
+    """`present` as the answer itself: FastAPI would validate and re-encode a dict we built (the
+    routes keep `response_model=dict`, so the OpenAPI document is unchanged)."""
+    return JSONResponse(present(record, request, system), status_code)
 
 
 @router.get("/health", tags=["system"], responses=errors(503))
@@ -94,12 +106,12 @@ async def health(system: SystemDep) -> Response:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
-@router.post("/api/v1/generate", tags=["jobs"], status_code=201, responses=errors(400, 401, 413, 422, 429, 503))
-async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> dict:
+@router.post("/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503))
+async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
     request.app.state.rate_limiter.check(user.name)  # 429 RATE_LIMITED with Retry-After
     record = await system.jobs.create(body, user)
-    return present(record, request, system)
+    return job_response(record, request, system, 201)
 
 
 @router.get("/api/v1/jobs", tags=["jobs"], responses=errors(401, 422))
@@ -119,9 +131,9 @@ async def list_jobs(
     return [present(record, request, system) for record in records]
 
 
-@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], responses=errors(401, 404, 422))
-async def get_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> dict:
-    return present(system.jobs.get(job_id, user), request, system)
+@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=dict, responses=errors(401, 404, 422))
+async def get_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
+    return job_response(system.jobs.get(job_id, user), request, system)
 
 
 @router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], responses=errors(401, 404, 422))
@@ -183,7 +195,7 @@ async def download(
         system.auth.check(media_path(job_id, type), expires, signature)  # 403 when changed or expired
         user = LOCAL_USER  # the signature was issued to someone who could see the job
     else:
-        user = current_user(request, system, credentials)
+        user = authenticate(request, system, credentials)
     job = system.jobs.get(job_id, user).job
     relative = job.image_path if type == "image" else job.video_path
     if relative and job.media_expired_at is not None:
