@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,12 @@ def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) ->
 
 
 class Server:
-    """`python -m app serve` as a user starts it, on a free port."""
+    """`python -m app serve` as a user starts it, on a free port (`command`: another way to start
+    it, such as the benchmarks' `bench/harness.py serve`, given the same `--port`)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str):
+    def __init__(self, data_dir: Path, port: int | None = None, command: Sequence[str] = ("-m", "app", "serve"), **env: str):
         self.data_dir = data_dir
+        self.command = list(command)
         self.port = port or free_port()
         self.env = clean_env(data_dir, **env)
         self.process: subprocess.Popen[str] | None = None
@@ -97,7 +99,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            [sys.executable, *self.command, "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
         wait_until_answers(f"{self.url}{ready_path}", self.process, self.log_path, "server")

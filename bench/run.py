@@ -1,0 +1,91 @@
+"""Run the benchmark suite, one benchmark after the other, and print the results table.
+
+    scripts/bench                    # the suite: api, concurrency, fanout, render, studio
+    scripts/bench render api         # some of them
+    scripts/bench --all              # also the older single-purpose ones (job, cancel, tabs, workers)
+    scripts/bench --output out.md    # also write the table there
+
+Each benchmark runs in its own process, on its own fresh data folder, and prints one
+`RESULT | name | figure | baseline | target | MET/NOT MET` line per target (bench/harness.py);
+this script collects those lines into a Markdown table headed by the machine and the commit.
+Benchmarks are not tests: nothing here runs in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SUITE = ("api", "concurrency", "fanout", "render", "studio")
+OLDER = ("job", "cancel", "tabs", "workers")
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
+    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    return f"{os.cpu_count()} cores ({model}), {memory_kb / 1024 / 1024:.0f} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (found.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def run(name: str) -> tuple[list[list[str]], int, float]:
+    """Run one benchmark, echoing its output; its RESULT rows, exit code and duration."""
+    print(f"\n=== bench_{name}.py ===", flush=True)
+    start = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, str(BENCH / f"bench_{name}.py")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    rows = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("RESULT |"):
+            rows.append([cell.strip() for cell in line.strip().split("|")[1:]])
+    return rows, process.wait(), time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: {' '.join(SUITE)})")
+    parser.add_argument("--all", action="store_true", help=f"also {' '.join(OLDER)}")
+    parser.add_argument("--output", type=Path, help="write the Markdown table to this file too")
+    options = parser.parse_args()
+    names = options.names or [*SUITE, *(OLDER if options.all else ())]
+    unknown = [name for name in names if not (BENCH / f"bench_{name}.py").exists()]
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(unknown)} (known: {' '.join(SUITE + OLDER)})")
+    table = ["| benchmark | figure | baseline (same run) | target | |", "|---|---|---|---|---|"]
+    failures = []
+    for name in names:
+        rows, code, seconds = run(name)
+        table += [f"| {' | '.join(row)} |" for row in rows]
+        print(f"=== bench_{name}.py: exit {code}, {seconds:.0f} s ===", flush=True)
+        if code != 0:
+            failures.append(name)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report = "\n".join([f"Machine: {machine()}", f"Commit: {commit()}, run {stamp}", "", *table, ""])
+    print("\n" + report)
+    if options.output:
+        options.output.write_text(report)
+    if failures:
+        print(f"benchmarks that did not finish: {', '.join(failures)}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
