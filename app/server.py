@@ -47,6 +47,9 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         # RequestLogMiddleware (one line each), so uvicorn's access log stays off.
         log_config=None,
         access_log=False,
+        # Compressing every frame was about 45% of the server's CPU in a /ws fan-out to 200 clients
+        # (bench/bench_fanout.py), for frames of a few hundred bytes.
+        ws_per_message_deflate=False,
         fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
     )
 

@@ -56,6 +56,18 @@ class Subscription:
             self.queue.get_nowait()
         self.queue.put_nowait(None)
 
+    def drain(self, limit: int) -> list[Event]:
+        """Up to `limit` events already waiting, taken at once (a client that fell behind catches
+        up in one batch); the end marker stays queued, for the iterator to stop on."""
+        events: list[Event] = []
+        while len(events) < limit and not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event is None:
+                self.queue.put_nowait(None)
+                break
+            events.append(event)
+        return events
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             event = await self.queue.get()

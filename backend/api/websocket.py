@@ -10,17 +10,47 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ..auth import Authenticator
+from ..event_log import Event
 from ..events import SubscriberTooSlow, Subscription
 from ..public import absolute_media_urls
 
 router = APIRouter()
 EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_failed"})
-#: Seconds one frame may wait for a client that does not read before the client is dropped.
+#: Seconds one send (a frame, or a batch of at most MAX_BATCH) may wait for a client that does
+#: not read before the client is dropped.
 SEND_TIMEOUT = 10.0
+#: Events sent in one go to a client that fell behind.
+MAX_BATCH = 100
+
+
+class FrameTexts:
+    """Each event's frame, serialised once for all the clients that share a base URL and a URL
+    signer (made per client, the JSON and the signed URLs cost as much as the send itself with 200
+    clients). Keyed by the event dict's identity: the bus hands the same dict to every subscription."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._recent: OrderedDict[tuple[int, str, int], tuple[Event, str]] = OrderedDict()
+
+    def text(self, event: Event, base: str, auth: Authenticator) -> str:
+        key = (id(event), base, id(auth))
+        known = self._recent.get(key)
+        if known is not None and known[0] is event:  # `is`: an id may be reused once its dict is gone
+            return known[1]
+        text = json.dumps({**event, "data": absolute_media_urls(event["data"], base, auth.sign)})
+        self._recent[key] = (event, text)
+        if len(self._recent) > self.size:
+            self._recent.popitem(last=False)
+        return text
+
+
+FRAMES = FrameTexts()
 
 
 def _http_base(websocket: WebSocket, public_url: str | None) -> str:
@@ -59,16 +89,24 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
             visible[job_id] = record is not None and user.may_see(record.job.owner)
         return visible[job_id]
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send_texts(texts: list[str]) -> None:
         # A client that stops reading would hold this send forever (its TCP buffer full): it is
         # given up after SEND_TIMEOUT, and it catches up by `GET /api/v1/jobs/{id}/events` when back.
         async with send_lock, asyncio.timeout(SEND_TIMEOUT):
-            await websocket.send_text(json.dumps(message))
+            for text in texts:
+                await websocket.send_text(text)
+
+    async def send(message: dict[str, Any]) -> None:
+        await send_texts([json.dumps(message)])
+
+    def wanted(event: Event) -> bool:
+        return event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs) and may_see(event["jobId"])
 
     async def forward(subscription: Subscription) -> None:
-        async for event in subscription:
-            if event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs) and may_see(event["jobId"]):
-                await send({**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)})
+        async for first in subscription:
+            texts = [FRAMES.text(event, base, system.auth) for event in (first, *subscription.drain(MAX_BATCH - 1)) if wanted(event)]
+            if texts:
+                await send_texts(texts)
 
     async def receive() -> None:
         nonlocal jobs
