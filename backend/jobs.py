@@ -31,6 +31,10 @@ class JobQueue(Protocol):
 
     async def enqueue(self, job_id: str) -> None: ...
 
+    def runs_new_jobs_as(self) -> str | None:
+        """The worker id a new job is stored as already claimed by, when it will run in this
+        process (saves the claim's own transaction); None when a worker elsewhere claims it."""
+
     async def cancel(self, job_id: str) -> None:
         """Stop the job wherever it runs and wait until that has been recorded."""
 
@@ -119,7 +123,10 @@ class JobService:
             quality=settings.quality,
             seed=seed,
             owner=user.name,
+            worker_id=self.queue.runs_new_jobs_as(),
         )
+        if job.worker_id is not None:
+            job.heartbeat_at = job.created_at
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
             events.append(("job_update", job_update_data(record.job)))

@@ -68,11 +68,12 @@ class JobRunner:
     def _stale_before(self) -> datetime:
         return utcnow() - timedelta(seconds=self.settings.stalled_after_seconds)
 
-    def submit(self, job_id: str) -> asyncio.Task[None] | None:
-        """Run a job here, unless another live process runs it already (then None)."""
+    def submit(self, job_id: str, *, claimed: bool = False) -> asyncio.Task[None] | None:
+        """Run a job here, unless another live process runs it already (then None); `claimed`: the
+        job was stored as this process's already."""
         if job_id in self._tasks:
             return self._tasks[job_id]
-        if not self.store.claim(job_id, self.worker_id, self._stale_before()):
+        if not claimed and not self.store.claim(job_id, self.worker_id, self._stale_before()):
             return None
         self.start_heartbeat()
         task = asyncio.create_task(self.pipeline.run(job_id, self.slot), name=f"job {job_id}")
@@ -128,7 +129,10 @@ class JobRunner:
     # -- the queue interface JobService uses (see backend/task_queue.py for the cluster's) --------
 
     async def enqueue(self, job_id: str) -> None:
-        self.submit(job_id)
+        self.submit(job_id, claimed=True)  # JobService stored it as ours (runs_new_jobs_as)
+
+    def runs_new_jobs_as(self) -> str | None:
+        return self.worker_id
 
     async def is_busy(self, job_id: str) -> bool:
         return self.is_running(job_id)

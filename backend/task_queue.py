@@ -102,6 +102,9 @@ class ProcrastinateQueue:
     async def enqueue(self, job_id: str) -> None:
         await defer(self.app, job_id)
 
+    def runs_new_jobs_as(self) -> str | None:
+        return None  # the worker that takes it claims it
+
     async def cancel(self, job_id: str) -> None:
         """Abort the job's procrastinate job; wait until its worker has recorded the cancel."""
         manager = self.app.job_manager
