@@ -15,6 +15,7 @@ from PIL import Image
 from backend.providers.base import StepCancelled
 from backend.render import OUTPUT_SIZES, animate_image, objects, output_size_for, render_scene
 from backend.render import scene as scene_module
+from backend.render.animate import CameraMove, camera_maps
 from backend.render.prompt_scene import parse_prompt
 
 GOLDEN = "A majestic mountain landscape at golden hour"
@@ -197,6 +198,42 @@ def test_same_image_and_seed_give_identical_bytes_and_seeds_differ(tmp_path):
         animate_image(image, path, 1, seed=seed)
     a, b, c = (p.read_bytes() for p in paths)
     assert a == b and a != c
+
+
+def test_clip_keeps_the_stills_colours(tmp_path):
+    """Frames are made in YUV: a wrong range or matrix would shift every colour."""
+    image = still(640, 360)
+    out = tmp_path / "clip.mp4"
+    animate_image(image, out, 1, seed=4)
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.float64)
+    expected = pixels(image.resize((1280, 720))).mean((0, 1))
+    # the view is a zoomed crop and the light sweep brightens by at most 9 %: means stay close
+    assert np.all(np.abs(first.mean((0, 1)) - expected) < 12)
+    dark = animate_image(Image.new("RGB", (640, 360)), tmp_path / "black.mp4", 1, seed=4)
+    assert dark == (1280, 720)
+    with av.open(str(tmp_path / "black.mp4")) as container:
+        assert max(frame.to_ndarray(format="rgb24").max() for frame in container.decode(video=0)) <= 2  # black stays black
+
+
+@pytest.mark.parametrize("size", list(OUTPUT_SIZES.values()))
+def test_camera_stays_inside_the_source_and_near_rows_travel_further(size):
+    """The warp's maps, for every plane and many moves: never past the source's edge (the clamp), and
+    parallax: across the clip the bottom row's view moves further than the top row's."""
+    width, height = size
+    source_size = (2 * round(width * 1.15 / 2), 2 * round(height * 1.15 / 2))
+    for seed in range(12):
+        move = CameraMove.from_seed(seed)
+        for scale in (1, 2):
+            plane_w, plane_h = source_size[0] // scale, source_size[1] // scale
+            for e in (0.0, 0.3, 1.0):
+                map_x, map_y = camera_maps(source_size, size, scale, move, e)
+                assert map_x.shape == map_y.shape == (height // scale, width // scale)
+                assert map_x.min() >= -0.5 and map_x.max() <= plane_w - 0.5
+                assert map_y.min() >= -0.5 and map_y.max() <= plane_h - 0.5
+        (first, _), (last, _) = (camera_maps(source_size, size, 1, move, e) for e in (0.0, 1.0))
+        top, bottom = (abs(last[row].mean() - first[row].mean()) for row in (0, -1))
+        assert bottom > top + 0.008 * source_size[0]
 
 
 def test_cancel_midway_removes_everything_quickly(tmp_path):

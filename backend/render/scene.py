@@ -149,8 +149,14 @@ def smoothstep(edge0: float, edge1: float, x):
 
 
 def mix(a, b, t):
-    a = np.asarray(a, F32)
-    return a + (np.asarray(b, F32) - a) * t
+    a, b = np.asarray(a, F32), np.asarray(b, F32)
+    if isinstance(t, float) and a.ndim > b.ndim:  # an image faded toward a colour: two passes, not three
+        out = a * F32(1 - t)
+        out += b * F32(t)
+        return out
+    out = (b - a) * t
+    out += a  # in place: one full-size temporary fewer
+    return out
 
 
 def resize(a: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -166,18 +172,22 @@ def blur(a: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(img.filter(ImageFilter.GaussianBlur(radius)), F32) / 255
 
 
-def noise2d(rng: np.random.Generator, width: int, height: int, cells_x: float, cells_y: float) -> np.ndarray:
-    """Smooth value noise in 0..1 with roughly cells_x by cells_y features."""
+def noise2d(
+    rng: np.random.Generator, width: int, height: int, cells_x: float, cells_y: float, rows: int | None = None
+) -> np.ndarray:
+    """Smooth value noise in 0..1 with roughly cells_x by cells_y features. With `rows`, only the
+    top rows of the width x height field are made: the same pixels, for less work."""
     cx, cy = max(1, round(cells_x)), max(1, round(cells_y))
     grid = rng.random((cy + 3, cx + 3), dtype=F32)
-    img = Image.fromarray(grid).resize((width, height), Image.BICUBIC, box=(1, 1, cx + 1, cy + 1))
+    rows = height if rows is None else rows
+    img = Image.fromarray(grid).resize((width, rows), Image.BICUBIC, box=(1, 1, cx + 1, 1 + cy * rows / height))
     return np.asarray(img)
 
 
-def fbm2d(rng, width: int, height: int, cells_x: float, cells_y: float, octaves=4, gain=0.5) -> np.ndarray:
-    total, amp, norm = np.zeros((height, width), F32), 1.0, 0.0
+def fbm2d(rng, width: int, height: int, cells_x: float, cells_y: float, octaves=4, gain=0.5, rows=None) -> np.ndarray:
+    total, amp, norm = np.zeros((height if rows is None else rows, width), F32), 1.0, 0.0
     for o in range(octaves):
-        total += amp * noise2d(rng, width, height, cells_x * 2**o, cells_y * 2**o)
+        total += amp * noise2d(rng, width, height, cells_x * 2**o, cells_y * 2**o, rows)
         norm += amp
         amp *= gain
     return total / norm
@@ -221,8 +231,8 @@ def facet_shade(scene: Scene, ridge: np.ndarray, rows: slice, scale: float) -> n
     level = np.clip(np.log2(1 + below / 3), 0, len(sigmas) - 1.001)
     i0 = level.astype(np.int32)
     f = level - i0
-    cols = np.arange(scene.w)[None, :]
-    slope = slopes[i0, cols] * (1 - f) + slopes[i0 + 1, cols] * f
+    flat, at = slopes.ravel(), i0 * scene.w + np.arange(scene.w, dtype=np.int32)  # flat gathers are faster
+    slope = flat.take(at) * (1 - f) + flat.take(at + scene.w) * f
     return 0.5 + 0.5 * np.tanh(slope * 2.5) * np.exp(-below / (scale * 1.2))
 
 
@@ -299,8 +309,8 @@ def paint_sky(scene: Scene) -> None:
     above = np.maximum(scene.horizon - scene.ys, 0) / scene.h
     if spec.light in ("golden", "sunset", "dawn"):  # the band of warm light along the horizon
         glow = glow + 0.25 * np.exp(-above / 0.1) * np.exp(-np.abs(scene.xs - scene.sun_x) / (0.8 * scene.w))
-    # glow adds less where the sky is already bright, so it never flattens to white
-    room = 1 - 0.5 * smoothstep(0.3, 1.0, scene.img.mean(-1))
+    # glow adds less where the sky is already bright, so it never flattens to white (rows are flat so far)
+    room = 1 - 0.5 * smoothstep(0.3, 1.0, scene.img[:, :1].mean(-1))
     scene.img += (glow * room)[..., None] * np.asarray(p.sun, F32)
     if "city" in spec.elements and spec.light == "night":  # light pollution over the skyline
         scene.img += (0.45 * np.exp(-above / 0.16))[..., None] * np.asarray(p.haze, F32)
@@ -469,19 +479,25 @@ def paint_mountains(scene: Scene) -> None:
     snowy = "snow" in spec.elements or spec.mood == "epic" or spec.light == "dawn"
     rock, snow = lit(GROUND_ALBEDO["rock"], scene, 0.9), lit(GROUND_ALBEDO["snow"], scene)
     skylit = mix(spec.palette.shadow, spec.palette.sky[0], 0.35)  # shadowed faces take the sky's blue
+    # the ground or the water that always follows covers everything below the horizon: stop there
+    bottom = min(scene.h, scene.horizon + 2)
     for i, ridge in enumerate(ridge_lines(scene, "mountains", heights, rough=True)):
         depth = i / max(1, n - 1)
-        rows = slice(max(0, int(ridge.min()) - 1), scene.h)
+        top = max(0, int(ridge.min()) - 1)
+        rows = slice(top, bottom)
         y = scene.ys[rows]
         shade = facet_shade(scene, ridge, rows, scene.horizon * heights[i] * 0.5)
-        texture = fbm2d(rng, scene.w, scene.h - rows.start, 40 * scene.w / scene.unit, 14, octaves=3)
+        texture = fbm2d(rng, scene.w, scene.h - top, 40 * scene.w / scene.unit, 14, octaves=3, rows=bottom - top)
         shade = np.clip(shade + (texture - 0.5) * 0.35, 0, 1)[..., None]
         near_dark = 1 - 0.4 * depth  # nearer ranges are seen more in shadow
-        colour = mix(skylit * 0.8, rock * 1.4, shade) * near_dark
+        colour = mix(skylit * 0.8 * near_dark, rock * 1.4 * near_dark, shade)
         if snowy and heights[i] > 0.35:
             line = scene.horizon * (1 - heights[i] * (0.62 + 0.18 * noise1d(rng, scene.w, 10, 3)))
-            cap = smoothstep(4, -4, y - line[None, :] + (texture - 0.5) * scene.unit * 0.04)
-            colour = mix(colour, mix(skylit * 1.6 + 0.05, snow * 1.15, shade), cap[..., None])
+            # the cap ends a few pixels below its lowest point: mix only the rows above that
+            capped = slice(0, max(0, int(line.max() + 4 + scene.unit * 0.02) + 2 - top))
+            cap = smoothstep(4, -4, y[capped] - line[None, :] + (texture[capped] - 0.5) * scene.unit * 0.04)
+            snowcap = mix(skylit * 1.6 + 0.05, snow * 1.15, shade[capped])
+            colour[capped] = mix(colour[capped], snowcap, cap[..., None])
         # valley mist: each range fades into the air toward its foot, so the next one stands out
         mist = smoothstep(scene.horizon - scene.horizon * heights[i] * 0.55, scene.horizon, y)
         mist_amount = 0.5 if spec.weather == "clear" else 0.8
@@ -537,6 +553,7 @@ def paint_ground(scene: Scene) -> None:
     desert = "desert" in spec.elements
     starts = [0.0, 0.2, 0.45, 0.72]
     albedo = ground_albedo(spec)
+    swells = []  # (depth, ridge, texture), all drawn first: each swell is painted only down to the next
     for i, start in enumerate(starts):
         depth = 0.4 + 0.6 * i / (len(starts) - 1)
         tilt = (scene.xs[0] / scene.w - 0.5) * span * rng.uniform(-0.3, 0.3) * (i > 0)
@@ -547,21 +564,26 @@ def paint_ground(scene: Scene) -> None:
         if desert:
             paint_dune(scene, ridge, depth)
             continue
-        rows = slice(max(0, int(ridge.min()) - 1), scene.h)
+        top = max(0, int(ridge.min()) - 1)
+        swells.append((depth, ridge, fbm2d(rng, scene.w, scene.h - top, scene.w / 14, 6 + 14 * depth, octaves=3)))
+    for i, (depth, ridge, texture) in enumerate(swells):
+        top = max(0, int(ridge.min()) - 1)
+        # the next swell covers everything a pixel below its lowest point
+        bottom = min(scene.h, int(swells[i + 1][1].max()) + 2) if i + 1 < len(swells) else scene.h
+        rows = slice(top, max(top, bottom))
         below = scene.ys[rows] - ridge[None, :]
         shade = facet_shade(scene, ridge, rows, span * 0.3)[..., None]
         base = lit(albedo, scene, 0.6 + 0.4 * depth)
         colour = mix(mix(p.shadow, base, 0.55), base * 1.25, shade) * (1.05 - 0.25 * depth)
-        texture = fbm2d(rng, scene.w, scene.h - rows.start, scene.w / 14, 6 + 14 * depth, octaves=3)
-        colour = colour * (0.88 + 0.24 * texture[..., None])
+        colour = colour * (0.88 + 0.24 * texture[: rows.stop - top, :, None])
         # each swell's crest catches the light; its foot falls into shade
         crest = np.exp(-np.maximum(below, 0) / (scene.unit * 0.03)) * 0.3 * p.brightness
         colour = colour + crest[..., None] * np.asarray(p.light, F32) * np.asarray(albedo, F32)
         colour *= (1 - 0.25 * smoothstep(0, span * 0.4, below))[..., None]
         colour = mix(colour, air(scene), haze_for(scene, depth))
         fill(scene, ridge, colour, rows)
-        if "field" in spec.elements and i >= len(starts) - 2:
-            paint_flowers(scene, ridge, i == len(starts) - 1)
+        if "field" in spec.elements and i >= len(swells) - 2:
+            paint_flowers(scene, ridge, i == len(swells) - 1)
 
 
 def paint_flowers(scene: Scene, ridge: np.ndarray, near: bool) -> None:
@@ -896,7 +918,8 @@ def paint_snowfall(scene: Scene) -> None:
 def paint_bloom(scene: Scene) -> None:
     """Bright things (sun, windows, neon, glints) bleed light into their surroundings."""
     h4, w4 = scene.h // 4, scene.w // 4
-    small = scene.img[: h4 * 4, : w4 * 4].reshape(h4, 4, w4, 4, 3).mean((1, 3))
+    # 4x4 means, summed one axis at a time (numpy reduces contiguous axes much faster)
+    small = scene.img[: h4 * 4, : w4 * 4].reshape(h4, 4, w4 * 12).sum(1).reshape(h4, w4, 4, 3).sum(2) / 16
     hot = Image.fromarray((np.clip((small - 0.72) / 2, 0, 1) * 255).astype(np.uint8), "RGB")
     glow = np.zeros((h4, w4, 3), F32)
     for radius, weight in ((2, 0.6), (7, 0.4), (20, 0.3)):
@@ -908,16 +931,20 @@ def paint_bloom(scene: Scene) -> None:
 def paint_finish(scene: Scene) -> None:
     """Tone curve, mood grade, vignette and grain (which also dithers away banding)."""
     spec, img = scene.spec, scene.img
-    img[:] = np.where(img > 0.8, 0.8 + 0.2 * (1 - np.exp(-(img - 0.8) / 0.2)), img)  # soft highlight shoulder
+    bright = img > 0.8  # a soft highlight shoulder, worked out only where it applies
+    img[bright] = 0.8 + 0.2 * (1 - np.exp(-(img[bright] - 0.8) / 0.2))
     contrast, lift, saturation = {
         "epic": (1.1, 0.0, 1.08), "calm": (0.94, 0.02, 0.95), "dreamy": (0.9, 0.04, 0.95),
         "moody": (1.05, 0.0, 0.9), "vibrant": (1.05, 0.0, 1.25),
     }.get(spec.mood, (1.0, 0.0, 1.0))  # fmt: skip
     luma = img @ np.asarray((0.2126, 0.7152, 0.0722), F32)
-    if saturation != 1.0:
-        img[:] = luma[..., None] + (img - luma[..., None]) * saturation
-    if contrast != 1.0 or lift:
-        img[:] = (img - 0.5) * contrast + 0.5 + lift * (1 - img)
+    if saturation != 1.0:  # in place: luma + (img - luma) * saturation
+        img -= luma[..., None]
+        img *= saturation
+        img += luma[..., None]
+    if contrast != 1.0 or lift:  # in place: (img - 0.5) * contrast + 0.5 + lift * (1 - img)
+        img *= contrast - lift
+        img += 0.5 - 0.5 * contrast + lift
     r = np.hypot((scene.xs - scene.w / 2) / (scene.w / 2), (scene.ys - scene.h / 2) / (scene.h / 2))
     img *= (1 - 0.28 * smoothstep(0.55, 1.45, r))[..., None]
     grain = scene.rng("grain").standard_normal((scene.h, scene.w), dtype=F32)
