@@ -29,6 +29,12 @@ from components.login import login_page
 from components.session import studio_user
 from components.theme import frame
 
+#: Seconds the server keeps a studio tab's page after its socket dropped, for it to come back.
+#: NiceGUI's default (3 s) makes a tab whose browser or network stalls a few seconds (a busy
+#: laptop, a phone changing networks) reload: the viewer loses what they were typing and the
+#: server builds the whole page again. A tab that comes back within this picks up where it was;
+#: one that does not costs its feed's filter per event until then (components/live.py).
+RECONNECT_SECONDS = 15.0
 #: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
 THUMBNAIL_CACHE_SIZE = 500
 THUMBNAIL_PIXELS = 256
@@ -80,7 +86,7 @@ def register_pages(system: System) -> None:
         login_page(system)
         return None
 
-    @ui.page("/")
+    @ui.page("/", reconnect_timeout=RECONNECT_SECONDS)
     async def studio() -> RedirectResponse | None:
         user = studio_user(system)
         if user is None:
@@ -96,7 +102,7 @@ def register_pages(system: System) -> None:
             status.on_providers_change(form.set_providers)
         return None
 
-    @ui.page("/jobs/{job_id}")
+    @ui.page("/jobs/{job_id}", reconnect_timeout=RECONNECT_SECONDS)
     async def job_page(job_id: str) -> RedirectResponse | None:
         user = studio_user(system)
         if user is None:

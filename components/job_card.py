@@ -1,7 +1,10 @@
 """One job in the studio's list: thumbnail, prompt, status, progress per step, time, cost, actions.
 
-A card keeps the job's public data (`backend.public.job_data`) and changes only its own
-elements when an event about its job arrives; nothing is rebuilt.
+A card keeps the job's public data (`backend.public.job_data`) and is a single NiceGUI element
+whose one prop, the card's view, the browser draws (job_card.js): building a page of twenty
+cards, updating one on an event and re-pointing one at another job each cost the server one
+element, where separate labels, bars and buttons cost about fifty (NiceGUI inspects the
+signature of every element's change handlers as it makes them).
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import ui
 from nicegui.element import Element
+from nicegui.events import GenericEventArguments
 
 from backend.public import media_path
 
@@ -29,11 +32,15 @@ from .format import (
 JobData = dict[str, Any]
 #: Where the studio serves small JPEG thumbnails of job images (app/pages.py).
 THUMBNAIL_ROUTE = "/studio/thumbnails"
+#: A step's bar color by the step's status (running and pending: the palette's primary).
+STEP_COLORS = {"failed": "negative", "cancelled": "grey-6", "completed": "positive"}
+#: The placeholder's icon while a job has no image, by status.
+THUMBNAIL_ICONS = {"failed": "broken_image", "cancelled": "hide_image"}
+Action = Callable[[JobData], Any]
 
 
 def thumbnail_url(job_id: str) -> str:
     return f"{THUMBNAIL_ROUTE}/{job_id}.jpg"
-Action = Callable[[JobData], Any]
 
 
 def set_prop(element: Element, key: str, value: Any) -> None:
@@ -50,7 +57,12 @@ def set_visible(element: Element, visible: bool) -> None:
         element.visible = visible
 
 
-class JobCard:
+class JobCard(Element, component="job_card.js"):
+    """A job's card: one element whose `job` prop (`view`) the browser draws (job_card.js).
+
+    The list keeps a page's cards and re-points them at other jobs (`show`) instead of making
+    new ones, and `render` sends the card again only when what it shows changed."""
+
     def __init__(
         self,
         job: JobData,
@@ -61,71 +73,18 @@ class JobCard:
         link: Callable[[str], str] = str,
         on_remove: Action,
     ):
+        super().__init__()
         self.link = link
         self.job = job
-        job_id = job["id"]
-        self.element = ui.card().classes("pr-card w-full p-3 sm:p-4").props(
-            f'flat role=article aria-label="Job: {_attr(job["prompt"][:80])}" data-job-id={job_id} data-testid=job-card'
-        ).mark(f"job-card {job_id}")
-        with self.element:
-            with ui.row().classes("w-full gap-3 sm:gap-4 no-wrap items-start"):
-                with ui.link(target=f"/jobs/{job_id}").classes("pr-thumb pr-plain").props(
-                    f'aria-label="Open job {job_id}" tabindex=-1'
-                ) as self.thumb_link:
-                    self.thumb = ui.element("img").props('alt="" loading=lazy decoding=async data-testid=thumbnail')
-                    self.thumb.on("error", self._thumbnail_missing)
-                    self._thumb_missing = False
-                    self.thumb_empty = ui.element("div").classes("pr-thumb-empty w-full h-full")
-                    with self.thumb_empty:
-                        self.thumb_icon = ui.icon("image", size="30px")
-                with ui.column().classes("grow min-w-0 gap-1.5"):
-                    with ui.row().classes("w-full items-start justify-between no-wrap gap-2"):
-                        ui.link(job["prompt"], target=f"/jobs/{job_id}").classes("pr-prompt pr-prompt-link min-w-0").props(
-                            f'title="{_attr(job["prompt"][:300])}" data-testid=job-prompt'
-                        )
-                        self.status = ui.label().props("data-testid=job-status role=status").mark(f"job-status status-{job_id}")
-                    with ui.row().classes("items-center gap-1.5"):
-                        meta = job.get("metadata") or {}
-                        ui.label(
-                            f'{provider_name(job["provider"])} → {provider_name(meta.get("videoProvider"))}'
-                        ).classes("pr-chip").props("data-testid=job-provider")
-                        ui.label(f'{meta.get("imageSize", "")} · {meta.get("videoDuration", "")} s · {meta.get("quality", "")}').classes(
-                            "pr-chip gt-xs"
-                        )
-                        ui.label(f'seed {meta.get("seed")}').classes("pr-chip gt-sm")
-                    with ui.row().classes("w-full items-center gap-2 no-wrap"):
-                        self.bar = ui.linear_progress(0, show_value=False, size="8px").classes("pr-bar pr-bar-overall grow rounded").props(
-                            'rounded animation-speed=300 aria-label="Overall progress" data-testid=job-progress'
-                        )
-                        self.percent = ui.label().classes("text-xs font-semibold w-10 text-right").props("data-testid=job-percent")
-                    with ui.row().classes("w-full items-center gap-x-4 gap-y-1"):
-                        self.steps: dict[str, tuple[ui.linear_progress, ui.label]] = {}
-                        for step in job.get("steps", []):
-                            with ui.row().classes("items-center gap-1.5 no-wrap"):
-                                ui.label(STEP_TITLES.get(step["id"], step["name"])).classes("pr-step-label")
-                                bar = ui.linear_progress(0, show_value=False, size="5px").classes("pr-bar w-16 sm:w-24 rounded").props(
-                                    f'rounded animation-speed=300 aria-label="{step["name"]} progress" data-testid=step-{step["id"]}'
-                                )
-                                label = ui.label().classes("pr-step-label w-8")
-                            self.steps[step["id"]] = (bar, label)
-                    self.error = ui.label().classes("pr-error-text").props("data-testid=job-error")
-                    with ui.row().classes("w-full items-center justify-between gap-2 pt-0.5"):
-                        with ui.row().classes("items-center gap-3 text-xs pr-muted"):
-                            with ui.row().classes("items-center gap-1 no-wrap"):
-                                ui.icon("timer", size="15px")
-                                self.elapsed = ui.label().props("data-testid=job-elapsed")
-                            with ui.row().classes("items-center gap-1 no-wrap"):
-                                ui.icon("payments", size="15px")
-                                self.cost = ui.label().props("data-testid=job-cost")
-                        with ui.row().classes("pr-actions items-center gap-0.5 no-wrap"):
-                            self.cancel_button = _icon_button("stop_circle", "Cancel job", lambda: on_cancel(self.job), "cancel", "negative")
-                            _icon_button("open_in_new", "Open job page", lambda: ui.navigate.to(f"/jobs/{job_id}"), "open")
-                            self.image_link = _download_button("image", "Download image", link(media_path(job_id, "image")))
-                            self.video_link = _download_button("movie", "Download video", link(media_path(job_id, "video")), kind="video")
-                            _icon_button("replay", "Run again with the same settings", lambda: on_rerun(self.job), "rerun")
-                            _icon_button("tune", "Edit these settings in the form", lambda: on_prefill(self.job), "prefill")
-                            _icon_button("delete_outline", "Remove from history", lambda: on_remove(self.job), "remove")
-        self.render()
+        self._actions: dict[str, Action] = {"cancel": on_cancel, "rerun": on_rerun, "prefill": on_prefill, "remove": on_remove}
+        self.classes("nicegui-card pr-card w-full p-3 sm:p-4")
+        self.on("action", self._on_action)
+        self.show(job)
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """What the card shows, as the browser got it."""
+        return self._props["job"]
 
     # -- updates ----------------------------------------------------------------------
 
@@ -135,8 +94,12 @@ class JobCard:
         job = self.job
         if kind == "step_update":
             for step in job.get("steps", []):
-                if step["id"] == data["id"]:
-                    step.update(data)
+                if step["id"] != data["id"]:
+                    continue
+                # Older than the store's data the list just read: within a status, progress only grows.
+                if step.get("status") == data.get("status") and (data.get("progress") or 0) < (step.get("progress") or 0):
+                    continue
+                step.update(data)
             if data["id"] == "image_generation" and data["status"] == "completed" and not job.get("image_url"):
                 job["image_url"] = media_path(job["id"], "image")
         elif kind in ("job_update", "job_completed", "job_failed"):
@@ -144,79 +107,70 @@ class JobCard:
                 data = {**data, "progress": job["progress"]}  # progress never goes down, even if events cross
             job.update({key: value for key, value in data.items() if key != "id"})
 
-    def replace(self, job: JobData) -> None:
-        """New data from the store (after a list reload)."""
+    def show(self, job: JobData) -> None:
+        """Show `job` (new data from the store, or another job: the list re-points its cards)."""
         self.job = job
-        self.render()
-
-    def _thumbnail_missing(self) -> None:
-        self._thumb_missing = True
+        self.mark(f"job-card {job['id']}")
         self.render()
 
     def render(self) -> None:
+        view = self._view()
+        if view != self._props.get("job"):
+            self._props["job"] = view
+
+    def _view(self) -> dict[str, Any]:
         job = self.job
-        status = job["status"]
-        self.status.text = status_label(status)
-        self.status.classes(replace=status_classes(status))
-        progress = int(job.get("progress") or 0)
-        self.bar.value = progress / 100
-        self.percent.text = f"{progress}%"
-        for step in job.get("steps", []):
-            if step["id"] in self.steps:
-                bar, label = self.steps[step["id"]]
-                bar.value = (step.get("progress") or 0) / 100
-                color = {"failed": "negative", "cancelled": "grey-6", "completed": "positive"}.get(step.get("status"), "primary")
-                set_prop(bar, "color", color)
-                label.text = f'{step.get("progress") or 0}%'
-        error = job.get("error") or ""
-        self.error.text = error
-        set_visible(self.error, bool(error) and status == "failed")
-        # The browser runs the clock; the server sets the start and, once finished, the end.
+        job_id, status = job["id"], job["status"]
+        meta = job.get("metadata") or {}
         finished = status in FINISHED_STATUSES
-        set_prop(self.elapsed, "data-elapsed-from", job.get("created_at"))
-        set_prop(self.elapsed, "data-elapsed-to", job.get("updated_at") if finished else None)
-        if finished or not self.elapsed.text:
-            self.elapsed.text = duration(between(job.get("created_at"), job.get("updated_at") if finished else None))
         cost = job.get("cost") or {}
-        self.cost.text = money(cost.get("total")) if (finished or cost.get("total")) else "…"
-        image_url = job.get("image_url") if not self._thumb_missing else None
-        if image_url:
-            set_prop(self.thumb, "src", self.link(thumbnail_url(job["id"])))
-        set_visible(self.thumb, bool(image_url))
-        set_visible(self.thumb_empty, not image_url)
-        self.thumb_icon.name = "broken_image" if self._thumb_missing else {"failed": "broken_image", "cancelled": "hide_image"}.get(status, "image")
-        self.thumb_icon.classes(replace="animate-pulse" if status in UNFINISHED_STATUSES else "")
-        set_visible(self.cancel_button, status in UNFINISHED_STATUSES)
-        _enable_link(self.image_link, bool(image_url))
-        _enable_link(self.video_link, bool(job.get("video_url")))
+        has_image = bool(job.get("image_url"))
+        return {
+            "id": job_id,
+            "href": f"/jobs/{job_id}",
+            "prompt": job["prompt"],
+            "status": status,
+            "statusLabel": status_label(status),
+            "statusClasses": status_classes(status),
+            "unfinished": status in UNFINISHED_STATUSES,
+            "providers": f'{provider_name(job["provider"])} → {provider_name(meta.get("videoProvider"))}',
+            "settings": f'{meta.get("imageSize", "")} · {meta.get("videoDuration", "")} s · {meta.get("quality", "")}',
+            "seed": f'seed {meta.get("seed")}',
+            "progress": int(job.get("progress") or 0),
+            "steps": [
+                {
+                    "id": step["id"],
+                    "name": step["name"],
+                    "title": STEP_TITLES.get(step["id"], step["name"]),
+                    "progress": int(step.get("progress") or 0),
+                    "color": STEP_COLORS.get(step.get("status"), "primary"),
+                }
+                for step in job.get("steps", [])
+            ],
+            "error": (job.get("error") or "") if status == "failed" else "",
+            # The browser runs the clock (theme.CLOCK_JS); the server sets the start and, once finished, the end.
+            "elapsedFrom": job.get("created_at"),
+            "elapsedTo": job.get("updated_at") if finished else None,
+            "elapsed": duration(between(job.get("created_at"), job.get("updated_at"))) if finished else self._started_text(),
+            "cost": money(cost.get("total")) if (finished or cost.get("total")) else "…",
+            "thumbnail": self.link(thumbnail_url(job_id)) if has_image else None,
+            "thumbnailIcon": THUMBNAIL_ICONS.get(status, "image"),
+            "image": self.link(media_path(job_id, "image")) if has_image else None,
+            "video": self.link(media_path(job_id, "video")) if job.get("video_url") else None,
+        }
 
+    def _started_text(self) -> str:
+        """The running clock's first text; kept while the job runs, as the browser ticks it on."""
+        shown = self._props.get("job")
+        if shown and shown["id"] == self.job["id"] and shown["elapsedTo"] is None:
+            return shown["elapsed"]
+        return duration(between(self.job.get("created_at"), None))
 
-def _attr(text: str) -> str:
-    """Text made safe inside a double-quoted prop value."""
-    return text.replace("\\", "\\\\").replace('"', "'").replace("\n", " ")
+    def _on_action(self, event: GenericEventArguments) -> Any:
+        action = self._actions.get(event.args)
+        return action(self.job) if action else None
 
-
-def _icon_button(icon: str, label: str, on_click: Callable[[], Any], testid: str, color: str | None = None) -> ui.button:
-    button = ui.button(icon=icon, on_click=on_click, color=None).props(f'flat round dense aria-label="{label}" data-testid={testid}')
-    if color:
-        button.props(f"color={color}")
-    else:
-        button.classes("pr-icon-btn")
-    button.tooltip(label)
-    return button
-
-
-def _download_button(icon: str, label: str, href: str, kind: str = "image") -> ui.button:
-    button = ui.button(icon=icon, color=None).props(
-        f'flat round dense href="{href}" download aria-label="{label}" data-testid=download-{kind}'
-    ).classes("pr-icon-btn")
-    button.tooltip(label)
-    return button
-
-
-def _enable_link(button: ui.button, enabled: bool) -> None:
-    if enabled:
-        if "disable" in button._props:
-            button.props(remove="disable")
-    elif "disable" not in button._props:
-        button.props("disable")
+    def _displayed_contents(self, *, only_visible: bool) -> list:
+        """The texts the card shows (NiceGUI's element filter, and so its simulated user, reads these)."""
+        view = self.view
+        return [view["prompt"], view["statusLabel"], f'{view["progress"]}%', view["error"], view["cost"], view["providers"]]

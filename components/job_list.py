@@ -4,10 +4,17 @@ Only one page (PAGE_SIZE jobs) is ever read from the store, with the total for t
 the list stays fast with any number of jobs. Bus events update the cards they are about in
 place; the page is read again only when its membership may have changed: a job was created
 or removed, or (under a status filter) a job moved into or out of the filtered statuses.
+
+What an open tab costs the server stays small and bounded however busy the system is: events
+about jobs this tab does not show are dropped as they arrive unless they may change the page
+(a new job, a status change); re-reading the page happens at most once per RELOAD_INTERVAL
+(a burst of fifty new jobs makes a few reads, not fifty); and a re-read re-points the page's
+existing cards at the jobs that came in rather than deleting cards and making new ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +43,9 @@ STATUS_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 JOB_EVENTS = ("job_update", "job_completed", "job_failed")
 #: Statuses remembered for jobs this tab does not show, to spot status changes; bounded.
 MAX_REMEMBERED = 5000
+#: Seconds between two re-reads of the page caused by events, at least (the viewer's own
+#: searches, filters and page changes are read at once).
+RELOAD_INTERVAL = 1.0
 
 
 class JobList:
@@ -53,6 +63,9 @@ class JobList:
         self.cards: dict[str, JobCard] = {}
         self._seen: dict[str, str] = {}
         self.reloads = 0  # how often the page was read again (tests watch this stays low)
+        self._loop = asyncio.get_running_loop()
+        self._last_reload = float("-inf")
+        self._reload_handle: asyncio.TimerHandle | None = None
 
         with ui.column().classes("w-full gap-4").props('aria-label="Jobs"') as self.root:
             with ui.row().classes("w-full items-center gap-3"):
@@ -84,7 +97,7 @@ class JobList:
                     'round aria-label="Pages" data-testid=pager'
                 ).mark("pager")
         self.reload()
-        client_feed(system.bus).subscribe(self._on_events)
+        client_feed(system.bus).subscribe(self._on_events, accept=self._may_concern)
 
     # -- reading the store ------------------------------------------------------------
 
@@ -94,6 +107,8 @@ class JobList:
 
     def reload(self) -> None:
         """Read the current page (and the total) again and show it, keeping the cards that stay."""
+        self._cancel_reload()
+        self._last_reload = self._loop.time()
         self.reloads += 1
         records, total = self._read()
         pages = max(1, -(-total // self.page_size))
@@ -113,25 +128,54 @@ class JobList:
             owner=self.user.name,
         )
 
+    def _request_reload(self) -> None:
+        """Read the page again now, or at the end of the interval if it was read less than one ago."""
+        if self._reload_handle is not None:
+            return  # one is due already; it will read whatever happened until then
+        wait = self._last_reload + RELOAD_INTERVAL - self._loop.time()
+        if wait <= 0:
+            self.reload()
+        else:
+            self._reload_handle = self._loop.call_later(wait, self._reload_when_due)
+
+    def _reload_when_due(self) -> None:
+        self._reload_handle = None
+        if not self.root.is_deleted:  # the tab may have closed meanwhile
+            with self.root:
+                self.reload()
+
+    def _cancel_reload(self) -> None:
+        if self._reload_handle is not None:
+            self._reload_handle.cancel()
+            self._reload_handle = None
+
     def _show(self, records: list[JobRecord]) -> None:
+        """Show `records` in order: cards whose job stays keep it, the others are re-pointed at the
+        jobs that came in; cards are made or deleted only when the page's length changes."""
         wanted = [job_data(record) for record in records]
         wanted_ids = {job["id"] for job in wanted}
-        for job_id in [job_id for job_id in self.cards if job_id not in wanted_ids]:
-            self.cards.pop(job_id).element.delete()
-        children = self.container.default_slot.children
-        for index, job in enumerate(wanted):
+        free = [card for job_id, card in self.cards.items() if job_id not in wanted_ids]
+        cards: dict[str, JobCard] = {}
+        for job in wanted:
             card = self.cards.get(job["id"])
+            if card is None and free:
+                card = free.pop()
             if card is None:
                 with self.container:
                     card = JobCard(
                         job, on_cancel=self.cancel, on_rerun=self.rerun, on_prefill=self.prefill, on_remove=self.confirm_remove,
                         link=lambda path: media_link(self.system, path),
                     )
-                self.cards[job["id"]] = card
             else:
-                card.replace(job)
-            if children.index(card.element) != index:
-                card.element.move(target_index=index)
+                card.show(job)
+            cards[job["id"]] = card
+        for card in free:
+            card.delete()
+        self.cards = cards
+        children = self.container.default_slot.children
+        for index, card in enumerate(cards.values()):
+            if children.index(card) != index:
+                card.move(target_index=index)
 
     def _render_chrome(self, pages: int) -> None:
         first = (self.page - 1) * self.page_size + 1
@@ -159,6 +203,15 @@ class JobList:
 
     # -- events ---------------------------------------------------------------------
 
+    def _may_concern(self, event: Event) -> bool:
+        """Whether an event may change what this tab shows: it is about a card on the page, removes
+        a job, or changes the status of another job. The feed asks as each event arrives (and again
+        at the flush), so progress of jobs off the page costs a tab no more than this."""
+        job_id, kind = event["jobId"], event["type"]
+        if job_id in self.cards or kind == "job_removed":
+            return True
+        return kind in JOB_EVENTS and self._seen.get(job_id, "") != event["data"].get("status")
+
     def _on_events(self, events: list[Event]) -> None:
         touched: set[str] = set()
         reload = False
@@ -184,11 +237,10 @@ class JobList:
                         reload = True  # it entered the filter
                 elif status == JobStatus.PENDING and before is None:
                     reload = True  # a new job: it goes on top
+        for job_id in touched:
+            self.cards[job_id].render()
         if reload:
-            self.reload()
-        else:
-            for job_id in touched:
-                self.cards[job_id].render()
+            self._request_reload()
 
     # -- filters --------------------------------------------------------------------
 

@@ -236,11 +236,36 @@ async def test_job_created_elsewhere_appears_and_updates_in_place(studio: Studio
     reloads = jobs.reloads
     await studio.system.runner.wait(record.job.id)
     await after_flush([studio.user], lambda: card.job["status"] == "completed")
-    assert card.status.text == "Completed"
-    assert card.bar.value == 1.0 and card.percent.text == "100%"
-    assert card.thumb._props["src"].endswith(f"{record.job.id}.jpg")
-    assert "disable" not in card.video_link._props
+    assert card.view["statusLabel"] == "Completed"
+    assert card.view["progress"] == 100
+    assert card.view["thumbnail"].endswith(f"{record.job.id}.jpg")
+    assert card.view["video"] == f"/api/v1/jobs/{record.job.id}/download/video"
     assert jobs.reloads == reloads, "progress events must not reload the list"
+
+
+async def test_a_burst_of_new_jobs_re_points_the_cards_and_reads_the_page_a_few_times(studio: Studio):
+    """New jobs arriving flush after flush: the page is read at most once per RELOAD_INTERVAL, and
+    its twenty cards are re-pointed at the newest jobs rather than deleted and made again."""
+    for index in range(20):
+        stored_job(studio.system, f"An old harbour study {index}")
+    await studio.user.open("/")
+    jobs = _JOB_LISTS[-1]
+    cards = set(jobs.cards.values())
+    reloads, started = jobs.reloads, time.monotonic()
+    flushes, newest = 6, []
+    for _ in range(flushes):  # a few new jobs per flush, as a burst of POSTs brings them
+        for _ in range(5):
+            job = stored_job(studio.system, f"A new lantern study {len(newest)}", status="pending")
+            studio.system.bus.publish("job_update", job.id, job_update_data(job))
+            newest.append(job.id)
+        await asyncio.wait_for(feed_of(studio.user.client).next_flush(), 10)
+    await studio.user.should_see(f"A new lantern study {len(newest) - 1}", retries=RETRIES)
+    elapsed = time.monotonic() - started
+    assert set(jobs.cards.values()) == cards, "the same card elements show the new jobs"
+    assert list(jobs.cards) == newest[::-1][:20]
+    assert [card.view["id"] for card in jobs.cards.values()] == newest[::-1][:20]
+    # without the interval every flush would read the page: `flushes` reads in about half as many seconds
+    assert jobs.reloads - reloads <= elapsed / job_list_module.RELOAD_INTERVAL + 1, (jobs.reloads - reloads, elapsed)
 
 
 async def test_pagination_filter_and_search_read_one_page(studio: Studio, monkeypatch: pytest.MonkeyPatch):
@@ -294,7 +319,7 @@ async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: S
         job.progress = 30 + int(percent * 0.7)
         studio.system.bus.publish("job_update", job.id, job_update_data(job))
     # 198 events reach each tab in one flush (what that costs the server: bench/bench_tabs.py)
-    await after_flush([studio.user, *users], lambda: all(jobs.cards[job.id].percent.text == "99%" for jobs in lists))
+    await after_flush([studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists))
     assert [jobs.reloads for jobs in lists] == reloads, "progress never re-reads the list"
     # closing tabs removes their listeners
     for other in users:
