@@ -1,8 +1,8 @@
 """Run the benchmark suite, one benchmark after the other, and print the results table.
 
-    scripts/bench                    # the suite: api, concurrency, fanout, render, studio
+    scripts/bench                    # the suite: api, concurrency, fanout, render, studio, tabs
     scripts/bench render api         # some of them
-    scripts/bench --all              # also the older single-purpose ones (job, cancel, tabs, workers)
+    scripts/bench --all              # also the older single-purpose ones (job, cancel, workers)
     scripts/bench --output out.md    # also write the table there
 
 Each benchmark runs in its own process, on its own fresh data folder, and prints one
@@ -24,8 +24,16 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-SUITE = ("api", "concurrency", "fanout", "render", "studio")
-OLDER = ("job", "cancel", "tabs", "workers")
+#: The suite (issue 7's targets), with the options each runs with here.
+SUITE = {
+    "api": [],
+    "concurrency": [],
+    "fanout": [],
+    "render": [],
+    "studio": [],
+    "tabs": ["--tabs", "20", "--jobs", "50", "--image-seconds", "1", "--video-seconds", "2"],
+}
+OLDER = {"job": [], "cancel": [], "workers": []}
 
 
 def machine() -> str:
@@ -43,12 +51,12 @@ def commit() -> str:
     return (found.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
-def run(name: str) -> tuple[list[list[str]], int, float]:
+def run(name: str, arguments: list[str]) -> tuple[list[list[str]], int, float]:
     """Run one benchmark, echoing its output; its RESULT rows, exit code and duration."""
-    print(f"\n=== bench_{name}.py ===", flush=True)
+    print(f"\n=== bench_{name}.py {' '.join(arguments)} ===", flush=True)
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, str(BENCH / f"bench_{name}.py")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(BENCH / f"bench_{name}.py"), *arguments], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     rows = []
     assert process.stdout is not None
@@ -65,14 +73,15 @@ def main() -> int:
     parser.add_argument("--all", action="store_true", help=f"also {' '.join(OLDER)}")
     parser.add_argument("--output", type=Path, help="write the Markdown table to this file too")
     options = parser.parse_args()
+    known = {**SUITE, **OLDER}
     names = options.names or [*SUITE, *(OLDER if options.all else ())]
-    unknown = [name for name in names if not (BENCH / f"bench_{name}.py").exists()]
+    unknown = [name for name in names if name not in known]
     if unknown:
-        parser.error(f"no such benchmark: {', '.join(unknown)} (known: {' '.join(SUITE + OLDER)})")
+        parser.error(f"no such benchmark: {', '.join(unknown)} (known: {' '.join(known)})")
     table = ["| benchmark | figure | baseline (same run) | target | |", "|---|---|---|---|---|"]
     failures = []
     for name in names:
-        rows, code, seconds = run(name)
+        rows, code, seconds = run(name, known[name])
         table += [f"| {' | '.join(row)} |" for row in rows]
         print(f"=== bench_{name}.py: exit {code}, {seconds:.0f} s ===", flush=True)
         if code != 0:
