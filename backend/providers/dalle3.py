@@ -22,7 +22,7 @@ import openai
 from ..pricing import DALLE3_QUALITY
 from ..settings import Settings
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, download
+from .remote import as_png, download, http_client, tls_context
 from .retry import NOT_SENT_ERRORS, OutcomeUnknown, RetryPolicy, Transient, parse_retry_after, with_retries
 
 MODEL = "dall-e-3"
@@ -60,7 +60,8 @@ class DalleImageProvider:
 
     def _client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+            api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
         )
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
@@ -114,7 +115,7 @@ class DalleImageProvider:
             except (binascii.Error, ValueError) as error:
                 raise ProviderError(self.name, "OpenAI's image data is not valid base64") from error
         elif image.url:  # the URL expires within the hour: fetch it now
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+            async with http_client(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
                 data = await download(http, image.url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image")
         else:
             raise ProviderError(self.name, "OpenAI answered with neither image data nor an image URL")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, download, same_origin
+from .remote import as_png, download, http_client, same_origin
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -77,7 +77,7 @@ class FluxImageProvider(RemoteTaskProvider):
         ctx.progress(0.9, "downloading the image from Replicate")
         # A client of its own: the API token goes to Replicate's API host only, never to the file host.
         headers = self._headers() if same_origin(url, self.base_url) else None
-        async with httpx.AsyncClient(timeout=self.timeout) as files:
+        async with http_client(timeout=self.timeout) as files:
             data = await download(files, url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image", headers=headers)
         png, size = as_png(data, provider=self.name, label=LABEL)
         ctx.log(f"FLUX.1 made a {size[0]}x{size[1]} image")

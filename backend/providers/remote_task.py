@@ -24,6 +24,7 @@ import httpx
 
 from ..settings import Settings
 from .base import ProviderError, StepContext
+from .remote import http_client
 from .retry import OutcomeUnknown, RetryPolicy, Transient, finish_despite_cancel, send, status_reason, with_retries
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -113,7 +114,7 @@ class RemoteTaskProvider(ABC):
     # -- the shared part -------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
+        return http_client(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
 
     async def _run(self, request: Any, ctx: StepContext) -> tuple[str, dict[str, Any]]:
         """Start the task (or take up the one saved before a restart) and wait for its end:

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..pricing import RUNWAY_CREDITS_PER_SECOND
 from .base import ProviderError, StepContext, VideoRequest, VideoResult
-from .remote import download, same_origin
+from .remote import download, http_client, same_origin
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -189,7 +189,7 @@ class RunwayVideoProvider(RemoteTaskProvider):
         # A client of its own: the API secret goes to Runway's API host only, never to the CDN.
         headers = self._headers() if same_origin(url, self.base_url) else None
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as files:
+            async with http_client(timeout=self.timeout) as files:
                 await download(files, url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the video", dest=partial, headers=headers)
             try:
                 width, height, seconds = await asyncio.to_thread(probe_video, partial)
