@@ -324,6 +324,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
                 **provider_env(openai=openai, runway=runway),
                 PROMPTREEL_POLL_INTERVAL="0.05",
                 PROMPTREEL_REMOTE_CONCURRENCY=str(args.concurrency),
+                PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",  # every run posts its jobs at once
                 # The product's defaults, not cluster_env's quick test values: a benchmark of steady work.
                 PROMPTREEL_HEARTBEAT_SECONDS="5",
                 PROMPTREEL_STALLED_AFTER_SECONDS="15",

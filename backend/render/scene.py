@@ -11,6 +11,7 @@ import math
 import threading
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -159,10 +160,15 @@ def mix(a, b, t):
     return out
 
 
-def resize(a: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bicubic resize of a float array (HxW or HxWxC)."""
+def resize(a: np.ndarray, width: int, height: int, exact: bool = False) -> np.ndarray:
+    """Bicubic resize of a float array (HxW or HxWxC). Enlargements go through OpenCV, all channels
+    in one pass (several times faster, a picture within a level or two); shrinking stays with PIL,
+    which antialiases where OpenCV's cubic would alias. `exact` keeps PIL's own pixels, for maps
+    that pick sample positions, where a tiny change moves a sample onto another pixel."""
+    if not exact and width >= a.shape[1] and height >= a.shape[0] and (a.ndim == 2 or a.shape[2] <= 4):
+        return cv2.resize(np.ascontiguousarray(a, F32), (width, height), interpolation=cv2.INTER_CUBIC)
     if a.ndim == 3:
-        return np.stack([resize(a[..., c], width, height) for c in range(a.shape[2])], axis=-1)
+        return np.stack([resize(a[..., c], width, height, exact) for c in range(a.shape[2])], axis=-1)
     return np.asarray(Image.fromarray(np.ascontiguousarray(a, F32)).resize((width, height), Image.BICUBIC))
 
 
@@ -274,9 +280,21 @@ def air(scene: Scene) -> np.ndarray:
 
 
 def fill(scene: Scene, ridge: np.ndarray, colour, rows: slice | None = None) -> None:
-    """Paint colour over everything below a per-column ridge line, anti-aliased."""
+    """Paint colour over everything below a per-column ridge line, anti-aliased.
+
+    A full-size `colour` (each caller's own fresh array) is used up as scratch space: the blend
+    runs in place in it, saving two frame-sized temporaries per layer with the same arithmetic."""
     rows = rows or slice(max(0, int(ridge.min()) - 1), scene.h)
-    scene.blend(colour, np.clip(scene.ys[rows] - ridge[None, :] + 0.5, 0, 1), rows)
+    alpha = scene.ys[rows] - ridge[None, :]
+    alpha += F32(0.5)
+    np.clip(alpha, 0, 1, out=alpha)
+    region = scene.img[rows]
+    if not (isinstance(colour, np.ndarray) and colour.shape == region.shape and colour.dtype == F32):
+        scene.blend(colour, alpha, rows)
+        return
+    colour -= region  # region + (colour - region) * alpha, as Scene.blend computes it
+    colour *= alpha[..., None]
+    region += colour
 
 
 # --------------------------------------------------------------------------- sky, sun, stars
@@ -789,7 +807,7 @@ def water_waves(scene: Scene, n: int) -> tuple[np.ndarray, np.ndarray]:
         c = np.cos(phase) * resolved
         sx += c * math.sin(angle)
         sy += c * math.cos(angle)
-    patches = resize(noise2d(rng, scene.w // 8, n // 8 + 1, 8 * scene.w / scene.unit, 6), scene.w, n)
+    patches = resize(noise2d(rng, scene.w // 8, n // 8 + 1, 8 * scene.w / scene.unit, 6), scene.w, n, exact=True)
     amp = (0.5 + 0.8 * patches) / 4.5
     # where the waves are too fine to draw, thin horizontal streaks stand in for them
     streaks = (noise2d(rng, scene.w, n, 5 * scene.w / scene.unit, n / 3) - 0.5) * smoothstep(0.4, 0.0, t)
