@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ from proc_cpu import process_cpu
 
 sys.path.insert(0, str(ROOT))
 from backend.schemas import GenerateRequest  # noqa: E402 - module level: FastAPI resolves the baseline's annotations here
-from tests.conftest import clean_env, free_port, stop_process, wait_until_answers  # noqa: E402
+from tests.conftest import Server, free_port  # noqa: E402
 
 TARGET_SHARE = 0.5
 UNLIMITED = str(10**9)
@@ -181,23 +180,14 @@ class Measurement:
         return self.server_cpu / max(1, self.pairs) * 1000
 
 
-def start_server(scenario: str, data_dir: Path, port: int) -> subprocess.Popen:
-    data_dir.mkdir(parents=True)
+def start_server(scenario: str, data_dir: Path, port: int) -> Server:
     bench = Path(__file__).resolve().parent
     if scenario == "baseline":
-        command = [free_python(), str(bench / "bench_api.py"), "baseline-serve", "--port", str(port), "--data-dir", str(data_dir)]
-        env = clean_env(data_dir)
-    else:
-        image_seconds = "3600" if scenario == "held" else "0"
-        command = [free_python(), str(bench / "harness.py"), "serve", "--image-seconds", image_seconds, "--video-seconds", "0",
-                   "--host", "127.0.0.1", "--port", str(port)]
-        env = clean_env(data_dir, PROMPTREEL_LOCAL_CONCURRENCY="1" if scenario == "held" else UNLIMITED,
-                        PROMPTREEL_RATE_LIMIT_PER_MINUTE=UNLIMITED, PROMPTREEL_MAX_QUEUED_JOBS=UNLIMITED)
-    log_path = data_dir / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_until_answers(f"http://127.0.0.1:{port}/health", process, log_path, scenario)
-    return process
+        return Server(data_dir, port, command=[str(bench / "bench_api.py"), "baseline-serve", "--data-dir", str(data_dir)]).start()
+    image_seconds = "3600" if scenario == "held" else "0"
+    command = [str(bench / "harness.py"), "serve", "--image-seconds", image_seconds, "--video-seconds", "0", "--host", "127.0.0.1"]
+    return Server(data_dir, port, command=command, PROMPTREEL_LOCAL_CONCURRENCY="1" if scenario == "held" else UNLIMITED,
+                  PROMPTREEL_RATE_LIMIT_PER_MINUTE=UNLIMITED, PROMPTREEL_MAX_QUEUED_JOBS=UNLIMITED).start()
 
 
 def jobs_by_status(data_dir: Path) -> dict[str, int]:
@@ -227,9 +217,9 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
         cpu_start = cpu_end = 0.0
         for line in loader.stdout:
             if line.strip() == "START":
-                cpu_start = process_cpu(server.pid)
+                cpu_start = process_cpu(server.process.pid)
             elif line.strip() == "END":
-                cpu_end = process_cpu(server.pid)
+                cpu_end = process_cpu(server.process.pid)
                 break
         rest = loader.stdout.read()
         if loader.wait() != 0:
@@ -238,16 +228,16 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
         drain = 0.0
         if scenario == "running":
             drain = wait_for_drain(data_dir)
-            cpu_end = process_cpu(server.pid)
+            cpu_end = process_cpu(server.process.pid)
             statuses = jobs_by_status(data_dir)
             if set(statuses) != {"completed"}:
-                raise RuntimeError(f"not every job completed on {scenario}: {statuses} (see {data_dir / 'server.log'})")
+                raise RuntimeError(f"not every job completed on {scenario}: {statuses} (see {server.log_path})")
         if not output["latencies"]:
             raise RuntimeError(f"no pair succeeded on {scenario}: {output['failures']}")
         return Measurement(scenario, len(output["latencies"]), output["seconds"], output["latencies"],
                            cpu_end - cpu_start, drain, output["failures"])
     finally:
-        stop_process(server, signal.SIGTERM)
+        server.stop()
         if options.keep:
             print(f"  {scenario}'s data dir: {data_dir}", flush=True)
 

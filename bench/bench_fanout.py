@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, free_python, percentile, result, summary_ms  # noqa: E402 - also puts the project on the path
 from proc_cpu import process_cpu  # noqa: E402
 
-from tests.conftest import clean_env, free_port, stop_process, wait_until_answers  # noqa: E402
+from tests.conftest import Server, free_port  # noqa: E402
 
 TARGET_P99 = 0.100
 #: How long the clients wait for the last job to end before they give up (s).
@@ -141,13 +141,6 @@ class Measured:
         return percentile(self.delays, 0.99)
 
 
-def launch(command: list[str], env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[str]:
-    log = log_path.open("a")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    wait_until_answers(f"http://127.0.0.1:{port}/health", process, log_path, "server")
-    return process
-
-
 async def post_jobs(base_url: str, jobs: int) -> None:
     import httpx
 
@@ -165,20 +158,18 @@ async def post_jobs(base_url: str, jobs: int) -> None:
 def measure_product(options: argparse.Namespace, folder: Path) -> tuple[Measured, list[tuple[float, str]]]:
     """The product run; also the replay for the baseline: (seconds after the first event, text)."""
     port, times = free_port(), folder / "product-times.json"
-    env = clean_env(folder / "data", PROMPTREEL_LOCAL_CONCURRENCY="10000", PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",
-                    PROMPTREEL_MAX_QUEUED_JOBS="100000")
-    (folder / "data").mkdir()
-    command = [free_python(), str(ROOT / "bench" / "fanout_servers.py"), "product", "--times", str(times),
-               "--image-seconds", str(options.image_seconds), "--video-seconds", str(options.video_seconds), "--port", str(port)]
-    server = launch(command, env, port, folder / "product.log")
+    command = [str(ROOT / "bench" / "fanout_servers.py"), "product", "--times", str(times),
+               "--image-seconds", str(options.image_seconds), "--video-seconds", str(options.video_seconds)]
+    server = Server(folder / "product", port, command=command, PROMPTREEL_LOCAL_CONCURRENCY="10000", PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",
+                    PROMPTREEL_MAX_QUEUED_JOBS="100000").start()
     try:
         clients = start_clients(f"ws://127.0.0.1:{port}/ws", options, folder)
-        server_cpu = process_cpu(server.pid)
+        server_cpu = process_cpu(server.process.pid)
         asyncio.run(post_jobs(f"http://127.0.0.1:{port}", options.jobs))
         received, texts, client_cpu = collect(clients)
-        server_cpu = process_cpu(server.pid) - server_cpu
+        server_cpu = process_cpu(server.process.pid) - server_cpu
     finally:
-        stop_process(server)
+        server.stop()
     produced = json.loads(times.read_text())
     measured = Measured(produced, received, options.clients, server_cpu, client_cpu)
     by_key = {key_of(json.loads(text)): text for text in texts}
@@ -190,15 +181,15 @@ def measure_product(options: argparse.Namespace, folder: Path) -> tuple[Measured
 def measure_bare(options: argparse.Namespace, folder: Path, replay: list[tuple[float, str]]) -> Measured:
     port, times, replay_path = free_port(), folder / "bare-times.json", folder / "replay.json"
     replay_path.write_text(json.dumps(replay))
-    command = [free_python(), str(ROOT / "bench" / "fanout_servers.py"), "bare", "--times", str(times), "--replay", str(replay_path),
-               "--clients", str(options.clients), "--port", str(port)]
-    server = launch(command, clean_env(folder), port, folder / "bare.log")
+    command = [str(ROOT / "bench" / "fanout_servers.py"), "bare", "--times", str(times), "--replay", str(replay_path),
+               "--clients", str(options.clients)]
+    server = Server(folder / "bare", port, command=command).start()
     try:
-        server_cpu = process_cpu(server.pid)
+        server_cpu = process_cpu(server.process.pid)
         received, _, client_cpu = collect(start_clients(f"ws://127.0.0.1:{port}/ws", options, folder))
-        server_cpu = process_cpu(server.pid) - server_cpu
+        server_cpu = process_cpu(server.process.pid) - server_cpu
     finally:
-        stop_process(server)
+        server.stop()
     return Measured(json.loads(times.read_text()), received, options.clients, server_cpu, client_cpu)
 
 
