@@ -52,14 +52,11 @@ class EventLog:
         self.engine = engine
         self.notifies = engine.dialect.name == "postgresql"
 
-    def append(self, job_id: str, type_: str, data: dict[str, Any]) -> int | None:
-        """Store the event and (PostgreSQL) NOTIFY it; its sequence number, or None when the job
-        is gone (`job_removed`: told to the other instances, not stored)."""
-        return self.append_all(job_id, [(type_, data)])
-
-    def append_all(self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, connection: Connection | None = None) -> int | None:
-        """Store several events of one job in one transaction (the caller's, when it gives its
-        `connection`: the state change the events tell of); the last one's number, or None as above."""
+    def append(self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, connection: Connection | None = None) -> int | None:
+        """Store events of one job, in order, in one transaction (the caller's, when it gives its
+        `connection`: the state change the events tell of), and (PostgreSQL) NOTIFY them; the last
+        one's number, or None when the job is gone (`job_removed`: told to the other instances,
+        not stored)."""
         with nullcontext(connection) if connection is not None else self.engine.begin() as connection:
             last = connection.execute(_NEXT_SEQ, {"job_id": job_id, "count": len(events)}).scalar_one_or_none()
             first = None if last is None else last - len(events) + 1

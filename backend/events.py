@@ -105,22 +105,18 @@ class EventBus:
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
     def publish(self, type_: str, job_id: str, data: dict[str, Any]) -> None:
-        """Store the event, then deliver it to every listener, on the event loop's thread whoever calls."""
-        self.publish_all(job_id, [(type_, data)])
-
-    def publish_all(self, job_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """Publish several events of one job, in order, stored in one transaction."""
+        """Store the event, then deliver it to every listener, on the event loop's thread whoever
+        calls. (A job's state changes store theirs in their own transaction: Pipeline.transition.)"""
         running = _running_loop()
         if running is None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.publish_all, job_id, events)  # a worker thread: queues belong to the loop
+            self._loop.call_soon_threadsafe(self.publish, type_, job_id, data)  # a worker thread: queues belong to the loop
             return
         self._loop = running or self._loop
         try:
-            built = self.record(job_id, events)
+            built = self.record(job_id, [(type_, data)])
         except Exception:  # the store is down: this process's listeners still hear it
-            log.exception("could not store %s event(s) of job %s", "/".join(type_ for type_, _ in events), job_id)
-            for type_, data in events:
-                self.deliver({"type": type_, "jobId": job_id, "data": data})
+            log.exception("could not store a %s event of job %s", type_, job_id)
+            self.deliver({"type": type_, "jobId": job_id, "data": data})
             return
         self.announce(built)
 
@@ -129,7 +125,7 @@ class EventBus:
         them back numbered; `announce` delivers them once that transaction has committed."""
         built: list[Event] = [{"type": type_, "jobId": job_id, "data": data} for type_, data in events]
         if self.event_log is not None:
-            last = self.event_log.append_all(job_id, events, connection=connection)
+            last = self.event_log.append(job_id, events, connection=connection)
             if last is not None:
                 for index, event in enumerate(built):
                     event["seq"] = last - len(built) + 1 + index

@@ -78,16 +78,17 @@ _INSERT_STEP = (
     .values(job_id=bindparam("step_job_id"), kind=bindparam("step_kind"), status=StepStatus.PENDING.value, progress=0, log=[])
     .returning(*STEPS.c, sort_by_parameter_order=True)
 )
+def _free(stale_before: Any) -> Any:
+    """A job no live process owns: never claimed, released, or its owner stopped beating
+    (`stale_before`: a time, or the bound parameter of a statement built once)."""
+    return or_(JOBS.c.worker_id.is_(None), JOBS.c.heartbeat_at.is_(None), JOBS.c.heartbeat_at < stale_before)
+
+
 _CLAIM = (
     update(JOBS)
     .where(
         JOBS.c.id == bindparam("job_id"),
-        or_(
-            JOBS.c.worker_id.is_(None),
-            JOBS.c.heartbeat_at.is_(None),
-            JOBS.c.heartbeat_at < bindparam("stale_before", type_=JOBS.c.heartbeat_at.type),
-            JOBS.c.worker_id == bindparam("worker"),
-        ),
+        or_(_free(bindparam("stale_before", type_=JOBS.c.heartbeat_at.type)), JOBS.c.worker_id == bindparam("worker")),
     )
     .values(worker_id=bindparam("worker"), heartbeat_at=bindparam("now", type_=JOBS.c.heartbeat_at.type))
 )
@@ -114,11 +115,6 @@ def _update_step(names: tuple[str, ...]) -> Update:
 
 def _new_values(fields: dict[str, Any]) -> dict[str, Any]:
     return {f"new_{name}": value for name, value in fields.items()}
-
-
-def _free(stale_before: datetime) -> Any:
-    """A job no live process owns: never claimed, released, or its owner stopped beating."""
-    return or_(col(Job.worker_id).is_(None), col(Job.heartbeat_at).is_(None), col(Job.heartbeat_at) < stale_before)
 
 
 class JobStore:

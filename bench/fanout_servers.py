@@ -44,7 +44,7 @@ def serve_product(times_path: Path, serve_argv: list[str]) -> None:
     from backend.pipeline import Pipeline
 
     notes: list[tuple[str, int | None, str, float, float]] = []
-    publishing_since: list[float] = []  # publish -> deliver runs on the loop's thread; publish may call publish_all
+    publishing_since: list[float] = []  # publish -> deliver runs on the loop's thread
     original_deliver = EventBus.deliver
 
     def noting_start(original: Callable[..., None]) -> Callable[..., None]:
@@ -57,9 +57,7 @@ def serve_product(times_path: Path, serve_argv: list[str]) -> None:
 
         return publishing
 
-    for name in ("publish", "publish_all"):  # publish_all: several events of a job at once, where the bus has it
-        if hasattr(EventBus, name):
-            setattr(EventBus, name, noting_start(getattr(EventBus, name)))
+    EventBus.publish = noting_start(EventBus.publish)  # type: ignore[method-assign]
     # The pipeline's state changes store their events in their own transaction and deliver them
     # after it commits: their moment is when the transition began.
     original_transition = Pipeline.transition
