@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import pytest
 import websockets
 from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, text
+
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_VARIABLES = (
@@ -207,33 +208,25 @@ def local_job(prompt: str = "A majestic mountain landscape at golden hour", **se
     return {"prompt": prompt, "provider": "local", "settings": {"imageSize": "1024x1024", "videoDuration": 5, "quality": "standard", **settings}}
 
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def ensure_postgres_running() -> None:
-    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True)
-    if probe.returncode != 0:
-        versions = sorted(Path("/etc/postgresql").iterdir())
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"], check=True)
-        subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "30"], check=True)
-
-
 @contextmanager
 def new_database() -> Iterator[str]:
-    """A database of its own on the machine's PostgreSQL (started if it is down), dropped afterwards."""
-    if shutil.which("pg_isready") is None:
-        pytest.fail("PostgreSQL client tools are missing: .ci/run installs them")
-    ensure_postgres_running()
+    """A database of its own on the tests' PostgreSQL (tests/postgres.py starts a throwaway
+    server the first time), dropped afterwards."""
+    admin_url = postgres.admin_url()
     name = f"promptreel_test_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))  # name made here, not from input
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    postgres.stop()
 
 
 @pytest.fixture
