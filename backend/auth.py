@@ -59,11 +59,17 @@ def kept_secret(configured: str | None, path: Path) -> str:
         return configured
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: another process never reads it half-written.
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        draft.unlink(missing_ok=True)  # left by a process of the same id that died here
+        with open(draft, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:  # readable by its owner only
+            file.write(secrets.token_urlsafe(32))
         try:
-            with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:  # readable by its owner only
-                file.write(secrets.token_urlsafe(32))
-        except FileExistsError:  # another process of this installation made it first
+            os.link(draft, path)
+        except FileExistsError:  # another process of this installation made it first: theirs holds
             pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
