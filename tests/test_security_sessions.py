@@ -243,3 +243,11 @@ def test_the_session_cookie_is_httponly_lax_and_secure_over_https(studio: Server
     # Through a proxy uvicorn trusts (FORWARDED_ALLOW_IPS: 127.0.0.1 by default) that says HTTPS.
     proxied = set_cookie_header(get(studio, "/login", **{"X-Forwarded-Proto": "https"})).lower()
     assert "httponly" in proxied and "samesite=lax" in proxied and "; secure" in proxied
+
+
+def test_an_untrusted_proxy_cannot_claim_https(tmp_path: Path):
+    server = Server(tmp_path / "data", FORWARDED_ALLOW_IPS="192.0.2.1").start()  # the proxy is elsewhere
+    try:
+        assert "secure" not in set_cookie_header(get(server, "/login", **{"X-Forwarded-Proto": "https"})).lower()
+    finally:
+        server.stop()
