@@ -13,7 +13,7 @@ import asyncio
 import io
 from collections import OrderedDict
 
-from fastapi import Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from nicegui import app, ui
 from PIL import Image
@@ -26,7 +26,7 @@ from components.job_form import JobForm
 from components.job_list import JobList
 from components.job_page import JobDetail, not_found
 from components.login import login_page
-from components.session import studio_user
+from components.session import RENEW_PATH, studio_user, take_up_renewal
 from components.theme import frame
 
 #: Seconds the server keeps a studio tab's page after its socket dropped, for it to come back.
@@ -78,6 +78,11 @@ def register_pages(system: System) -> None:
             thumbnails.move_to_end(job_id)
         # A job's image never changes once written; only removal makes it go away.
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get(RENEW_PATH, include_in_schema=False)
+    async def renew_session(request: Request) -> RedirectResponse:
+        """Sign-in and sign-out land here with a fresh session id (components/session.py)."""
+        return RedirectResponse(take_up_renewal(request), status_code=303)
 
     @ui.page("/login")
     async def login() -> RedirectResponse | None:

@@ -7,12 +7,16 @@ from pathlib import Path
 
 from fastapi.middleware.gzip import GZipMiddleware
 from nicegui import app, ui
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
 from backend.api import mount_api
+from backend.api.hosts import AllowedHosts
+from backend.auth import load_storage_secret
 from backend.observability import configure_logging
 from backend.settings import Settings
 from backend.system import System
+from components.session import SecureSessionCookie, SessionGuard
 
 from .pages import register_pages
 
@@ -24,7 +28,15 @@ WINDOW_CLOSE_SECONDS = 5.0
 def serve(settings: Settings, *, native: bool = False) -> None:
     configure_logging()
     system = System(settings)
+    # Innermost of ours, so that RequestLogMiddleware logs its refusals.
+    app.add_middleware(AllowedHosts, allowed_hosts=settings.answered_hosts)
     mount_api(app, system)
+    storage_secret = load_storage_secret(settings)
+    # NiceGUI's session cookie, added here rather than by ui.run so that SessionGuard sits between it
+    # and NiceGUI's storage middleware (which ui.run then appends, innermost).
+    app.add_middleware(SessionGuard)
+    app.add_middleware(SessionMiddleware, secret_key=storage_secret, same_site="lax")
+    app.add_middleware(SecureSessionCookie)
     app.on_startup(system.start)
     app.on_shutdown(system.stop)
     if native:
@@ -33,6 +45,12 @@ def serve(settings: Settings, *, native: bool = False) -> None:
     register_pages(system)
     url = f"http://{settings.host}:{settings.port}"
     print(f"promptreel {'opens a native window on' if native else 'serves on'} {url}  (API docs: {url}/docs)", flush=True)
+    if settings.host in ("0.0.0.0", "::") and "*" not in settings.allowed_hosts:
+        print(
+            f"promptreel answers only requests for the host names {', '.join(settings.answered_hosts)}: "
+            "list the names clients use in PROMPTREEL_ALLOWED_HOSTS (or set PROMPTREEL_PUBLIC_URL)",
+            flush=True,
+        )
     ui.run(
         host=settings.host,
         port=settings.port,
@@ -43,7 +61,7 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         show=False,
         native=native,
         window_size=(1280, 860) if native else None,
-        storage_secret=settings.storage_secret,
+        storage_secret=storage_secret,
         show_welcome_message=False,
         # uvicorn's own loggers go through configure_logging's JSON lines; requests are logged by
         # RequestLogMiddleware (one line each), so uvicorn's access log stays off.

@@ -25,6 +25,7 @@ from .errors import SignatureInvalid, Unauthorized
 from .settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
+STORAGE_SECRET_FILE = "storage_secret"
 #: Signed URLs expire on multiples of this many seconds (at most this much after their due time).
 URL_EXPIRY_STEP = 600
 
@@ -44,14 +45,32 @@ LOCAL_USER = User(None)
 
 def load_secret_key(settings: Settings) -> bytes:
     """PROMPTREEL_SECRET_KEY, or a random key made once and kept (mode 600) in the data dir."""
-    if settings.secret_key:
-        return settings.secret_key.encode()
-    path: Path = settings.data_dir / SECRET_KEY_FILE
+    return kept_secret(settings.secret_key, settings.data_dir / SECRET_KEY_FILE).encode()
+
+
+def load_storage_secret(settings: Settings) -> str:
+    """PROMPTREEL_STORAGE_SECRET (signs the studio's session cookie), or one made once and kept like the media key."""
+    return kept_secret(settings.storage_secret, settings.data_dir / STORAGE_SECRET_FILE)
+
+
+def kept_secret(configured: str | None, path: Path) -> str:
+    """`configured`, or a random secret made once per installation and kept in `path` (mode 600)."""
+    if configured:
+        return configured
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:  # readable by its owner only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: another process never reads it half-written.
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        draft.unlink(missing_ok=True)  # left by a process of the same id that died here
+        with open(draft, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:  # readable by its owner only
             file.write(secrets.token_urlsafe(32))
-    return path.read_text().strip().encode()
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process of this installation made it first: theirs holds
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 class Authenticator:

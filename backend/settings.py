@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,8 +28,10 @@ class Settings(BaseSettings):
     )
     #: Absolute base of the media URLs in job objects; default: the URL the request came in on.
     public_url: str | None = Field(None, validation_alias="PROMPTREEL_PUBLIC_URL")
-    #: NiceGUI's browser storage (dark mode etc.) is signed with this.
-    storage_secret: str = Field("promptreel-local-studio", validation_alias="PROMPTREEL_STORAGE_SECRET")
+    #: Signs the studio's session cookie; default: a random secret kept in the data dir (a cluster must share one).
+    storage_secret: str | None = Field(None, validation_alias="PROMPTREEL_STORAGE_SECRET")
+    #: Host names the service answers to besides loopback and PROMPTREEL_PUBLIC_URL's ("*": any).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field([], validation_alias="PROMPTREEL_ALLOWED_HOSTS")
 
     # Concurrency: how many steps may run at once per provider; the rest wait in the queue.
     local_concurrency: int = Field(1, ge=1, validation_alias="PROMPTREEL_LOCAL_CONCURRENCY")
@@ -115,11 +118,20 @@ class Settings(BaseSettings):
                 raise ValueError("API_TOKENS must be name:token pairs separated by commas")
         if self.task_engine == "procrastinate" and not self.secret_key:
             raise ValueError("a cluster needs PROMPTREEL_SECRET_KEY, the same on every host (it signs media URLs)")
+        if self.task_engine == "procrastinate" and not self.storage_secret:
+            raise ValueError("a cluster needs PROMPTREEL_STORAGE_SECRET, the same on every instance (it signs the studio's session cookies)")
+        if "*" in self.cors_origins:
+            raise ValueError(
+                "PROMPTREEL_CORS_ORIGINS='*' would let every website call the API with its visitors' cookies: list the origins instead"
+            )
+        for pattern in self.allowed_hosts:
+            if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
+                raise ValueError(f"PROMPTREEL_ALLOWED_HOSTS: {pattern!r} is not a host name, '*.example.com' or '*'")
         if self.task_engine == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
             raise ValueError("PROMPTREEL_TASK_ENGINE=procrastinate needs a PostgreSQL DATABASE_URL (postgresql+psycopg://...)")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -137,6 +149,18 @@ class Settings(BaseSettings):
             if name.strip() and token.strip():
                 users[token.strip()] = name.strip()
         return users
+
+    @property
+    def answered_hosts(self) -> list[str]:
+        """The Host names requests may carry (DNS rebinding brings others): loopback's, the address
+        served on when it is one, PROMPTREEL_PUBLIC_URL's and PROMPTREEL_ALLOWED_HOSTS."""
+        hosts = ["localhost", "127.0.0.1", "[::1]"]
+        if self.host not in ("0.0.0.0", "::", ""):
+            hosts.append(f"[{self.host}]" if ":" in self.host else self.host)
+        public_host = urlsplit(self.public_url or "").hostname
+        if public_host:
+            hosts.append(f"[{public_host}]" if ":" in public_host else public_host)
+        return [*dict.fromkeys(host.lower() for host in [*hosts, *self.allowed_hosts])]
 
     @property
     def media_dir(self) -> Path:

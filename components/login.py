@@ -15,12 +15,13 @@ def login_page(system: System) -> None:
     apply_theme()
 
     def submit() -> None:
-        if sign_in(system, token.value or "") is None:
+        signed_in = sign_in(system, token.value or "")
+        if signed_in is None:
             error.text = "That token is not valid. Ask whoever runs this promptreel for yours."
             error.visible = True
             token.value = ""
             return
-        ui.navigate.to("/")
+        ui.navigate.to(signed_in)  # the new session's link, which goes on to the studio
 
     with ui.element("main").classes("w-full min-h-screen flex items-center justify-center p-4"):
         with ui.card().classes("pr-card w-full max-w-[420px] p-6 gap-4").props('aria-label="Sign in"'):

@@ -246,5 +246,4 @@ def frame(system: System, title: str = "promptreel") -> Iterator[StatusBar]:
 
 
 def _sign_out() -> None:
-    sign_out()
-    ui.navigate.to("/login")
+    ui.navigate.to(sign_out())  # a new session's link, which goes on to /login

@@ -21,6 +21,7 @@ def cluster_env(database_url: str, **extra: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "PROMPTREEL_TASK_ENGINE": "procrastinate",
         "PROMPTREEL_SECRET_KEY": "cluster-test-signing-key",
+        "PROMPTREEL_STORAGE_SECRET": "cluster-test-storage-secret",
         "PROMPTREEL_HEARTBEAT_SECONDS": "0.5",
         "PROMPTREEL_STALLED_AFTER_SECONDS": "2",
         **extra,

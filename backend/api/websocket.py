@@ -19,6 +19,8 @@ from ..auth import Authenticator
 from ..event_log import Event
 from ..events import SubscriberTooSlow, Subscription
 from ..public import absolute_media_urls
+from .errors import error_response
+from .hosts import origin_allowed
 
 router = APIRouter()
 EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_failed"})
@@ -69,6 +71,13 @@ def _error(message: str, code: str = "VALIDATION_ERROR", **details: Any) -> dict
 async def events(websocket: WebSocket, token: str | None = None) -> None:
     """`token`: the API token, when authentication is on (browsers cannot set WebSocket headers)."""
     system = websocket.app.state.system
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), system.settings):
+        # Another site's page (CORS does not cover WebSockets): refused at the handshake, nothing sent.
+        await websocket.send_denial_response(error_response(
+            403, f"WebSocket connections from {origin!r} are not allowed.", "ORIGIN_NOT_ALLOWED", {"origin": origin}
+        ))
+        return
     await websocket.accept()
     user = system.auth.user_for(token)
     if user is None:  # told in the error format, then closed as a policy violation
