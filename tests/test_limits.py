@@ -20,9 +20,9 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from backend.api.errors import install_error_handlers
-from backend.api.limits import WINDOW_SECONDS, RateLimiter
 from backend.api.websocket import SEND_TIMEOUT
 from backend.errors import RateLimited
+from backend.rate_limit import WINDOW_SECONDS, RateLimiter
 
 from .conftest import Server, ends_job, local_job, open_stream, unsigned
 

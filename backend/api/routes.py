@@ -109,8 +109,7 @@ async def health(system: SystemDep) -> Response:
 @router.post("/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503))
 async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
-    request.app.state.rate_limiter.check(user.name)  # 429 RATE_LIMITED with Retry-After
-    record = await system.jobs.create(body, user)
+    record = await system.jobs.create(body, user)  # 429 RATE_LIMITED with Retry-After, as in the studio
     return job_response(record, request, system, 201)
 
 
