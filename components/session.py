@@ -21,8 +21,10 @@ def studio_user(system: System) -> User | None:
     return system.auth.user_for_fingerprint(app.storage.user.get(SESSION_KEY))
 
 
-def sign_in(system: System, token: str) -> User | None:
-    user = system.auth.user_for(token.strip())
+def sign_in(system: System, token: str, client: str | None = None) -> User | None:
+    """The token's user, kept for this browser; None for a wrong token. `client` (the browser's
+    address) counts wrong tokens as the API does: TooManyWrongTokens once it sent too many."""
+    user = system.auth.user_for(token.strip(), client)
     if user is not None:
         app.storage.user[SESSION_KEY] = system.auth.fingerprint(token.strip())
     return user

@@ -7,16 +7,29 @@ wrong tokens are throttled per client address; short tokens are refused at start
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Server, local_job
+from .conftest import ROOT, Server, clean_env, local_job
 
 JOB_LIMIT = 3
+TOKEN = "tok-alice-6b1d93f0e27c"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+SUBSCRIPTIONS = 5
+HEADER_TIMEOUT = 1.0
+FAILURES = 5
 
 
 def same_words(message: str) -> re.Pattern[str]:
@@ -66,3 +79,165 @@ def test_the_studio_and_the_api_share_one_job_budget(tmp_path: Path, page: Page)
         expect(cards).to_have_count(JOB_LIMIT)
     finally:
         server.stop()
+
+
+# -- item 7: bounds ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Authentication on, small bounds (subscriptions, header time) to reach them quickly."""
+    srv = Server(
+        tmp_path_factory.mktemp("bounded") / "data", API_TOKENS=f"alice:{TOKEN}",
+        PROMPTREEL_MAX_WS_SUBSCRIPTIONS=str(SUBSCRIPTIONS), PROMPTREEL_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def cancelled_job(server: Server) -> str:
+    """A real job of alice's, cancelled at once (nothing renders)."""
+    with server.client() as api:
+        job_id = api.post("/api/v1/generate", json=local_job(), headers=BEARER).json()["id"]
+        assert api.delete(f"/api/v1/jobs/{job_id}", headers=BEARER).status_code == 200
+    return job_id
+
+
+def next_message(connection: ClientConnection) -> dict:
+    return json.loads(connection.recv(timeout=30))
+
+
+# Sync clients only in this module: Playwright's sync API (the studio tests) holds the thread's event loop.
+def test_a_websocket_connection_follows_a_bounded_number_of_jobs(bounded: Server):
+    with connect(f"{bounded.ws_url}?token={TOKEN}") as connection:
+        subscribed = [f"job_other{index}" for index in range(SUBSCRIPTIONS - 1)]
+        with bounded.client() as api:
+            job_id = api.post("/api/v1/generate", json=local_job(), headers=BEARER).json()["id"]
+            for name in [*subscribed, job_id, subscribed[0]]:  # the bound's worth, and one again (no new entry)
+                connection.send(json.dumps({"type": "subscribe", "jobId": name}))
+            connection.send(json.dumps({"type": "ping"}))
+            while (message := next_message(connection))["type"] != "pong":  # nothing refused so far
+                assert message["type"] != "error", message
+
+            connection.send(json.dumps({"type": "subscribe", "jobId": "job_onetoomany"}))
+            refused = next_message(connection)
+            assert refused == {
+                "type": "error",
+                "error": f"A connection follows at most {SUBSCRIPTIONS} jobs: unsubscribe from one first.",
+                "code": "TOO_MANY_SUBSCRIPTIONS",
+                "details": {"field": "jobId", "limit": SUBSCRIPTIONS},
+            }
+            # The connection goes on: an unsubscribe frees a place, and the jobs followed still report.
+            connection.send(json.dumps({"type": "unsubscribe", "jobId": subscribed[1]}))
+            connection.send(json.dumps({"type": "subscribe", "jobId": "job_onetoomany"}))
+            connection.send(json.dumps({"type": "ping"}))
+            while (message := next_message(connection))["type"] != "pong":
+                assert message["type"] != "error", message
+            assert api.delete(f"/api/v1/jobs/{job_id}", headers=BEARER).status_code == 200
+        while not ((message := next_message(connection))["type"] == "job_update" and message["data"]["status"] == "cancelled"):
+            assert message["jobId"] == job_id, message
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [("/api/v1/jobs?offset={number}", "offset"), ("/api/v1/jobs/{job_id}/events?after={number}", "after")],
+)
+def test_integer_query_parameters_beyond_their_range_answer_422(bounded: Server, path: str, parameter: str):
+    job_id = cancelled_job(bounded)
+    with bounded.client() as api:
+        for number in ("99999999999999999999999", str(2**63), str(2**31)):
+            response = api.get(path.format(number=number, job_id=job_id), headers=BEARER)
+            assert response.status_code == 422, response.text
+            body = response.json()
+            assert body["code"] == "VALIDATION_ERROR" and body["details"]["field"] == parameter, body
+        assert api.get(path.format(number=2**31 - 1, job_id=job_id), headers=BEARER).status_code == 200  # the bound itself
+
+
+def closed_by_server(sock: socket.socket, within: float) -> float | None:
+    """Send a header byte at a time (each resets a keep-alive timer) until the server closes; seconds it took."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < within:
+        try:
+            if sock.recv(1024) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass  # still open: one more byte
+        except ConnectionResetError:
+            return time.monotonic() - started
+        try:
+            sock.sendall(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+    return None
+
+
+def test_a_client_that_sends_its_headers_slowly_is_dropped(bounded: Server):
+    with connect(f"{bounded.ws_url}?token={TOKEN}") as connection:  # opened before, lasts longer
+        with socket.create_connection(("127.0.0.1", bounded.port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            took = closed_by_server(sock, 10 * HEADER_TIMEOUT)
+        assert took is not None, "the server kept a client that never finished its headers"
+        assert took < HEADER_TIMEOUT + 2
+        connection.send(json.dumps({"type": "ping"}))  # a WebSocket is not timed: it outlives the deadline
+        assert next_message(connection) == {"type": "pong"}
+    with bounded.client() as api:  # whole requests are served as before
+        assert api.get("/health").status_code == 200
+        assert api.get("/api/v1/jobs", headers=BEARER).status_code == 200
+
+
+@pytest.mark.browser
+def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: Path, page: Page):
+    server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
+    try:
+        with server.client() as api:
+            assert api.get("/api/v1/jobs").status_code == 401  # no token at all: no guess, not counted
+            for attempt in range(FAILURES - 2):
+                assert api.get("/api/v1/jobs", headers={"Authorization": f"Bearer wrong-{attempt}"}).status_code == 401
+            open_studio(page, server, "/login")
+            for _ in range(2):  # the studio's sign-in counts on the same budget
+                page.get_by_test_id("token").fill("wrong-in-the-studio")
+                page.get_by_test_id("sign-in").click()
+                expect(page.get_by_test_id("token")).to_have_value("")  # the page empties the field once it refused the token
+                expect(page.get_by_test_id("login-error")).to_have_text("That token is not valid. Ask whoever runs this promptreel for yours.")
+            refused = api.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong-again"})
+            assert refused.status_code == 429, refused.text
+            body = refused.json()
+            assert body["code"] == "RATE_LIMITED" and body["details"]["limit"] == FAILURES
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60 and body["details"]["retryAfter"] == int(refused.headers["Retry-After"])
+            # Now even the right token is refused from this address, on every entry point, in the same words.
+            assert api.get("/api/v1/jobs", headers=BEARER).status_code == 429
+            assert api.post("/api/v1/generate", json=local_job(), headers=BEARER).status_code == 429
+            with connect(f"{server.ws_url}?token={TOKEN}") as connection:
+                message = next_message(connection)
+                with pytest.raises(ConnectionClosed) as closed:
+                    connection.recv(timeout=30)
+            assert message["type"] == "error" and message["code"] == "RATE_LIMITED" and closed.value.rcvd.code == 1013
+            words = same_words(body["error"])
+            assert words.fullmatch(message["error"]), message
+            page.get_by_test_id("token").fill(TOKEN)
+            page.get_by_test_id("sign-in").click()
+            expect(page.get_by_test_id("login-error")).to_have_text(words)
+            assert page.url.endswith("/login")
+
+        # Per address: another loopback address is not throttled.
+        with httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30) as other:
+            assert other.get("/api/v1/jobs", headers=BEARER).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "user"),
+    [("API_TOKEN", "short-token", "default"), ("API_TOKENS", f"bob:{TOKEN}, alice:fifteen-chars!", "alice")],
+)
+def test_a_short_token_is_refused_at_start(tmp_path: Path, variable: str, value: str, user: str):
+    refused = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "1"],
+        cwd=ROOT, env=clean_env(tmp_path, **{variable: value}), capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable + ":" in lines[0] and f"user '{user}'" in lines[0] and "at least 16" in lines[0], lines
+    assert value.rpartition(":")[2] not in refused.stderr  # the token itself is not shown
+    assert not (tmp_path / "promptreel.db").exists()  # nothing was started
