@@ -21,7 +21,7 @@ def studio_user(system: System) -> User | None:
     return system.auth.user_for_fingerprint(app.storage.user.get(SESSION_KEY))
 
 
-def sign_in(system: System, token: str, client: str | None = None) -> User | None:
+def sign_in(system: System, token: str, client: str) -> User | None:
     """The token's user, kept for this browser; None for a wrong token. `client` (the browser's
     address) counts wrong tokens as the API does: TooManyWrongTokens once it sent too many."""
     user = system.auth.user_for(token.strip(), client)
