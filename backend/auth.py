@@ -4,8 +4,8 @@ Authentication is on when API_TOKEN or API_TOKENS is set. REST takes `Authorizat
 <token>`, /ws a `token` query parameter (browsers cannot set WebSocket headers), the studio a
 login. Tokens are compared in constant time and never logged. Wrong tokens are counted per
 client address, on all three: past PROMPTREEL_AUTH_FAILURES_PER_MINUTE the address is refused
-(429 RATE_LIMITED) until its oldest failure is a minute old, whatever token it sends. With authentication off every
-caller is the same local user (`User(None)`), who owns every job.
+(429 RATE_LIMITED) until its oldest failure is a minute old, whatever token it sends. With
+authentication off every caller is the same local user (`User(None)`), who owns every job.
 
 Media URLs carry `expires` and an HMAC `signature` of their path and expiry, so they work in
 `<img>`/`<video>` without a header; a changed or expired signature is refused.

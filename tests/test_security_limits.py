@@ -22,6 +22,8 @@ from playwright.sync_api import Browser, Page, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from backend.rate_limit import RateLimiter
+
 from .conftest import ROOT, Server, clean_env, local_job
 
 JOB_LIMIT = 3
@@ -184,6 +186,22 @@ def test_a_client_that_sends_its_headers_slowly_is_dropped(bounded: Server):
     with bounded.client() as api:  # whole requests are served as before
         assert api.get("/health").status_code == 200
         assert api.get("/api/v1/jobs", headers=BEARER).status_code == 200
+
+
+def test_counted_failures_free_an_address_a_minute_after_the_oldest():
+    now = [1000.0]
+    failures = RateLimiter(3, clock=lambda: now[0])
+    for second in (0, 10, 20):
+        now[0] = 1000 + second
+        assert failures.retry_after("10.0.0.1") == 0
+        failures.count("10.0.0.1")
+    now[0] = 1030
+    assert failures.retry_after("10.0.0.1") == 30 and failures.retry_after("10.0.0.2") == 0  # per address
+    for _ in range(1000):
+        failures.count("10.0.0.1")  # a flood holds no more than the limit's worth of memory
+    assert len(failures._calls["10.0.0.1"]) == 3
+    now[0] = 1030 + 60
+    assert failures.retry_after("10.0.0.1") == 0  # the newest failures have left the window too
 
 
 @pytest.mark.browser

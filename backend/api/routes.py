@@ -59,7 +59,8 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def client_address(connection: HTTPConnection) -> str:
-    """The peer's address, whose wrong tokens are counted (a proxy in front: the proxy's own)."""
+    """The client's address, whose wrong tokens are counted: the connection's peer, or the
+    X-Forwarded-For of a proxy uvicorn trusts (FORWARDED_ALLOW_IPS, loopback by default)."""
     return connection.client.host if connection.client else "unknown"
 
 
