@@ -19,34 +19,39 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 log = logging.getLogger(__name__)
 
 
-class HeaderDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """httptools' protocol (h11's without it), as uvicorn's "auto" picks; `timeout` is set by `with_header_timeout`."""
+class HeaderDeadline:
+    """Mixed into one of uvicorn's HTTP protocols (httptools' or h11's) by `with_header_timeout`;
+    it uses their `cycle`, `transport`, `loop` and `timeout_keep_alive_task`."""
 
     timeout: float = 10.0
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    timeout_keep_alive_task: asyncio.TimerHandle | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         # A new request cycle: its head is complete. Another protocol: the connection is a WebSocket now.
         if self.cycle is not cycle or self.transport.get_protocol() is not self:
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if self.timeout_keep_alive_task is not None:  # idle, waiting for the next request (none pipelined)
             self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -64,6 +69,7 @@ class HeaderDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             self.transport.close()
 
 
-def with_header_timeout(timeout: float) -> type[asyncio.Protocol]:
-    """The protocol class for uvicorn's `http=` option, its heads due within `timeout` seconds."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadline,), {"timeout": timeout})
+def with_header_timeout(timeout: float, base: type[asyncio.Protocol] = AutoHTTPProtocol) -> type[asyncio.Protocol]:
+    """The protocol class for uvicorn's `http=` option, its heads due within `timeout` seconds.
+    `base`: uvicorn's protocol to extend; by default the one its "auto" picks (httptools, else h11)."""
+    return type("HeaderDeadlineProtocol", (HeaderDeadline, base), {"timeout": timeout})

@@ -12,16 +12,21 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, expect
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from app.http_protocol import with_header_timeout
 from backend.rate_limit import RateLimiter
 
 from .conftest import ROOT, Server, clean_env, local_job
@@ -202,6 +207,36 @@ def test_counted_failures_free_an_address_a_minute_after_the_oldest():
     assert len(failures._calls["10.0.0.1"]) == 3
     now[0] = 1030 + 60
     assert failures.retry_after("10.0.0.1") == 0  # the newest failures have left the window too
+
+
+async def answer_ok(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("base", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
+def test_the_header_deadline_works_on_both_of_uvicorns_protocols(base: type):
+    """uvicorn picks h11 where httptools is not installed: the deadline holds on either, and it
+    restarts for each request of a kept-alive connection."""
+    server = uvicorn.Server(uvicorn.Config(answer_ok, port=0, http=with_header_timeout(HEADER_TIMEOUT, base), lifespan="off"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:  # uvicorn reports its start only through this flag
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            took = closed_by_server(sock, 10 * HEADER_TIMEOUT)
+        assert took is not None and took < HEADER_TIMEOUT + 2
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:  # one kept-alive connection
+            for _ in range(3):
+                assert client.get("/").text == "ok"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.mark.browser
