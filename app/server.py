@@ -18,6 +18,7 @@ from backend.settings import Settings
 from backend.system import System
 from components.session import SecureSessionCookie, SessionGuard
 
+from .http_protocol import with_header_timeout
 from .pages import register_pages
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -70,6 +71,8 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         # Compressing every frame was about 45% of the server's CPU in a /ws fan-out to 200 clients
         # (bench/bench_fanout.py), for frames of a few hundred bytes.
         ws_per_message_deflate=False,
+        # A request's line and headers must arrive within PROMPTREEL_HEADER_TIMEOUT_SECONDS (slowloris).
+        http=with_header_timeout(settings.header_timeout_seconds),
         gzip_middleware_factory=compressing,
         fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
     )

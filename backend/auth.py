@@ -2,8 +2,10 @@
 
 Authentication is on when API_TOKEN or API_TOKENS is set. REST takes `Authorization: Bearer
 <token>`, /ws a `token` query parameter (browsers cannot set WebSocket headers), the studio a
-login. Tokens are compared in constant time and never logged. With authentication off every
-caller is the same local user (`User(None)`), who owns every job.
+login. Tokens are compared in constant time and never logged. Wrong tokens are counted per
+client address, on all three: past PROMPTREEL_AUTH_FAILURES_PER_MINUTE the address is refused
+(429 RATE_LIMITED) until its oldest failure is a minute old, whatever token it sends. With
+authentication off every caller is the same local user (`User(None)`), who owns every job.
 
 Media URLs carry `expires` and an HMAC `signature` of their path and expiry, so they work in
 `<img>`/`<video>` without a header; a changed or expired signature is refused.
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .errors import SignatureInvalid, Unauthorized
+from .errors import SignatureInvalid, TooManyWrongTokens, Unauthorized
+from .rate_limit import RateLimiter
 from .settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
@@ -79,20 +82,29 @@ class Authenticator:
         self.enabled = bool(self._tokens)
         self.url_seconds = settings.media_url_seconds
         self._key = load_secret_key(settings)
+        self._failures = RateLimiter(settings.auth_failures_per_minute)  # wrong tokens per client address
 
     # -- tokens -------------------------------------------------------------------------------
 
-    def user_for(self, token: str | None) -> User | None:
-        """The user a token belongs to; None for a missing or unknown token (authentication on)."""
+    def user_for(self, token: str | None, client: str | None = None) -> User | None:
+        """The user a token belongs to; None for a missing or unknown token (authentication on).
+
+        `client`: the caller's address. Its wrong tokens are counted, and once it has sent too many
+        within a minute every token it sends is refused with TooManyWrongTokens, the right one too
+        (else a guess that hits would still tell itself apart)."""
         if not self.enabled:
             return LOCAL_USER
+        if client is not None and (retry_after := self._failures.retry_after(client)):
+            raise TooManyWrongTokens(self._failures.per_minute, retry_after)
         if not token:
-            return None
+            return None  # no token is no guess: not counted
         given = token.encode()
         found = None
         for known, name in self._tokens:  # every token is compared, each in constant time
             if hmac.compare_digest(known, given):
                 found = name
+        if found is None and client is not None:
+            self._failures.count(client)
         return User(found) if found is not None else None
 
     @staticmethod
@@ -110,10 +122,10 @@ class Authenticator:
                 found = name
         return User(found) if found is not None else None
 
-    def user_for_header(self, authorization: str | None) -> User:
-        """The user of an `Authorization: Bearer` header, or Unauthorized."""
+    def user_for_header(self, authorization: str | None, client: str | None = None) -> User:
+        """The user of an `Authorization: Bearer` header, or Unauthorized (TooManyWrongTokens: see user_for)."""
         scheme, _, token = (authorization or "").partition(" ")
-        user = self.user_for(token.strip() if scheme.lower() == "bearer" else None)
+        user = self.user_for(token.strip() if scheme.lower() == "bearer" else None, client)
         if user is None:
             raise Unauthorized() if not authorization else Unauthorized("The API token is not valid.")
         return user

@@ -123,6 +123,19 @@ class RateLimited(ApiError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class TooManyWrongTokens(ApiError):
+    # One client address sent too many wrong API tokens within a minute: guessing is slowed to a crawl.
+    status_code = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(
+            f"Too many wrong API tokens from this address: at most {limit} per minute. Try again in {retry_after} s.",
+            {"limit": limit, "retryAfter": retry_after},
+        )
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"

@@ -18,6 +18,7 @@ from .models import Job, JobStatus
 from .pipeline import Pipeline
 from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from .public import job_update_data
+from .rate_limit import RateLimiter
 from .schemas import MAX_SEED, GenerateRequest
 from .store import JobRecord, JobStore
 
@@ -66,9 +67,11 @@ class SystemStatus:
 class JobService:
     def __init__(
         self, store: JobStore, queue: JobQueue, pipeline: Pipeline, providers: ProviderRegistry, bus: EventBus, media: MediaStore,
-        max_queued_jobs: int = 1000,
+        max_queued_jobs: int = 1000, rate_limiter: RateLimiter | None = None,
     ):
         self.max_queued_jobs = max_queued_jobs
+        #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
+        self.rate_limiter = rate_limiter or RateLimiter(0)
         self.store = store
         self.queue = queue
         self.pipeline = pipeline
@@ -110,6 +113,7 @@ class JobService:
         video_provider = self._check_providers(request)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
+        self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
         job = Job(

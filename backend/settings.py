@@ -14,6 +14,9 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+#: API tokens shorter than this are refused at start.
+MIN_TOKEN_LENGTH = 16
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -108,6 +111,12 @@ class Settings(BaseSettings):
     media_retention_days: float = Field(0, ge=0, validation_alias="PROMPTREEL_MEDIA_RETENTION_DAYS")
     #: Log prompts in full (default: their length only).
     log_prompts: bool = Field(False, validation_alias="PROMPTREEL_LOG_PROMPTS")
+    #: Wrong API tokens one client address may send per minute; more are refused with 429 (0: no limit).
+    auth_failures_per_minute: int = Field(10, ge=0, validation_alias="PROMPTREEL_AUTH_FAILURES_PER_MINUTE")
+    #: Jobs one /ws connection may subscribe to at once.
+    max_ws_subscriptions: int = Field(1000, ge=1, validation_alias="PROMPTREEL_MAX_WS_SUBSCRIPTIONS")
+    #: Seconds a client has to send a request's line and headers; then its connection is dropped.
+    header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PROMPTREEL_HEADER_TIMEOUT_SECONDS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:
@@ -129,6 +138,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"PROMPTREEL_ALLOWED_HOSTS: {pattern!r} is not a host name, '*.example.com' or '*'")
         if self.task_engine == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
             raise ValueError("PROMPTREEL_TASK_ENGINE=procrastinate needs a PostgreSQL DATABASE_URL (postgresql+psycopg://...)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_token_length(self) -> Settings:
+        # A short token is guessed: refuse it at start, naming where it is (never the token itself).
+        named = [("API_TOKEN", "default", self.api_token or "")]
+        for entry in (self.api_tokens or "").split(","):
+            name, _, token = entry.strip().partition(":")
+            named.append(("API_TOKENS", name.strip(), token.strip()))
+        for variable, name, token in named:
+            if token and len(token) < MIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"{variable}: the token of user '{name}' has {len(token)} characters, at least {MIN_TOKEN_LENGTH} are needed "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(24))' makes one)"
+                )
         return self
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")

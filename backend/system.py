@@ -20,6 +20,7 @@ from .models import utcnow
 from .observability import JobObserver
 from .pipeline import Pipeline
 from .providers.registry import ProviderRegistry
+from .rate_limit import RateLimiter
 from .runner import JobRunner
 from .settings import Settings
 from .store import JobStore
@@ -58,7 +59,8 @@ class System:
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
         self.jobs = JobService(
-            self.store, self.queue, self.pipeline, self.providers, self.bus, self.media, max_queued_jobs=self.settings.max_queued_jobs
+            self.store, self.queue, self.pipeline, self.providers, self.bus, self.media, max_queued_jobs=self.settings.max_queued_jobs,
+            rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
         )
         self.auth = Authenticator(self.settings)
         self.observer = JobObserver(self)  # job transition log lines and the metrics registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nicegui import ui
 
+from backend.errors import TooManyWrongTokens
 from backend.system import System
 
 from .session import sign_in
@@ -15,7 +16,12 @@ def login_page(system: System) -> None:
     apply_theme()
 
     def submit() -> None:
-        signed_in = sign_in(system, token.value or "")
+        try:
+            signed_in = sign_in(system, token.value or "", ui.context.client.ip or "unknown")
+        except TooManyWrongTokens as refused:  # the API's words, as REST and /ws answer them
+            error.text = refused.message
+            error.visible = True
+            return
         if signed_in is None:
             error.text = "That token is not valid. Ask whoever runs this promptreel for yours."
             error.visible = True

@@ -53,9 +53,11 @@ def studio_user(system: System) -> User | None:
     return system.auth.user_for_fingerprint(app.storage.user.get(SESSION_KEY))
 
 
-def sign_in(system: System, token: str) -> str | None:
-    """Where to send the browser once `token` is valid (None: it is not): its new session."""
-    if system.auth.user_for(token.strip()) is None:
+def sign_in(system: System, token: str, client: str) -> str | None:
+    """Where to send the browser once `token` is valid (None: it is not): its new session.
+    `client` (the browser's address) counts wrong tokens as the API does: TooManyWrongTokens
+    once it sent too many."""
+    if system.auth.user_for(token.strip(), client) is None:
         return None
     return renewal_link({SESSION_KEY: system.auth.fingerprint(token.strip())}, then="/")
 

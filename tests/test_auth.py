@@ -40,10 +40,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_authenticator_signs_and_refuses_changed_or_expired_links(tmp_path: Path):
-    auth = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path, API_TOKEN="only-one"))
-    assert auth.enabled and auth.user_for("only-one").name == "default"
+    auth = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path, API_TOKEN="only-one-token-of-16+"))
+    assert auth.enabled and auth.user_for("only-one-token-of-16+").name == "default"
     assert auth.user_for("only-on") is None and auth.user_for("") is None and auth.user_for(None) is None
-    assert auth.user_for_fingerprint(auth.fingerprint("only-one")).name == "default"
+    assert auth.user_for_fingerprint(auth.fingerprint("only-one-token-of-16+")).name == "default"
     assert auth.user_for_fingerprint(auth.fingerprint("other")) is None
     signed = auth.sign("/api/v1/jobs/job_abcdefgh1/download/image", now=1_000_000)
     path, _, query = signed.partition("?")
@@ -59,7 +59,7 @@ def test_authenticator_signs_and_refuses_changed_or_expired_links(tmp_path: Path
         auth.check(path, None, params["signature"])
     # A key made once is kept: links stay valid across restarts.
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
-    again = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path, API_TOKEN="only-one"))
+    again = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path, API_TOKEN="only-one-token-of-16+"))
     assert again.sign(path, now=1_000_000) == signed
     off = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path))
     assert not off.enabled and off.user_for(None).name is None

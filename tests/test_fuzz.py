@@ -68,6 +68,8 @@ MAX_EXAMPLES = 50
 GENERATE_EXAMPLES = 8
 #: Job creations beyond a handful a minute are refused (429, documented) rather than rendered.
 SERVER_ENV = {"PROMPTREEL_RATE_LIMIT_PER_MINUTE": "5"}
+#: The fuzzing sends made-up tokens by the hundred on purpose: their throttle (tests/test_security_limits.py) is off here.
+SERVER_ENV["PROMPTREEL_AUTH_FAILURES_PER_MINUTE"] = "0"
 #: Operations the fuzzing must find in /openapi.json, so a schema that lost them cannot pass.
 API_OPERATIONS = {
     "GET /health", "POST /api/v1/generate", "GET /api/v1/jobs", "GET /api/v1/jobs/{job_id}", "DELETE /api/v1/jobs/{job_id}",

@@ -20,9 +20,9 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from backend.api.errors import install_error_handlers
-from backend.api.limits import WINDOW_SECONDS, RateLimiter
 from backend.api.websocket import SEND_TIMEOUT
 from backend.errors import RateLimited
+from backend.rate_limit import WINDOW_SECONDS, RateLimiter
 
 from .conftest import Server, ends_job, local_job, open_stream, unsigned
 
@@ -166,11 +166,11 @@ def test_the_fourth_job_within_a_minute_is_refused(tmp_path: Path):
 
 
 def test_each_user_has_a_limit_of_its_own(tmp_path: Path):
-    server = Server(tmp_path / "data", PROMPTREEL_RATE_LIMIT_PER_MINUTE="2", API_TOKENS="alice:alice-token,bob:bob-token").start()
+    server = Server(tmp_path / "data", PROMPTREEL_RATE_LIMIT_PER_MINUTE="2", API_TOKENS="alice:alice-token-2f9c1e7a,bob:bob-token-8d41b0c3").start()
     try:
         with server.client() as api:
-            alice = {"Authorization": "Bearer alice-token"}
-            bob = {"Authorization": "Bearer bob-token"}
+            alice = {"Authorization": "Bearer alice-token-2f9c1e7a"}
+            bob = {"Authorization": "Bearer bob-token-8d41b0c3"}
             for _ in range(2):
                 assert api.post("/api/v1/generate", json=local_job(), headers=alice).status_code == 201
             check_rate_limited(api.post("/api/v1/generate", json=local_job(), headers=alice), 2)

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..observability import RequestLogMiddleware
 from ..system import System
 from .errors import install_error_handlers
-from .limits import BodySizeLimit, RateLimiter
+from .limits import BodySizeLimit
 from .metrics import router as metrics_router
 from .routes import router as rest_router
 from .websocket import router as websocket_router
@@ -21,7 +21,6 @@ from .websocket import router as websocket_router
 
 def mount_api(app: FastAPI, system: System) -> None:
     app.state.system = system
-    app.state.rate_limiter = RateLimiter(system.settings.rate_limit_per_minute)
     # Before CORS, so CORS wraps it and a browser can read its 413.
     app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes)
     app.add_middleware(

@@ -1,62 +1,15 @@
-"""Limits that keep one client from using up the service: jobs per user per minute, request size.
+"""HTTP limits that keep one client from using up the service: request size.
 
-`RateLimiter` is an in-memory sliding window per user. Each instance counts its own requests,
-so behind a load balancer with N instances a user may create up to N times the limit.
+Jobs per user per minute are counted in the service layer (backend/rate_limit.py, JobService),
+so the studio and the CLI meet the same limit as the API.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge, RateLimited
+from ..errors import PayloadTooLarge
 from .errors import error_response
-
-WINDOW_SECONDS = 60.0
-
-
-class RateLimiter:
-    """At most `per_minute` accepted calls of `check` per user within any 60 s; 0 turns it off."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
-        self.per_minute = per_minute
-        self._clock = clock
-        self._calls: dict[str | None, deque[float]] = {}  # None: authentication off, one shared window
-        self._lock = threading.Lock()  # routes may run in the thread pool, not only on the event loop
-        self._last_sweep = clock()
-
-    def check(self, user_name: str | None) -> None:
-        """Count one call for `user_name`, or raise RateLimited (nothing counted) when over the limit."""
-        if self.per_minute <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            self._sweep(now)
-            calls = self._calls.setdefault(user_name, deque())
-            while calls and calls[0] <= now - WINDOW_SECONDS:
-                calls.popleft()
-            if len(calls) >= self.per_minute:
-                # Free again when the oldest call in the window leaves it; Retry-After is whole seconds.
-                retry_after = max(1, math.ceil(calls[0] + WINDOW_SECONDS - now))
-                raise RateLimited(self.per_minute, retry_after)
-            calls.append(now)
-
-    def tracked_users(self) -> int:
-        return len(self._calls)
-
-    def _sweep(self, now: float) -> None:
-        # Forget users idle for a whole window, at most once a window: memory follows recent users only.
-        if now - self._last_sweep < WINDOW_SECONDS:
-            return
-        self._last_sweep = now
-        for user, calls in list(self._calls.items()):
-            if not calls or calls[-1] <= now - WINDOW_SECONDS:
-                del self._calls[user]
 
 
 class BodySizeLimit:

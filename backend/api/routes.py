@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from ..auth import LOCAL_USER, User
 from ..errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
@@ -22,6 +23,9 @@ from .errors import ErrorBody, error_response
 router = APIRouter()
 MAX_PAGE_SIZE = 200
 MAX_EVENT_PAGE = 5000
+#: Largest integer a query parameter takes (beyond 64 bits the database driver raised: a 500). The
+#: event `seq` column is a 32-bit INTEGER, and no page offset gets near it either.
+MAX_QUERY_INT = 2**31 - 1
 #: What each documented error status means; every one answers the ErrorBody format.
 ERROR_STATUSES = {
     400: "PROVIDER_UNAVAILABLE or PRICE_UNKNOWN: this server cannot run the chosen provider or model; BAD_REQUEST: an unreadable body.",
@@ -32,7 +36,7 @@ ERROR_STATUSES = {
     410: "MEDIA_EXPIRED: media retention removed the file; the job itself is kept.",
     413: "PAYLOAD_TOO_LARGE: the request body is over PROMPTREEL_MAX_BODY_BYTES.",
     422: "VALIDATION_ERROR: `details.errors` lists each field at fault.",
-    429: "RATE_LIMITED: too many jobs within a minute; Retry-After says when to try again.",
+    429: "RATE_LIMITED: too many jobs within a minute, or too many wrong tokens from this address; Retry-After says when to try again.",
     503: "QUEUE_FULL, STORE_UNAVAILABLE or MEDIA_UNAVAILABLE: try again later.",
 }
 
@@ -54,13 +58,20 @@ bearer = HTTPBearer(auto_error=False, description="API_TOKEN / one of API_TOKENS
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def user_of(credentials: HTTPAuthorizationCredentials | None, system: System) -> User | None:
-    return system.auth.user_for(credentials.credentials if credentials else None)
+def client_address(connection: HTTPConnection) -> str:
+    """The client's address, whose wrong tokens are counted: the connection's peer, or the
+    X-Forwarded-For of a proxy uvicorn trusts (FORWARDED_ALLOW_IPS, loopback by default)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def user_of(credentials: HTTPAuthorizationCredentials | None, system: System, request: Request) -> User | None:
+    return system.auth.user_for(credentials.credentials if credentials else None, client_address(request))
 
 
 def authenticate(request: Request, system: System, credentials: HTTPAuthorizationCredentials | None) -> User:
-    """The caller (authentication on), or the one local user (off); 401 for a missing or wrong token."""
-    user = user_of(credentials, system)
+    """The caller (authentication on), or the one local user (off); 401 for a missing or wrong token,
+    429 for an address that sent too many wrong ones within a minute."""
+    user = user_of(credentials, system, request)
     if user is None:
         raise Unauthorized("The API token is not valid.") if credentials else Unauthorized()
     request.state.user = user  # for the request log
@@ -109,12 +120,11 @@ async def health(system: SystemDep) -> Response:
 @router.post("/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503))
 async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
-    request.app.state.rate_limiter.check(user.name)  # 429 RATE_LIMITED with Retry-After
-    record = await system.jobs.create(body, user)
+    record = await system.jobs.create(body, user)  # 429 RATE_LIMITED with Retry-After, as in the studio
     return job_response(record, request, system, 201)
 
 
-@router.get("/api/v1/jobs", tags=["jobs"], responses=errors(401, 422))
+@router.get("/api/v1/jobs", tags=["jobs"], responses=errors(401, 422, 429))
 async def list_jobs(
     request: Request,
     response: Response,
@@ -123,7 +133,7 @@ async def list_jobs(
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeat the parameter for several).")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Only jobs whose prompt contains this text.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> list[dict]:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
     records, total = system.store.list(statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, owner=user.name)
@@ -131,18 +141,18 @@ async def list_jobs(
     return [present(record, request, system) for record in records]
 
 
-@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=dict, responses=errors(401, 404, 422))
+@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=dict, responses=errors(401, 404, 422, 429))
 async def get_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     return job_response(system.jobs.get(job_id, user), request, system)
 
 
-@router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], responses=errors(401, 404, 422))
+@router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], responses=errors(401, 404, 422, 429))
 async def job_events(
     job_id: str,
     request: Request,
     system: SystemDep,
     user: UserDep,
-    after: Annotated[int, Query(ge=0, description="Only events numbered above this `seq` (the last one the client saw).")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Only events numbered above this `seq` (the last one the client saw).")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 1000,
 ) -> list[dict]:
     """The job's stored events in order, each as /ws sends it, with its `seq`: a client that lost
@@ -152,14 +162,14 @@ async def job_events(
     return [{**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)} for event in system.event_log.after(job_id, after, limit)]
 
 
-@router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], responses=errors(401, 404, 409, 422))
+@router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], responses=errors(401, 404, 409, 422, 429))
 async def cancel_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> dict:
     """Cancel a pending or running job, and its provider's remote task; answers the cancelled job."""
     record = await system.jobs.cancel(job_id, user)
     return present(record, request, system)
 
 
-@router.get("/api/v1/status", tags=["system"], responses=errors(401))
+@router.get("/api/v1/status", tags=["system"], responses=errors(401, 429))
 async def status(system: SystemDep, user: UserDep) -> dict:
     await system.providers.check_keys()  # the first key checks' answers: 0.8 s at most, once
     return system.jobs.status().public()
@@ -169,7 +179,7 @@ DOWNLOAD_RESPONSES = {
     200: {"description": "The PNG or MP4, as an attachment.", "content": {"image/png": {}, "video/mp4": {}}},
     206: {"description": "The byte range the Range header asked for.", "content": {"image/png": {}, "video/mp4": {}}},
     307: {"description": "With S3 media: a short-lived presigned URL of the file."},
-    **errors(401, 403, 404, 410, 422, 503),
+    **errors(401, 403, 404, 410, 422, 429, 503),
 }
 
 

@@ -1,9 +1,10 @@
 """/ws: the guide's four event types, pushed from the event bus as they happen.
 
 Client messages: {"type": "subscribe", "jobId": ...} narrows the stream to the jobs named
-(it accumulates), {"type": "unsubscribe", "jobId": ...} drops one (a client that dropped them
-all gets none until it subscribes again), {"type": "ping"} is
-answered {"type": "pong"}. Anything else gets {"type": "error", ...} in the error format.
+(it accumulates, up to PROMPTREEL_MAX_WS_SUBSCRIPTIONS jobs: one more is answered with an error
+TOO_MANY_SUBSCRIPTIONS), {"type": "unsubscribe", "jobId": ...} drops one (a client that dropped
+them all gets none until it subscribes again), {"type": "ping"} is answered {"type": "pong"}.
+Anything else gets {"type": "error", ...} in the error format.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..auth import Authenticator
+from ..errors import TooManyWrongTokens
 from ..event_log import Event
 from ..events import SubscriberTooSlow, Subscription
 from ..public import absolute_media_urls
 from .errors import error_response
 from .hosts import origin_allowed
+from .routes import client_address
 
 router = APIRouter()
 EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_failed"})
@@ -79,7 +82,12 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
         ))
         return
     await websocket.accept()
-    user = system.auth.user_for(token)
+    try:
+        user = system.auth.user_for(token, client_address(websocket))
+    except TooManyWrongTokens as refused:  # this address guessed too often: told, then closed (try again later)
+        await websocket.send_text(json.dumps(_error(refused.message, refused.code, **refused.details)))
+        await websocket.close(code=1013, reason="too many wrong tokens")
+        return
     if user is None:  # told in the error format, then closed as a policy violation
         await websocket.send_text(json.dumps(_error("A valid API token is needed: connect to /ws?token=<token>.", "UNAUTHORIZED")))
         await websocket.close(code=1008, reason="unauthorized")
@@ -89,6 +97,7 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     send_lock = asyncio.Lock()
     visible: dict[str, bool] = {}  # job id -> whether this user may see it (looked up once per job)
     max_message = system.settings.max_ws_message_bytes
+    max_jobs = system.settings.max_ws_subscriptions
 
     def may_see(job_id: str) -> bool:
         if user.name is None:
@@ -136,6 +145,10 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
             elif kind in ("subscribe", "unsubscribe") and isinstance(job_id, str) and job_id:
                 if jobs is None:
                     jobs = set()
+                if kind == "subscribe" and job_id not in jobs and len(jobs) >= max_jobs:  # a connection's memory is bounded
+                    message = f"A connection follows at most {max_jobs} jobs: unsubscribe from one first."
+                    await send(_error(message, "TOO_MANY_SUBSCRIPTIONS", field="jobId", limit=max_jobs))
+                    continue
                 (jobs.add if kind == "subscribe" else jobs.discard)(job_id)
             elif kind in ("subscribe", "unsubscribe"):
                 await send(_error(f"'{kind}' needs a jobId string.", field="jobId"))
