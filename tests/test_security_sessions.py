@@ -138,7 +138,7 @@ async def test_ws_refuses_other_sites_origins(named: Server):
 
 
 def test_serving_on_every_interface_says_which_host_names_it_answers(tmp_path: Path):
-    server = Server(tmp_path / "data", command=("-m", "app", "serve", "--host", "0.0.0.0"), API_TOKEN="tok-any-4c1d").start()
+    server = Server(tmp_path / "data", command=("-m", "app", "serve", "--host", "0.0.0.0"), API_TOKEN="tok-any-4c1d-0123456").start()
     try:
         assert "PROMPTREEL_ALLOWED_HOSTS" in server.log_path.read_text()
         with server.client() as client:
