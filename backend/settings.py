@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     media_retention_days: float = Field(0, ge=0, validation_alias="PROMPTREEL_MEDIA_RETENTION_DAYS")
     #: Log prompts in full (default: their length only).
     log_prompts: bool = Field(False, validation_alias="PROMPTREEL_LOG_PROMPTS")
+    #: Largest image (bytes) taken from a provider, or read as a video step's input.
+    max_image_bytes: int = Field(50 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_IMAGE_BYTES")
+    #: Largest video (bytes) taken from a provider.
+    max_video_bytes: int = Field(300 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_VIDEO_BYTES")
+    #: Fetch provider outputs from private addresses and over plain http too (self-hosted gateways).
+    allow_private_output_urls: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:

@@ -12,17 +12,23 @@ The client's own retries are off (`max_retries=0`) so that every attempt is ours
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import io
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
 
+from ..media_checks import MediaLimits
 from ..pricing import DALLE3_QUALITY
 from ..settings import Settings
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, download, http_client, tls_context
+from .output_urls import OutputUrlPolicy
+from .remote import as_png, download, tls_context
 from .retry import NOT_SENT_ERRORS, OutcomeUnknown, RetryPolicy, Transient, parse_retry_after, with_retries
 
 MODEL = "dall-e-3"
@@ -50,6 +56,7 @@ class DalleImageProvider:
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.on_key_rejected = on_key_rejected
+        self.limits = MediaLimits.from_settings(settings)
 
     @property
     def base_url(self) -> str:
@@ -114,12 +121,18 @@ class DalleImageProvider:
                 data = base64.b64decode(image.b64_json, validate=True)
             except (binascii.Error, ValueError) as error:
                 raise ProviderError(self.name, "OpenAI's image data is not valid base64") from error
+            png, (width, height) = await asyncio.to_thread(as_png, io.BytesIO(data), self.limits, provider=self.name, label=LABEL)
         elif image.url:  # the URL expires within the hour: fetch it now
-            async with http_client(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
-                data = await download(http, image.url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image")
+            with tempfile.TemporaryDirectory(prefix="promptreel-dalle3-") as folder:
+                output = Path(folder) / "output"
+                urls = OutputUrlPolicy(self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls)
+                await download(
+                    image.url, output, urls=urls, max_bytes=self.limits.image_bytes, ctx=ctx, provider=self.name, label=LABEL,
+                    policy=self.policy, what="the image", timeout=httpx.Timeout(60.0, connect=10.0),
+                )
+                png, (width, height) = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         else:
             raise ProviderError(self.name, "OpenAI answered with neither image data nor an image URL")
-        png, (width, height) = as_png(data, provider=self.name, label=LABEL)
         if (width, height) != (request.width, request.height):
             ctx.log(f"OpenAI made a {width}x{height} image instead of {size}")
         metadata = {"revisedPrompt": image.revised_prompt} if image.revised_prompt else {}
