@@ -1,0 +1,173 @@
+"""A hostile (or compromised) provider against the real server: outputs that would exhaust its
+memory, and output URLs that point it at internal services (SSRF). Each job must fail with a
+plain step error that leaks nothing, the server's memory must stay bounded, and the internal
+service must never be reached."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from backend.media import LocalMediaStore
+from backend.media_checks import MediaLimits, MediaRejected, check_image
+from backend.providers.base import ProviderError
+from backend.providers.output_urls import OutputUrlPolicy
+from tests.conftest import Server
+from tests.fakes import FakeReplicate, provider_env
+from tests.fakes.hostile import SECRET, SecretServer
+from tests.fakes.media import png_image, solid_png
+from tests.test_providers_server import job_request, run_job
+
+POLL = {"PROMPTREEL_POLL_INTERVAL": "0.05"}
+#: What a hostile answer may add to the server's peak memory: far below the 500 MB to 1.5 GB
+#: these answers took before outputs were streamed to disk and images checked before decoding.
+MEMORY_BOUND = 200 * 2**20
+
+
+def peak_memory(server: Server) -> int:
+    """The server process's peak resident memory (VmHWM), in bytes."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@pytest.fixture(scope="module")
+def replicate() -> Iterator[FakeReplicate]:
+    with FakeReplicate() as fake:
+        yield fake  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def secret() -> Iterator[SecretServer]:
+    with SecretServer() as fake:
+        yield fake  # type: ignore[misc]
+
+
+@pytest.fixture
+def fresh_server(replicate: FakeReplicate, tmp_path: Path) -> Iterator[Server]:
+    """A server of its own for each memory test: its peak memory says what that one job took."""
+    server = Server(tmp_path / "data", **provider_env(replicate=replicate), **POLL).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def studio(replicate: FakeReplicate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("hostile") / "data", **provider_env(replicate=replicate), **POLL).start()
+    yield server
+    server.stop()
+
+
+# -- item 3: answers that would exhaust the server's memory ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"),
+    [
+        ("huge_image", "Image generation failed: Replicate's image is 169.0 megapixels, more than the 16.8 megapixels allowed"),
+        ("endless_output", "Image generation failed: Replicate's output is larger than the 50 MB allowed (PROMPTREEL_MAX_IMAGE_BYTES)"),
+    ],
+    ids=["13000x13000-png", "endless-output"],
+)
+async def test_an_oversized_output_fails_the_step_with_bounded_memory(fresh_server: Server, replicate: FakeReplicate, outcome: str, error: str):
+    replicate.outcomes.append(outcome)
+    before = peak_memory(fresh_server)
+    end, job = await run_job(fresh_server, job_request(f"a hostile answer: {outcome}", "flux1", "local"))
+    grown = peak_memory(fresh_server) - before
+    assert end["type"] == "job_failed", job
+    assert job["error"] == error
+    assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
+    assert job["steps"][0]["status"] == "failed"
+    with fresh_server.client() as api:  # nothing was stored
+        assert api.get(f"/api/v1/jobs/{job['id']}/download/image").status_code == 404
+
+
+# -- item 4: output URLs that point the server inside --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "target", "error"),
+    [
+        ("points_inside", "http://127.0.0.1:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
+        ("points_inside", "https://localhost:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
+        ("points_inside", "https://[::ffff:127.0.0.1]:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
+        ("redirects_inside", "http://127.0.0.1:{port}/admin/secret", "Replicate's output URL redirects to a private address; refused"),
+        ("points_inside", "file:///etc/passwd", "Replicate's output URL points at something other than an https URL; refused"),
+    ],
+    ids=["loopback-other-port", "https-localhost", "ipv4-mapped-ipv6", "redirect-chain", "file-url"],
+)
+async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
+    studio: Server, replicate: FakeReplicate, secret: SecretServer, outcome: str, target: str, error: str
+):
+    """The provider's API is on 127.0.0.1 (its own endpoint, where its outputs may be served):
+    another port on the same loopback is another service, and is refused like any private address."""
+    replicate.hostile_target = target.format(port=secret.port)
+    replicate.outcomes.append(outcome)
+    end, job = await run_job(studio, job_request(f"a hostile URL: {outcome}", "flux1", "local"))
+    assert end["type"] == "job_failed", job
+    assert job["error"] == f"Image generation failed: {error}"
+    assert secret.seen() == []  # never reached, not even once
+    if outcome == "redirects_inside":  # the chain was followed on the fake's own endpoint, up to the hop that left it
+        assert len(replicate.seen("GET", prefix="/redirect/")) == 3
+    log = "\n".join(line for step in job["steps"] for line in step["log"])
+    assert SECRET not in log and str(secret.port) not in job["error"] and "bytes" not in job["error"]
+
+
+async def test_outputs_on_the_providers_own_endpoint_still_work(studio: Server, replicate: FakeReplicate):
+    """The fakes serve outputs on their own server under another name (localhost vs 127.0.0.1):
+    the same address and port as the API, so allowed, while the key still stays with the API."""
+    end, job = await run_job(studio, job_request("a quiet harbour at dawn", "flux1", "local"))
+    assert end["type"] == "job_completed", job
+    [download] = replicate.seen("GET", prefix="/files/")[-1:]
+    assert download.headers["host"].startswith("localhost:") and "authorization" not in download.headers
+
+
+async def test_output_url_rules_without_a_server():
+    policy = OutputUrlPolicy("https://api.replicate.com", provider="flux1", label="Replicate")
+    pinned = await policy.pin(httpx.URL("https://93.184.215.14:8443/out.png?sig=1"))
+    assert str(pinned.url) == "https://93.184.215.14:8443/out.png?sig=1" and pinned.headers == {"Host": "93.184.215.14:8443"}
+    for refused in ("http://93.184.215.14/out.png", "https://10.0.0.7/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x",
+                    "https://0.0.0.0/x", "https://100.64.0.1/x", "ftp://93.184.215.14/x"):
+        with pytest.raises(ProviderError, match="refused"):
+            await policy.pin(httpx.URL(refused))
+    # A self-hosted gateway on a private address: its own endpoint is allowed, nothing else there.
+    gateway = OutputUrlPolicy("http://10.0.0.5:8080", provider="flux1", label="Replicate")
+    assert str((await gateway.pin(httpx.URL("http://10.0.0.5:8080/files/a.png"))).url) == "http://10.0.0.5:8080/files/a.png"
+    with pytest.raises(ProviderError, match="private address"):
+        await gateway.pin(httpx.URL("http://10.0.0.5:9000/admin"))
+    # Unless the setting trusts the network.
+    trusting = OutputUrlPolicy("https://api.replicate.com", provider="flux1", label="Replicate", allow_private=True)
+    assert str((await trusting.pin(httpx.URL("http://10.0.0.7/x"))).url) == "http://10.0.0.7/x"
+
+
+# -- the shared image check, and thumbnails ------------------------------------------------------
+
+
+def test_the_image_check_reads_only_the_header(tmp_path: Path):
+    limits = MediaLimits()
+    assert check_image(io.BytesIO(png_image(1792, 1024)), limits, whose="the image") == ("PNG", (1792, 1024))
+    with pytest.raises(MediaRejected, match=r"the image is 5000x4000 pixels, more than the 16.8 megapixels allowed"):
+        check_image(io.BytesIO(solid_png(5000, 4000)), limits, whose="the image")
+    with pytest.raises(MediaRejected, match=r"more than the 1 MB allowed"):
+        check_image(io.BytesIO(bytes(2 * 2**20)), MediaLimits(image_bytes=2**20), whose="the image")
+
+
+def test_a_thumbnail_is_made_once_and_stored(tmp_path: Path):
+    store = LocalMediaStore(tmp_path / "media")
+    relative = store.write_image("job_thumbnail01", png_image(1792, 1024))
+    first = store.thumbnail(relative)
+    assert first is not None and (tmp_path / "media" / "job_thumbnail01" / "thumbnail.jpg").read_bytes() == first
+    with Image.open(io.BytesIO(first)) as decoded:
+        assert decoded.format == "JPEG" and decoded.size == (256, 146)
+    (tmp_path / "media" / relative).write_bytes(b"not read again")  # the stored thumbnail is served, the image not decoded
+    assert store.thumbnail(relative) == first
+    # An image stored before the checks existed, larger than allowed: no thumbnail, and no decoding.
+    huge = store.write_image("job_thumbnail02", solid_png(13000, 13000))
+    assert store.thumbnail(huge) is None
