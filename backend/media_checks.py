@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -32,7 +32,8 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Between one and two times the limit Pillow only warns; check_image refuses those itself.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
-_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+#: The decoders of IMAGE_FORMATS, to read an image's size from its header past Pillow's own guard.
+_HEADER_READERS = (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, WebPImagePlugin.WebPImageFile)
 
 
 class MediaRejected(ValueError):
@@ -71,6 +72,22 @@ def _byte_size(source: Path | IO[bytes]) -> int:
     return size
 
 
+def _declared_size(source: Path | IO[bytes], refusal: Image.DecompressionBombError) -> str:
+    """An image's size as its header declares it ("13000x13000 pixels"), for the message when
+    Image.open refuses it: Pillow's refusal names only a pixel count, which is the fallback (the
+    WebP reader refuses in its own header check). The constructors read the header, nothing more."""
+    for reader in _HEADER_READERS:
+        if not isinstance(source, Path):
+            source.seek(0)
+        try:
+            with reader(source) as image:
+                return f"{image.size[0]}x{image.size[1]} pixels"
+        except (SyntaxError, OSError, ValueError, Image.DecompressionBombError):
+            continue
+    found = re.search(r"\((\d+) pixels\)", str(refusal))
+    return megapixels(int(found.group(1))) if found else "too many pixels"
+
+
 @contextmanager
 def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> Iterator[Image.Image]:
     """The image, opened but not decoded, once its size in bytes and in pixels is within the limits.
@@ -83,10 +100,9 @@ def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> 
         raise MediaRejected(f"{whose} is {megabytes(size)}, more than the {megabytes(limits.image_bytes)} allowed")
     try:
         image = Image.open(source, formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as error:  # more than twice Pillow's limit: it gives no size, only pixels
-        found = _BOMB_PIXELS.search(str(error))
-        count = megapixels(int(found.group(1))) if found else "too many pixels"
-        raise MediaRejected(f"{whose} is {count}, more than the {megapixels(limits.image_pixels)} allowed") from None
+    except Image.DecompressionBombError as error:  # more than twice Pillow's limit
+        size = _declared_size(source, error)
+        raise MediaRejected(f"{whose} is {size}, more than the {megapixels(limits.image_pixels)} allowed") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise NotAnImage(f"{whose} is not a PNG, JPEG or WebP image") from error
     with image:

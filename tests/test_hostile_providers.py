@@ -5,6 +5,7 @@ service must never be reached."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,15 @@ from PIL import Image
 from backend.media import LocalMediaStore
 from backend.media_checks import MediaLimits, MediaRejected, check_image
 from backend.providers.base import ProviderError
+from backend.providers.flux1 import FluxImageProvider
 from backend.providers.output_urls import OutputUrlPolicy
+from backend.providers.retry import RetryPolicy
+from backend.settings import Settings
 from tests.conftest import Server
 from tests.fakes import FakeReplicate, provider_env
 from tests.fakes.hostile import SECRET, SecretServer
 from tests.fakes.media import png_image, solid_png
+from tests.test_providers import RecordingContext, image_request
 from tests.test_providers_server import job_request, run_job
 
 POLL = {"PROMPTREEL_POLL_INTERVAL": "0.05"}
@@ -71,7 +76,7 @@ def studio(replicate: FakeReplicate, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.parametrize(
     ("outcome", "error"),
     [
-        ("huge_image", "Image generation failed: Replicate's image is 169.0 megapixels, more than the 16.8 megapixels allowed"),
+        ("huge_image", "Image generation failed: Replicate's image is 13000x13000 pixels, more than the 16.8 megapixels allowed"),
         ("endless_output", "Image generation failed: Replicate's output is larger than the 50 MB allowed (PROMPTREEL_MAX_IMAGE_BYTES)"),
     ],
     ids=["13000x13000-png", "endless-output"],
@@ -120,6 +125,18 @@ async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
     assert SECRET not in log and str(secret.port) not in job["error"] and "bytes" not in job["error"]
 
 
+async def test_a_declared_content_length_over_the_cap_is_refused_before_reading(replicate: FakeReplicate):
+    """The fake declares 500 MB and then sends almost nothing: only a check of Content-Length
+    ends this at once (reading would wait for bytes that never come)."""
+    replicate.outcomes.append("declares_huge")
+    provider = FluxImageProvider(
+        Settings(_env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
+        policy=RetryPolicy(attempts=1),
+    )
+    with pytest.raises(ProviderError, match=r"^Replicate's output is larger than the 50 MB allowed \(PROMPTREEL_MAX_IMAGE_BYTES\)$"):
+        await asyncio.wait_for(provider.generate(image_request(), RecordingContext()), 20)
+
+
 async def test_outputs_on_the_providers_own_endpoint_still_work(studio: Server, replicate: FakeReplicate):
     """The fakes serve outputs on their own server under another name (localhost vs 127.0.0.1):
     the same address and port as the API, so allowed, while the key still stays with the API."""
@@ -155,6 +172,10 @@ def test_the_image_check_reads_only_the_header(tmp_path: Path):
     assert check_image(io.BytesIO(png_image(1792, 1024)), limits, whose="the image") == ("PNG", (1792, 1024))
     with pytest.raises(MediaRejected, match=r"the image is 5000x4000 pixels, more than the 16.8 megapixels allowed"):
         check_image(io.BytesIO(solid_png(5000, 4000)), limits, whose="the image")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (20000, 1000)).save(jpeg, format="JPEG")  # past Pillow's own guard: its size is read from the header
+    with pytest.raises(MediaRejected, match=r"the image is 20000x1000 pixels, more than the 16.8 megapixels allowed"):
+        check_image(jpeg, limits, whose="the image")
     with pytest.raises(MediaRejected, match=r"more than the 1 MB allowed"):
         check_image(io.BytesIO(bytes(2 * 2**20)), MediaLimits(image_bytes=2**20), whose="the image")
 

@@ -16,7 +16,8 @@
 - Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
   on the wire), `endless_output` (an output that never ends), `points_inside` (the output URL is
   `hostile_target`, an internal address), `redirects_inside` (the output redirects three times
-  on the fake, then to `hostile_target`).
+  on the fake, then to `hostile_target`), `declares_huge` (a Content-Length of 500 MB, and then
+  hardly a byte).
 """
 
 from __future__ import annotations
@@ -274,6 +275,9 @@ class FakeReplicate(FakeServer):
         prediction = self.predictions.get(request.path_params["id"])
         if prediction and prediction.outcome == "endless_output":
             return StreamingResponse(endless_png(), media_type="image/png")  # no Content-Length: it never ends
+        if prediction and prediction.outcome == "declares_huge":  # says 500 MB, then sends next to nothing
+            headers = {"Content-Length": str(500 * 2**20)}
+            return StreamingResponse(trickle_png(request), media_type="image/png", headers=headers)
         if key not in self.files or (prediction and prediction.outcome == "output_gone"):
             return Response("Not Found", 404, media_type="text/plain")
         media_type = "text/html" if prediction and prediction.outcome == "output_not_image" else "image/png"
@@ -293,6 +297,15 @@ async def endless_png() -> AsyncIterator[bytes]:
     while True:
         yield chunk
         await asyncio.sleep(0)
+
+
+async def trickle_png(request: Request) -> AsyncIterator[bytes]:
+    """A PNG signature, then nothing until the client goes away (a minute at most)."""
+    yield b"\x89PNG\r\n\x1a\n"
+    for _ in range(600):
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(0.1)
 
 
 def validate_input(data: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, str]]:
