@@ -56,7 +56,7 @@ class MediaLimits:
 
 
 def megabytes(size: int) -> str:
-    return f"{size / 2**20:g} MB"
+    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
 
 
 def megapixels(pixels: int) -> str:

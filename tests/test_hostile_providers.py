@@ -17,12 +17,13 @@ from PIL import Image
 from backend.media import LocalMediaStore
 from backend.media_checks import MediaLimits, MediaRejected, check_image
 from backend.providers.base import ProviderError
+from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider
 from backend.providers.output_urls import OutputUrlPolicy
 from backend.providers.retry import RetryPolicy
 from backend.settings import Settings
 from tests.conftest import Server
-from tests.fakes import FakeReplicate, provider_env
+from tests.fakes import FakeOpenAI, FakeReplicate, provider_env
 from tests.fakes.hostile import SECRET, SecretServer
 from tests.fakes.media import png_image, solid_png
 from tests.test_providers import RecordingContext, image_request
@@ -135,6 +136,18 @@ async def test_a_declared_content_length_over_the_cap_is_refused_before_reading(
     )
     with pytest.raises(ProviderError, match=r"^Replicate's output is larger than the 50 MB allowed \(PROMPTREEL_MAX_IMAGE_BYTES\)$"):
         await asyncio.wait_for(provider.generate(image_request(), RecordingContext()), 20)
+
+
+async def test_an_openai_answer_larger_than_an_image_may_be_is_refused_while_read():
+    """DALL-E's image comes inside the JSON answer (base64): that answer is capped too."""
+    with FakeOpenAI() as fake:
+        fake.image_override = png_image(1024, 1024, noisy=True)  # about 3 MB, 4 MB as base64
+        provider = DalleImageProvider(
+            Settings(_env_file=None, OPENAI_API_KEY=fake.key, OPENAI_BASE_URL=fake.base_url, PROMPTREEL_MAX_IMAGE_BYTES=2**20),  # type: ignore[call-arg]
+            policy=RetryPolicy(attempts=1),
+        )
+        with pytest.raises(ProviderError, match=r"^OpenAI's answer is larger than the 2.3 MB an image of at most 1 MB takes"):
+            await provider.generate(image_request(), RecordingContext())
 
 
 async def test_outputs_on_the_providers_own_endpoint_still_work(studio: Server, replicate: FakeReplicate):
