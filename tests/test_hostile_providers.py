@@ -22,6 +22,7 @@ from backend.providers.flux1 import FluxImageProvider
 from backend.providers.output_urls import OutputUrlPolicy
 from backend.providers.retry import RetryPolicy
 from backend.settings import Settings
+from components.job_card import THUMBNAIL_ROUTE
 from tests.conftest import Server
 from tests.fakes import FakeOpenAI, FakeReplicate, provider_env
 from tests.fakes.hostile import SECRET, SecretServer
@@ -191,6 +192,20 @@ def test_the_image_check_reads_only_the_header(tmp_path: Path):
         check_image(jpeg, limits, whose="the image")
     with pytest.raises(MediaRejected, match=r"more than the 1 MB allowed"):
         check_image(io.BytesIO(bytes(2 * 2**20)), MediaLimits(image_bytes=2**20), whose="the image")
+
+
+async def test_concurrent_thumbnails_of_an_oversized_stored_image_decode_nothing(fresh_server: Server):
+    """An image stored before these checks (or put there by hand) that is far too large: three
+    studio lists asking for its thumbnail at once used to decode it three times over."""
+    end, job = await run_job(fresh_server, job_request("a lighthouse in fog", "flux1", "local"))
+    assert end["type"] == "job_completed", job
+    (fresh_server.data_dir / "media" / job["id"] / "image.png").write_bytes(solid_png(8000, 8000))
+    before = peak_memory(fresh_server)
+    async with httpx.AsyncClient(base_url=fresh_server.url, timeout=60) as client:
+        answers = await asyncio.gather(*(client.get(f"{THUMBNAIL_ROUTE}/{job['id']}.jpg") for _ in range(3)))
+    grown = peak_memory(fresh_server) - before
+    assert [answer.status_code for answer in answers] == [404, 404, 404]
+    assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
 
 
 def test_a_thumbnail_is_made_once_and_stored(tmp_path: Path):
