@@ -7,19 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
+import uvicorn
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from backend.media import LocalMediaStore
 from backend.media_checks import MediaLimits, MediaRejected, check_image
 from backend.providers.base import ProviderError
 from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider
-from backend.providers.output_urls import OutputUrlPolicy
+from backend.providers.output_urls import OutputUrlPolicy, PinnedRequest
+from backend.providers.remote import NO_KEEPALIVE, open_pinned
 from backend.providers.retry import RetryPolicy
 from backend.settings import Settings
 from components.job_card import THUMBNAIL_ROUTE
@@ -162,7 +172,7 @@ async def test_outputs_on_the_providers_own_endpoint_still_work(studio: Server, 
 
 async def test_output_url_rules_without_a_server():
     policy = OutputUrlPolicy("https://api.replicate.com", provider="flux1", label="Replicate")
-    pinned = await policy.pin(httpx.URL("https://93.184.215.14:8443/out.png?sig=1"))
+    [pinned] = await policy.pin(httpx.URL("https://93.184.215.14:8443/out.png?sig=1"))
     assert str(pinned.url) == "https://93.184.215.14:8443/out.png?sig=1" and pinned.headers == {"Host": "93.184.215.14:8443"}
     for refused in ("http://93.184.215.14/out.png", "https://10.0.0.7/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x",
                     "https://0.0.0.0/x", "https://100.64.0.1/x", "ftp://93.184.215.14/x"):
@@ -170,12 +180,62 @@ async def test_output_url_rules_without_a_server():
             await policy.pin(httpx.URL(refused))
     # A self-hosted gateway on a private address: its own endpoint is allowed, nothing else there.
     gateway = OutputUrlPolicy("http://10.0.0.5:8080", provider="flux1", label="Replicate")
-    assert str((await gateway.pin(httpx.URL("http://10.0.0.5:8080/files/a.png"))).url) == "http://10.0.0.5:8080/files/a.png"
+    assert [str(pinned.url) for pinned in await gateway.pin(httpx.URL("http://10.0.0.5:8080/files/a.png"))] == ["http://10.0.0.5:8080/files/a.png"]
     with pytest.raises(ProviderError, match="private address"):
         await gateway.pin(httpx.URL("http://10.0.0.5:9000/admin"))
     # Unless the setting trusts the network.
     trusting = OutputUrlPolicy("https://api.replicate.com", provider="flux1", label="Replicate", allow_private=True)
-    assert str((await trusting.pin(httpx.URL("http://10.0.0.7/x"))).url) == "http://10.0.0.7/x"
+    assert [str(pinned.url) for pinned in await trusting.pin(httpx.URL("http://10.0.0.7/x"))] == ["http://10.0.0.7/x"]
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """An https file server with a certificate for `localhost` (on 127.0.0.1 only), and a client
+    TLS context that trusts it."""
+    folder = tmp_path_factory.mktemp("tls")
+    authority = trustme.CA()
+    authority.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
+
+    async def echo_host(request: Request) -> Response:
+        return PlainTextResponse(request.headers["host"])
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # listening now: a client may connect before uvicorn's loop runs
+    config = uvicorn.Config(Starlette(routes=[Route("/x", echo_host)]), ssl_certfile=str(folder / "server.pem"), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    yield sock.getsockname()[1], client_context
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+async def test_a_pinned_request_keeps_the_tls_name_check(tls_files: tuple[int, ssl.SSLContext]):
+    """The request goes to the checked IP, but TLS still names and verifies the URL's host: a
+    certificate for another name fails. When a checked address refuses the connection, the next
+    one is tried (a name with an IPv6 and an IPv4 address of which one does not answer)."""
+    port, context = tls_files
+    policy = OutputUrlPolicy("https://api.example.com", provider="flux1", label="Replicate", allow_private=True)
+    # as download() makes it: no pooled connection, which would carry one name's TLS session to another
+    async with httpx.AsyncClient(verify=context, timeout=10, limits=NO_KEEPALIVE) as client:
+        async with open_pinned(client, await policy.pin(httpx.URL(f"https://localhost:{port}/x")), {}) as response:
+            await response.aread()
+        assert response.status_code == 200 and response.text == f"localhost:{port}"
+        with socket.socket() as unused:  # a port nobody listens on: the first address refuses
+            unused.bind(("127.0.0.1", 0))
+            closed = unused.getsockname()[1]
+        reachable = next(pinned for pinned in await policy.pin(httpx.URL(f"https://localhost:{port}/x")) if pinned.url.host == "127.0.0.1")
+        refusing = PinnedRequest(reachable.url.copy_with(port=closed), reachable.headers, reachable.extensions)
+        async with open_pinned(client, [refusing, reachable], {}) as response:
+            await response.aread()
+        assert response.text == f"localhost:{port}"
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            async with open_pinned(client, await policy.pin(httpx.URL(f"https://127.0.0.1:{port}/x")), {}):
+                pass
 
 
 # -- the shared image check, and thumbnails ------------------------------------------------------

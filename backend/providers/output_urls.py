@@ -12,7 +12,7 @@ fetch it for them (SSRF). So an output URL, and every redirect it leads to, must
   address is exactly what must stay out of reach;
 - or anything, plain http included, with PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS.
 
-The host is resolved once, checked, and the request is sent to that checked address (the URL's
+The host is resolved once, checked, and the request is sent to a checked address (the URL's
 host replaced by the IP, with the original Host header and TLS server name kept), so a DNS answer
 that changes between the check and the connection (DNS rebinding) cannot take it elsewhere.
 """
@@ -82,8 +82,10 @@ class OutputUrlPolicy:
         # No URL, address or answer in the message: it is shown to the user.
         return ProviderError(self.provider, f"{self.label}'s output URL {where} {what}; refused", code="PROVIDER_OUTPUT_REFUSED")
 
-    async def pin(self, url: httpx.URL, *, redirected: bool = False) -> PinnedRequest:
-        """The request that fetches `url` at an address the rules allow; a ProviderError if none."""
+    async def pin(self, url: httpx.URL, *, redirected: bool = False) -> list[PinnedRequest]:
+        """The requests that fetch `url`, one per address the rules allow, to be tried in turn
+        (a host may resolve to an IPv6 and an IPv4 address of which only one answers); a
+        ProviderError if no address is allowed."""
         if url.scheme not in ("http", "https") or not url.host:
             raise self._refused("something other than an https URL", redirected)
         port = _effective_port(url)
@@ -101,7 +103,7 @@ class OutputUrlPolicy:
             if url.scheme != "https" and not any(not address.is_global for address in addresses):
                 raise self._refused("a plain http URL", redirected)
             raise self._refused("a private address", redirected)
-        return self._pinned(url, allowed[0])
+        return [self._pinned(url, address) for address in allowed]
 
     def _on_provider_endpoint(self, url: httpx.URL) -> bool:
         return url.scheme == self.base.scheme and _effective_port(url) == _effective_port(self.base)

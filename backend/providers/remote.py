@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +20,7 @@ from PIL import Image
 
 from ..media_checks import MediaLimits, MediaRejected, NotAnImage, megabytes, open_image
 from .base import ProviderError, StepContext
-from .output_urls import MAX_REDIRECTS, OutputUrlPolicy
+from .output_urls import MAX_REDIRECTS, OutputUrlPolicy, PinnedRequest
 from .retry import (
     NOT_SENT_ERRORS,
     RETRYABLE_STATUS,
@@ -48,6 +50,24 @@ def http_client(**options: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(verify=tls_context(), **options)
 
 
+@asynccontextmanager
+async def open_pinned(client: httpx.AsyncClient, candidates: list[PinnedRequest], headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+    """The streamed answer of the first checked address that takes the connection."""
+    for index, pinned in enumerate(candidates):
+        request = client.build_request("GET", pinned.url, headers={**headers, **pinned.headers}, extensions=pinned.extensions)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.ConnectError:
+            if index == len(candidates) - 1:
+                raise
+            continue
+        try:
+            yield response
+        finally:
+            await response.aclose()
+        return
+
+
 async def download(
     url: str,
     dest: Path,
@@ -72,11 +92,11 @@ async def download(
     async def fetch(client: httpx.AsyncClient) -> None:
         current, keyed = httpx.URL(url), headers is not None
         for hop in range(MAX_REDIRECTS + 1):
-            pinned = await urls.pin(current, redirected=hop > 0)
+            candidates = await urls.pin(current, redirected=hop > 0)
             keyed = keyed and same_origin(str(current), str(urls.base))
             # identity: a compressed answer would be counted only as it is inflated
-            sent = {**(headers if keyed and headers else {}), "Accept-Encoding": "identity", **pinned.headers}
-            async with client.stream("GET", pinned.url, headers=sent, extensions=pinned.extensions) as response:
+            sent = {**(headers if keyed and headers else {}), "Accept-Encoding": "identity"}
+            async with open_pinned(client, candidates, sent) as response:
                 if response.is_redirect:
                     try:
                         current = current.join(response.headers["location"])
