@@ -160,8 +160,8 @@ class DalleImageProvider:
                 output = Path(folder) / "output"
                 urls = OutputUrlPolicy(self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls)
                 await download(
-                    image.url, output, urls=urls, max_bytes=self.limits.image_bytes, ctx=ctx, provider=self.name, label=LABEL,
-                    policy=self.policy, what="the image", timeout=httpx.Timeout(60.0, connect=10.0),
+                    image.url, output, kind="image", limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=LABEL,
+                    policy=self.policy, timeout=httpx.Timeout(60.0, connect=10.0),
                 )
                 png, (width, height) = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         else:

@@ -80,7 +80,7 @@ class FluxImageProvider(RemoteTaskProvider):
         ctx.progress(0.9, "downloading the image from Replicate")
         with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:
             output = Path(folder) / "output"
-            await self._download_output(url, output, what="the image", max_bytes=self.limits.image_bytes, ctx=ctx)
+            await self._download_output(url, output, kind="image", ctx=ctx)
             png, size = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         ctx.log(f"FLUX.1 made a {size[0]}x{size[1]} image")
         return ImageResult(png=png, model=model, metadata={"replicatePredictionId": prediction_id})

@@ -4,7 +4,8 @@ A provider's answer names the URL of its output, and the server fetches it: a ho
 compromised provider (or a gateway in between) could name an internal address and have the server
 fetch it for them (SSRF). So an output URL, and every redirect it leads to, must be:
 
-- `https` and resolve to public (`is_global`) addresses, checked after DNS resolution; or
+- `https` and resolve to public (`is_global`) addresses, checked after DNS resolution (an IPv6
+  address that carries an IPv4 one, 6to4 or NAT64, is checked for that one too); or
 - on the provider's own server: the same scheme, port and address as its API base URL (the fakes,
   and self-hosted gateways, serve outputs there). Only that one endpoint: a base URL on
   127.0.0.1:8102 does not open 127.0.0.1:8791 or 127.0.0.2, because the provider's own server is
@@ -52,6 +53,21 @@ def _address(text: str) -> IPAddress:
     return address
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def is_public(address: IPAddress) -> bool:
+    """Whether an address is globally reachable, and so is any IPv4 address it carries (6to4,
+    the NAT64 prefix): those reach the IPv4 address through a gateway."""
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = address.sixtofour or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None)
+        if carried is not None and not carried.is_global:
+            return False
+    return True
+
+
 def _effective_port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
@@ -96,11 +112,12 @@ class OutputUrlPolicy:
         if self.allow_private:
             allowed = addresses
         else:
-            allowed = [address for address in addresses if address.is_global] if url.scheme == "https" else []
+            allowed = [address for address in addresses if is_public(address)] if url.scheme == "https" else []
             if not allowed and self._on_provider_endpoint(url):
-                allowed = [address for address in addresses if address in await self._base_addresses()]
+                base_addresses = await self._base_addresses()
+                allowed = [address for address in addresses if address in base_addresses]
         if not allowed:
-            if url.scheme != "https" and not any(not address.is_global for address in addresses):
+            if url.scheme != "https" and all(is_public(address) for address in addresses):
                 raise self._refused("a plain http URL", redirected)
             raise self._refused("a private address", redirected)
         return [self._pinned(url, address) for address in allowed]

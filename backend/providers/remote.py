@@ -2,7 +2,9 @@
 
 Provider outputs live at short-lived URLs (OpenAI's expire within the hour, Replicate deletes
 outputs after an hour, Runway's links expire within a day or two), so they are fetched as soon as
-they are known, and checked to be what they claim before anything is stored.
+they are known, and checked to be what they claim before anything is stored. A provider's answer
+is not trusted: outputs are streamed to a file under the size limit of their kind, only from the
+URLs output_urls.py allows, and images are checked by their header before they are decoded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import httpx
 from PIL import Image
@@ -72,22 +74,22 @@ async def download(
     url: str,
     dest: Path,
     *,
+    kind: Literal["image", "video"],
+    limits: MediaLimits,
     urls: OutputUrlPolicy,
-    max_bytes: int,
     ctx: StepContext | None,
     provider: str,
     label: str,
     policy: RetryPolicy,
-    what: str,
     timeout: httpx.Timeout | float,
     headers: dict[str, str] | None = None,
 ) -> None:
-    """Stream an output to the file `dest`, retried on transient failures, never more than
-    `max_bytes` of it. Every URL, redirects included (at most MAX_REDIRECTS), must pass `urls`;
-    `headers` (the provider's key) go only to the provider's own origin. A gone output fails the
-    step with a plain reason."""
-    setting = "PROMPTREEL_MAX_VIDEO_BYTES" if what == "the video" else "PROMPTREEL_MAX_IMAGE_BYTES"
-    too_large = f"{label}'s output is larger than the {megabytes(max_bytes)} allowed ({setting})"
+    """Stream an output (an image or a video) to the file `dest`, retried on transient failures,
+    never more than the limit of its kind. Every URL, redirects included (at most MAX_REDIRECTS),
+    must pass `urls`; `headers` (the provider's key) go only to the provider's own origin. A gone
+    output fails the step with a plain reason."""
+    max_bytes = limits.image_bytes if kind == "image" else limits.video_bytes
+    too_large = f"{label}'s output is larger than the {megabytes(max_bytes)} allowed (PROMPTREEL_MAX_{kind.upper()}_BYTES)"
 
     async def fetch(client: httpx.AsyncClient) -> None:
         current, keyed = httpx.URL(url), headers is not None
@@ -137,7 +139,7 @@ async def download(
             raise Transient(describe_transport_error(error)) from error
 
     try:
-        await with_retries(attempt, ctx=ctx, provider=provider, label=label, what=f"downloading {what}", policy=policy)
+        await with_retries(attempt, ctx=ctx, provider=provider, label=label, what=f"downloading the {kind}", policy=policy)
     except BaseException:
         dest.unlink(missing_ok=True)  # a refused or broken download leaves nothing behind
         raise

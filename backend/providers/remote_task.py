@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -120,13 +120,13 @@ class RemoteTaskProvider(ABC):
     def _client(self) -> httpx.AsyncClient:
         return http_client(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
 
-    async def _download_output(self, url: str, dest: Path, *, what: str, max_bytes: int, ctx: StepContext) -> None:
+    async def _download_output(self, url: str, dest: Path, *, kind: Literal["image", "video"], ctx: StepContext) -> None:
         """Fetch the task's output to `dest` under the output URL rules (output_urls.py); the API
         key goes along only while the URL is on the API's own origin."""
         urls = OutputUrlPolicy(self.base_url, provider=self.name, label=self.label, allow_private=self.settings.allow_private_output_urls)
         await download(
-            url, dest, urls=urls, max_bytes=max_bytes, ctx=ctx, provider=self.name, label=self.label, policy=self.policy,
-            what=what, timeout=self.timeout, headers=self._headers(),
+            url, dest, kind=kind, limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=self.label, policy=self.policy,
+            timeout=self.timeout, headers=self._headers(),
         )
 
     async def _run(self, request: Any, ctx: StepContext) -> tuple[str, dict[str, Any]]:

@@ -194,7 +194,7 @@ class RunwayVideoProvider(RemoteTaskProvider):
         ctx.progress(0.92, "downloading the video from Runway")
         partial = request.output_path.with_name(request.output_path.name + ".part")
         try:
-            await self._download_output(url, partial, what="the video", max_bytes=self.limits.video_bytes, ctx=ctx)
+            await self._download_output(url, partial, kind="video", ctx=ctx)
             try:
                 width, height, seconds = await asyncio.to_thread(probe_video, partial, self.limits.image_pixels)
             except ValueError as error:
