@@ -46,6 +46,8 @@ class NotAnImage(MediaRejected):
 
 @dataclass(frozen=True)
 class MediaLimits:
+    """What media may weigh; the defaults are the settings' own (PROMPTREEL_MAX_IMAGE_BYTES, ...)."""
+
     image_bytes: int = 50 * 2**20
     video_bytes: int = 300 * 2**20
     image_pixels: int = MAX_IMAGE_PIXELS
