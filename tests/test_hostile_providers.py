@@ -25,12 +25,14 @@ from starlette.routing import Route
 
 from backend.media import LocalMediaStore
 from backend.media_checks import MediaLimits, MediaRejected, check_image
-from backend.providers.base import ProviderError
+from backend.providers.base import ProviderError, VideoRequest
 from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider
+from backend.providers.local import LocalVideoProvider
 from backend.providers.output_urls import OutputUrlPolicy, PinnedRequest
 from backend.providers.remote import NO_KEEPALIVE, open_pinned
 from backend.providers.retry import RetryPolicy
+from backend.providers.runway import image_data_uri
 from backend.settings import Settings
 from components.job_card import THUMBNAIL_ROUTE
 from tests.conftest import Server
@@ -267,6 +269,18 @@ async def test_concurrent_thumbnails_of_an_oversized_stored_image_decode_nothing
     grown = peak_memory(fresh_server) - before
     assert [answer.status_code for answer in answers] == [404, 404, 404]
     assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
+
+
+async def test_the_video_steps_check_their_input_image_before_decoding_it(tmp_path: Path):
+    image = tmp_path / "image.png"
+    image.write_bytes(solid_png(13000, 13000))
+    request = VideoRequest(prompt="a hostile input", image_path=image, duration=5, seed=1, output_path=tmp_path / "video.mp4")
+    message = r"^the image to animate is 13000x13000 pixels, more than the 16.8 megapixels allowed$"
+    with pytest.raises(ProviderError, match=message):
+        await LocalVideoProvider().animate(request, RecordingContext())
+    with pytest.raises(ProviderError, match=message):  # Runway's step reads it to send it
+        image_data_uri(image)
+    assert not request.output_path.exists()
 
 
 def test_a_thumbnail_is_made_once_and_stored(tmp_path: Path):
