@@ -10,13 +10,11 @@ to the form's provider lists.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections import OrderedDict
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from nicegui import app, ui
-from PIL import Image
 
 from backend.errors import ApiError
 from backend.public import job_data
@@ -37,16 +35,6 @@ from components.theme import frame
 RECONNECT_SECONDS = 15.0
 #: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
 THUMBNAIL_CACHE_SIZE = 500
-THUMBNAIL_PIXELS = 256
-
-
-def make_thumbnail(png: bytes) -> bytes:
-    with Image.open(io.BytesIO(png)) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=82, optimize=True)
-    return buffer.getvalue()
 
 
 def register_pages(system: System) -> None:
@@ -66,11 +54,10 @@ def register_pages(system: System) -> None:
             return Response(status_code=404)
         data = thumbnails.get(job_id)
         if data is None:
-            # Read from the media store (local disk or S3) in a thread: it may be a network call.
-            png = await asyncio.to_thread(system.media.read_bytes, record.job.image_path)
-            if png is None:
+            # Made once per job and stored beside its image (backend/media.py); in a thread: S3 is a network call.
+            data = await asyncio.to_thread(system.media.thumbnail, record.job.image_path)
+            if data is None:
                 return Response(status_code=404)
-            data = await asyncio.to_thread(make_thumbnail, png)
             thumbnails[job_id] = data
             while len(thumbnails) > THUMBNAIL_CACHE_SIZE:
                 thumbnails.popitem(last=False)

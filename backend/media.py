@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
+import logging
 import re
 import shutil
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .media_checks import MediaLimits, MediaRejected, open_image
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -31,6 +36,16 @@ JOB_ID_PATTERN = re.compile(r"^job_[A-Za-z0-9_-]{8,40}$")
 MEDIA_TYPES = {"image": ("image.png", "image/png"), "video": ("video.mp4", "video/mp4")}
 #: The only relative paths a store accepts back: exactly the ones `relative_path` makes.
 RELATIVE_PATTERN = re.compile(r"^(job_[A-Za-z0-9_-]{8,40})/(image\.png|video\.mp4)$")
+log = logging.getLogger(__name__)
+
+#: Thumbnails (the studio's job list) are JPEGs of at most this many pixels a side, made once per
+#: job and stored beside its image under this name (removed with the job's other files).
+THUMBNAIL_PIXELS = 256
+THUMBNAIL_NAME = "thumbnail.jpg"
+#: One lock per job (striped): concurrent first requests for a job's thumbnail make it once.
+_THUMBNAIL_LOCKS = tuple(threading.Lock() for _ in range(64))
+#: Thumbnails made at the same time, each decoding a whole image (up to 64 MB): the rest wait.
+_THUMBNAIL_SLOTS = threading.BoundedSemaphore(2)
 #: OS errors that say the disk is full or read-only (a provider writing the video hits them too).
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
 
@@ -51,6 +66,17 @@ def parse_relative(relative: str | None) -> tuple[str, str] | None:
         return None
     kind = "image" if match.group(2) == MEDIA_TYPES["image"][0] else "video"
     return match.group(1), kind
+
+
+def make_thumbnail(source: Path, limits: MediaLimits = MediaLimits()) -> bytes:
+    """A small JPEG of an image, checked against the limits before it is decoded."""
+    with open_image(source, limits, whose="the job's image") as image:
+        image.draft("RGB", (THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))  # a JPEG decodes at 1/2 to 1/8 of its size
+        small = image.convert("RGB")
+    small.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=82, optimize=True)
+    return buffer.getvalue()
 
 
 class MediaStore(ABC):
@@ -106,6 +132,41 @@ class MediaStore(ABC):
     @abstractmethod
     async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
         """The HTTP answer of the download route (GET and HEAD, byte ranges), None if missing."""
+
+    @abstractmethod
+    def _read_thumbnail(self, job_id: str) -> bytes | None:
+        """The job's stored thumbnail, None if it was not made yet."""
+
+    @abstractmethod
+    def _write_thumbnail(self, job_id: str, jpeg: bytes) -> None:
+        """Store the job's thumbnail beside its image."""
+
+    def thumbnail(self, relative: str | None) -> bytes | None:
+        """A small JPEG of the image at a stored relative path: made once per job (under the
+        job's lock, so that concurrent requests do not each decode the image) and stored; None if
+        the image is missing or refused by the checks."""
+        parsed = parse_relative(relative)
+        if parsed is None or parsed[1] != "image":
+            return None
+        job_id = parsed[0]
+        with _THUMBNAIL_LOCKS[hash(job_id) % len(_THUMBNAIL_LOCKS)]:
+            stored = self._read_thumbnail(job_id)
+            if stored is not None:
+                return stored
+            with _THUMBNAIL_SLOTS, tempfile.TemporaryDirectory(prefix="promptreel-thumbnail-") as staging:
+                image = self.local_file(relative, Path(staging))
+                if image is None:
+                    return None
+                try:
+                    jpeg = make_thumbnail(image)
+                except (MediaRejected, OSError, ValueError, SyntaxError) as error:
+                    log.warning("no thumbnail for %s: %s", job_id, error)
+                    return None
+            try:
+                self._write_thumbnail(job_id, jpeg)
+            except (MediaStorageError, OSError) as error:  # served all the same, made again next time
+                log.warning("could not store the thumbnail of %s: %s", job_id, error)
+            return jpeg
 
 
 class LocalMediaStore(MediaStore):
@@ -206,6 +267,18 @@ class LocalMediaStore(MediaStore):
     def remove_job(self, job_id: str) -> None:
         if JOB_ID_PATTERN.fullmatch(job_id):
             shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def _read_thumbnail(self, job_id: str) -> bytes | None:
+        try:
+            return (self.root / self.relative_path(job_id, "image")).with_name(THUMBNAIL_NAME).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _write_thumbnail(self, job_id: str, jpeg: bytes) -> None:
+        path = (self.root / self.relative_path(job_id, "image")).with_name(THUMBNAIL_NAME)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(jpeg)
+        partial.replace(path)  # atomic: a reader never sees half a file
 
     async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
         from starlette.responses import FileResponse  # the web layer, only for the one call that needs it

@@ -28,7 +28,15 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from .media import JOB_ID_PATTERN, MEDIA_TYPES, MediaStorageError, MediaStore, download_filename, parse_relative
+from .media import (
+    JOB_ID_PATTERN,
+    MEDIA_TYPES,
+    THUMBNAIL_NAME,
+    MediaStorageError,
+    MediaStore,
+    download_filename,
+    parse_relative,
+)
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -188,6 +196,27 @@ class S3MediaStore(MediaStore):
             if _is_missing(error):
                 return None
             raise self._failure(f"read {key} from", error) from error
+
+    def _thumbnail_key(self, job_id: str) -> str:
+        return self._job_key(job_id, "image").rpartition("/")[0] + "/" + THUMBNAIL_NAME
+
+    def _read_thumbnail(self, job_id: str) -> bytes | None:
+        key = self._thumbnail_key(job_id)
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            with answer["Body"] as body:
+                return body.read()
+        except S3_ERRORS as error:
+            if _is_missing(error):
+                return None
+            raise self._failure(f"read {key} from", error) from error
+
+    def _write_thumbnail(self, job_id: str, jpeg: bytes) -> None:
+        key = self._thumbnail_key(job_id)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+        except S3_ERRORS as error:
+            raise self._failure("store the thumbnail in", error) from error
 
     def save_copy(self, relative: str, target: Path) -> None:
         key = self.key_for(relative)

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     max_ws_subscriptions: int = Field(1000, ge=1, validation_alias="PROMPTREEL_MAX_WS_SUBSCRIPTIONS")
     #: Seconds a client has to send a request's line and headers; then its connection is dropped.
     header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PROMPTREEL_HEADER_TIMEOUT_SECONDS")
+    #: Largest image (bytes) taken from a provider, or read as a video step's input.
+    max_image_bytes: int = Field(50 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_IMAGE_BYTES")
+    #: Largest video (bytes) taken from a provider.
+    max_video_bytes: int = Field(300 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_VIDEO_BYTES")
+    #: Fetch provider outputs from private addresses and over plain http too (self-hosted gateways).
+    allow_private_output_urls: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:

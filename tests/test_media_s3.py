@@ -249,6 +249,8 @@ async def test_a_job_stores_and_serves_its_media_from_s3(tmp_path: Path, moto: M
             assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
             with Image.open(io.BytesIO(thumbnail.content)) as decoded:
                 assert decoded.size == (256, 256)
+            # made once and stored beside the image, for every instance (and removed with the job)
+            assert moto.get(bucket, f"promptreel/{job_id}/thumbnail.jpg")["Bytes"] == thumbnail.content
         await events.connection.close()
     finally:
         server.stop()

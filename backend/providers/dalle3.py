@@ -12,18 +12,33 @@ The client's own retries are off (`max_retries=0`) so that every attempt is ours
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import io
+import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
 
+from ..media_checks import MediaLimits, megabytes
 from ..pricing import DALLE3_QUALITY
 from ..settings import Settings
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, download, http_client, tls_context
-from .retry import NOT_SENT_ERRORS, OutcomeUnknown, RetryPolicy, Transient, parse_retry_after, with_retries
+from .output_urls import OutputUrlPolicy
+from .remote import as_png, download, tls_context
+from .retry import (
+    NOT_SENT_ERRORS,
+    OutcomeUnknown,
+    RetryPolicy,
+    Transient,
+    describe_transport_error,
+    parse_retry_after,
+    with_retries,
+)
 
 MODEL = "dall-e-3"
 LABEL = "OpenAI"
@@ -50,6 +65,7 @@ class DalleImageProvider:
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.on_key_rejected = on_key_rejected
+        self.limits = MediaLimits.from_settings(settings)
 
     @property
     def base_url(self) -> str:
@@ -77,13 +93,37 @@ class DalleImageProvider:
         ctx.log(f"asking OpenAI {MODEL} for a {size} image at quality '{quality}' (DALL-E 3 takes no seed)")
         ctx.progress(0.05)
 
+        # base64 takes 4 bytes for 3, plus the JSON around it
+        answer_limit = self.limits.image_bytes * 4 // 3 + 2**20
         async with self._client() as client:
 
             async def attempt() -> openai.types.ImagesResponse:
                 try:
-                    return await client.images.generate(
+                    # Streamed and capped: the answer carries the image as base64, and a hostile
+                    # endpoint could make it any size (the client's own read keeps it all).
+                    async with client.images.with_streaming_response.generate(
                         model=MODEL, prompt=request.prompt, size=size, quality=quality, n=1, response_format="b64_json"  # type: ignore[arg-type]
-                    )
+                    ) as answer:
+                        body = bytearray()
+                        try:
+                            async for chunk in answer.iter_bytes():
+                                body += chunk
+                                if len(body) > answer_limit:
+                                    raise ProviderError(
+                                        self.name,
+                                        f"OpenAI's answer is larger than the {megabytes(answer_limit)} an image of at most "
+                                        f"{megabytes(self.limits.image_bytes)} takes (PROMPTREEL_MAX_IMAGE_BYTES)",
+                                        code="PROVIDER_OUTPUT_TOO_LARGE",
+                                    )
+                        except httpx.TransportError as error:  # the image was made (and billed): do not ask again
+                            raise OutcomeUnknown(describe_transport_error(error)) from error
+                    try:
+                        parsed = json.loads(body)
+                    except ValueError as error:
+                        raise ProviderError(self.name, "OpenAI's answer is not JSON") from error
+                    if not isinstance(parsed, dict):
+                        raise ProviderError(self.name, "OpenAI's answer is not an image response")
+                    return openai.types.ImagesResponse.construct(**parsed)  # as loosely as the client's own parse
                 except openai.APIStatusError as error:
                     raise self._explain_status(error) from error
                 except openai.APIConnectionError as error:  # APITimeoutError included
@@ -114,12 +154,18 @@ class DalleImageProvider:
                 data = base64.b64decode(image.b64_json, validate=True)
             except (binascii.Error, ValueError) as error:
                 raise ProviderError(self.name, "OpenAI's image data is not valid base64") from error
+            png, (width, height) = await asyncio.to_thread(as_png, io.BytesIO(data), self.limits, provider=self.name, label=LABEL)
         elif image.url:  # the URL expires within the hour: fetch it now
-            async with http_client(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
-                data = await download(http, image.url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image")
+            with tempfile.TemporaryDirectory(prefix="promptreel-dalle3-") as folder:
+                output = Path(folder) / "output"
+                urls = OutputUrlPolicy(self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls)
+                await download(
+                    image.url, output, kind="image", limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=LABEL,
+                    policy=self.policy, timeout=httpx.Timeout(60.0, connect=10.0),
+                )
+                png, (width, height) = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         else:
             raise ProviderError(self.name, "OpenAI answered with neither image data nor an image URL")
-        png, (width, height) = as_png(data, provider=self.name, label=LABEL)
         if (width, height) != (request.width, request.height):
             ctx.log(f"OpenAI made a {width}x{height} image instead of {size}")
         metadata = {"revisedPrompt": image.revised_prompt} if image.revised_prompt else {}

@@ -14,13 +14,16 @@ by the provider's own Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, download, http_client, same_origin
+from .remote import as_png
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -75,11 +78,10 @@ class FluxImageProvider(RemoteTaskProvider):
         model = str(prediction.get("model") or self.model_for(request.quality))
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
-        # A client of its own: the API token goes to Replicate's API host only, never to the file host.
-        headers = self._headers() if same_origin(url, self.base_url) else None
-        async with http_client(timeout=self.timeout) as files:
-            data = await download(files, url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the image", headers=headers)
-        png, size = as_png(data, provider=self.name, label=LABEL)
+        with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:
+            output = Path(folder) / "output"
+            await self._download_output(url, output, kind="image", ctx=ctx)
+            png, size = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         ctx.log(f"FLUX.1 made a {size[0]}x{size[1]} image")
         return ImageResult(png=png, model=model, metadata={"replicatePredictionId": prediction_id})
 

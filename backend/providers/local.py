@@ -11,11 +11,10 @@ import io
 from collections.abc import Callable
 from typing import TypeVar
 
-from PIL import Image
-
+from ..media_checks import MediaLimits, MediaRejected, open_image
 from ..render.animate import animate_image
 from ..render.scene import render_scene
-from .base import ImageRequest, ImageResult, StepContext, VideoRequest, VideoResult
+from .base import ImageRequest, ImageResult, ProviderError, StepContext, VideoRequest, VideoResult
 
 T = TypeVar("T")
 LOCAL_IMAGE_MODEL = "promptreel-scene-1"
@@ -66,10 +65,16 @@ class LocalVideoProvider:
     name = "local"
     model = LOCAL_VIDEO_MODEL
 
+    def __init__(self, limits: MediaLimits | None = None):
+        self.limits = limits or MediaLimits()
+
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
         def work() -> tuple[int, int]:
-            with Image.open(request.image_path) as image:
-                image = image.convert("RGB")
+            try:  # checked from its header before it is decoded: a huge image would take all memory
+                with open_image(request.image_path, self.limits, whose="the image to animate") as image:
+                    image = image.convert("RGB")
+            except MediaRejected as error:
+                raise ProviderError(self.name, str(error)) from None
             return animate_image(
                 image, request.output_path, request.duration, request.seed, progress=ctx.progress, cancel=ctx.cancel_event
             )

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..media_checks import MediaLimits
 from ..settings import Settings
 from .base import ImageProvider, VideoProvider
 from .local import LocalImageProvider, LocalVideoProvider
@@ -193,7 +194,7 @@ class ProviderRegistry:
         self.settings = settings
         self.policy = policy or retry_policy(settings)
         self._image: dict[str, ImageProvider] = {"local": LocalImageProvider()}
-        self._video: dict[str, VideoProvider] = {"local": LocalVideoProvider()}
+        self._video: dict[str, VideoProvider] = {"local": LocalVideoProvider(MediaLimits.from_settings(settings))}
         self._checks: dict[str, KeyCheck] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._listeners_lock = threading.Lock()

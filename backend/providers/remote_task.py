@@ -18,13 +18,16 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 
+from ..media_checks import MediaLimits
 from ..settings import Settings
 from .base import ProviderError, StepContext
-from .remote import http_client
+from .output_urls import OutputUrlPolicy
+from .remote import download, http_client
 from .retry import OutcomeUnknown, RetryPolicy, Transient, finish_despite_cancel, send, status_reason, with_retries
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -75,6 +78,7 @@ class RemoteTaskProvider(ABC):
         self.timeout = timeout
         self.max_wait = max_wait
         self.on_key_rejected = on_key_rejected
+        self.limits = MediaLimits.from_settings(settings)
 
     # -- what each provider says for itself ----------------------------------------------------
 
@@ -115,6 +119,15 @@ class RemoteTaskProvider(ABC):
 
     def _client(self) -> httpx.AsyncClient:
         return http_client(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
+
+    async def _download_output(self, url: str, dest: Path, *, kind: Literal["image", "video"], ctx: StepContext) -> None:
+        """Fetch the task's output to `dest` under the output URL rules (output_urls.py); the API
+        key goes along only while the URL is on the API's own origin."""
+        urls = OutputUrlPolicy(self.base_url, provider=self.name, label=self.label, allow_private=self.settings.allow_private_output_urls)
+        await download(
+            url, dest, kind=kind, limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=self.label, policy=self.policy,
+            timeout=self.timeout, headers=self._headers(),
+        )
 
     async def _run(self, request: Any, ctx: StepContext) -> tuple[str, dict[str, Any]]:
         """Start the task (or take up the one saved before a restart) and wait for its end:

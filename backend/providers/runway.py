@@ -19,11 +19,11 @@ from typing import Any
 
 import av
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..media_checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
 from ..pricing import RUNWAY_CREDITS_PER_SECOND
 from .base import ProviderError, StepContext, VideoRequest, VideoResult
-from .remote import download, http_client, same_origin
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -63,17 +63,20 @@ def pick_ratio(model: str, width: int, height: int) -> str:
     return min(ratios, key=distance)
 
 
-def image_data_uri(path: Path, limit: int = MAX_DATA_URI_CHARS) -> tuple[str, tuple[int, int], str]:
+def image_data_uri(path: Path, limit: int = MAX_DATA_URI_CHARS, limits: MediaLimits = MediaLimits()) -> tuple[str, tuple[int, int], str]:
     """The image as a data URI within Runway's limit: as it is when it fits, else re-encoded as
-    JPEG (smaller quality, then smaller size, until it fits). Returns (uri, size, note)."""
-    raw = path.read_bytes()
+    JPEG (smaller quality, then smaller size, until it fits). Returns (uri, size, note). The image
+    is checked against `limits` before it is read whole or decoded."""
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with open_image(path, limits, whose="the image to animate") as image:
             image.load()
             kind = (image.format or "").upper()
             rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+    except MediaRejected as error:
+        raise ProviderError("runway", str(error)) from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise ProviderError("runway", "the image to animate does not decode") from error
+    raw = path.read_bytes()
     mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(kind)
     if mime:
         uri = f"data:{mime};base64,{base64.b64encode(raw).decode()}"
@@ -93,13 +96,17 @@ def image_data_uri(path: Path, limit: int = MAX_DATA_URI_CHARS) -> tuple[str, tu
         candidate = candidate.resize((max(1, candidate.width * 3 // 4), max(1, candidate.height * 3 // 4)), Image.Resampling.LANCZOS)
 
 
-def probe_video(path: Path) -> tuple[int, int, float]:
-    """(width, height, seconds) of a file that really decodes as video; raises ValueError if not."""
+def probe_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, float]:
+    """(width, height, seconds) of a file that really decodes as video; raises ValueError if not,
+    or if its frames (from the stream's header, before any is decoded) exceed `max_pixels`."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > max_pixels:
+                raise ValueError(f"its frames are {width}x{height} pixels, more than the {megapixels(max_pixels)} allowed")
             frame = next(container.decode(stream), None)
             if frame is None:
                 raise ValueError("no frame decodes")
@@ -186,13 +193,10 @@ class RunwayVideoProvider(RemoteTaskProvider):
             raise ProviderError(self.name, f"Runway says task {task_id} succeeded but it has no output")
         ctx.progress(0.92, "downloading the video from Runway")
         partial = request.output_path.with_name(request.output_path.name + ".part")
-        # A client of its own: the API secret goes to Runway's API host only, never to the CDN.
-        headers = self._headers() if same_origin(url, self.base_url) else None
         try:
-            async with http_client(timeout=self.timeout) as files:
-                await download(files, url, ctx=ctx, provider=self.name, label=LABEL, policy=self.policy, what="the video", dest=partial, headers=headers)
+            await self._download_output(url, partial, kind="video", ctx=ctx)
             try:
-                width, height, seconds = await asyncio.to_thread(probe_video, partial)
+                width, height, seconds = await asyncio.to_thread(probe_video, partial, self.limits.image_pixels)
             except ValueError as error:
                 raise ProviderError(self.name, f"Runway's output is not a playable video ({error})") from error
             os.replace(partial, request.output_path)  # atomic: a reader never sees half a file
@@ -202,7 +206,7 @@ class RunwayVideoProvider(RemoteTaskProvider):
         return VideoResult(model=self.model, width=width, height=height, metadata={"runwayTaskId": task_id})
 
     async def _create_request(self, request: VideoRequest, ctx: StepContext) -> tuple[str, dict[str, Any]]:
-        uri, (width, height), note = await asyncio.to_thread(image_data_uri, request.image_path)
+        uri, (width, height), note = await asyncio.to_thread(image_data_uri, request.image_path, limits=self.limits)
         ratio = pick_ratio(self.model, width, height)
         prompt = truncate_utf16(request.prompt.strip())
         body: dict[str, Any] = {

@@ -13,23 +13,30 @@
 - `GET /v1/account`: the account (what the key check asks).
 - Outputs are served at `/files/...` without auth, as replicate.delivery does: a list of URLs
   for flux-schnell and flux-dev, one URL for the pro models.
+- Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
+  on the wire), `endless_output` (an output that never ends), `points_inside` (the output URL is
+  `hostile_target`, an internal address), `redirects_inside` (the output redirects three times
+  on the fake, then to `hostile_target`), `declares_huge` (a Content-Length of 500 MB, and then
+  hardly a byte).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .base import FakeServer, Reply
-from .media import png_image
+from .media import png_image, solid_png
 
 PROBLEM = "application/problem+json"
 RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
@@ -99,7 +106,7 @@ class Prediction:
     model: str
     input: dict[str, Any]
     list_output: bool
-    outcome: str  # succeed | nsfw | aborted | hold | output_gone | output_not_image | data_removed
+    outcome: str  # succeed | nsfw | aborted | hold | output_gone | output_not_image | data_removed, or a hostile one
     polls: int = 0
     status: str = "starting"
     logs: str = ""
@@ -121,6 +128,8 @@ class FakeReplicate(FakeServer):
         #: Outcomes given to the next predictions, in order; then "succeed".
         self.outcomes: list[str] = []
         self.files: dict[str, bytes] = {}
+        #: Where the hostile outcomes point the server (`points_inside`, `redirects_inside`).
+        self.hostile_target: str | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -129,6 +138,7 @@ class FakeReplicate(FakeServer):
             Route("/v1/predictions/{id}", self.get, methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/files/{id}/{name}", self.file, methods=["GET"]),
+            Route("/redirect/{hops:int}", self.redirect, methods=["GET"]),
         ]
 
     def release(self, prediction_id: str | None = None) -> None:
@@ -230,8 +240,17 @@ class FakeReplicate(FakeServer):
         ratio = prediction.input.get("aspect_ratio", "1:1")
         width, height = RATIO_SIZES.get(ratio, (1024, 1024))
         name = f"out-0.{prediction.input.get('output_format', 'webp')}"
-        self.files[f"{prediction.id}/{name}"] = b"<html><body>Not an image</body></html>" if prediction.outcome == "output_not_image" else png_image(width, height)
+        if prediction.outcome == "output_not_image":
+            self.files[f"{prediction.id}/{name}"] = b"<html><body>Not an image</body></html>"
+        elif prediction.outcome == "huge_image":
+            self.files[f"{prediction.id}/{name}"] = solid_png(13000, 13000)
+        else:
+            self.files[f"{prediction.id}/{name}"] = png_image(width, height)
         url = f"{self.files_url}/files/{prediction.id}/{name}"
+        if prediction.outcome == "points_inside":
+            url = str(self.hostile_target)
+        elif prediction.outcome == "redirects_inside":
+            url = f"{self.files_url}/redirect/3"
         prediction.output = [url] if prediction.list_output else url
         if prediction.outcome == "data_removed":
             prediction.data_removed, prediction.output = True, None
@@ -254,10 +273,39 @@ class FakeReplicate(FakeServer):
             return reply
         key = f"{request.path_params['id']}/{request.path_params['name']}"
         prediction = self.predictions.get(request.path_params["id"])
+        if prediction and prediction.outcome == "endless_output":
+            return StreamingResponse(endless_png(), media_type="image/png")  # no Content-Length: it never ends
+        if prediction and prediction.outcome == "declares_huge":  # says 500 MB, then sends next to nothing
+            headers = {"Content-Length": str(500 * 2**20)}
+            return StreamingResponse(trickle_png(request), media_type="image/png", headers=headers)
         if key not in self.files or (prediction and prediction.outcome == "output_gone"):
             return Response("Not Found", 404, media_type="text/plain")
         media_type = "text/html" if prediction and prediction.outcome == "output_not_image" else "image/png"
         return Response(self.files[key], media_type=media_type)
+
+    async def redirect(self, request: Request) -> Response:
+        """A chain of redirects on the fake itself, ending at `hostile_target`."""
+        hops = request.path_params["hops"]
+        target = f"{self.files_url}/redirect/{hops - 1}" if hops > 1 else str(self.hostile_target)
+        return Response(status_code=302, headers={"Location": target})
+
+
+async def endless_png() -> AsyncIterator[bytes]:
+    """A PNG signature followed by zeros, one megabyte at a time, until the client goes away."""
+    yield b"\x89PNG\r\n\x1a\n"
+    chunk = bytes(2**20)
+    while True:
+        yield chunk
+        await asyncio.sleep(0)
+
+
+async def trickle_png(request: Request) -> AsyncIterator[bytes]:
+    """A PNG signature, then nothing until the client goes away (a minute at most)."""
+    yield b"\x89PNG\r\n\x1a\n"
+    for _ in range(600):
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(0.1)
 
 
 def validate_input(data: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from functools import lru_cache
 
 import av
@@ -24,6 +26,22 @@ def png_image(width: int, height: int, noisy: bool = False) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+@lru_cache(maxsize=2)
+def solid_png(width: int, height: int) -> bytes:
+    """A black RGB PNG written row by row, never held whole: 13000x13000 (676 MB decoded as
+    RGBA) is about 500 KB, what a hostile provider could answer to exhaust a server's memory."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)  # filter byte 0, then black pixels
+    parts = [compressor.compress(row) for _ in range(height)]
+    data = b"".join(parts) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 @lru_cache(maxsize=8)
