@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, Update, bindparam, case, delete, exists, func, insert, or_, update
+from sqlalchemy import Connection, Engine, Row, Update, bindparam, case, delete, exists, func, insert, literal_column, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
@@ -45,6 +45,13 @@ class JobRecord:
 _STEP_ORDER = {StepKind.IMAGE.value: 0, StepKind.VIDEO.value: 1}
 FINISHED = tuple(status.value for status in JobStatus if status.finished)
 OPEN_STEP_STATUSES = (StepStatus.PENDING.value, StepStatus.RUNNING.value)
+
+
+def _constants(values: Iterable[str]) -> list[Any]:
+    """Fixed values written into the statement's text: a list of bound values would be expanded
+    again at every execution of a statement built once (a third of a write's time)."""
+    return [literal_column(f"'{value}'") for value in values]  # our own enum values, never input
+
 #: The cost column each step's charge goes to.
 COST_COLUMN = {StepKind.IMAGE: "image_cost", StepKind.VIDEO: "video_cost"}
 
@@ -88,10 +95,10 @@ def _steps_in_order(rows: Iterable[Row[Any]]) -> tuple[JobStep, ...]:
 _GET_JOB = core_select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 _GET_STATUS = core_select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
 _GET_STEPS = core_select(STEPS).where(STEPS.c.job_id == bindparam("job_id"))  # a SELECT: any name will do
-_UNFINISHED_JOB = JOBS.c.status.not_in(FINISHED)
+_UNFINISHED_JOB = JOBS.c.status.not_in(_constants(FINISHED))
 #: A step still open, of a job not finished (the EXISTS: a PK lookup).
 _OPEN_STEP = (
-    STEPS.c.status.in_(OPEN_STEP_STATUSES),
+    STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)),
     exists().where(JOBS.c.id == STEPS.c.job_id, _UNFINISHED_JOB),
 )
 _RISES = JOBS.c.progress < bindparam("progress")
@@ -106,7 +113,7 @@ _RAISE_JOB_PROGRESS = (
     )
     .returning(*JOBS.c)
 )
-_GET_OPEN_STEPS = core_select(STEPS).where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.status.in_(OPEN_STEP_STATUSES))
+_GET_OPEN_STEPS = core_select(STEPS).where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)))
 _THE_STEP = (STEPS.c.job_id == bindparam("step_job_id"), STEPS.c.kind == bindparam("step_kind"))
 # A log grows by read-modify-write; reading it with a no-op UPDATE takes the row's lock (SQLite: the
 # write lock) first, so no line of another writer is lost and SQLite never has to upgrade a read.
@@ -161,7 +168,7 @@ def _update_open_step(names: tuple[str, ...]) -> Update:
     values = {name: bindparam(f"new_{name}", type_=STEPS.c[name].type) for name in names}
     return (
         update(STEPS)
-        .where(STEPS.c.job_id == bindparam("step_job_id"), STEPS.c.kind == bindparam("step_kind"), STEPS.c.status.in_(OPEN_STEP_STATUSES))
+        .where(STEPS.c.job_id == bindparam("step_job_id"), STEPS.c.kind == bindparam("step_kind"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)))
         .values(values)
         .returning(*STEPS.c)
     )
@@ -171,7 +178,7 @@ def _update_open_step(names: tuple[str, ...]) -> Update:
 def _close_step(names: tuple[str, ...]) -> Update:
     """UPDATE of one step by id, in the transaction that finishes its job (which holds the job's row)."""
     values = {name: bindparam(f"new_{name}", type_=STEPS.c[name].type) for name in names}
-    return update(STEPS).where(STEPS.c.id == bindparam("step_id"), STEPS.c.status.in_(OPEN_STEP_STATUSES)).values(values).returning(*STEPS.c)
+    return update(STEPS).where(STEPS.c.id == bindparam("step_id"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES))).values(values).returning(*STEPS.c)
 
 
 @cache
