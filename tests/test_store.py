@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -187,3 +190,35 @@ def test_finished_is_final(store: JobStore):
     assert lost.value.status == "completed" and store.status("job_final00002") == "completed"
     with pytest.raises(KeyError):
         store.close_job("job_missing", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
+
+
+def test_a_cancel_waiting_on_the_owners_transaction_loses(store: JobStore):
+    """The owner's last write holds the job's row; another process's cancel waits for it, then
+    re-reads the row and loses (PostgreSQL: the conditional UPDATE is checked again after the lock)."""
+    store.create(make_job("job_final00003"))
+    store.update_job("job_final00003", status=JobStatus.GENERATING_VIDEO.value)
+    outcome: list[BaseException | Any] = []
+    with store.transaction() as connection:
+        store.complete_job("job_final00003", StepKind.VIDEO, connection=connection, video_path="job_final00003/video.mp4")
+
+        def cancel() -> None:
+            try:
+                outcome.append(store.close_job("job_final00003", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled"))
+            except BaseException as error:
+                outcome.append(error)
+
+        other = threading.Thread(target=cancel)
+        other.start()
+        if store.engine.dialect.name == "postgresql":  # see it wait for the row's lock (no event to await: its state)
+            waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE jobs%'")
+            deadline = time.monotonic() + 10
+            while True:
+                with store.engine.connect() as watcher:  # a transaction of its own each time: it sees pg_stat_activity anew
+                    if watcher.execute(waiting).scalar_one():
+                        break
+                assert time.monotonic() < deadline, f"the cancel never waited for the owner's lock: {outcome}"
+                time.sleep(0.01)
+    other.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], JobFinished) and outcome[0].status == "completed", outcome
+    record = store.get("job_final00003")
+    assert (record.job.status, record.step(StepKind.VIDEO).status) == ("completed", "completed")
