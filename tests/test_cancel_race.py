@@ -27,6 +27,7 @@ from backend.system import System
 from tests.cluster import Cluster
 from tests.conftest import EventStream, Server, ends_job, open_stream
 from tests.fakes import FakeRunway, provider_env
+from tests.fakes.base import Hold
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,6 +276,21 @@ async def until_logged(api: httpx.Client, job_id: str, text: str, timeout: float
         await asyncio.sleep(0.05)
 
 
+async def assert_cancel_stands_while_the_result_downloads(api_a: httpx.Client, api_b: httpx.Client, runway: FakeRunway, stream: EventStream, prompt: str) -> None:
+    """The Runway task has succeeded and the owner is fetching its video (held at the fake's CDN)
+    when B's cancel lands: the fetch is abandoned, nothing is stored, the cancel stands."""
+    download = Hold()
+    runway.script("output", download)
+    job = api_a.post("/api/v1/generate", json=runway_job(prompt)).json()
+    await asyncio.to_thread(download.reached.wait, 60)
+    answer = api_b.delete(f"/api/v1/jobs/{job['id']}")
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled", answer.text
+    final = await until_logged(api_a, job["id"], "cancelled at runway")
+    download.release()  # the video arrives now, for nobody
+    assert final["status"] == "cancelled" and final["video_url"] is None, final
+    assert "job_completed" not in [event["type"] for event in api_b.get(f"/api/v1/jobs/{job['id']}/events").json()]
+
+
 async def assert_completion_stands(api_a: httpx.Client, api_b: httpx.Client, stream: EventStream, prompt: str) -> None:
     job = api_a.post("/api/v1/generate", json=runway_job(prompt)).json()
     end = await stream.until(ends_job(job["id"]))
@@ -297,6 +313,7 @@ async def test_two_instances_without_a_task_engine(tmp_path: Path, postgres_url:
             with a.client() as api_a, b.client() as api_b:
                 runway.outcomes.append("hold")
                 await assert_cancel_stands(api_a, api_b, runway, stream, "a river filmed on A, cancelled on B")
+                await assert_cancel_stands_while_the_result_downloads(api_a, api_b, runway, stream, "a river fetched by A, cancelled on B")
                 await assert_completion_stands(api_a, api_b, stream, "a river filmed on A, finished before B's cancel")
         finally:
             await stream.connection.close()
@@ -313,6 +330,7 @@ async def test_procrastinate_workers(tmp_path: Path, postgres_url: str):
             with a.client() as api_a, b.client() as api_b:
                 runway.outcomes.append("hold")
                 await assert_cancel_stands(api_a, api_b, runway, stream, "a tram filmed by a worker, cancelled on B")
+                await assert_cancel_stands_while_the_result_downloads(api_a, api_b, runway, stream, "a tram fetched by a worker, cancelled on B")
                 await assert_completion_stands(api_a, api_b, stream, "a tram filmed by a worker, finished before B's cancel")
         finally:
             await stream.connection.close()
