@@ -52,6 +52,7 @@ def _constants(values: Iterable[str]) -> list[Any]:
     again at every execution of a statement built once (a third of a write's time)."""
     return [literal_column(f"'{value}'") for value in values]  # our own enum values, never input
 
+
 #: The cost column each step's charge goes to.
 COST_COLUMN = {StepKind.IMAGE: "image_cost", StepKind.VIDEO: "video_cost"}
 
@@ -172,13 +173,6 @@ def _update_open_step(names: tuple[str, ...]) -> Update:
         .values(values)
         .returning(*STEPS.c)
     )
-
-
-@cache
-def _close_step(names: tuple[str, ...]) -> Update:
-    """UPDATE of one step by id, in the transaction that finishes its job (which holds the job's row)."""
-    values = {name: bindparam(f"new_{name}", type_=STEPS.c[name].type) for name in names}
-    return update(STEPS).where(STEPS.c.id == bindparam("step_id"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES))).values(values).returning(*STEPS.c)
 
 
 @cache
@@ -333,7 +327,7 @@ class JobStore:
                 values: dict[str, Any] = {"status": StepStatus.CANCELLED.value}
                 if row.status == StepStatus.RUNNING.value:
                     values = {"status": running_outcome.value, "ended_at": utcnow(), "log": [*row.log, note]}
-                step = connection.execute(_close_step(tuple(values)), {"step_id": row.id, **_new_values(values)}).one()
+                step = connection.execute(_update_open_step(tuple(values)), {"step_job_id": job_id, "step_kind": row.kind, **_new_values(values)}).one()
                 closed.append(_step(step))
         return job, sorted(closed, key=lambda step: _STEP_ORDER[step.kind])
 
