@@ -42,6 +42,7 @@ class GatedVideo:
     def __init__(self, remote_id: str | None = None) -> None:
         self.remote_id = remote_id
         self.started = asyncio.Event()
+        self.tick = asyncio.Event()  # set: report one more progress tick, then wait on
         self.finish = asyncio.Event()
         self.cancelled_remote: list[str] = []
 
@@ -53,7 +54,15 @@ class GatedVideo:
             await ctx.save_remote_id(self.remote_id)
         ctx.progress(0.5, "half way")
         self.started.set()
-        await self.finish.wait()
+        finish, tick = asyncio.ensure_future(self.finish.wait()), asyncio.ensure_future(self.tick.wait())
+        try:
+            await asyncio.wait({finish, tick}, return_when=asyncio.FIRST_COMPLETED)
+            if self.tick.is_set():
+                ctx.progress(0.7)
+            await finish
+        finally:
+            finish.cancel()
+            tick.cancel()
         request.output_path.write_bytes(b"\x00\x00\x00\x18ftypmp42 a video")
         return VideoResult(model="gen4_turbo", width=1280, height=720)
 
@@ -200,6 +209,31 @@ async def test_cancel_on_another_instance_stops_the_owner_promptly(instances, da
     assert "job_completed" not in stored_event_types(owner, "job_race_reach01")
     assert any("stopped here: the job was cancelled by another process" in line for line in record.step(StepKind.VIDEO).log)
     assert video.cancelled_remote == ["task-1"]
+
+
+async def test_the_owners_next_progress_write_stops_it(tmp_path: Path):
+    """Told by nobody (SQLite, no heartbeat in time), the owner stops at its next write: the
+    progress tick finds the job finished, is dropped, and the run stops there."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    owner, other = System(settings(tmp_path / "data", url)), System(settings(tmp_path / "data", url))
+    await owner.start()
+    await other.start()
+    try:
+        video = GatedVideo(remote_id="task-2")
+        owner.providers.video = lambda name: video  # type: ignore[method-assign]
+        task = submit(owner, "job_race_tick001")
+        await video.started.wait()
+        assert (await other.jobs.cancel("job_race_tick001")).job.status == "cancelled"
+        assert not task.done()
+        video.tick.set()  # the render goes on and reports 70%
+        await ended(task, 5)
+        record = owner.store.get("job_race_tick001")
+        assert record.job.status == "cancelled" and record.step(StepKind.VIDEO).progress < 70
+        assert any("stopped here: the job was cancelled by another process" in line for line in record.step(StepKind.VIDEO).log)
+        assert video.cancelled_remote == ["task-2"] and not video.finish.is_set()
+    finally:
+        for system in (owner, other):
+            await system.stop()
 
 
 async def test_cancel_in_the_same_process_while_the_result_is_stored(tmp_path: Path):
