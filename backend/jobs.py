@@ -20,7 +20,7 @@ from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnav
 from .public import job_update_data
 from .rate_limit import RateLimiter
 from .schemas import MAX_SEED, GenerateRequest
-from .store import JobRecord, JobStore
+from .store import JobFinished, JobRecord, JobStore
 
 
 def new_job_id() -> str:
@@ -145,17 +145,21 @@ class JobService:
         return record
 
     async def cancel(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
+        """Cancel the job; the answer is the truth, since finished is final (JobStore): once this
+        says cancelled the job stays so, and a job that finished first answers JobNotCancellable."""
         record = self.get(job_id, user)
         if record.job.job_status.finished:
             raise JobNotCancellable(job_id, record.job.status)
         await self.queue.cancel(job_id)
         record = self.get(job_id)
-        if record.job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
-            raise JobNotCancellable(job_id, record.job.status)  # it finished while we asked
         if not record.job.job_status.finished:
-            # No task of ours ran it (it had not started, or it is gone): record the cancel here.
-            self.pipeline.mark_cancelled(job_id)
+            # No task of ours ran it (not started, gone, or another instance's): record the cancel
+            # here; an owner elsewhere hears it (its event, or its next write) and stops.
+            with contextlib.suppress(JobFinished):  # it finished while we asked: that end stands
+                self.pipeline.mark_cancelled(job_id)
             record = self.get(job_id)
+        if record.job.job_status is not JobStatus.CANCELLED:
+            raise JobNotCancellable(job_id, record.job.status)  # it finished while we asked
         return record
 
     async def remove(self, job_id: str, user: User = LOCAL_USER) -> None:

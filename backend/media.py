@@ -130,6 +130,10 @@ class MediaStore(ABC):
         """Delete every file of a job; a failure is logged, never raised (the job row is gone already)."""
 
     @abstractmethod
+    def remove_file(self, relative: str) -> None:
+        """Delete one stored file (a step result thrown away); a missing file is fine, a failure is logged."""
+
+    @abstractmethod
     async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
         """The HTTP answer of the download route (GET and HEAD, byte ranges), None if missing."""
 
@@ -279,6 +283,12 @@ class LocalMediaStore(MediaStore):
         partial = path.with_suffix(".part")
         partial.write_bytes(jpeg)
         partial.replace(path)  # atomic: a reader never sees half a file
+
+    def remove_file(self, relative: str) -> None:
+        path = self.resolve(relative)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:
         from starlette.responses import FileResponse  # the web layer, only for the one call that needs it

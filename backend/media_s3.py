@@ -239,6 +239,15 @@ class S3MediaStore(MediaStore):
         except S3_ERRORS as error:
             log.warning("could not remove the media of %s from S3 bucket '%s': %s", job_id, self.bucket, _reason(error))
 
+    def remove_file(self, relative: str) -> None:
+        key = self.key_for(relative)
+        if key is None:
+            return
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except S3_ERRORS as error:
+            log.warning("could not remove %s from S3 bucket '%s': %s", key, self.bucket, _reason(error))
+
     # -- downloads --------------------------------------------------------------------
 
     async def download_response(self, relative: str | None, kind: str, job_id: str, request: Request) -> Response | None:

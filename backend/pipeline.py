@@ -3,6 +3,11 @@
 Every state change and the events that tell of it are stored in one transaction (`transition`)
 and delivered once it has committed, on the event loop's thread, so that per job the events come
 out in order and a reader who reacts to an event finds the store already saying the same.
+
+Finished is final (see JobStore): when another process ended the job first (a cancel on another
+instance), the pipeline's next write raises JobFinished and the run stops there, writing nothing
+more but what `record_after_end` allows: a step result that came too late is thrown away (its
+file removed), while what the provider charged for it is added to the cost, with a log line.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
@@ -22,7 +27,7 @@ from .media import MediaStorageError, MediaStore
 from .models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 from .providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
 from .providers.registry import ProviderRegistry, ProviderUnavailable
-from .store import JobStore
+from .store import JobFinished, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,10 @@ async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
         raise
 
 
+def _media_kind(kind: StepKind) -> str:
+    return "image" if kind is StepKind.IMAGE else "video"
+
+
 def _job_percent(kind: StepKind, step_percent: int) -> int:
     """The job's progress while `kind` is at `step_percent`: 100 is kept for a completed job."""
     return min(99, int(STEP_OFFSETS[kind] + STEP_WEIGHTS[kind] * step_percent))
@@ -75,6 +84,7 @@ class StepRun:
         self.percent = progress
         self.remote_id = remote_id
         self.cancel_event = threading.Event()
+        self.task = asyncio.current_task()  # the job's run, stopped when a write finds the job ended
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
@@ -102,7 +112,15 @@ class StepRun:
         if percent <= self.percent or self.cancel_event.is_set():
             return
         self.percent = percent
-        self.pipeline._step_progress(self.job_id, self.kind, percent)
+        try:
+            self.pipeline._step_progress(self.job_id, self.kind, percent)
+        except JobFinished:  # ended by another process (a cancel elsewhere): stop the run here
+            self.stop()
+
+    def stop(self) -> None:
+        self.cancel_event.set()  # a render thread stops at its next frame
+        if self.task is not None and not self.task.done() and not self.task.cancelling():
+            self.task.cancel()
 
 
 class Pipeline:
@@ -131,11 +149,17 @@ class Pipeline:
         self.bus.publish("job_update", job.id, public.job_update_data(job))
 
     def _log_step(self, job_id: str, kind: StepKind, message: str) -> None:
-        self.store.append_log(job_id, kind, f"{public.iso(utcnow())} {message}")
+        self.store.append_log(job_id, kind, self._line(message))  # dropped once the step ended
 
-    def _update_step(self, job_id: str, kind: StepKind, **fields: Any) -> None:
-        step = self.store.update_step(job_id, kind, **fields)
-        self.bus.publish("step_update", job_id, public.step_data(step))
+    @staticmethod
+    def _line(message: str) -> str:
+        return f"{public.iso(utcnow())} {message}"
+
+    def _note_after_end(self, job_id: str, kind: StepKind, message: str, charge: float = 0.0) -> None:
+        """A line (and a charge) about work that went on after the job ended: see JobStore.record_after_end."""
+        # No event: the job's end was told already (and a `job_update` saying cancelled would read as
+        # one more cancel to every runner); GET shows the cost as it stands.
+        self.store.record_after_end(job_id, kind, self._line(message), charge)
 
     def _step_progress(self, job_id: str, kind: StepKind, percent: int) -> None:
         # One transaction per tick: the step's progress and the job's, which never goes down.
@@ -144,11 +168,6 @@ class Pipeline:
             events.append(("step_update", public.step_data(step)))
             if job is not None:  # the job's progress went up too
                 events.append(("job_update", public.job_update_data(job)))
-
-    def _set_job_status(self, job_id: str, status: JobStatus, **fields: Any) -> Job:
-        job = self.store.update_job(job_id, status=status.value, **fields)
-        self._publish_job(job)
-        return job
 
     # -- running --------------------------------------------------------------------
 
@@ -161,19 +180,25 @@ class Pipeline:
         try:
             for kind in StepKind:
                 step = record.step(kind)
-                if step.status == StepStatus.COMPLETED and await asyncio.to_thread(self.media.exists, _output_path(job, kind)):
-                    continue  # done before a restart: never made (or paid for) twice
+                if step.status == StepStatus.COMPLETED:  # done before a restart: never made (or paid for) twice
+                    if not await asyncio.to_thread(self.media.exists, _output_path(job, kind)):
+                        raise MediaStorageError(f"the {_media_kind(kind)} made before a restart is missing from the media store")
+                    continue
                 async with slot(kind, _provider_name(job, kind)):
                     running = self._start_step(job, step)
-                    job = await self._run_step(job, running)
+                    job = await self._run_step(job, running, last=kind is StepKind.VIDEO)
                     running = None
-            self._complete_job(job_id)
+            if not job.job_status.finished:  # every step was done before a restart
+                self._complete_job(job_id)
+        except JobFinished as lost:  # ended by another process: stop, the end is theirs
+            await self._stopped_elsewhere(job_id, running, lost.status)
         except asyncio.CancelledError:
             if running is not None:
                 running.cancel_event.set()  # stops a render thread at its next frame
             if self.stopping:
                 raise  # interrupted, not cancelled: the next start resumes the job
             await self._end_safely(job_id, self._cancel(job_id, running))
+            log.info("job %s stopped: cancelled", job_id)
             raise
         except (ProviderError, ProviderUnavailable, pricing.UnknownPrice, StepCancelled, MediaStorageError) as error:
             await self._end_safely(job_id, self._fail(job_id, running, str(error)))
@@ -191,9 +216,7 @@ class Pipeline:
             self.bus.publish("job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"})
 
     def _start_step(self, job: Job, step: JobStep) -> StepRun:
-        if self.store.status(job.id) in (None, JobStatus.CANCELLED.value):
-            raise asyncio.CancelledError()  # cancelled by another process while this one queued it
-        kind = step.step_kind
+        kind = step.step_kind  # a job ended by another process while this one queued it: JobFinished below
         resumed = step.status == StepStatus.RUNNING  # it was running when the last process stopped
         with self.transition(job.id) as (connection, events):
             updated_job = self.store.update_job(job.id, connection=connection, status=STEP_JOB_STATUS[kind].value)
@@ -206,15 +229,18 @@ class Pipeline:
         # Local work restarts from zero after a restart; its step progress starts over with it.
         return StepRun(self, job.id, kind, step.progress if step.remote_id else 0, step.remote_id, resumed=resumed)
 
-    async def _run_step(self, job: Job, run: StepRun) -> Job:
-        """Make the step's output, store it with its cost, and give back the updated job."""
+    async def _run_step(self, job: Job, run: StepRun, *, last: bool) -> Job:
+        """Make the step's output, store it with its cost, and give back the updated job (the
+        last step's completes the job in the same transaction)."""
         if run.kind is StepKind.IMAGE:
             width, height = (int(part) for part in job.image_size.split("x"))
             request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
             image = await self.providers.image(job.provider).generate(request, run)
-            relative = await _store_in_thread(self.media.write_image, job.id, image.png)
             cost = pricing.image_cost(job.provider, image.model, job.image_size, job.quality)
-            fields = {"image_path": relative, "image_model": image.model, "image_cost": cost, "extra": {**job.extra, **image.metadata}}
+            async with self._kept_or_discarded(job.id, run, cost):
+                relative = await _store_in_thread(self.media.write_image, job.id, image.png)
+                fields = {"image_path": relative, "image_model": image.model, "image_cost": cost, "extra": {**job.extra, **image.metadata}}
+                return self._complete_step(job.id, run.kind, fields, last=last)
         else:
             # Providers work on local files; with S3 media, staging is a temporary folder.
             with self.media.staging(job.id) as staging:
@@ -224,15 +250,48 @@ class Pipeline:
                 output = self.media.video_output(job.id, staging)
                 request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
                 video = await self.providers.video(job.video_provider).animate(request, run)
-                relative = await _store_in_thread(self.media.commit_video, job.id, output)
-            cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
-            extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
-            fields = {"video_path": relative, "video_model": video.model, "video_cost": cost, "extra": extra}
-        return self._complete_step(job.id, run.kind, fields)
+                cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
+                async with self._kept_or_discarded(job.id, run, cost):
+                    relative = await _store_in_thread(self.media.commit_video, job.id, output)
+                    extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
+                    fields = {"video_path": relative, "video_model": video.model, "video_cost": cost, "extra": extra}
+                    return self._complete_step(job.id, run.kind, fields, last=last)
+        raise AssertionError("unreachable: _kept_or_discarded re-raises")
 
-    def _complete_step(self, job_id: str, kind: StepKind, fields: dict[str, Any]) -> Job:
-        """Store the step's output and cost on the job and end the step, in one transaction."""
+    @asynccontextmanager
+    async def _kept_or_discarded(self, job_id: str, run: StepRun, cost: float) -> AsyncIterator[None]:
+        """Around storing a step's result: if the job ends first (a cancel here, or JobFinished: a
+        cancel elsewhere), the result is thrown away, its file removed, and what the provider
+        charged for it is still recorded, with a line in the step's log."""
+        try:
+            yield
+        except (asyncio.CancelledError, JobFinished):
+            if not self.stopping:  # a stop is no end: the next start makes the step again
+                await self._discard(job_id, run, cost)
+            raise
+
+    async def _discard(self, job_id: str, run: StepRun, cost: float) -> None:
+        run.cancel_event.set()
+        try:  # the charge first: the file's removal (maybe an S3 call) may be cancelled again
+            message = "the result came after the cancel: discarded" + (f"; the provider charged ${cost:.4f} for it" if cost else "")
+            self._note_after_end(job_id, run.kind, message, charge=cost)
+        except Exception:
+            log.exception("could not record the charge of job %s's discarded %s", job_id, _media_kind(run.kind))
+        relative = self.media.relative_path(job_id, _media_kind(run.kind))
+        await asyncio.shield(asyncio.to_thread(self.media.remove_file, relative))
+
+    def _complete_step(self, job_id: str, kind: StepKind, fields: dict[str, Any], *, last: bool) -> Job:
+        """Store the step's output and cost on the job and end the step, in one transaction;
+        the last step completes the job in it too. JobFinished (nothing stored) once it ended."""
         with self.transition(job_id) as (connection, events):
+            if last:
+                job, step = self.store.complete_job(job_id, kind, connection=connection, **fields)
+                events += [
+                    ("step_update", public.step_data(step)),
+                    ("job_update", public.job_update_data(job)),
+                    ("job_completed", public.job_completed_data(job)),
+                ]
+                return job
             job = self.store.update_job(job_id, connection=connection, **fields)
             step, raised = self.store.record_progress(
                 job_id, kind, 100, _job_percent(kind, 100), connection=connection, status=StepStatus.COMPLETED.value, ended_at=utcnow()
@@ -248,40 +307,60 @@ class Pipeline:
             job = self.store.update_job(job_id, connection=connection, status=JobStatus.COMPLETED.value, progress=100)
             events += [("job_update", public.job_update_data(job)), ("job_completed", public.job_completed_data(job))]
 
-    def _close_steps(self, job_id: str, run: StepRun | None, status: StepStatus, note: str) -> None:
-        """End the running step with `status` and mark the steps that never ran as cancelled."""
-        if run is not None:
-            self._update_step(job_id, run.kind, status=status.value, ended_at=utcnow())
-            self._log_step(job_id, run.kind, note)
-        record = self.store.get(job_id)
-        for step in record.steps if record else ():
-            if step.status == StepStatus.PENDING:
-                self._update_step(job_id, step.step_kind, status=StepStatus.CANCELLED.value)
+    def _close(self, job_id: str, status: JobStatus, outcome: StepStatus, note: str, *, announce: bool = True, **fields: Any) -> Job:
+        """Finish the job and end its open steps (the running one with `outcome` and `note`), in
+        one transaction with the events (`announce`: the job's too). JobFinished if it had ended."""
+        with self.transition(job_id) as (connection, events):
+            job, closed = self.store.close_job(job_id, status, outcome, self._line(note), connection=connection, **fields)
+            events += [("step_update", public.step_data(step)) for step in closed]
+            if announce:
+                events.append(("job_update", public.job_update_data(job)))
+                if status is JobStatus.FAILED:
+                    events.append(("job_failed", public.job_failed_data(job)))
+        return job
 
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
-        self._close_steps(job_id, run, StepStatus.FAILED, f"failed: {reason}")
         kind = run.kind if run is not None else StepKind.IMAGE
-        with self.transition(job_id) as (connection, events):
-            job = self.store.update_job(job_id, connection=connection, status=JobStatus.FAILED.value, error=f"{kind.title.capitalize()} failed: {reason}")
-            events += [("job_update", public.job_update_data(job)), ("job_failed", public.job_failed_data(job))]
+        try:
+            self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, f"failed: {reason}", error=f"{kind.title.capitalize()} failed: {reason}")
+        except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
+            await self._stopped_elsewhere(job_id, run, lost.status)
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
-        if run is None or not run.remote_id:
-            self.mark_cancelled(job_id, run)
-            return
-        # Recorded at once (nothing starts the job again), announced once the provider was told
-        # too: whoever waits for the end event (a DELETE on another instance) finds it all done.
-        self._close_steps(job_id, run, StepStatus.CANCELLED, "cancelled")
-        self.store.update_job(job_id, status=JobStatus.CANCELLED.value)
+        remote = run is not None and bool(run.remote_id)
         try:
-            await self._cancel_remote(job_id, run)
-        finally:  # even if this task is cancelled again meanwhile: the end event must go out
-            self._publish_job(self.store.get(job_id).job)  # type: ignore[union-attr]
+            # Recorded at once (nothing starts the job again); with a remote task, announced once the
+            # provider was told too: whoever waits for the end event (a DELETE on another instance) finds it all done.
+            job = self._close(job_id, JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled", announce=not remote)
+        except JobFinished as lost:  # cancelled elsewhere first (or it ended): this process only stops
+            await self._stopped_elsewhere(job_id, run, lost.status)
+            return
+        if remote:
+            try:
+                await self._cancel_remote(job_id, run)  # type: ignore[arg-type]
+            finally:  # even if this task is cancelled again meanwhile: the end event must go out
+                record = self.store.get(job_id)
+                self._publish_job(record.job if record is not None else job)
 
-    def mark_cancelled(self, job_id: str, run: StepRun | None = None) -> None:
-        """Record a cancel: also for a job whose task never started or is gone."""
-        self._close_steps(job_id, run, StepStatus.CANCELLED, "cancelled")
-        self._set_job_status(job_id, JobStatus.CANCELLED)
+    def mark_cancelled(self, job_id: str) -> Job:
+        """Record a cancel for a job whose task does not run here (another process's, or none):
+        JobFinished when it had ended first. Its owner, if any, learns it from the event or its
+        next write, and stops (see `_stopped_elsewhere`)."""
+        return self._close(job_id, JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
+
+    async def _stopped_elsewhere(self, job_id: str, run: StepRun | None, status: str) -> None:
+        """The job ended in another process (it is `status` now) while this one ran it: stop the
+        step's work, cancel its remote task, and say so in the step's log."""
+        log.info("job %s stopped: it was %s by another process", job_id, status)
+        if run is None:
+            return
+        run.cancel_event.set()
+        try:
+            if run.remote_id:
+                await self._cancel_remote(job_id, run)
+            self._note_after_end(job_id, run.kind, f"stopped here: the job was {status} by another process")
+        except Exception:  # the end stands either way: only this note is missing
+            log.exception("could not note where job %s stopped", job_id)
 
     async def _cancel_remote(self, job_id: str, run: StepRun) -> None:
         job = self.store.get(job_id).job  # type: ignore[union-attr]
@@ -290,6 +369,6 @@ class Pipeline:
             provider = self.providers.image(name) if run.kind is StepKind.IMAGE else self.providers.video(name)
             # Shielded: the task that runs this is itself being cancelled.
             await asyncio.wait_for(asyncio.shield(provider.cancel_remote(run.remote_id)), REMOTE_CANCEL_TIMEOUT)  # type: ignore[arg-type]
-            self._log_step(job_id, run.kind, f"remote task {run.remote_id} cancelled at {name}")
+            self._note_after_end(job_id, run.kind, f"remote task {run.remote_id} cancelled at {name}")
         except Exception as error:  # the job stays cancelled; the log says what happened remotely
-            self._log_step(job_id, run.kind, f"could not cancel remote task {run.remote_id}: {error}")
+            self._note_after_end(job_id, run.kind, f"could not cancel remote task {run.remote_id}: {error}")

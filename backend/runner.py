@@ -5,6 +5,11 @@ runs jobs (the server, `promptreel generate`) claims them in the store and beats
 while it runs them, so two processes never run the same job: the server picks up, at its start
 and then whenever it beats, only the unfinished jobs that no live process owns. On shutdown it
 interrupts its jobs without marking them and releases them, so the next start resumes them.
+
+A cancel recorded by another process reaches the job's task here three ways: its `job_update`
+event (PostgreSQL: every instance hears every event, within milliseconds), the heartbeat (which
+answers the cancelled jobs; the fallback, e.g. for `promptreel generate` on SQLite), and the
+pipeline's own next write, which finds the job finished (JobStore) and stops the run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from .models import StepKind, utcnow
 from .pipeline import REMOTE_CANCEL_TIMEOUT, Pipeline
@@ -42,6 +48,17 @@ class JobRunner:
         self._limits: dict[tuple[StepKind, str], asyncio.Semaphore] = {}
         self.waiting = 0  # jobs queued for a slot
         self.running = 0  # steps holding a slot
+        pipeline.bus.listen(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """A job cancelled by another process (its `job_update`, heard on the bus): stop its task here."""
+        if event["type"] == "job_update" and event["data"].get("status") == "cancelled" and event["jobId"] in self._tasks:
+            self._stop(event["jobId"])
+
+    def _stop(self, job_id: str) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None and not task.done() and not task.cancelling():
+            task.cancel()
 
     def _limit(self, kind: StepKind, provider: str) -> asyncio.Semaphore:
         key = (kind, provider)
@@ -90,9 +107,7 @@ class JobRunner:
             await asyncio.sleep(self.settings.heartbeat_seconds)  # a clock, not a wait for an event
             try:
                 for job_id in self.store.heartbeat(self.worker_id, list(self._tasks)):
-                    task = self._tasks.get(job_id)
-                    if task is not None and not task.cancelling():  # cancelled by another process: stop it here too
-                        task.cancel()
+                    self._stop(job_id)  # cancelled by another process: stop it here too
                 if self.adopts_orphans:
                     self.resume_unfinished()
             except Exception:  # the store may be down for a moment: beat again next time

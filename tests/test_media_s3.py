@@ -347,3 +347,22 @@ async def test_a_missing_bucket_fails_the_job_with_a_clear_message(tmp_path: Pat
     finally:
         server.stop()
     assert "Traceback" not in server.log_path.read_text()  # a failed job, not an internal error
+
+
+def test_remove_file_deletes_one_thrown_away_result(store: S3MediaStore, moto: MotoServer, bucket: str, tmp_path: Path):
+    """A step result that came after a cancel goes; the job's other file stays (both stores)."""
+    local = media_store_for(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path))
+    for media in (store, local):
+        image = media.write_image(JOB, PNG)
+        with media.staging(JOB) as staging:
+            output = media.video_output(JOB, staging)
+            output.write_bytes(b"an mp4")
+            video = media.commit_video(JOB, output)
+        media.remove_file(video)
+        assert not media.exists(video) and media.exists(image)
+        media.remove_file(video)  # gone already: fine
+        for relative in ODD_PATHS:
+            if relative:
+                media.remove_file(relative)  # never outside the media
+        assert media.exists(image)
+    assert moto.keys(bucket) == [f"promptreel/{JOB}/image.png"]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
 
 from backend.database import create_db_engine, migrate
 from backend.models import Job, JobStatus, StepKind, StepStatus, utcnow
-from backend.store import JobStore
+from backend.store import JobFinished, JobStore
 
 
 def make_job(job_id: str, prompt: str = "a lighthouse at dawn", status: str = JobStatus.PENDING) -> Job:
@@ -141,3 +144,81 @@ def test_hot_path_writes_return_what_was_stored(store: JobStore):
     assert store.status("job_hot00001") == "generating_video"
     with pytest.raises(KeyError):
         store.update_job("job_missing", status=JobStatus.FAILED.value)
+
+
+def test_finished_is_final(store: JobStore):
+    """A finished job never changes status, progress, cost or steps again; the losing writer is told."""
+    store.create(make_job("job_final00001"))
+    with store.transaction() as connection:
+        store.update_job("job_final00001", connection=connection, status=JobStatus.GENERATING_VIDEO.value, image_cost=0.04)
+        store.update_step("job_final00001", StepKind.IMAGE, connection=connection, status=StepStatus.COMPLETED.value, progress=100)
+        store.update_step("job_final00001", StepKind.VIDEO, connection=connection, status=StepStatus.RUNNING.value, progress=10)
+    assert store.append_log("job_final00001", StepKind.VIDEO, "rendering")
+    # Another process cancels: the job and its open steps end in one transaction.
+    job, closed = store.close_job("job_final00001", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
+    assert job.status == "cancelled" and [(s.kind, s.status, s.log) for s in closed] == [("video_generation", "cancelled", ["rendering", "cancelled"])]
+    before = store.get("job_final00001")
+
+    # The owner, late, writes its step's result, its progress, its completion: each loses, nothing changes.
+    for write in (
+        lambda: store.update_job("job_final00001", video_path="job_final00001/video.mp4", video_cost=0.25),
+        lambda: store.update_job("job_final00001", status=JobStatus.COMPLETED.value, progress=100),
+        lambda: store.record_progress("job_final00001", StepKind.VIDEO, 99, 99),
+        lambda: store.update_step("job_final00001", StepKind.VIDEO, status=StepStatus.COMPLETED.value, progress=100),
+        lambda: store.update_step("job_final00001", StepKind.IMAGE, progress=50),  # a step that ended
+        lambda: store.close_job("job_final00001", JobStatus.FAILED, StepStatus.FAILED, "failed: late"),
+    ):
+        with pytest.raises(JobFinished) as lost:
+            write()
+        assert lost.value.status == "cancelled"
+    assert not store.append_log("job_final00001", StepKind.VIDEO, "99%")  # log lines after the end are dropped
+    assert store.get("job_final00001") == before
+
+    # The one change allowed: a charge already incurred, with its line. Cost only goes up.
+    job = store.record_after_end("job_final00001", StepKind.VIDEO, "result came after the cancel: discarded, $0.25 charged", charge=0.25)
+    assert (job.status, job.progress, job.image_cost, job.video_cost, job.total_cost) == ("cancelled", before.job.progress, 0.04, 0.25, 0.29)
+    assert store.get("job_final00001").step(StepKind.VIDEO).log[-1].endswith("$0.25 charged")
+    with pytest.raises(ValueError):
+        store.record_after_end("job_final00001", StepKind.VIDEO, "refund", charge=-0.25)
+    assert store.get("job_final00001").job.video_cost == 0.25
+
+    # The first finishing write wins: here the completion, and the cancel after it loses.
+    store.create(make_job("job_final00002"))
+    store.update_job("job_final00002", status=JobStatus.COMPLETED.value, progress=100)
+    with pytest.raises(JobFinished) as lost:
+        store.close_job("job_final00002", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
+    assert lost.value.status == "completed" and store.status("job_final00002") == "completed"
+    with pytest.raises(KeyError):
+        store.close_job("job_missing", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
+
+
+def test_a_cancel_waiting_on_the_owners_transaction_loses(store: JobStore):
+    """The owner's last write holds the job's row; another process's cancel waits for it, then
+    re-reads the row and loses (PostgreSQL: the conditional UPDATE is checked again after the lock)."""
+    store.create(make_job("job_final00003"))
+    store.update_job("job_final00003", status=JobStatus.GENERATING_VIDEO.value)
+    outcome: list[BaseException | Any] = []
+    with store.transaction() as connection:
+        store.complete_job("job_final00003", StepKind.VIDEO, connection=connection, video_path="job_final00003/video.mp4")
+
+        def cancel() -> None:
+            try:
+                outcome.append(store.close_job("job_final00003", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled"))
+            except BaseException as error:
+                outcome.append(error)
+
+        other = threading.Thread(target=cancel)
+        other.start()
+        if store.engine.dialect.name == "postgresql":  # see it wait for the row's lock (no event to await: its state)
+            waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE jobs%'")
+            deadline = time.monotonic() + 10
+            while True:
+                with store.engine.connect() as watcher:  # a transaction of its own each time: it sees pg_stat_activity anew
+                    if watcher.execute(waiting).scalar_one():
+                        break
+                assert time.monotonic() < deadline, f"the cancel never waited for the owner's lock: {outcome}"
+                time.sleep(0.01)
+    other.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], JobFinished) and outcome[0].status == "completed", outcome
+    record = store.get("job_final00003")
+    assert (record.job.status, record.step(StepKind.VIDEO).status) == ("completed", "completed")
