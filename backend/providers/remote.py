@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -39,6 +39,9 @@ GONE_STATUS = frozenset({401, 403, 404, 410})
 #: Downloads use no pooled connections: each request goes to the address its own URL was checked
 #: for, with its own TLS server name (see output_urls.py).
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+#: The most a provider's API answer read whole may weigh (a task, a poll, an account: JSON of a
+#: few kB). Outputs and DALL-E's answer (an image as base64) are streamed under their own caps.
+API_ANSWER_BYTES = 4 * 2**20
 
 
 @cache
@@ -48,8 +51,115 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def http_client(**options: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(verify=tls_context(), **options)
+class ProviderAnswers:
+    """What every provider client takes from the wire: uncompressed answers, and read whole at
+    most `max_bytes` (None: the caller streams them under its own cap).
+
+    Compression is not asked for, and an answer compressed anyway is refused: httpx inflates each
+    chunk it reads whole, so a 2 kB answer marked `Content-Encoding: gzip, gzip` became 2 GB of
+    memory in one chunk, past any cap counted on what it yields."""
+
+    def __init__(self, provider: str, label: str, max_bytes: int | None):
+        self.provider, self.label, self.max_bytes = provider, label, max_bytes
+
+    def _request(self, request: httpx.Request) -> None:
+        request.headers["Accept-Encoding"] = "identity"
+
+    def _refusal(self, response: httpx.Response) -> ProviderError | None:
+        if response.headers.get("content-encoding", "identity").strip().lower() in ("identity", ""):
+            return None
+        return ProviderError(self.provider, f"{self.label} answered compressed, which was not asked for; refused", code="PROVIDER_ANSWER_REFUSED")
+
+    def _too_large(self) -> ProviderError:
+        assert self.max_bytes is not None
+        return ProviderError(self.provider, f"{self.label}'s answer is larger than the {megabytes(self.max_bytes)} allowed; refused", code="PROVIDER_ANSWER_TOO_LARGE")
+
+
+class AnswerTransport(ProviderAnswers, httpx.AsyncBaseTransport):
+    """The async clients' transport: ProviderAnswers' rules over httpx's own, or over `inner`
+    (the OpenAI client's, from its own copy of httpx)."""
+
+    def __init__(self, provider: str, label: str, max_bytes: int | None, *, inner: Any = None, **options: Any):
+        super().__init__(provider, label, max_bytes)
+        self._inner = inner or httpx.AsyncHTTPTransport(verify=tls_context(), **options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._request(request)
+        response = await self._inner.handle_async_request(request)
+        if (refusal := self._refusal(response)) is not None:
+            await response.aclose()
+            raise refusal
+        if self.max_bytes is not None:
+            response.stream = _CappedAsyncStream(response.stream, self)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class SyncAnswerTransport(ProviderAnswers, httpx.BaseTransport):
+    """The same for the blocking key checks."""
+
+    def __init__(self, provider: str, label: str, max_bytes: int | None, **options: Any):
+        super().__init__(provider, label, max_bytes)
+        self._inner = httpx.HTTPTransport(verify=tls_context(), **options)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._request(request)
+        response = self._inner.handle_request(request)
+        if (refusal := self._refusal(response)) is not None:
+            response.close()
+            raise refusal
+        if self.max_bytes is not None:
+            response.stream = _CappedSyncStream(response.stream, self)  # type: ignore[arg-type]
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _CappedAsyncStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, rules: ProviderAnswers):
+        self._stream, self._rules = stream, rules
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._stream:
+            size += len(chunk)
+            if size > (self._rules.max_bytes or 0):
+                raise self._rules._too_large()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _CappedSyncStream(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream, rules: ProviderAnswers):
+        self._stream, self._rules = stream, rules
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for chunk in self._stream:
+            size += len(chunk)
+            if size > (self._rules.max_bytes or 0):
+                raise self._rules._too_large()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def http_client(*, provider: str, label: str, max_bytes: int | None = API_ANSWER_BYTES, limits: httpx.Limits | None = None, **options: Any) -> httpx.AsyncClient:
+    """A client for one provider's answers (ProviderAnswers: uncompressed, at most `max_bytes` when read whole)."""
+    transport = AnswerTransport(provider, label, max_bytes, **({"limits": limits} if limits else {}))
+    return httpx.AsyncClient(transport=transport, **options)
+
+
+def key_check_get(url: str, *, provider: str, label: str, headers: dict[str, str], timeout: float) -> httpx.Response:
+    """A key check's GET, under the same rules as every other provider answer."""
+    with httpx.Client(transport=SyncAnswerTransport(provider, label, API_ANSWER_BYTES), timeout=timeout) as client:
+        return client.get(url, headers=headers)
 
 
 @asynccontextmanager
@@ -96,8 +206,7 @@ async def download(
         for hop in range(MAX_REDIRECTS + 1):
             candidates = await urls.pin(current, redirected=hop > 0)
             keyed = keyed and same_origin(str(current), str(urls.base))
-            # identity: a compressed answer would be counted only as it is inflated
-            sent = {**(headers if keyed and headers else {}), "Accept-Encoding": "identity"}
+            sent = headers if keyed and headers else {}  # uncompressed: the client's transport asks for that
             async with open_pinned(client, candidates, sent) as response:
                 if response.is_redirect:
                     try:
@@ -131,7 +240,7 @@ async def download(
 
     async def attempt() -> None:
         try:
-            async with http_client(timeout=timeout, limits=NO_KEEPALIVE) as client:
+            async with http_client(provider=provider, label=label, max_bytes=None, timeout=timeout, limits=NO_KEEPALIVE) as client:
                 await fetch(client)
         except NOT_SENT_ERRORS as error:
             raise Transient(describe_transport_error(error)) from error
