@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import httpx2
 import openai
 
 from ..media_checks import MediaLimits, megabytes
@@ -30,7 +29,7 @@ from ..pricing import DALLE3_QUALITY
 from ..settings import Settings
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
 from .output_urls import OutputUrlPolicy
-from .remote import AnswerTransport, as_png, download, key_check_get, tls_context
+from .remote import ProviderAnswers, as_png, download, key_check_get, tls_context
 from .retry import (
     NOT_SENT_ERRORS,
     OutcomeUnknown,
@@ -79,7 +78,7 @@ class DalleImageProvider:
         return openai.AsyncOpenAI(
             api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
             # max_bytes None: generate() streams the answer under its own cap
-            http_client=openai.DefaultAsyncHttpxClient(transport=AnswerTransport(self.name, "OpenAI", None, inner=httpx2.AsyncHTTPTransport(verify=tls_context()))),
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context(), event_hooks=ProviderAnswers(self.name, "OpenAI", None).hooks()),
         )
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
@@ -130,7 +129,7 @@ class DalleImageProvider:
                     raise self._explain_status(error) from error
                 except openai.APIConnectionError as error:  # APITimeoutError included
                     cause = error.__cause__
-                    if isinstance(cause, ProviderError):  # the transport refused the answer (remote.ProviderAnswers)
+                    if isinstance(cause, ProviderError):  # its response hook refused the answer (remote.ProviderAnswers)
                         raise cause from None
                     reason = f"{error.message} ({type(cause).__name__})" if cause else error.message
                     if cause is not None and type(cause).__name__ in _NOT_SENT_NAMES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -52,70 +52,51 @@ def tls_context() -> ssl.SSLContext:
 
 
 class ProviderAnswers:
-    """What every provider client takes from the wire: uncompressed answers, and read whole at
-    most `max_bytes` (None: the caller streams them under its own cap).
+    """What every provider client takes from the wire (as its event hooks): uncompressed answers,
+    read whole at most `max_bytes` (None: the caller streams them under its own cap).
 
     Compression is not asked for, and an answer compressed anyway is refused: httpx inflates each
     chunk it reads whole, so a 2 kB answer marked `Content-Encoding: gzip, gzip` became 2 GB of
-    memory in one chunk, past any cap counted on what it yields."""
+    memory in one chunk, past any cap counted on what it yields. Hooks rather than a transport:
+    the clients keep their own transports (and proxies from the environment)."""
 
     def __init__(self, provider: str, label: str, max_bytes: int | None):
         self.provider, self.label, self.max_bytes = provider, label, max_bytes
 
-    def _request(self, request: httpx.Request) -> None:
-        request.headers["Accept-Encoding"] = "identity"
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """`event_hooks` for an AsyncClient (httpx's or the OpenAI client's httpx2)."""
 
-    def _refusal(self, response: httpx.Response) -> ProviderError | None:
-        if response.headers.get("content-encoding", "identity").strip().lower() in ("identity", ""):
-            return None
-        return ProviderError(self.provider, f"{self.label} answered compressed, which was not asked for; refused", code="PROVIDER_ANSWER_REFUSED")
+        async def on_request(request: httpx.Request) -> None:
+            request.headers["Accept-Encoding"] = "identity"
 
-    def _too_large(self) -> ProviderError:
-        assert self.max_bytes is not None
-        return ProviderError(self.provider, f"{self.label}'s answer is larger than the {megabytes(self.max_bytes)} allowed; refused", code="PROVIDER_ANSWER_TOO_LARGE")
+        async def on_response(response: httpx.Response) -> None:
+            self._check(response)
+            if self.max_bytes is not None:
+                response.stream = _CappedAsyncStream(response.stream, self)  # type: ignore[arg-type]
 
+        return {"request": [on_request], "response": [on_response]}
 
-class AnswerTransport(ProviderAnswers, httpx.AsyncBaseTransport):
-    """The async clients' transport: ProviderAnswers' rules over httpx's own, or over `inner`
-    (the OpenAI client's, from its own copy of httpx)."""
+    def sync_hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """The same for a blocking Client (the key checks)."""
 
-    def __init__(self, provider: str, label: str, max_bytes: int | None, *, inner: Any = None, **options: Any):
-        super().__init__(provider, label, max_bytes)
-        self._inner = inner or httpx.AsyncHTTPTransport(verify=tls_context(), **options)
+        def on_request(request: httpx.Request) -> None:
+            request.headers["Accept-Encoding"] = "identity"
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self._request(request)
-        response = await self._inner.handle_async_request(request)
-        if (refusal := self._refusal(response)) is not None:
-            await response.aclose()
-            raise refusal
-        if self.max_bytes is not None:
-            response.stream = _CappedAsyncStream(response.stream, self)  # type: ignore[arg-type]
-        return response
+        def on_response(response: httpx.Response) -> None:
+            self._check(response)
+            if self.max_bytes is not None:
+                response.stream = _CappedSyncStream(response.stream, self)  # type: ignore[arg-type]
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        return {"request": [on_request], "response": [on_response]}
 
+    def _check(self, response: httpx.Response) -> None:
+        if response.headers.get("content-encoding", "identity").strip().lower() not in ("identity", ""):
+            raise ProviderError(self.provider, f"{self.label} answered compressed, which was not asked for; refused", code="PROVIDER_ANSWER_REFUSED")
 
-class SyncAnswerTransport(ProviderAnswers, httpx.BaseTransport):
-    """The same for the blocking key checks."""
-
-    def __init__(self, provider: str, label: str, max_bytes: int | None, **options: Any):
-        super().__init__(provider, label, max_bytes)
-        self._inner = httpx.HTTPTransport(verify=tls_context(), **options)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self._request(request)
-        response = self._inner.handle_request(request)
-        if (refusal := self._refusal(response)) is not None:
-            response.close()
-            raise refusal
-        if self.max_bytes is not None:
-            response.stream = _CappedSyncStream(response.stream, self)  # type: ignore[arg-type]
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
+    def too_large(self) -> ProviderError:
+        return ProviderError(
+            self.provider, f"{self.label}'s answer is larger than the {megabytes(self.max_bytes or 0)} allowed; refused", code="PROVIDER_ANSWER_TOO_LARGE"
+        )
 
 
 class _CappedAsyncStream(httpx.AsyncByteStream):
@@ -127,7 +108,7 @@ class _CappedAsyncStream(httpx.AsyncByteStream):
         async for chunk in self._stream:
             size += len(chunk)
             if size > (self._rules.max_bytes or 0):
-                raise self._rules._too_large()
+                raise self._rules.too_large()
             yield chunk
 
     async def aclose(self) -> None:
@@ -143,22 +124,22 @@ class _CappedSyncStream(httpx.SyncByteStream):
         for chunk in self._stream:
             size += len(chunk)
             if size > (self._rules.max_bytes or 0):
-                raise self._rules._too_large()
+                raise self._rules.too_large()
             yield chunk
 
     def close(self) -> None:
         self._stream.close()
 
 
-def http_client(*, provider: str, label: str, max_bytes: int | None = API_ANSWER_BYTES, limits: httpx.Limits | None = None, **options: Any) -> httpx.AsyncClient:
+def http_client(*, provider: str, label: str, max_bytes: int | None = API_ANSWER_BYTES, **options: Any) -> httpx.AsyncClient:
     """A client for one provider's answers (ProviderAnswers: uncompressed, at most `max_bytes` when read whole)."""
-    transport = AnswerTransport(provider, label, max_bytes, **({"limits": limits} if limits else {}))
-    return httpx.AsyncClient(transport=transport, **options)
+    return httpx.AsyncClient(verify=tls_context(), event_hooks=ProviderAnswers(provider, label, max_bytes).hooks(), **options)
 
 
 def key_check_get(url: str, *, provider: str, label: str, headers: dict[str, str], timeout: float) -> httpx.Response:
     """A key check's GET, under the same rules as every other provider answer."""
-    with httpx.Client(transport=SyncAnswerTransport(provider, label, API_ANSWER_BYTES), timeout=timeout) as client:
+    hooks = ProviderAnswers(provider, label, API_ANSWER_BYTES).sync_hooks()
+    with httpx.Client(verify=tls_context(), event_hooks=hooks, timeout=timeout) as client:
         return client.get(url, headers=headers)
 
 
