@@ -275,6 +275,25 @@ def test_the_header_deadline_works_on_both_of_uvicorns_protocols(base: type):
 
 
 @pytest.mark.browser
+def test_an_ipv6_client_is_throttled_for_its_whole_64(tmp_path: Path):
+    """One host commonly holds a whole IPv6 /64: counted per address, it sent a wrong token from
+    each of them and was never refused. The addresses come as a local proxy forwards them
+    (uvicorn trusts X-Forwarded-For from loopback, FORWARDED_ALLOW_IPS' default)."""
+    server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
+    try:
+        with server.client() as api:
+            def from_address(address: str, token: str = "wrong-token-from-one-host") -> int:
+                return api.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": address}).status_code
+
+            assert [from_address(f"2001:db8:7:1::{number:x}") for number in range(1, FAILURES + 1)] == [401] * FAILURES
+            assert from_address("2001:db8:7:1:ffff::1") == 429  # another address of the same /64
+            assert from_address("2001:db8:7:1::99", TOKEN) == 429  # the right token too, as for one address
+            assert from_address("2001:db8:7:2::1", TOKEN) == 200  # the next /64 is another client
+            assert from_address("198.51.100.7", TOKEN) == 200
+    finally:
+        server.stop()
+
+
 def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: Path, page: Page):
     server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
     try:
