@@ -187,7 +187,7 @@ async def download(
         for hop in range(MAX_REDIRECTS + 1):
             candidates = await urls.pin(current, redirected=hop > 0)
             keyed = keyed and same_origin(str(current), str(urls.base))
-            sent = headers if keyed and headers else {}  # uncompressed: the client's transport asks for that
+            sent = headers if keyed and headers else {}  # uncompressed: the client's request hook asks for that
             async with open_pinned(client, candidates, sent) as response:
                 if response.is_redirect:
                     try:
