@@ -232,7 +232,7 @@ async def test_output_url_rules_without_a_server():
     assert str(pinned.url) == "https://93.184.215.14:8443/out.png?sig=1" and pinned.headers == {"Host": "93.184.215.14:8443"}
     for refused in ("http://93.184.215.14/out.png", "https://10.0.0.7/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x",
                     "https://0.0.0.0/x", "https://100.64.0.1/x", "ftp://93.184.215.14/x", "https://[2002:7f00:1::1]/x",
-                    "https://[64:ff9b::a00:7]/x"):
+                    "https://[64:ff9b::a00:7]/x", "https://[64:ff9b:1::7f00:1]/x", "https://[::7f00:1]/x", "https://[::ffff:0:a00:7]/x"):
         with pytest.raises(ProviderError, match="refused"):
             await policy.pin(httpx.URL(refused))
     # A self-hosted gateway on a private address: its own endpoint is allowed, nothing else there.
