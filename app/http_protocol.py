@@ -1,11 +1,12 @@
-"""uvicorn's HTTP protocol with a deadline for each request's line and headers (slowloris).
+"""uvicorn's HTTP protocol with a deadline for each request's line, headers and body (slowloris).
 
 uvicorn has no such timeout: `timeout_keep_alive` only runs between requests and is reset by every
-byte received, so a client that sends a header a byte at a time holds its connection (and a file
-descriptor) for as long as it likes. Here a request's head must be complete within `timeout`
-seconds of the connection opening, or of the previous response on a kept-alive connection; the
-connection is dropped otherwise. Bodies and responses are not timed (uploads, downloads and
-/ws run as long as they need), and a connection that became a WebSocket is left alone.
+byte received, so a client that sends a header (or its body) a byte at a time holds its connection
+(and a file descriptor) for as long as it likes. Here a request must have arrived whole, head and
+body, within `timeout` seconds of the connection opening, or of the previous response on a
+kept-alive connection; the connection is dropped otherwise. A body is at most
+PROMPTREEL_MAX_BODY_BYTES (64 KB) anyway. Responses are not timed (downloads and long requests
+run as long as they need), and a connection that became a WebSocket is left alone.
 """
 
 from __future__ import annotations
@@ -32,16 +33,22 @@ class HeaderDeadline:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._arrived: Any = None  # the last request cycle that arrived whole
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        cycle = self.cycle
         super().data_received(data)  # type: ignore[misc]
-        # A new request cycle: its head is complete. Another protocol: the connection is a WebSocket now.
-        if self.cycle is not cycle or self.transport.get_protocol() is not self:
+        if self.transport.get_protocol() is not self:  # the connection is a WebSocket now
+            self._disarm()
+            return
+        # A request whose body is complete too (`more_body` turns False at the message's end);
+        # an earlier one that arrived whole stays current until the next head is complete.
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._arrived and not cycle.more_body:
+            self._arrived = cycle
             self._disarm()
 
     def on_response_complete(self) -> None:
@@ -65,7 +72,7 @@ class HeaderDeadline:
     def _expired(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            log.info("dropped a connection that sent no complete request head within %s s", self.timeout)
+            log.info("dropped a connection that sent no complete request within %s s", self.timeout)
             self.transport.close()
 
 

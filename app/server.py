@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 from fastapi.middleware.gzip import GZipMiddleware
 from nicegui import app, ui
+from nicegui.storage import Storage
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
@@ -22,6 +24,8 @@ from .http_protocol import with_header_timeout
 from .pages import register_pages
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+#: The studio's per-browser storage, in the data dir (unless NICEGUI_STORAGE_PATH names another folder).
+SESSIONS_DIR = "sessions"
 #: How long the native window may take to close when the server stops (s).
 WINDOW_CLOSE_SECONDS = 5.0
 
@@ -33,6 +37,11 @@ def serve(settings: Settings, *, native: bool = False) -> None:
     app.add_middleware(AllowedHosts, allowed_hosts=settings.answered_hosts)
     mount_api(app, system)
     storage_secret = load_storage_secret(settings)
+    if "NICEGUI_STORAGE_PATH" not in os.environ:
+        # NiceGUI keeps each browser's storage (a signed-in session's token fingerprint) under the
+        # working directory by default: wherever the server was started, shared by every
+        # installation started there. It belongs to this installation, in its data dir.
+        Storage.path = (settings.data_dir / SESSIONS_DIR).resolve()
     # NiceGUI's session cookie, added here rather than by ui.run so that SessionGuard sits between it
     # and NiceGUI's storage middleware (which ui.run then appends, innermost).
     app.add_middleware(SessionGuard)

@@ -3,7 +3,7 @@
 Authentication is on when API_TOKEN or API_TOKENS is set. REST takes `Authorization: Bearer
 <token>`, /ws a `token` query parameter (browsers cannot set WebSocket headers), the studio a
 login. Tokens are compared in constant time and never logged. Wrong tokens are counted per
-client address, on all three: past PROMPTREEL_AUTH_FAILURES_PER_MINUTE the address is refused
+client address (an IPv6 client per /64), on all three: past PROMPTREEL_AUTH_FAILURES_PER_MINUTE the address is refused
 (429 RATE_LIMITED) until its oldest failure is a minute old, whatever token it sends. With
 authentication off every caller is the same local user (`User(None)`), who owns every job.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import secrets
@@ -76,6 +77,20 @@ def kept_secret(configured: str | None, path: Path) -> str:
     return path.read_text().strip()
 
 
+def client_key(client: str) -> str:
+    """What wrong tokens are counted by: the client's address, or for IPv6 its /64, since one host
+    is commonly given a whole /64 and may send from any address in it."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client  # not an address ("unknown"): counted as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return client
+
+
 class Authenticator:
     def __init__(self, settings: Settings):
         self._tokens = [(token.encode(), name) for token, name in settings.users.items()]
@@ -94,6 +109,7 @@ class Authenticator:
         (else a guess that hits would still tell itself apart)."""
         if not self.enabled:
             return LOCAL_USER
+        client = client_key(client) if client is not None else None
         if client is not None and (retry_after := self._failures.retry_after(client)):
             raise TooManyWrongTokens(self._failures.per_minute, retry_after)
         if not token:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ MAX_LOGGED_PATH = 1000
 ENDED_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED})
 FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.finished)
 _CORE_KEYS = ("time", "level", "event")
+#: A URL's query string in a library's message (NiceGUI logs "<url> not found" for a path it has no page for).
+_URL_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]*)\?[^\s#]*")
 _JOBS = Job.__table__  # type: ignore[attr-defined]
 #: What the job's lines name that its events do not carry: read once per job, not the whole record per line.
 _STEPS = JobStep.__table__  # type: ignore[attr-defined]
@@ -75,7 +78,8 @@ class JsonFormatter(logging.Formatter):
             line["event"] = record.getMessage()
             line.update((key, value) for key, value in fields.items() if key not in _CORE_KEYS)
         else:
-            line.update(event="log", logger=record.name, message=record.getMessage())
+            # Without query strings: a token or a signature sent to a mistyped path must not stay in the log.
+            line.update(event="log", logger=record.name, message=_URL_QUERY.sub(r"\1?…", record.getMessage()))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)  # json escapes newlines: one line each

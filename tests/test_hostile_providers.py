@@ -6,6 +6,7 @@ service must never be reached."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import socket
 import ssl
@@ -30,13 +31,14 @@ from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider
 from backend.providers.local import LocalVideoProvider
 from backend.providers.output_urls import OutputUrlPolicy, PinnedRequest
-from backend.providers.remote import NO_KEEPALIVE, open_pinned
+from backend.providers.remote import API_ANSWER_BYTES, NO_KEEPALIVE, open_pinned
 from backend.providers.retry import RetryPolicy
 from backend.providers.runway import image_data_uri
 from backend.settings import Settings
 from components.job_card import THUMBNAIL_ROUTE
 from tests.conftest import Server
 from tests.fakes import FakeOpenAI, FakeReplicate, provider_env
+from tests.fakes.base import Reply
 from tests.fakes.hostile import SECRET, SecretServer
 from tests.fakes.media import png_image, solid_png
 from tests.test_providers import RecordingContext, image_request
@@ -106,6 +108,58 @@ async def test_an_oversized_output_fails_the_step_with_bounded_memory(fresh_serv
     assert job["steps"][0]["status"] == "failed"
     with fresh_server.client() as api:  # nothing was stored
         assert api.get(f"/api/v1/jobs/{job['id']}/download/image").status_code == 404
+
+
+def double_gzip_bomb(inflated: int) -> bytes:
+    """`inflated` zero bytes compressed twice: a few kB on the wire, sent as `Content-Encoding: gzip, gzip`."""
+    return gzip.compress(gzip.compress(bytes(inflated), 9), 9)
+
+
+@pytest.mark.parametrize("route", ["poll", "files"], ids=["poll-answer", "output"])
+async def test_a_compressed_answer_is_refused_before_it_is_inflated(fresh_server: Server, replicate: FakeReplicate, route: str):
+    """The server asks for no compression; httpx used to inflate whatever came, each chunk whole,
+    before any cap counted it: 2 kB of `gzip, gzip` grew the server by twice the inflated size."""
+    bomb = double_gzip_bomb(256 * 2**20)
+    assert len(bomb) < 4096
+    replicate.script(route, Reply(200, bomb, headers={"Content-Encoding": "gzip, gzip"}, media_type="application/json" if route == "poll" else "image/png"))
+    before = peak_memory(fresh_server)
+    end, job = await run_job(fresh_server, job_request(f"a compressed answer: {route}", "flux1", "local"))
+    grown = peak_memory(fresh_server) - before
+    assert end["type"] == "job_failed", job
+    assert job["error"] == "Image generation failed: Replicate answered compressed, which was not asked for; refused"
+    assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
+    assert all(seen.headers.get("accept-encoding") == "identity" for seen in replicate.seen())
+
+
+async def test_an_api_answer_larger_than_an_answer_may_be_is_refused_while_read(replicate: FakeReplicate):
+    """A poll answer is read whole: it stops at API_ANSWER_BYTES instead of taking whatever comes."""
+    replicate.script("poll", Reply(200, b'{"status": "processing", "logs": "' + b"x" * (API_ANSWER_BYTES + 1) + b'"}'))
+    provider = FluxImageProvider(
+        Settings(_env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
+        policy=RetryPolicy(attempts=1),
+    )
+    with pytest.raises(ProviderError, match=r"^Replicate's answer is larger than the 4 MB allowed; refused$"):
+        await provider.generate(image_request(), RecordingContext())
+
+
+async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeReplicate):
+    """The key checks run in the server too (its background checks), and DALL-E's client is OpenAI's own."""
+    replicate.script("account", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip, gzip"}))
+    provider = FluxImageProvider(
+        Settings(_env_file=None, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
+    )
+    with pytest.raises(ProviderError, match="answered compressed"):
+        provider.check_key()
+    with FakeOpenAI() as openai:
+        openai.script("models", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip"}))
+        dalle = DalleImageProvider(
+            Settings(_env_file=None, OPENAI_API_KEY=openai.key, OPENAI_BASE_URL=openai.base_url), policy=RetryPolicy(attempts=1)  # type: ignore[call-arg]
+        )
+        with pytest.raises(ProviderError, match="answered compressed"):
+            dalle.check_key()
+        openai.script("images", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip, gzip"}))
+        with pytest.raises(ProviderError, match="^OpenAI answered compressed, which was not asked for; refused$"):
+            await dalle.generate(image_request(), RecordingContext())
 
 
 # -- item 4: output URLs that point the server inside --------------------------------------------
@@ -178,7 +232,7 @@ async def test_output_url_rules_without_a_server():
     assert str(pinned.url) == "https://93.184.215.14:8443/out.png?sig=1" and pinned.headers == {"Host": "93.184.215.14:8443"}
     for refused in ("http://93.184.215.14/out.png", "https://10.0.0.7/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x",
                     "https://0.0.0.0/x", "https://100.64.0.1/x", "ftp://93.184.215.14/x", "https://[2002:7f00:1::1]/x",
-                    "https://[64:ff9b::a00:7]/x"):
+                    "https://[64:ff9b::a00:7]/x", "https://[64:ff9b:1::7f00:1]/x", "https://[::7f00:1]/x", "https://[::ffff:0:a00:7]/x"):
         with pytest.raises(ProviderError, match="refused"):
             await policy.pin(httpx.URL(refused))
     # A self-hosted gateway on a private address: its own endpoint is allowed, nothing else there.

@@ -117,6 +117,21 @@ async def test_one_line_per_request_and_per_transition_without_secrets(tmp_path:
         assert secret not in text, f"{secret!r} is in the log"
 
 
+def test_a_mistyped_path_leaves_its_query_string_out_of_the_log(tmp_path: Path):
+    """NiceGUI logs "<url> not found" for a path it has no page for: a token or a media signature
+    sent to a mistyped path used to stay in the log with it."""
+    server = Server(tmp_path / "data", API_TOKEN=TOKEN).start()
+    try:
+        with server.client() as api:
+            assert api.get("/stream", params={"token": TOKEN, "signature": QUERY_CANARY}).status_code == 404
+    finally:
+        server.stop()
+    [line] = [line for line in log_lines(server) if line["event"] == "log" and "not found" in line["message"]]
+    assert line["message"] == f"{server.url}/stream?… not found"
+    text = server.log_path.read_text()
+    assert TOKEN not in text and QUERY_CANARY not in text
+
+
 async def test_failed_job_counts_a_provider_error_and_logs_the_prompt_when_asked(tmp_path: Path):
     runway = FakeRunway().start()
     runway.outcomes.append("fail:SAFETY.INPUT.IMAGE")

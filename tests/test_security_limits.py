@@ -204,6 +204,23 @@ def test_a_client_that_sends_its_headers_slowly_is_dropped(bounded: Server):
         assert api.get("/api/v1/jobs", headers=BEARER).status_code == 200
 
 
+def test_a_client_that_sends_its_body_slowly_is_dropped(bounded: Server):
+    """A body is due with its head (it is 64 KB at most): a client that sent its head at once and
+    then its body a byte at a time held its connection for as long as it liked."""
+    with socket.create_connection(("127.0.0.1", bounded.port)) as sock:
+        sock.sendall(
+            f"POST /api/v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{".encode()
+        )
+        took = closed_by_server(sock, 10 * HEADER_TIMEOUT)
+    assert took is not None, "the server kept a client that never finished its body"
+    assert took < HEADER_TIMEOUT + 2
+    with bounded.client() as api:  # a whole request with a body is served as before
+        response = api.post("/api/v1/generate", json=local_job(), headers=BEARER)
+        assert response.status_code == 201, response.text
+        assert api.delete(f"/api/v1/jobs/{response.json()['id']}", headers=BEARER).status_code == 200
+
+
 def test_counted_failures_free_an_address_a_minute_after_the_oldest():
     now = [1000.0]
     failures = RateLimiter(3, clock=lambda: now[0])
@@ -221,6 +238,8 @@ def test_counted_failures_free_an_address_a_minute_after_the_oldest():
 
 
 async def answer_ok(scope, receive, send) -> None:
+    while (await receive()).get("more_body"):  # the whole body first, as the API reads it
+        pass
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -242,15 +261,39 @@ def test_the_header_deadline_works_on_both_of_uvicorns_protocols(base: type):
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             took = closed_by_server(sock, 10 * HEADER_TIMEOUT)
         assert took is not None and took < HEADER_TIMEOUT + 2
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # a whole head, then a slow body
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+            took = closed_by_server(sock, 10 * HEADER_TIMEOUT)
+        assert took is not None and took < HEADER_TIMEOUT + 2
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:  # one kept-alive connection
             for _ in range(3):
                 assert client.get("/").text == "ok"
+                assert client.post("/", content=b"x" * 5000).text == "ok"
     finally:
         server.should_exit = True
         thread.join(30)
 
 
 @pytest.mark.browser
+def test_an_ipv6_client_is_throttled_for_its_whole_64(tmp_path: Path):
+    """One host commonly holds a whole IPv6 /64: counted per address, it sent a wrong token from
+    each of them and was never refused. The addresses come as a local proxy forwards them
+    (uvicorn trusts X-Forwarded-For from loopback, FORWARDED_ALLOW_IPS' default)."""
+    server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
+    try:
+        with server.client() as api:
+            def from_address(address: str, token: str = "wrong-token-from-one-host") -> int:
+                return api.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": address}).status_code
+
+            assert [from_address(f"2001:db8:7:1::{number:x}") for number in range(1, FAILURES + 1)] == [401] * FAILURES
+            assert from_address("2001:db8:7:1:ffff::1") == 429  # another address of the same /64
+            assert from_address("2001:db8:7:1::99", TOKEN) == 429  # the right token too, as for one address
+            assert from_address("2001:db8:7:2::1", TOKEN) == 200  # the next /64 is another client
+            assert from_address("198.51.100.7", TOKEN) == 200
+    finally:
+        server.stop()
+
+
 def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: Path, page: Page):
     server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
     try:

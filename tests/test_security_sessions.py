@@ -212,6 +212,23 @@ def test_forged_cookies_write_and_delete_nothing_outside_the_storage_folder(stud
     assert all(str(uuid.UUID(path.stem.removeprefix("storage-user-"))) == path.stem.removeprefix("storage-user-") for path in stored)
 
 
+@pytest.mark.browser
+def test_the_studios_storage_is_kept_in_the_data_dir(tmp_path: Path, browser: Browser):
+    """NiceGUI's default is `.nicegui` in the working directory: wherever the server was started
+    (here the repository), shared by every installation started there."""
+    in_working_dir = set((ROOT / ".nicegui").glob("storage-user-*.json"))
+    server = Server(tmp_path / "data", API_TOKENS=f"alice:{ALICE}", PROMPTREEL_STORAGE_SECRET=STORAGE_SECRET).start()
+    context = browser.new_context()
+    try:
+        sign_in(context, server)  # writes the session's storage (its token fingerprint)
+        session_id = session_data(STORAGE_SECRET, browser_session(context))["id"]
+    finally:
+        context.close()
+        server.stop()
+    assert (tmp_path / "data" / "sessions" / f"storage-user-{session_id}.json").is_file()
+    assert set((ROOT / ".nicegui").glob("storage-user-*.json")) <= in_working_dir
+
+
 # -- item 2: session fixation, cookie flags ------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from ..pricing import DALLE3_QUALITY
 from ..settings import Settings
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
 from .output_urls import OutputUrlPolicy
-from .remote import as_png, download, tls_context
+from .remote import ProviderAnswers, as_png, download, key_check_get, tls_context
 from .retry import (
     NOT_SENT_ERRORS,
     OutcomeUnknown,
@@ -77,7 +77,8 @@ class DalleImageProvider:
     def _client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
             api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
-            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
+            # max_bytes None: generate() streams the answer under its own cap
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context(), event_hooks=ProviderAnswers(self.name, "OpenAI", None).hooks()),
         )
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
@@ -128,6 +129,8 @@ class DalleImageProvider:
                     raise self._explain_status(error) from error
                 except openai.APIConnectionError as error:  # APITimeoutError included
                     cause = error.__cause__
+                    if isinstance(cause, ProviderError):  # its response hook refused the answer (remote.ProviderAnswers)
+                        raise cause from None
                     reason = f"{error.message} ({type(cause).__name__})" if cause else error.message
                     if cause is not None and type(cause).__name__ in _NOT_SENT_NAMES:
                         raise Transient(reason) from error
@@ -205,7 +208,7 @@ class DalleImageProvider:
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether OpenAI accepts the key, asked of `GET /models/dall-e-3` (free): (ok, reason)."""
         headers = {"Authorization": f"Bearer {self.settings.openai_api_key}"}
-        response = httpx.get(f"{self.base_url}/models/{MODEL}", headers=headers, timeout=timeout)
+        response = key_check_get(f"{self.base_url}/models/{MODEL}", provider=self.name, label="OpenAI", headers=headers, timeout=timeout)
         if response.status_code == 401:
             return False, "OpenAI rejected the API key (401)"
         if response.status_code == 403:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png
+from .remote import as_png, key_check_get
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -150,7 +150,7 @@ class FluxImageProvider(RemoteTaskProvider):
 
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether Replicate accepts the token, asked of `GET /v1/account` (free): (ok, reason)."""
-        response = httpx.get(f"{self.base_url}/v1/account", headers=self._headers(), timeout=timeout)
+        response = key_check_get(f"{self.base_url}/v1/account", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout)
         if response.status_code == 401:
             return False, self.key_rejected
         if response.is_success:

@@ -5,7 +5,8 @@ compromised provider (or a gateway in between) could name an internal address an
 fetch it for them (SSRF). So an output URL, and every redirect it leads to, must be:
 
 - `https` and resolve to public (`is_global`) addresses, checked after DNS resolution (an IPv6
-  address that carries an IPv4 one, 6to4 or NAT64, is checked for that one too); or
+  address that carries an IPv4 one, 6to4, NAT64, IPv4-compatible or -translated, is checked for
+  that one too; local-use NAT64 is not public); or
 - on the provider's own server: the same scheme, port and address as its API base URL (the fakes,
   and self-hosted gateways, serve outputs there). Only that one endpoint: a base URL on
   127.0.0.1:8102 does not open 127.0.0.1:8791 or 127.0.0.2, because the provider's own server is
@@ -53,16 +54,23 @@ def _address(text: str) -> IPAddress:
     return address
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: IPv6 ranges whose last 32 bits are an IPv4 address a translator or tunnel may reach: NAT64's
+#: well-known prefix, IPv4-compatible and IPv4-translated (SIIT) addresses.
+_CARRY_IPV4 = tuple(ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
+#: Local-use NAT64 (RFC 8215): not globally reachable, though Python's `is_global` says it is.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 def is_public(address: IPAddress) -> bool:
     """Whether an address is globally reachable, and so is any IPv4 address it carries (6to4,
-    the NAT64 prefix): those reach the IPv4 address through a gateway."""
+    NAT64, IPv4-compatible or -translated): those reach the IPv4 address through a gateway."""
     if not address.is_global:
         return False
     if isinstance(address, ipaddress.IPv6Address):
-        carried = address.sixtofour or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None)
+        if address in _LOCAL_NAT64:
+            return False
+        carries = any(address in prefix for prefix in _CARRY_IPV4)
+        carried = address.sixtofour or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if carries else None)
         if carried is not None and not carried.is_global:
             return False
     return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -39,6 +39,9 @@ GONE_STATUS = frozenset({401, 403, 404, 410})
 #: Downloads use no pooled connections: each request goes to the address its own URL was checked
 #: for, with its own TLS server name (see output_urls.py).
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+#: The most a provider's API answer read whole may weigh (a task, a poll, an account: JSON of a
+#: few kB). Outputs and DALL-E's answer (an image as base64) are streamed under their own caps.
+API_ANSWER_BYTES = 4 * 2**20
 
 
 @cache
@@ -48,8 +51,96 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def http_client(**options: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(verify=tls_context(), **options)
+class ProviderAnswers:
+    """What every provider client takes from the wire (as its event hooks): uncompressed answers,
+    read whole at most `max_bytes` (None: the caller streams them under its own cap).
+
+    Compression is not asked for, and an answer compressed anyway is refused: httpx inflates each
+    chunk it reads whole, so a 2 kB answer marked `Content-Encoding: gzip, gzip` became 2 GB of
+    memory in one chunk, past any cap counted on what it yields. Hooks rather than a transport:
+    the clients keep their own transports (and proxies from the environment)."""
+
+    def __init__(self, provider: str, label: str, max_bytes: int | None):
+        self.provider, self.label, self.max_bytes = provider, label, max_bytes
+
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """`event_hooks` for an AsyncClient (httpx's or the OpenAI client's httpx2)."""
+
+        async def on_request(request: httpx.Request) -> None:
+            request.headers["Accept-Encoding"] = "identity"
+
+        async def on_response(response: httpx.Response) -> None:
+            self._check(response)
+            if self.max_bytes is not None:
+                response.stream = _CappedAsyncStream(response.stream, self)  # type: ignore[arg-type]
+
+        return {"request": [on_request], "response": [on_response]}
+
+    def sync_hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """The same for a blocking Client (the key checks)."""
+
+        def on_request(request: httpx.Request) -> None:
+            request.headers["Accept-Encoding"] = "identity"
+
+        def on_response(response: httpx.Response) -> None:
+            self._check(response)
+            if self.max_bytes is not None:
+                response.stream = _CappedSyncStream(response.stream, self)  # type: ignore[arg-type]
+
+        return {"request": [on_request], "response": [on_response]}
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.headers.get("content-encoding", "identity").strip().lower() not in ("identity", ""):
+            raise ProviderError(self.provider, f"{self.label} answered compressed, which was not asked for; refused", code="PROVIDER_ANSWER_REFUSED")
+
+    def too_large(self) -> ProviderError:
+        return ProviderError(
+            self.provider, f"{self.label}'s answer is larger than the {megabytes(self.max_bytes or 0)} allowed; refused", code="PROVIDER_ANSWER_TOO_LARGE"
+        )
+
+
+class _CappedAsyncStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, rules: ProviderAnswers):
+        self._stream, self._rules = stream, rules
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._stream:
+            size += len(chunk)
+            if size > (self._rules.max_bytes or 0):
+                raise self._rules.too_large()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _CappedSyncStream(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream, rules: ProviderAnswers):
+        self._stream, self._rules = stream, rules
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for chunk in self._stream:
+            size += len(chunk)
+            if size > (self._rules.max_bytes or 0):
+                raise self._rules.too_large()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def http_client(*, provider: str, label: str, max_bytes: int | None = API_ANSWER_BYTES, **options: Any) -> httpx.AsyncClient:
+    """A client for one provider's answers (ProviderAnswers: uncompressed, at most `max_bytes` when read whole)."""
+    return httpx.AsyncClient(verify=tls_context(), event_hooks=ProviderAnswers(provider, label, max_bytes).hooks(), **options)
+
+
+def key_check_get(url: str, *, provider: str, label: str, headers: dict[str, str], timeout: float) -> httpx.Response:
+    """A key check's GET, under the same rules as every other provider answer."""
+    hooks = ProviderAnswers(provider, label, API_ANSWER_BYTES).sync_hooks()
+    with httpx.Client(verify=tls_context(), event_hooks=hooks, timeout=timeout) as client:
+        return client.get(url, headers=headers)
 
 
 @asynccontextmanager
@@ -96,8 +187,7 @@ async def download(
         for hop in range(MAX_REDIRECTS + 1):
             candidates = await urls.pin(current, redirected=hop > 0)
             keyed = keyed and same_origin(str(current), str(urls.base))
-            # identity: a compressed answer would be counted only as it is inflated
-            sent = {**(headers if keyed and headers else {}), "Accept-Encoding": "identity"}
+            sent = headers if keyed and headers else {}  # uncompressed: the client's request hook asks for that
             async with open_pinned(client, candidates, sent) as response:
                 if response.is_redirect:
                     try:
@@ -131,7 +221,7 @@ async def download(
 
     async def attempt() -> None:
         try:
-            async with http_client(timeout=timeout, limits=NO_KEEPALIVE) as client:
+            async with http_client(provider=provider, label=label, max_bytes=None, timeout=timeout, limits=NO_KEEPALIVE) as client:
                 await fetch(client)
         except NOT_SENT_ERRORS as error:
             raise Transient(describe_transport_error(error)) from error

@@ -118,7 +118,7 @@ class RemoteTaskProvider(ABC):
     # -- the shared part -------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
-        return http_client(base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
+        return http_client(provider=self.name, label=self.label, base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
 
     async def _download_output(self, url: str, dest: Path, *, kind: Literal["image", "video"], ctx: StepContext) -> None:
         """Fetch the task's output to `dest` under the output URL rules (output_urls.py); the API

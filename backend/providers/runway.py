@@ -24,6 +24,7 @@ from PIL import Image
 from ..media_checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
 from ..pricing import RUNWAY_CREDITS_PER_SECOND
 from .base import ProviderError, StepContext, VideoRequest, VideoResult
+from .remote import key_check_get
 from .remote_task import RemoteTaskProvider, error_body
 from .retry import status_reason
 
@@ -268,7 +269,7 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether Runway accepts the secret and has credits for a video, from `GET /v1/organization`."""
-        response = httpx.get(f"{self.base_url}/v1/organization", headers=self._headers(), timeout=timeout)
+        response = key_check_get(f"{self.base_url}/v1/organization", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout)
         if response.status_code == 401:
             return False, self.key_rejected
         if not response.is_success:
