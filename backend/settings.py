@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_token_length(self) -> Settings:
         # A short token is guessed: refuse it at start, naming where it is (never the token itself).
-        named = [("API_TOKEN", "default", self.api_token or "")]
+        named = [("API_TOKEN", "default", (self.api_token or "").strip())]  # spaces guess nothing
         for entry in (self.api_tokens or "").split(","):
             name, _, token = entry.strip().partition(":")
             named.append(("API_TOKENS", name.strip(), token.strip()))
@@ -172,8 +172,8 @@ class Settings(BaseSettings):
     def users(self) -> dict[str, str]:
         """Token -> user name; empty when authentication is off."""
         users: dict[str, str] = {}
-        if self.api_token:
-            users[self.api_token] = "default"
+        if self.api_token and self.api_token.strip():
+            users[self.api_token.strip()] = "default"  # as API_TOKENS' entries: spaces around are no part of it
         for entry in (self.api_tokens or "").split(","):
             name, _, token = entry.strip().partition(":")
             if name.strip() and token.strip():

@@ -336,7 +336,7 @@ def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: P
 
 @pytest.mark.parametrize(
     ("variable", "value", "user"),
-    [("API_TOKEN", "short-token", "default"), ("API_TOKENS", f"bob:{TOKEN}, alice:fifteen-chars!", "alice")],
+    [("API_TOKEN", "short-token", "default"), ("API_TOKEN", " " * 15 + "x", "default"), ("API_TOKENS", f"bob:{TOKEN}, alice:fifteen-chars!", "alice")],
 )
 def test_a_short_token_is_refused_at_start(tmp_path: Path, variable: str, value: str, user: str):
     refused = subprocess.run(
