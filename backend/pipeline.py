@@ -7,7 +7,8 @@ out in order and a reader who reacts to an event finds the store already saying 
 Finished is final (see JobStore): when another process ended the job first (a cancel on another
 instance), the pipeline's next write raises JobFinished and the run stops there, writing nothing
 more but what `record_after_end` allows: a step result that came too late is thrown away (its
-file removed), while what the provider charged for it is added to the cost, with a log line.
+file removed), while what the provider charged for it is added to the cost, with a log line. So
+is the charge of a remote task that succeeded when a cancel stopped the download of its output.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
         raise
 
 
+def _step_cost(job: Job, kind: StepKind, model: str) -> float:
+    """What the provider charges for the step run by `model` (pricing.py)."""
+    if kind is StepKind.IMAGE:
+        return pricing.image_cost(job.provider, model, job.image_size, job.quality)
+    return pricing.video_cost(job.video_provider, model, job.video_duration)
+
+
 def _media_kind(kind: StepKind) -> str:
     return "image" if kind is StepKind.IMAGE else "video"
 
@@ -83,6 +91,9 @@ class StepRun:
         self.kind = kind
         self.percent = progress
         self.remote_id = remote_id
+        #: The model of a remote task that succeeded, until its result reaches the pipeline: if the
+        #: job ends first (a cancel during the download), its charge is recorded all the same.
+        self.billed_model: str | None = None
         self.cancel_event = threading.Event()
         self.task = asyncio.current_task()  # the job's run, stopped when a write finds the job ended
         self._loop = asyncio.get_running_loop()
@@ -104,6 +115,9 @@ class StepRun:
         self.remote_id = remote_id
         self.pipeline.store.update_step(self.job_id, self.kind, remote_id=remote_id)
         self.pipeline._log_step(self.job_id, self.kind, f"remote id {remote_id}")
+
+    def remote_succeeded(self, model: str) -> None:
+        self.billed_model = model
 
     def _set_progress(self, fraction: float, message: str | None) -> None:
         if message:
@@ -236,7 +250,8 @@ class Pipeline:
             width, height = (int(part) for part in job.image_size.split("x"))
             request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
             image = await self.providers.image(job.provider).generate(request, run)
-            cost = pricing.image_cost(job.provider, image.model, job.image_size, job.quality)
+            run.billed_model = None  # the charge goes with the result now, kept or discarded
+            cost = _step_cost(job, run.kind, image.model)
             async with self._kept_or_discarded(job.id, run, cost):
                 relative = await _store_in_thread(self.media.write_image, job.id, image.png)
                 fields = {"image_path": relative, "image_model": image.model, "image_cost": cost, "extra": {**job.extra, **image.metadata}}
@@ -250,7 +265,8 @@ class Pipeline:
                 output = self.media.video_output(job.id, staging)
                 request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
                 video = await self.providers.video(job.video_provider).animate(request, run)
-                cost = pricing.video_cost(job.video_provider, video.model, job.video_duration)
+                run.billed_model = None  # the charge goes with the result now, kept or discarded
+                cost = _step_cost(job, run.kind, video.model)
                 async with self._kept_or_discarded(job.id, run, cost):
                     relative = await _store_in_thread(self.media.commit_video, job.id, output)
                     extra = {**job.extra, **video.metadata, "videoWidth": video.width, "videoHeight": video.height}
@@ -279,6 +295,21 @@ class Pipeline:
             log.exception("could not record the charge of job %s's discarded %s", job_id, _media_kind(run.kind))
         relative = self.media.relative_path(job_id, _media_kind(run.kind))
         await asyncio.shield(asyncio.to_thread(self.media.remove_file, relative))
+
+    def _charge_unfetched(self, job_id: str, run: StepRun | None) -> None:
+        """The job ended while the output of a remote task that had succeeded was still being
+        fetched: the output is lost, but the provider charged for it, so that is recorded (once)."""
+        if run is None or run.billed_model is None:
+            return
+        model, run.billed_model = run.billed_model, None
+        try:
+            record = self.store.get(job_id)
+            if record is None:
+                return
+            cost = _step_cost(record.job, run.kind, model)
+            self._note_after_end(job_id, run.kind, f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away", charge=cost)
+        except Exception:  # the end stands either way
+            log.exception("could not record the charge of job %s's unfetched %s", job_id, _media_kind(run.kind))
 
     def _complete_step(self, job_id: str, kind: StepKind, fields: dict[str, Any], *, last: bool) -> Job:
         """Store the step's output and cost on the job and end the step, in one transaction;
@@ -335,6 +366,7 @@ class Pipeline:
         except JobFinished as lost:  # cancelled elsewhere first (or it ended): this process only stops
             await self._stopped_elsewhere(job_id, run, lost.status)
             return
+        self._charge_unfetched(job_id, run)  # before the end is announced: GET then shows the cost
         if remote:
             try:
                 await self._cancel_remote(job_id, run)  # type: ignore[arg-type]
@@ -355,6 +387,7 @@ class Pipeline:
         if run is None:
             return
         run.cancel_event.set()
+        self._charge_unfetched(job_id, run)
         try:
             if run.remote_id:
                 await self._cancel_remote(job_id, run)

@@ -26,12 +26,13 @@ from backend.store import JobFinished
 from backend.system import System
 from tests.cluster import Cluster
 from tests.conftest import EventStream, Server, ends_job, open_stream
-from tests.fakes import FakeRunway, provider_env
+from tests.fakes import FakeReplicate, FakeRunway, provider_env
 from tests.fakes.base import Hold
 
 pytestmark = pytest.mark.timeout(120)
 
 RUNWAY_PRICE_5S = 0.25  # gen4_turbo: 5 credits a second at $0.01 (backend/pricing.py)
+FLUX_SCHNELL_PRICE = 0.003  # black-forest-labs/flux-schnell, an image (backend/pricing.py)
 
 
 class GatedVideo:
@@ -86,9 +87,11 @@ class HeldWrite:
         system.media.commit_video = commit_video  # type: ignore[method-assign]
 
 
-def settings(data_dir: Path, database_url: str) -> Settings:
+def settings(data_dir: Path, database_url: str, **more: str) -> Settings:
     # Heartbeats far apart: only what is under test (the store, the events) can stop the owner.
-    return Settings(PROMPTREEL_DATA_DIR=data_dir, DATABASE_URL=database_url, PROMPTREEL_HEARTBEAT_SECONDS="60", PROMPTREEL_STALLED_AFTER_SECONDS="120")
+    return Settings(
+        PROMPTREEL_DATA_DIR=data_dir, DATABASE_URL=database_url, PROMPTREEL_HEARTBEAT_SECONDS="60", PROMPTREEL_STALLED_AFTER_SECONDS="120", **more
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -111,10 +114,10 @@ async def instances(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Sy
         await system.stop()
 
 
-def submit(owner: System, job_id: str) -> asyncio.Task[None]:
+def submit(owner: System, job_id: str, provider: str = "local", video_provider: str = "runway") -> asyncio.Task[None]:
     """A local image, then the gated Runway-priced video, run by `owner` (stored as its claim)."""
     owner.store.create(Job(
-        id=job_id, prompt="a river filmed until someone cancels it", provider="local", video_provider="runway",
+        id=job_id, prompt="a river filmed until someone cancels it", provider=provider, video_provider=video_provider,
         image_size="1024x1024", video_duration=5, quality="standard", seed=3, worker_id=owner.runner.worker_id,
     ))
     task = owner.runner.submit(job_id, claimed=True)
@@ -262,6 +265,78 @@ async def test_cancel_in_the_same_process_while_the_result_is_stored(tmp_path: P
         assert JobStatus(record.job.status).finished
     finally:
         await system.stop()
+
+
+# -- a cancel while the output of a remote task that succeeded downloads -------------------------
+
+
+def assert_charged_and_discarded(system: System, job_id: str, kind: StepKind, price: float) -> list[str]:
+    """The job is cancelled, its step's output is nowhere, and the provider's charge for it is in
+    the cost once, with one log line: the step's log."""
+    record = system.store.get(job_id)
+    assert record.job.status == "cancelled", record.job
+    cost, path = (record.job.image_cost, record.job.image_path) if kind is StepKind.IMAGE else (record.job.video_cost, record.job.video_path)
+    assert cost == price and record.job.total_cost == price and path is None, record.job
+    prefix = "image" if kind is StepKind.IMAGE else "video"
+    assert [file.name for file in (system.media.root / job_id).glob(f"{prefix}*")] == []  # no output, no partial file
+    log = record.step(kind).log
+    assert len([line for line in log if f"charged ${price:.4f}" in line]) == 1, log
+    return log
+
+
+@pytest.mark.parametrize(
+    ("provider", "video_provider", "kind", "price"),
+    [("local", "runway", StepKind.VIDEO, RUNWAY_PRICE_5S), ("flux1", "local", StepKind.IMAGE, FLUX_SCHNELL_PRICE)],
+    ids=["runway", "replicate"],
+)
+async def test_a_cancel_during_the_download_still_records_the_charge(tmp_path: Path, provider: str, video_provider: str, kind: StepKind, price: float):
+    """The remote task has succeeded (the provider charged for it) and its output is held at the
+    fake's file server when the job is cancelled here: the cancel stops the download, so the
+    provider's call never returns; the pipeline knew of the success all the same."""
+    with FakeRunway() as runway, FakeReplicate() as replicate:
+        fake, route = (runway, "output") if video_provider == "runway" else (replicate, "files")
+        download = Hold()
+        fake.script(route, download)
+        env = {**provider_env(runway=runway, replicate=replicate), "PROMPTREEL_POLL_INTERVAL": "0.05"}
+        system = System(settings(tmp_path / "data", f"sqlite:///{tmp_path / 'one.db'}", **env))
+        await system.start()
+        try:
+            task = submit(system, f"job_fetch_{provider}_{video_provider}", provider, video_provider)
+            await asyncio.to_thread(download.reached.wait, 60)
+            answer = await system.jobs.cancel(f"job_fetch_{provider}_{video_provider}")
+            assert answer.job.status == "cancelled"
+            await ended(task, 30)
+            log = assert_charged_and_discarded(system, f"job_fetch_{provider}_{video_provider}", kind, price)
+            assert any(f"the provider had finished this step (charged ${price:.4f}); its result was thrown away" in line for line in log), log
+        finally:
+            download.release()
+            await system.stop()
+
+
+async def test_a_cancel_on_another_instance_during_the_download_still_records_the_charge(tmp_path: Path, database_url: str):
+    """The same with the cancel on another instance: on PostgreSQL its event stops the owner's
+    download; on SQLite nobody tells the owner, which finds out as it stores the video and throws
+    it away. Either way the video is paid for once and stored nowhere."""
+    with FakeRunway() as runway:
+        download = Hold()
+        runway.script("output", download)
+        env = {**provider_env(runway=runway), "PROMPTREEL_POLL_INTERVAL": "0.05"}
+        owner, other = System(settings(tmp_path / "data", database_url, **env)), System(settings(tmp_path / "data", database_url, **env))
+        await owner.start()
+        await other.start()
+        try:
+            task = submit(owner, "job_fetch_elsewhere1")
+            await asyncio.to_thread(download.reached.wait, 60)
+            assert (await other.jobs.cancel("job_fetch_elsewhere1")).job.status == "cancelled"
+            if database_url.startswith("sqlite"):
+                download.release()
+            await ended(task, 30)
+            log = assert_charged_and_discarded(owner, "job_fetch_elsewhere1", StepKind.VIDEO, RUNWAY_PRICE_5S)
+            assert any("stopped here: the job was cancelled by another process" in line for line in log), log
+        finally:
+            download.release()
+            for system in (owner, other):
+                await system.stop()
 
 
 # -- real servers on one PostgreSQL: without a task engine, and with procrastinate workers --------

@@ -173,8 +173,12 @@ async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeRe
         ("points_inside", "https://[::ffff:127.0.0.1]:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
         ("redirects_inside", "http://127.0.0.1:{port}/admin/secret", "Replicate's output URL redirects to a private address; refused"),
         ("points_inside", "file:///etc/passwd", "Replicate's output URL points at something other than an https URL; refused"),
+        # Not valid URLs: httpx's own errors ("For absolute URLs, path must be empty...") failed the job as internal errors.
+        ("redirects_inside", "http:\\\\127.0.0.1\\x", "Replicate's output URL redirects to an address that is not a valid URL; refused"),
+        ("redirects_inside", "http://[::1", "Replicate's output URL redirects to an address that is not a valid URL; refused"),
+        ("points_inside", "http://xn--/x", "Replicate's output URL points at an address that is not a valid URL; refused"),
     ],
-    ids=["loopback-other-port", "https-localhost", "ipv4-mapped-ipv6", "redirect-chain", "file-url"],
+    ids=["loopback-other-port", "https-localhost", "ipv4-mapped-ipv6", "redirect-chain", "file-url", "backslash-redirect", "unclosed-ipv6-redirect", "bad-idna-host"],
 )
 async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
     studio: Server, replicate: FakeReplicate, secret: SecretServer, outcome: str, target: str, error: str
@@ -183,12 +187,13 @@ async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
     another port on the same loopback is another service, and is refused like any private address."""
     replicate.hostile_target = target.format(port=secret.port)
     replicate.outcomes.append(outcome)
+    redirects_before = len(replicate.seen("GET", prefix="/redirect/"))
     end, job = await run_job(studio, job_request(f"a hostile URL: {outcome}", "flux1", "local"))
     assert end["type"] == "job_failed", job
     assert job["error"] == f"Image generation failed: {error}"
     assert secret.seen() == []  # never reached, not even once
     if outcome == "redirects_inside":  # the chain was followed on the fake's own endpoint, up to the hop that left it
-        assert len(replicate.seen("GET", prefix="/redirect/")) == 3
+        assert len(replicate.seen("GET", prefix="/redirect/")) == redirects_before + 3
     log = "\n".join(line for step in job["steps"] for line in step["log"])
     assert SECRET not in log and str(secret.port) not in job["error"] and "bytes" not in job["error"]
 

@@ -46,6 +46,7 @@ class RecordingContext:
         self.fractions: list[float] = []
         self.saved: list[str] = []
         self.id_saved = asyncio.Event()
+        self.succeeded: list[str] = []
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         self.fractions.append(fraction)
@@ -59,6 +60,9 @@ class RecordingContext:
         self.remote_id = remote_id
         self.saved.append(remote_id)
         self.id_saved.set()
+
+    def remote_succeeded(self, model: str) -> None:
+        self.succeeded.append(model)
 
 
 def settings(**values: object) -> Settings:
@@ -239,7 +243,7 @@ async def test_flux1_runs_a_prediction(replicate_fake: FakeReplicate, quality, m
     [create] = replicate_fake.seen("POST", f"/v1/models/{model}/predictions")
     assert create.headers["authorization"] == f"Bearer {replicate_fake.key}"
     assert create.json == {"input": {"prompt": PROMPT, "aspect_ratio": ratio, "seed": 12345, "output_format": "png"}}
-    assert ctx.saved == [result.metadata["replicatePredictionId"]]
+    assert ctx.saved == [result.metadata["replicatePredictionId"]] and ctx.succeeded == [model]  # told before the download
     polls = replicate_fake.seen("GET", f"/v1/predictions/{ctx.saved[0]}")
     assert len(polls) == 3  # starting, processing, succeeded
     assert any(abs(fraction - (0.1 + 0.75 * 0.5)) < 1e-6 for fraction in ctx.fractions), "no progress from the logs' 50%"
@@ -399,7 +403,7 @@ async def test_runway_animates_with_the_right_request(runway_fake: FakeRunway, t
     assert {key: value for key, value in body.items() if key != "promptImage"} == {
         "model": "gen4_turbo", "ratio": ratio, "duration": duration, "seed": 777, "promptText": PROMPT,
     }
-    assert ctx.saved == [result.metadata["runwayTaskId"]]
+    assert ctx.saved == [result.metadata["runwayTaskId"]] and ctx.succeeded == ["gen4_turbo"]
     with av.open(str(request.output_path)) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.width, stream.codec_context.height) == (width, height)

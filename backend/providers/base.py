@@ -79,6 +79,10 @@ class StepContext(Protocol):
     async def save_remote_id(self, remote_id: str) -> None:
         """Store the provider's task id as soon as it is known, before polling it."""
 
+    def remote_succeeded(self, model: str) -> None:
+        """The remote task succeeded, run by `model` (as priced): the provider charged for it,
+        whatever becomes of its output (a cancel during the download still records the charge)."""
+
 
 class ImageProvider(Protocol):
     name: str  # "dalle3" | "flux1" | "local"

@@ -75,7 +75,7 @@ class FluxImageProvider(RemoteTaskProvider):
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
         prediction_id, prediction = await self._run(request, ctx)
-        model = str(prediction.get("model") or self.model_for(request.quality))
+        model = self._billed_model(request, prediction)
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
         with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:
@@ -113,6 +113,9 @@ class FluxImageProvider(RemoteTaskProvider):
         if status in (400, 422):
             return ProviderError(self.name, f"Replicate refused the input ({status}): {detail}")
         return None
+
+    def _billed_model(self, request: ImageRequest, prediction: dict[str, Any]) -> str:
+        return str(prediction.get("model") or self.model_for(request.quality))
 
     def _status_line(self, remote_id: str, status: str) -> str:
         return f"prediction {remote_id} is {status}"

@@ -106,6 +106,29 @@ class OutputUrlPolicy:
         # No URL, address or answer in the message: it is shown to the user.
         return ProviderError(self.provider, f"{self.label}'s output URL {where} {what}; refused", code="PROVIDER_OUTPUT_REFUSED")
 
+    def parse(self, text: str) -> httpx.URL:
+        """The provider's output URL, refused like any other when it does not parse as one."""
+        try:
+            url = httpx.URL(text)
+            url.host  # noqa: B018 -- decoded on first use: a host name IDNA refuses fails here, not later
+            return url
+        except (httpx.InvalidURL, UnicodeError) as error:  # UnicodeError: a host name IDNA refuses
+            raise self._refused("an address that is not a valid URL", False) from error
+
+    def redirect_target(self, url: httpx.URL, location: str) -> httpx.URL:
+        """Where a redirect's Location leads from `url`; refused when it is not a valid URL. An
+        absolute one without a host is not (`http:` and a host after backslashes, which browsers
+        read as that host): httpx would put the current host in, or fail with its own error."""
+        try:
+            target = httpx.URL(location)
+            if target.scheme and not target.host:
+                raise httpx.InvalidURL("an absolute URL without a host")
+            joined = url.join(target)
+            joined.host  # noqa: B018 -- decoded on first use (see parse)
+            return joined
+        except (httpx.InvalidURL, UnicodeError) as error:
+            raise self._refused("an address that is not a valid URL", True) from error
+
     async def pin(self, url: httpx.URL, *, redirected: bool = False) -> list[PinnedRequest]:
         """The requests that fetch `url`, one per address the rules allow, to be tried in turn
         (a host may resolve to an IPv6 and an IPv4 address of which only one answers); a

@@ -182,18 +182,21 @@ async def download(
     max_bytes = limits.image_bytes if kind == "image" else limits.video_bytes
     too_large = f"{label}'s output is larger than the {megabytes(max_bytes)} allowed (PROMPTREEL_MAX_{kind.upper()}_BYTES)"
 
+    async def refuse_an_invalid_location(response: httpx.Response) -> None:
+        # httpx reads a redirect's Location even when it does not follow it, and fails on an invalid
+        # one with its own error: checked here first, as the redirect the step refuses.
+        if response.has_redirect_location:
+            urls.redirect_target(response.request.url, response.headers["location"])
+
     async def fetch(client: httpx.AsyncClient) -> None:
-        current, keyed = httpx.URL(url), headers is not None
+        current, keyed = urls.parse(url), headers is not None
         for hop in range(MAX_REDIRECTS + 1):
             candidates = await urls.pin(current, redirected=hop > 0)
             keyed = keyed and same_origin(str(current), str(urls.base))
             sent = headers if keyed and headers else {}  # uncompressed: the client's request hook asks for that
             async with open_pinned(client, candidates, sent) as response:
                 if response.is_redirect:
-                    try:
-                        current = current.join(response.headers["location"])
-                    except (httpx.InvalidURL, UnicodeError) as error:
-                        raise ProviderError(provider, f"{label}'s output URL redirects to an invalid URL") from error
+                    current = urls.redirect_target(current, response.headers["location"])
                     continue
                 if response.status_code in RETRYABLE_STATUS:
                     raise Transient(status_reason(response), retry_after=parse_retry_after(response.headers))
@@ -222,6 +225,7 @@ async def download(
     async def attempt() -> None:
         try:
             async with http_client(provider=provider, label=label, max_bytes=None, timeout=timeout, limits=NO_KEEPALIVE) as client:
+                client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks["response"], refuse_an_invalid_location]}
                 await fetch(client)
         except NOT_SENT_ERRORS as error:
             raise Transient(describe_transport_error(error)) from error

@@ -115,6 +115,10 @@ class RemoteTaskProvider(ABC):
         """Read one poll: True when the task succeeded, a ProviderError raised when it ended
         otherwise, else False after reporting its progress."""
 
+    @abstractmethod
+    def _billed_model(self, request: Any, task: dict[str, Any]) -> str:
+        """The model a task that succeeded ran, as pricing.py prices it."""
+
     # -- the shared part -------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
@@ -131,7 +135,8 @@ class RemoteTaskProvider(ABC):
 
     async def _run(self, request: Any, ctx: StepContext) -> tuple[str, dict[str, Any]]:
         """Start the task (or take up the one saved before a restart) and wait for its end:
-        its id and its last state."""
+        its id and its last state. Once it succeeded the pipeline is told at once: it is paid
+        for, even if the job is cancelled while its output downloads."""
         async with self._client() as client:
             if ctx.remote_id:
                 remote_id = ctx.remote_id
@@ -146,7 +151,9 @@ class RemoteTaskProvider(ABC):
             else:
                 path, body = await self._create_request(request, ctx)
                 remote_id = await self._create(client, path, body, ctx)
-            return remote_id, await self._wait(client, remote_id, ctx)
+            task = await self._wait(client, remote_id, ctx)
+            ctx.remote_succeeded(self._billed_model(request, task))
+            return remote_id, task
 
     async def _create(self, client: httpx.AsyncClient, path: str, body: dict[str, Any], ctx: StepContext) -> str:
         async def attempt() -> str:

@@ -243,6 +243,9 @@ class RunwayVideoProvider(RemoteTaskProvider):
             return ProviderError(self.name, f"Runway no longer knows task {remote_id} (404): it was deleted or never existed")
         return super()._explain_poll(response, remote_id)
 
+    def _billed_model(self, request: VideoRequest, task: dict[str, Any]) -> str:
+        return self.model
+
     def _status_line(self, remote_id: str, status: str) -> str:
         return f"Runway task {remote_id} is {status}" + (f" ({WAITING[status]})" if status in WAITING else "")
 
