@@ -296,20 +296,30 @@ class Pipeline:
         relative = self.media.relative_path(job_id, _media_kind(run.kind))
         await asyncio.shield(asyncio.to_thread(self.media.remove_file, relative))
 
+    @staticmethod
+    def _unfetched_charge(job: Job, run: StepRun | None) -> float | None:
+        """What the provider charged for a remote task that succeeded but whose output never reached
+        the pipeline (the job ended during the download, or the download failed); taken once."""
+        if run is None or run.billed_model is None:
+            return None
+        model, run.billed_model = run.billed_model, None
+        try:
+            return _step_cost(job, run.kind, model)
+        except pricing.UnknownPrice:  # refused before the job was made; a model changed since: logged
+            log.exception("no price for job %s's unfetched %s (model %s)", job.id, _media_kind(run.kind), model)
+            return None
+
     def _charge_unfetched(self, job_id: str, run: StepRun | None) -> None:
         """The job ended while the output of a remote task that had succeeded was still being
         fetched: the output is lost, but the provider charged for it, so that is recorded (once)."""
-        if run is None or run.billed_model is None:
-            return
-        model, run.billed_model = run.billed_model, None
         try:
             record = self.store.get(job_id)
-            if record is None:
-                return
-            cost = _step_cost(record.job, run.kind, model)
-            self._note_after_end(job_id, run.kind, f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away", charge=cost)
+            cost = self._unfetched_charge(record.job, run) if record is not None else None
+            if cost is not None:
+                assert run is not None
+                self._note_after_end(job_id, run.kind, f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away", charge=cost)
         except Exception:  # the end stands either way
-            log.exception("could not record the charge of job %s's unfetched %s", job_id, _media_kind(run.kind))
+            log.exception("could not record the charge of job %s's unfetched step", job_id)
 
     def _complete_step(self, job_id: str, kind: StepKind, fields: dict[str, Any], *, last: bool) -> Job:
         """Store the step's output and cost on the job and end the step, in one transaction;
@@ -352,8 +362,15 @@ class Pipeline:
 
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
         kind = run.kind if run is not None else StepKind.IMAGE
+        note, fields = f"failed: {reason}", {"error": f"{kind.title.capitalize()} failed: {reason}"}
+        record = self.store.get(job_id)
+        charge = self._unfetched_charge(record.job, run) if record is not None else None
+        if charge is not None:  # the provider's work succeeded and was paid for; taking its result failed
+            assert run is not None
+            note += f" (the provider had finished this step: charged ${charge:.4f})"
+            fields[f"{_media_kind(run.kind)}_cost"] = charge
         try:
-            self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, f"failed: {reason}", error=f"{kind.title.capitalize()} failed: {reason}")
+            self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, note, **fields)
         except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
             await self._stopped_elsewhere(job_id, run, lost.status)
 

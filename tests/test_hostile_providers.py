@@ -106,8 +106,16 @@ async def test_an_oversized_output_fails_the_step_with_bounded_memory(fresh_serv
     assert job["error"] == error
     assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
     assert job["steps"][0]["status"] == "failed"
+    assert_charged_for_the_refused_output(job)
     with fresh_server.client() as api:  # nothing was stored
         assert api.get(f"/api/v1/jobs/{job['id']}/download/image").status_code == 404
+
+
+def assert_charged_for_the_refused_output(job: dict) -> None:
+    """The prediction succeeded (Replicate charged for it) before its output was refused: the failed
+    job's cost says so (flux-schnell, $0.003), and the step's log tells why."""
+    assert job["cost"] == {"imageGeneration": 0.003, "videoGeneration": 0.0, "total": 0.003}, job["cost"]
+    assert "the provider had finished this step: charged $0.0030" in job["steps"][0]["log"][-1]
 
 
 def double_gzip_bomb(inflated: int) -> bytes:
@@ -127,6 +135,10 @@ async def test_a_compressed_answer_is_refused_before_it_is_inflated(fresh_server
     grown = peak_memory(fresh_server) - before
     assert end["type"] == "job_failed", job
     assert job["error"] == "Image generation failed: Replicate answered compressed, which was not asked for; refused"
+    if route == "files":  # the prediction had succeeded: Replicate charged for it
+        assert_charged_for_the_refused_output(job)
+    else:  # the poll answer itself was refused: nothing says the prediction succeeded
+        assert job["cost"]["total"] == 0
     assert grown < MEMORY_BOUND, f"the server's peak memory grew by {grown / 2**20:.0f} MB"
     assert all(seen.headers.get("accept-encoding") == "identity" for seen in replicate.seen())
 
@@ -192,6 +204,7 @@ async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
     assert end["type"] == "job_failed", job
     assert job["error"] == f"Image generation failed: {error}"
     assert secret.seen() == []  # never reached, not even once
+    assert_charged_for_the_refused_output(job)
     if outcome == "redirects_inside":  # the chain was followed on the fake's own endpoint, up to the hop that left it
         assert len(replicate.seen("GET", prefix="/redirect/")) == redirects_before + 3
     log = "\n".join(line for step in job["steps"] for line in step["log"])
