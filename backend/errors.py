@@ -80,7 +80,7 @@ class PriceUnknown(ApiError):
 
     def __init__(self, message: str, provider: str, video_provider: str):
         super().__init__(
-            f"{message[0].upper()}{message[1:]}: choose a model with a published price (see the README's providers table).",
+            f"{message[0].upper()}{message[1:]}: choose a model with a published price (see docs/providers.md).",
             {"provider": provider, "videoProvider": video_provider},
         )
 

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     retry_base_delay: float | None = Field(None, gt=0, validation_alias="PROMPTREEL_RETRY_BASE_DELAY")
 
 
-    # Scale-out (README, "Deployment"). `procrastinate`: API instances queue jobs in PostgreSQL
+    # Scale-out (docs/deployment.md). `procrastinate`: API instances queue jobs in PostgreSQL
     # and `promptreel worker` processes, on any host, run them.
     task_engine: Literal["inprocess", "procrastinate"] = Field("inprocess", validation_alias="PROMPTREEL_TASK_ENGINE")
     #: Jobs one `promptreel worker` runs at once (its --concurrency overrides it).
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     s3_downloads: Literal["stream", "redirect"] = Field("stream", validation_alias="PROMPTREEL_S3_DOWNLOADS")
     s3_url_expiry_seconds: int = Field(300, ge=10, le=604800, validation_alias="PROMPTREEL_S3_URL_EXPIRY_SECONDS")
 
-    # Security (README, "Security"). Authentication is on when a token is set.
+    # Security (docs/security.md). Authentication is on when a token is set.
     #: One user's token (the integration guide's name); that user is called "default".
     api_token: str | None = Field(None, validation_alias="API_TOKEN")
     #: Several users: "name:token,name:token". Names are what jobs are owned by.
@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(10, ge=0, validation_alias="PROMPTREEL_AUTH_FAILURES_PER_MINUTE")
     #: Jobs one /ws connection may subscribe to at once.
     max_ws_subscriptions: int = Field(1000, ge=1, validation_alias="PROMPTREEL_MAX_WS_SUBSCRIPTIONS")
-    #: Seconds a client has to send a request's line and headers; then its connection is dropped.
+    #: Seconds a client has to send a request (line, headers and body); then its connection is dropped.
     header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PROMPTREEL_HEADER_TIMEOUT_SECONDS")
     #: Largest image (bytes) taken from a provider, or read as a video step's input.
     max_image_bytes: int = Field(50 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_IMAGE_BYTES")
