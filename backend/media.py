@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from .settings import Settings
-
 JOB_ID_PATTERN = re.compile(r"^job_[A-Za-z0-9_-]{8,40}$")
 MEDIA_TYPES = {"image": ("image.png", "image/png"), "video": ("video.mp4", "video/mp4")}
 #: The only relative paths a store accepts back: exactly the ones `relative_path` makes.
@@ -299,15 +297,3 @@ class LocalMediaStore(MediaStore):
         # FileResponse answers HEAD and byte ranges (206, 416) itself.
         return FileResponse(path, media_type=MEDIA_TYPES[kind][1], filename=download_filename(job_id, kind))
 
-
-def media_store_for(settings: Settings) -> MediaStore:
-    """The store the settings ask for: S3 when a bucket is named, else the local media folder."""
-    if not settings.s3_bucket:
-        return LocalMediaStore(settings.media_dir)
-    try:
-        from .media_s3 import S3MediaStore  # boto3 is only installed with the `cluster` extra
-    except ImportError as error:
-        raise MediaStorageError(
-            f"PROMPTREEL_S3_BUCKET is set but boto3 is missing ({error}): install promptreel[cluster]"
-        ) from error
-    return S3MediaStore.from_settings(settings)

@@ -17,7 +17,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +26,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Row, bindparam, select
 
-from .events import Event
+from .events import Event, EventBus
 from .models import Job, JobStatus, JobStep, StepKind, StepStatus
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from .store import JobRecord
-    from .system import System
+    from .jobs import JobQueue
+    from .store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 #: Loggers that would write a line per provider poll, job start or migration step.
@@ -109,8 +109,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 class _StateCollector(Collector):
     """Jobs by status and the queue, read when Prometheus scrapes (never stale, nothing to keep in step)."""
 
-    def __init__(self, system: System):
-        self.system = system
+    def __init__(self, store: JobStore, queue: JobQueue):
+        self.store, self.queue = store, queue
 
     def describe(self) -> Iterator[Metric]:
         # Registering must not read the store: the schema may not be migrated yet.
@@ -128,8 +128,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         jobs, queue, active, workers, store_up = self._families()
         try:
-            by_status = self.system.store.count_by_status()
-            running, waiting, alive = self.system.queue.counts()
+            by_status = self.store.count_by_status()
+            running, waiting, alive = self.queue.counts()
         except Exception as error:  # the store is down: say so, and still serve the other metrics
             log_event(log, "metrics_store_error", logging.WARNING, error=type(error).__name__)
             store_up.add_metric([], 0)
@@ -145,7 +145,7 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, system: System):
+    def __init__(self, store: JobStore, queue: JobQueue):
         self.registry = CollectorRegistry()
         self.step_seconds = Histogram(
             "promptreel_step_duration_seconds", "How long steps ran, by step, provider and how they ended.",
@@ -159,7 +159,7 @@ class Metrics:
             "promptreel_http_requests", "HTTP requests answered, by method and status class.",
             ["method", "status"], registry=self.registry,
         )
-        self.registry.register(_StateCollector(system))
+        self.registry.register(_StateCollector(store, queue))
         ProcessCollector(registry=self.registry)  # memory, CPU and open files of this process
 
     def count_request(self, method: str, status: int | None) -> None:
@@ -179,16 +179,21 @@ def _provider_of(job: Job, kind: StepKind) -> str:
 
 
 class JobObserver:
-    """Listens to the bus: a log line per job status change and per step end, and the job metrics."""
+    """Listens to the bus: a log line per job status change and per step end, and the job metrics.
 
-    def __init__(self, system: System):
-        self.system = system
-        self.metrics = Metrics(system)
-        self.log_prompts = system.settings.log_prompts
+    `runs_here(job_id)`: whether this process runs the job. In a cluster every instance hears every
+    event: only the process running the job counts it in its metrics."""
+
+    def __init__(
+        self, bus: EventBus, store: JobStore, queue: JobQueue, runs_here: Callable[[str], bool], *, log_prompts: bool = False
+    ):
+        self.store, self.engine, self.runs_here = store, store.engine, runs_here
+        self.metrics = Metrics(store, queue)
+        self.log_prompts = log_prompts
         #: Per unfinished job: the last status logged, and its prompt and providers (read once from the store).
         self._status: dict[str, str] = {}
         self._facts: dict[str, Row[Any] | None] = {}
-        self.stop = system.bus.listen(self._on_event)
+        self.stop = bus.listen(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         kind, job_id, data = event["type"], event["jobId"], event["data"]
@@ -206,16 +211,12 @@ class JobObserver:
             self._transition(job_id, JobStatus.COMPLETED.value, 100, None, seq)
         elif kind == "job_failed":
             record = self._read(job_id)
-            if record is not None and self._runs_here(job_id):
+            if record is not None and self.runs_here(job_id):
                 self._count_failure(record)
             self._transition(job_id, JobStatus.FAILED.value, record.job.progress if record else None, data.get("error"), seq)
         elif kind == "job_removed":
             self._forget(job_id)
             log_event(log, "job_transition", job_id=job_id, status="removed", previous=None, seq=seq)
-
-    def _runs_here(self, job_id: str) -> bool:
-        # In a cluster every instance hears every event: only the process running the job counts it.
-        return self.system.runner.is_running(job_id)
 
     def _prompt_fields(self, job_id: str) -> dict[str, Any]:
         facts = self._job_facts(job_id)
@@ -240,7 +241,7 @@ class JobObserver:
         self._facts.pop(job_id, None)
 
     def _step_ended(self, job_id: str, kind: StepKind, status: str, data: dict[str, Any]) -> None:
-        if not self._runs_here(job_id):
+        if not self.runs_here(job_id):
             return
         if not data.get("startTime") or not data.get("endTime"):
             return  # never started (cancelled while the job waited): nothing to time
@@ -259,7 +260,7 @@ class JobObserver:
 
     def _step_times(self, job_id: str, kind: StepKind) -> Row[Any] | None:
         try:
-            with self.system.engine.connect() as connection:
+            with self.engine.connect() as connection:
                 return connection.execute(_STEP_TIMES, {"job_id": job_id, "kind": kind.value}).one_or_none()
         except Exception as error:  # as in _read
             log_event(log, "observer_store_error", logging.WARNING, job_id=job_id, error=type(error).__name__)
@@ -269,7 +270,7 @@ class JobObserver:
         """The job's prompt and providers: one small query the first time, kept until it ends."""
         if job_id not in self._facts:
             try:
-                with self.system.engine.connect() as connection:
+                with self.engine.connect() as connection:
                     self._facts[job_id] = connection.execute(_FACTS_OF, {"job_id": job_id}).one_or_none()
             except Exception as error:  # as in _read
                 log_event(log, "observer_store_error", logging.WARNING, job_id=job_id, error=type(error).__name__)
@@ -278,7 +279,7 @@ class JobObserver:
 
     def _read(self, job_id: str) -> JobRecord | None:
         try:
-            return self.system.store.get(job_id)
+            return self.store.get(job_id)
         except Exception as error:  # the store is down: the line goes out without what it would add
             log_event(log, "observer_store_error", logging.WARNING, job_id=job_id, error=type(error).__name__)
             return None

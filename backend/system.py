@@ -15,7 +15,7 @@ from .database import create_db_engine, migrate
 from .event_log import EventLog
 from .events import EventBus
 from .jobs import JobQueue, JobService
-from .media import media_store_for
+from .media import LocalMediaStore, MediaStorageError, MediaStore
 from .models import utcnow
 from .observability import JobObserver
 from .pipeline import Pipeline
@@ -63,7 +63,8 @@ class System:
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
         )
         self.auth = Authenticator(self.settings)
-        self.observer = JobObserver(self)  # job transition log lines and the metrics registry
+        # job transition log lines and the metrics registry
+        self.observer = JobObserver(self.bus, self.store, self.queue, self.runner.is_running, log_prompts=self.settings.log_prompts)
         self._housekeeping: asyncio.Task[None] | None = None
 
     def migrate(self) -> None:
@@ -125,3 +126,16 @@ class System:
             await self.cluster.close()
         self.bus.close()
         self.engine.dispose()
+
+
+def media_store_for(settings: Settings) -> MediaStore:
+    """The store the settings ask for: S3 when a bucket is named, else the local media folder."""
+    if not settings.s3_bucket:
+        return LocalMediaStore(settings.media_dir)
+    try:
+        from .media_s3 import S3MediaStore  # boto3 is only installed with the `cluster` extra
+    except ImportError as error:
+        raise MediaStorageError(
+            f"PROMPTREEL_S3_BUCKET is set but boto3 is missing ({error}): install promptreel[cluster]"
+        ) from error
+    return S3MediaStore.from_settings(settings)

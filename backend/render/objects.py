@@ -16,19 +16,12 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backend.render.canvas import F32, Slots, air, haze_for, int_hash, lit, mix, smoothstep
 from backend.render.prompt_scene import RGB
-
-F32 = np.float32
 
 #: Back to front: sky things first, then far to near.
 OBJECT_ORDER = ("birds", "balloon", "bridge", "lighthouse", "castle", "windmill", "house", "tree", "boat",
                 "car", "person")  # fmt: skip
-
-
-def _helpers():  # scene.py imports this module, so its helpers are fetched lazily
-    from backend.render import scene as s
-
-    return s
 
 
 # --------------------------------------------------------------------------- sprite
@@ -106,13 +99,13 @@ class Sprite:
 
     def commit(self, depth: float, rim: float = 1.0, reflect_at: float | None = None) -> None:
         """Composite into the canvas: haze by depth, a sunlit rim, and a reflection on water."""
-        s, scene = _helpers(), self.scene
+        scene = self.scene
         ss, (h, w) = self.ss, self.a.shape
         rgb = self.rgb.reshape(h // ss, ss, w // ss, ss, 3).mean((1, 3))
         a = self.a.reshape(h // ss, ss, w // ss, ss).mean((1, 3))
         spec, p = scene.spec, scene.spec.palette
-        haze = s.haze_for(scene, depth)
-        rgb = rgb + (np.asarray(s.air(scene), F32) * a[..., None] - rgb) * haze
+        haze = haze_for(scene, depth)
+        rgb = rgb + (np.asarray(air(scene), F32) * a[..., None] - rgb) * haze
         if rim and spec.weather != "storm" and spec.light != "day":  # low sun (or the moon) edges the sun side
             step = 2 if scene.sun_left else -2
             edge = np.clip(a - np.roll(a, step, axis=1), 0, 1) * (1 - haze)
@@ -180,7 +173,7 @@ def dark_out(scene) -> bool:
 
 def body(scene, albedo: RGB, amount: float = 1.0) -> np.ndarray:
     """An object's surface colour under the scene's light; after dark, a silhouette darker than the sky."""
-    colour = _helpers().lit(albedo, scene, amount)
+    colour = lit(albedo, scene, amount)
     return colour * 0.55 if scene.spec.light == "night" else colour
 
 
@@ -212,26 +205,6 @@ def land_at(scene, x: float) -> float:
 
 def on_water(scene) -> bool:
     return "water" in scene.spec.elements
-
-
-class Slots:
-    """Keeps objects from standing on top of each other: each claims a span of columns."""
-
-    def __init__(self):
-        self.taken: list[tuple[float, float]] = []
-
-    def pick(self, rng, scene, half: float, lo: float = 0.12, hi: float = 0.88) -> float:
-        best, best_gap = 0.0, -1e9
-        for _ in range(12):
-            x = scene.w * rng.uniform(lo, hi)
-            gap = min((max(a - (x + half), (x - half) - b) for a, b in self.taken), default=1e9)
-            if gap > 0:
-                best = x
-                break
-            if gap > best_gap:
-                best, best_gap = x, gap
-        self.taken.append((best - half, best + half))
-        return best
 
 
 def ground_spot(scene, rng, slots: Slots, half: float, near: tuple[float, float]) -> tuple[float, float, float]:
@@ -303,7 +276,7 @@ def paint_lighthouse(scene) -> None:
 
     def basalt(X, Y):  # columns of basalt, each its own tone, darker joints between them, darker below
         idx = np.floor(X / col_w).astype(np.int32)
-        tone = 0.72 + 0.4 * _helpers().int_hash(idx, salt)
+        tone = 0.72 + 0.4 * int_hash(idx, salt)
         frac = X / col_w - idx
         joint = 1 - 0.45 * np.exp(-((np.minimum(frac, 1 - frac) / 0.08) ** 2))
         lit_side = 1.0 + 0.15 * (frac - 0.5) * (-1 if scene.sun_left else 1)
@@ -316,7 +289,7 @@ def paint_lighthouse(scene) -> None:
     cap = pts[:8] + [(x, y + u * 0.014) for x, y in pts[:8][::-1]]
     sp.poly(cap, side_shade(scene, grass, lip_x, u * 0.3))
     # foam: short wisps where the waves break against the cliff's foot (on water only, not on a beach)
-    white = _helpers().lit((1, 1, 1), scene) * (0.6 if scene.spec.light == "night" else 1.0) + 0.05
+    white = lit((1, 1, 1), scene) * (0.6 if scene.spec.light == "night" else 1.0) + 0.05
     shore = scene.shore_line
     for _ in range(14):
         t = rng.uniform(0, 1) ** 1.5
@@ -372,13 +345,9 @@ def paint_beam(scene, x: float, y: float, left: bool, u: float) -> None:
     ang = np.arctan2(dy, np.maximum(dx, 1e-3)) + 0.06  # aimed a touch above level
     spread = 0.05 + 0.0
     dist = np.hypot(dx, dy) / u
-    beam = np.exp(-((ang / spread) ** 2)) * np.exp(-dist / 0.7) * (dx > 0) * smoothstep_(0.0, 0.03, dist)
+    beam = np.exp(-((ang / spread) ** 2)) * np.exp(-dist / 0.7) * (dx > 0) * smoothstep(0.0, 0.03, dist)
     beam = beam * 0.55
     scene.img[y0:y1, x0:x1] += beam[..., None] * np.asarray((1.0, 0.92, 0.72), F32)
-
-
-def smoothstep_(a, b, x):
-    return _helpers().smoothstep(a, b, x)
 
 
 def paint_boat(scene) -> None:
@@ -407,7 +376,7 @@ def paint_boat(scene) -> None:
 def draw_paper_boat(scene, x: float, y: float, size: float, rng, depth: float) -> None:
     sp = Sprite(scene, x - size, y - size * 0.9, x + size, y + size * 0.2)
     paper = body(scene, (0.98, 0.97, 0.93)) * 1.15  # paper catches whatever light there is
-    paper = np.maximum(paper, mix_(scene.spec.palette.haze, (1, 1, 1), 0.3) * 0.95)
+    paper = np.maximum(paper, mix(scene.spec.palette.haze, (1, 1, 1), 0.3) * 0.95)
     h = size * 0.32
     # hull: a trapezoid; sail: the tall folded triangle, its sunny half brighter
     sp.poly([(x - size, y - h), (x + size, y - h), (x + size * 0.62, y), (x - size * 0.62, y)], paper * 0.8)
@@ -617,10 +586,6 @@ def paint_bridge(scene) -> None:
             glow(scene, x0 + k * span + span * 0.5, deck - u * 0.03, u * 0.004, (1.0, 0.8, 0.5), 0.8)
 
 
-def mix_(a, b, t):
-    return _helpers().mix(a, b, t)
-
-
 def paint_windmill(scene) -> None:
     rng = scene.rng("obj-windmill")
     n = _count(scene, "windmill", 1, (2, 4), rng)
@@ -667,9 +632,9 @@ def paint_birds(scene) -> None:
     if abs(cx - scene.sun_x) < scene.unit * 0.1 and abs(cy - scene.sun_y) < scene.unit * 0.1:
         cx += scene.unit * 0.2
     p = scene.spec.palette
-    colour = mix_(p.shadow, p.sky[0], 0.25) * 0.8
+    colour = mix(p.shadow, p.sky[0], 0.25) * 0.8
     if scene.spec.light == "night":
-        colour = mix_(p.sky[0], (0, 0, 0), 0.5)
+        colour = mix(p.sky[0], (0, 0, 0), 0.5)
     u = scene.unit
     sp = Sprite(scene, cx - u * 0.3, cy - u * 0.15, cx + u * 0.3, cy + u * 0.15)
     direction = 1 if rng.random() < 0.5 else -1
@@ -714,7 +679,7 @@ def paint_balloon(scene) -> None:
             nz = np.sqrt(np.clip(1 - nx * nx, 0, 1))
             k = np.clip(0.3 + 0.6 * nx * side + 0.5 * nz - 0.3 * np.clip((Y - y) / r, 0, 1), 0, 1)
             k = np.broadcast_to(k, np.broadcast(X, Y).shape)
-            return mix_(ca, cb, stripe) * (low + (1.3 - low) * k)[..., None]
+            return mix(ca, cb, stripe) * (low + (1.3 - low) * k)[..., None]
 
         sp.ellipse(x, y, r, r * 1.05, envelope)
         sp.poly([(x - r * 0.93, y + r * 0.35), (x + r * 0.93, y + r * 0.35), (x + r * 0.28, y + r * 1.45),
@@ -759,7 +724,7 @@ def paint_person(scene) -> None:
     rng = scene.rng("obj-person")
     n = _count(scene, "person", 1, (2, 4), rng)
     p = scene.spec.palette
-    colour = mix_(p.shadow, body(scene, (0.3, 0.25, 0.22)), 0.5 if scene.spec.light in ("day", "golden") else 0.15)
+    colour = mix(p.shadow, body(scene, (0.3, 0.25, 0.22)), 0.5 if scene.spec.light in ("day", "golden") else 0.15)
     span = scene.h - scene.horizon
     for i in range(n):
         if scene.shore_line is not None:
@@ -819,7 +784,7 @@ def paint_car(scene) -> None:
         sp.poly([(x - s, lane - s * 0.12), (x + s, lane - s * 0.12), (x + s * 1.02, lane - s * 0.32),
                  (x + s * 0.85 * d if d > 0 else x + s * 0.95, lane - s * 0.38), (x - s * 0.95, lane - s * 0.38),
                  (x - s * 1.02, lane - s * 0.3)], side_shade(scene, colour, x, s, False))  # fmt: skip
-        glass = mix_(body(scene, (0.5, 0.6, 0.7)), scene.spec.palette.sky[1], 0.4)
+        glass = mix(body(scene, (0.5, 0.6, 0.7)), scene.spec.palette.sky[1], 0.4)
         sp.poly([(x - s * 0.55, lane - s * 0.38), (x + s * 0.45, lane - s * 0.38), (x + s * 0.25, lane - s * 0.6),
                  (x - s * 0.4, lane - s * 0.6)], colour * 0.95)  # fmt: skip
         sp.poly([(x - s * 0.45, lane - s * 0.4), (x + s * 0.38, lane - s * 0.4), (x + s * 0.2, lane - s * 0.55),
