@@ -17,8 +17,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from backend.media import LocalMediaStore, MediaStorageError
-from backend.media_s3 import S3MediaStore
+from backend.media.local import LocalMediaStore
+from backend.media.s3 import S3MediaStore
+from backend.media.store import MediaStorageError
 from backend.settings import Settings
 from backend.system import System, media_store_for
 from components.job_card import THUMBNAIL_ROUTE

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .models import Job, JobStatus, JobStep, StepKind
-from .store import JobRecord
+from backend.store.jobs import JobRecord
+from backend.store.models import Job, JobStatus, JobStep, StepKind
 
 MEDIA_URL_KEYS = ("image_url", "video_url")
 

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-from . import public
-from .events import EventBus
-from .media import MediaStore
-from .models import utcnow
-from .store import JobStore
+from backend.events.bus import EventBus
+from backend.jobs import public
+from backend.media.store import MediaStore
+from backend.store.jobs import JobStore
+from backend.store.models import utcnow
 
 log = logging.getLogger(__name__)
 #: Jobs read per query: a long backlog is worked through in batches, not one huge list.

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Connection
 
-from .event_log import Event, EventLog
+from backend.events.log import Event, EventLog
 
 log = logging.getLogger(__name__)
 

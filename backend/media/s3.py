@@ -28,7 +28,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from .media import (
+from backend.media.store import (
     JOB_ID_PATTERN,
     MEDIA_TYPES,
     THUMBNAIL_NAME,
@@ -39,7 +39,7 @@ from .media import (
 )
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

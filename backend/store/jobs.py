@@ -28,7 +28,7 @@ from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, SQLModel, col, select
 
-from .models import UNFINISHED_STATUSES, Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
+from backend.store.models import UNFINISHED_STATUSES, Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.schema import SchemaManager
 from sqlalchemy import Engine, text
 
-from .event_relay import psycopg_conninfo
-from .events import EventBus
-from .models import ACTIVE_STATUSES, UNFINISHED_STATUSES, JobStatus, utcnow
-from .runner import CANCEL_WAIT_SECONDS, JobRunner
-from .settings import Settings
-from .store import JobStore
+from backend.events.bus import EventBus
+from backend.events.relay import psycopg_conninfo
+from backend.jobs.runner import CANCEL_WAIT_SECONDS, JobRunner
+from backend.settings import Settings
+from backend.store.jobs import JobStore
+from backend.store.models import ACTIVE_STATUSES, UNFINISHED_STATUSES, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from backend.models import SQLModel
+from backend.store.models import SQLModel
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

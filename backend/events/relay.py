@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from .event_log import CHANNEL, Event, EventLog
-from .events import EventBus
+from backend.events.bus import EventBus
+from backend.events.log import CHANNEL, Event, EventLog
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
-from backend.models import UtcDateTime
+from backend.store.models import UtcDateTime
 
 revision = "0001"
 down_revision = None

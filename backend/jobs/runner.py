@@ -24,10 +24,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from .models import StepKind, utcnow
-from .pipeline import REMOTE_CANCEL_TIMEOUT, Pipeline
-from .providers.retry import CREATE_GRACE_SECONDS
-from .settings import Settings
+from backend.jobs.pipeline import REMOTE_CANCEL_TIMEOUT, Pipeline
+from backend.providers.retry import CREATE_GRACE_SECONDS
+from backend.settings import Settings
+from backend.store.models import StepKind, utcnow
 
 log = logging.getLogger(__name__)
 #: How long a cancel waits for a job to stop: a create call on the wire may take its grace
@@ -141,7 +141,7 @@ class JobRunner:
             if self.pipeline.stopping:  # interrupted, not ended: free for the next worker at once
                 self.store.release(self.worker_id, [job_id])
 
-    # -- the queue interface JobService uses (see backend/task_queue.py for the cluster's) --------
+    # -- the queue interface JobService uses (see backend/jobs/procrastinate_queue.py for the cluster's) --------
 
     async def enqueue(self, job_id: str) -> None:
         self.submit(job_id, claimed=True)  # JobService stored it as ours (runs_new_jobs_as)

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING
 from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from backend.settings import Settings
 
 #: The largest image the product takes: outputs are 1792x1024 at most today; this leaves room
 #: for larger provider sizes (a 4096x4096 image decodes to 64 MB as RGBA).

@@ -22,13 +22,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from . import pricing, public
-from .events import EventBus
-from .media import MediaStorageError, MediaStore
-from .models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
-from .providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
-from .providers.registry import ProviderRegistry, ProviderUnavailable
-from .store import JobFinished, JobStore
+from backend.events.bus import EventBus
+from backend.jobs import public
+from backend.media.store import MediaStorageError, MediaStore
+from backend.providers import pricing
+from backend.providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
+from backend.providers.registry import ProviderRegistry, ProviderUnavailable
+from backend.store.jobs import JobFinished, JobStore
+from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
 
 
 def _step_cost(job: Job, kind: StepKind, model: str) -> float:
-    """What the provider charges for the step run by `model` (pricing.py)."""
+    """What the provider charges for the step run by `model` (backend/providers/pricing.py)."""
     if kind is StepKind.IMAGE:
         return pricing.image_cost(job.provider, model, job.image_size, job.quality)
     return pricing.video_cost(job.video_provider, model, job.video_duration)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, bindparam, delete, func, insert, text, update
 from sqlmodel import Session, col, select
 
-from .models import Job, JobEvent, UtcDateTime, utcnow
+from backend.store.models import Job, JobEvent, UtcDateTime, utcnow
 
 Event = dict[str, Any]
 

@@ -7,43 +7,24 @@ import contextlib
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Protocol
 
-from . import pricing
-from .auth import LOCAL_USER, User
-from .errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
-from .events import EventBus
-from .media import MediaStore
-from .models import Job, JobStatus
-from .pipeline import Pipeline
-from .providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
-from .public import job_update_data
-from .rate_limit import RateLimiter
-from .schemas import MAX_SEED, GenerateRequest
-from .store import JobFinished, JobRecord, JobStore
+from backend.auth import LOCAL_USER, User
+from backend.errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
+from backend.events.bus import EventBus
+from backend.jobs.pipeline import Pipeline
+from backend.jobs.public import job_update_data
+from backend.jobs.queue import JobQueue
+from backend.jobs.request import MAX_SEED, GenerateRequest
+from backend.media.store import MediaStore
+from backend.providers import pricing
+from backend.providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
+from backend.rate_limit import RateLimiter
+from backend.store.jobs import JobFinished, JobRecord, JobStore
+from backend.store.models import Job, JobStatus
 
 
 def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
-
-
-class JobQueue(Protocol):
-    """Where jobs wait and run: this process's JobRunner, or procrastinate's workers (task_queue.py)."""
-
-    async def enqueue(self, job_id: str) -> None: ...
-
-    def runs_new_jobs_as(self) -> str | None:
-        """The worker id a new job is stored as already claimed by, when it will run in this
-        process (saves the claim's own transaction); None when a worker elsewhere claims it."""
-
-    async def cancel(self, job_id: str) -> None:
-        """Stop the job wherever it runs and wait until that has been recorded."""
-
-    async def is_busy(self, job_id: str) -> bool:
-        """Whether some process still runs (or is stopping) the job."""
-
-    def counts(self) -> tuple[int, int, int]:
-        """(running, waiting, processes alive that run jobs)."""
 
 
 @dataclass(frozen=True)
