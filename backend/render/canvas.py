@@ -2,8 +2,8 @@
 
 `Scene` holds the float RGB canvas (0..1, display space) and the layout all layers agree on
 (horizon, sun, scale); the functions below blend, resize, blur and make seeded noise on it.
-Nothing here knows which painters exist: the planner (scene.py) and the object painters
-(objects.py) both build on this module.
+Nothing here knows which painters exist: the landscape painters (landscape.py), the object
+painters (objects/) and the planner (scene.py) all build on this module.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from backend.render.prompt_scene import SceneSpec, stable_digest
+from backend.render.prompt_scene import RGB, SceneSpec, stable_digest
 
 F32 = np.float32
 LAND = frozenset({"mountains", "hills", "desert", "snow", "field", "water", "city", "forest"})
@@ -57,7 +57,7 @@ class Scene:
     def rng(self, name: str) -> np.random.Generator:
         return np.random.default_rng(stable_digest(self.spec.digest, self.seed, name))
 
-    def blend(self, colour, alpha, rows: slice = slice(None)) -> None:
+    def blend(self, colour: RGB | np.ndarray, alpha: np.ndarray, rows: slice = slice(None)) -> None:
         """Paint `colour` (RGB, or an array of colours) over the rows with coverage `alpha` (HxW)."""
         region = self.img[rows]
         region += (np.asarray(colour, F32) - region) * alpha[..., None]
@@ -66,12 +66,12 @@ class Scene:
         return Image.fromarray(np.clip(self.img * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def smoothstep(edge0: float, edge1: float, x):
+def smoothstep(edge0: float, edge1: float, x: np.ndarray | float) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
-def mix(a, b, t):
+def mix(a: RGB | np.ndarray, b: RGB | np.ndarray, t: np.ndarray | float) -> np.ndarray:
     a, b = np.asarray(a, F32), np.asarray(b, F32)
     if isinstance(t, float) and a.ndim > b.ndim:  # an image faded toward a colour: two passes, not three
         out = a * F32(1 - t)
@@ -112,7 +112,10 @@ def noise2d(
     return np.asarray(img)
 
 
-def fbm2d(rng, width: int, height: int, cells_x: float, cells_y: float, octaves=4, gain=0.5, rows=None) -> np.ndarray:
+def fbm2d(
+    rng: np.random.Generator, width: int, height: int, cells_x: float, cells_y: float, octaves: int = 4, gain: float = 0.5,
+    rows: int | None = None,
+) -> np.ndarray:
     total, amp, norm = np.zeros((height if rows is None else rows, width), F32), 1.0, 0.0
     for o in range(octaves):
         total += amp * noise2d(rng, width, height, cells_x * 2**o, cells_y * 2**o, rows)
@@ -121,7 +124,7 @@ def fbm2d(rng, width: int, height: int, cells_x: float, cells_y: float, octaves=
     return total / norm
 
 
-def noise1d(rng, n: int, cells: float, octaves=1, ridged_octaves=0, gain=0.5) -> np.ndarray:
+def noise1d(rng: np.random.Generator, n: int, cells: float, octaves: int = 1, ridged_octaves: int = 0, gain: float = 0.5) -> np.ndarray:
     """A 1-D profile in 0..1; `ridged` octaves fold the noise into sharp crests (peaks, dunes)."""
     total, amp, norm = np.zeros(n, F32), 1.0, 0.0
     for o in range(octaves):
@@ -172,7 +175,7 @@ def shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[ys][:, xs]
 
 
-def int_hash(*parts) -> np.ndarray:
+def int_hash(*parts: np.ndarray | int) -> np.ndarray:
     """A vectorised integer hash to 0..1, for per-window / per-building randomness."""
     h = np.uint32(2166136261)
     for p in parts:
@@ -182,7 +185,7 @@ def int_hash(*parts) -> np.ndarray:
     return (h >> np.uint32(8)).astype(F32) / F32(1 << 24)
 
 
-def lit(albedo, scene: Scene, amount: float = 1.0) -> np.ndarray:
+def lit(albedo: RGB | np.ndarray, scene: Scene, amount: float = 1.0) -> np.ndarray:
     """Land colour under the scene's light: the shadow tone lifted by lit albedo."""
     p = scene.spec.palette
     return mix(p.shadow, np.asarray(albedo, F32) * np.asarray(p.light, F32), p.brightness * amount)
@@ -201,7 +204,7 @@ def air(scene: Scene) -> np.ndarray:
     return mix(p.haze, p.sky[1], 0.3)
 
 
-def fill(scene: Scene, ridge: np.ndarray, colour, rows: slice | None = None) -> None:
+def fill(scene: Scene, ridge: np.ndarray, colour: RGB | np.ndarray, rows: slice | None = None) -> None:
     """Paint colour over everything below a per-column ridge line, anti-aliased.
 
     A full-size `colour` (each caller's own fresh array) is used up as scratch space: the blend
@@ -225,7 +228,7 @@ class Slots:
     def __init__(self):
         self.taken: list[tuple[float, float]] = []
 
-    def pick(self, rng, scene, half: float, lo: float = 0.12, hi: float = 0.88) -> float:
+    def pick(self, rng: np.random.Generator, scene: Scene, half: float, lo: float = 0.12, hi: float = 0.88) -> float:
         best, best_gap = 0.0, -1e9
         for _ in range(12):
             x = scene.w * rng.uniform(lo, hi)
