@@ -12,9 +12,9 @@ from typing import NoReturn, Sequence
 from pydantic import ValidationError
 
 from backend.errors import ApiError
-from backend.models import JobStatus
-from backend.schemas import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
+from backend.jobs.request import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
 from backend.settings import Settings
+from backend.store.models import JobStatus
 
 
 class OneLineParser(argparse.ArgumentParser):

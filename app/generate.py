@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from backend.events import Event
-from backend.models import JobStatus, StepKind
-from backend.schemas import GenerateRequest
+from backend.events.bus import Event
+from backend.jobs.request import GenerateRequest
 from backend.settings import Settings
+from backend.store.models import JobStatus, StepKind
 from backend.system import System
 
 

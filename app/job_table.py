@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from backend.database import create_db_engine, migrate
 from backend.settings import Settings
-from backend.store import JobStore
+from backend.store.database import create_db_engine, migrate
+from backend.store.jobs import JobStore
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "yellow"}
 

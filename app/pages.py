@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from nicegui import app, ui
 
 from backend.errors import ApiError
-from backend.public import job_data
+from backend.jobs.public import job_data
 from backend.system import System
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
@@ -54,7 +54,7 @@ def register_pages(system: System) -> None:
             return Response(status_code=404)
         data = thumbnails.get(job_id)
         if data is None:
-            # Made once per job and stored beside its image (backend/media.py); in a thread: S3 is a network call.
+            # Made once per job and stored beside its image (backend/media/store.py); in a thread: S3 is a network call.
             data = await asyncio.to_thread(system.media.thumbnail, record.job.image_path)
             if data is None:
                 return Response(status_code=404)

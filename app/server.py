@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from backend.api import mount_api
 from backend.api.hosts import AllowedHosts
 from backend.auth import load_storage_secret
-from backend.observability import configure_logging
+from backend.observability.logs import configure_logging
 from backend.settings import Settings
 from backend.system import System
 from components.session import SecureSessionCookie, SessionGuard

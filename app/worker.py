@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 
-from backend.observability import configure_logging
+from backend.observability.logs import configure_logging
 from backend.settings import Settings
 from backend.system import System
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .errors import SignatureInvalid, TooManyWrongTokens, Unauthorized
-from .rate_limit import RateLimiter
-from .settings import Settings
+from backend.errors import SignatureInvalid, TooManyWrongTokens, Unauthorized
+from backend.rate_limit import RateLimiter
+from backend.settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
 STORAGE_SECRET_FILE = "storage_secret"

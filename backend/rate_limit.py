@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from .errors import RateLimited
+from backend.errors import RateLimited
 
 WINDOW_SECONDS = 60.0
 

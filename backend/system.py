@@ -10,24 +10,26 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from .auth import Authenticator
-from .database import create_db_engine, migrate
-from .event_log import EventLog
-from .events import EventBus
-from .jobs import JobQueue, JobService
-from .media import media_store_for
-from .models import utcnow
-from .observability import JobObserver
-from .pipeline import Pipeline
-from .providers.registry import ProviderRegistry
-from .rate_limit import RateLimiter
-from .runner import JobRunner
-from .settings import Settings
-from .store import JobStore
+from backend.auth import Authenticator
+from backend.events.bus import EventBus
+from backend.events.log import EventLog
+from backend.jobs.pipeline import Pipeline
+from backend.jobs.queue import JobQueue
+from backend.jobs.runner import JobRunner
+from backend.jobs.service import JobService
+from backend.media.local import LocalMediaStore
+from backend.media.store import MediaStorageError, MediaStore
+from backend.observability.job_observer import JobObserver
+from backend.providers.registry import ProviderRegistry
+from backend.rate_limit import RateLimiter
+from backend.settings import Settings
+from backend.store.database import create_db_engine, migrate
+from backend.store.jobs import JobStore
+from backend.store.models import utcnow
 
 if TYPE_CHECKING:
-    from .event_relay import EventRelay
-    from .task_queue import ProcrastinateQueue
+    from backend.events.relay import EventRelay
+    from backend.jobs.procrastinate_queue import ProcrastinateQueue
 
 log = logging.getLogger(__name__)
 #: How long a serving instance waits at its start for its LISTEN connection (s).
@@ -55,7 +57,7 @@ class System:
         self.queue: JobQueue = self.runner
         self.cluster: ProcrastinateQueue | None = None
         if self.settings.task_engine == "procrastinate" and not run_here:
-            from .task_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
+            from backend.jobs.procrastinate_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
         self.jobs = JobService(
@@ -63,13 +65,14 @@ class System:
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
         )
         self.auth = Authenticator(self.settings)
-        self.observer = JobObserver(self)  # job transition log lines and the metrics registry
+        # job transition log lines and the metrics registry
+        self.observer = JobObserver(self.bus, self.store, self.queue, self.runner.is_running, log_prompts=self.settings.log_prompts)
         self._housekeeping: asyncio.Task[None] | None = None
 
     def migrate(self) -> None:
         migrate(self.engine)
         if self.cluster is not None:
-            from .task_queue import ensure_schema
+            from backend.jobs.procrastinate_queue import ensure_schema
 
             ensure_schema(self.engine)
 
@@ -78,7 +81,7 @@ class System:
         process left unfinished (procrastinate's workers do that in a cluster)."""
         self.migrate()
         if self.event_log.notifies:
-            from .event_relay import EventRelay  # psycopg: only installed for PostgreSQL
+            from backend.events.relay import EventRelay  # psycopg: only installed for PostgreSQL
 
             self.relay = EventRelay(self.settings.resolved_database_url, self.bus, self.event_log)
             self.relay.start()
@@ -94,7 +97,7 @@ class System:
             log.info("resumed %d unfinished job(s)", len(resumed))
 
     async def _keep_house(self) -> None:
-        from .retention import announce_expired, expire_media, round_interval
+        from backend.media.retention import announce_expired, expire_media, round_interval
 
         retention_days = self.settings.media_retention_days  # 0: media are kept forever
         interval = round_interval(retention_days, HOUSEKEEPING_INTERVAL) if retention_days > 0 else HOUSEKEEPING_INTERVAL
@@ -125,3 +128,16 @@ class System:
             await self.cluster.close()
         self.bus.close()
         self.engine.dispose()
+
+
+def media_store_for(settings: Settings) -> MediaStore:
+    """The store the settings ask for: S3 when a bucket is named, else the local media folder."""
+    if not settings.s3_bucket:
+        return LocalMediaStore(settings.media_dir)
+    try:
+        from backend.media.s3 import S3MediaStore  # boto3 is only installed with the `cluster` extra
+    except ImportError as error:
+        raise MediaStorageError(
+            f"PROMPTREEL_S3_BUCKET is set but boto3 is missing ({error}): install promptreel[cluster]"
+        ) from error
+    return S3MediaStore.from_settings(settings)

@@ -52,7 +52,7 @@ from harness import ROOT, free_python, percentile, result, summary_ms
 from proc_cpu import process_cpu
 
 sys.path.insert(0, str(ROOT))
-from backend.schemas import GenerateRequest  # noqa: E402 - module level: FastAPI resolves the baseline's annotations here
+from backend.jobs.request import GenerateRequest  # noqa: E402 - module level: FastAPI resolves the baseline's annotations here
 from tests.conftest import Server, free_port  # noqa: E402
 
 TARGET_SHARE = 0.5
@@ -77,8 +77,8 @@ def baseline_serve(port: int, data_dir: Path) -> None:
     from fastapi import FastAPI, HTTPException
     from sqlmodel import Session, SQLModel
 
-    from backend.database import create_db_engine
-    from backend.models import Job
+    from backend.store.database import create_db_engine
+    from backend.store.models import Job
 
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(f"sqlite:///{(data_dir / 'baseline.db').resolve()}")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.jobs.request import validate_request  # noqa: E402
 from backend.render.animate import animate_image  # noqa: E402
 from backend.render.scene import render_scene  # noqa: E402
-from backend.schemas import validate_request  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.system import System  # noqa: E402
 

@@ -63,9 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import result, tiny_mp4, tiny_png  # noqa: E402 - bench/ is on the path as the script's folder
 from sqlalchemy import Engine, insert, text  # noqa: E402
 
-from backend.database import create_db_engine, migrate  # noqa: E402
-from backend.models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus, utcnow  # noqa: E402
-from backend.store import JobStore  # noqa: E402
+from backend.store.database import create_db_engine, migrate  # noqa: E402
+from backend.store.jobs import JobStore  # noqa: E402
+from backend.store.models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus, utcnow  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, Server, new_database  # noqa: E402
 
 USABLE_TARGET_S = 1.5

@@ -40,8 +40,8 @@ from harness import _serve  # noqa: E402 - also puts the project on the path
 def serve_product(times_path: Path, serve_argv: list[str]) -> None:
     from nicegui import app
 
-    from backend.events import EventBus
-    from backend.pipeline import Pipeline
+    from backend.events.bus import EventBus
+    from backend.jobs.pipeline import Pipeline
 
     notes: list[tuple[str, int | None, str, float, float]] = []
     publishing_since: list[float] = []  # publish -> deliver runs on the loop's thread

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from backend import models
-from backend.models import JobStatus
+from backend.store import models
+from backend.store.models import JobStatus
 
-#: `backend.models`' groups of statuses as plain strings (what the public job data and the events carry).
+#: `backend.store.models`' groups of statuses as plain strings (what the public job data and the events carry).
 UNFINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in models.UNFINISHED_STATUSES)  # queued or running
 ACTIVE_STATUSES: tuple[str, ...] = tuple(status.value for status in models.ACTIVE_STATUSES)  # a step is running
 FINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus if status.finished)

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
-from backend.schemas import describe, validate_request
-from backend.store import JobRecord
+from backend.jobs.request import describe, validate_request
+from backend.store.jobs import JobRecord
 from backend.system import System
 
 from .format import UNFINISHED_STATUSES

@@ -1,6 +1,6 @@
 """One job in the studio's list: thumbnail, prompt, status, progress per step, time, cost, actions.
 
-A card keeps the job's public data (`backend.public.job_data`) and is a single NiceGUI element
+A card keeps the job's public data (`backend.jobs.public.job_data`) and is a single NiceGUI element
 whose one prop, the card's view, the browser draws (job_card.js): building a page of twenty
 cards, updating one on an event and re-pointing one at another job each cost the server one
 element, where separate labels, bars and buttons cost about fifty (NiceGUI inspects the
@@ -15,7 +15,7 @@ from typing import Any
 from nicegui.element import Element
 from nicegui.events import GenericEventArguments
 
-from backend.public import media_path
+from backend.jobs.public import media_path
 
 from .format import (
     FINISHED_STATUSES,

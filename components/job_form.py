@@ -1,6 +1,6 @@
 """The prompt form: what to make, with which providers, at what cost.
 
-It validates through `backend.schemas.validate_request` and creates jobs through
+It validates through `backend.jobs.request.validate_request` and creates jobs through
 `JobService.create`, exactly as the REST API does, so it refuses the same things with the
 same words (`describe()` of the validation error, or the ApiError's message).
 """
@@ -16,9 +16,7 @@ from pydantic import ValidationError
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
-from backend.pricing import UnknownPrice
-from backend.providers.registry import ProviderInfo
-from backend.schemas import (
+from backend.jobs.request import (
     DURATIONS,
     IMAGE_SIZES,
     MAX_PROMPT_LENGTH,
@@ -28,7 +26,9 @@ from backend.schemas import (
     describe,
     validate_request,
 )
-from backend.store import JobRecord
+from backend.providers.pricing import UnknownPrice
+from backend.providers.registry import ProviderInfo
+from backend.store.jobs import JobRecord
 from backend.system import System
 
 from .format import PROVIDER_SHORT, money

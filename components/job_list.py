@@ -21,10 +21,10 @@ from typing import Any
 from nicegui import ui
 
 from backend.auth import LOCAL_USER, User
-from backend.events import Event
-from backend.models import JobStatus
-from backend.public import job_data
-from backend.store import JobRecord
+from backend.events.bus import Event
+from backend.jobs.public import job_data
+from backend.store.jobs import JobRecord
+from backend.store.models import JobStatus
 from backend.system import System
 
 from .format import FINISHED_STATUSES, UNFINISHED_STATUSES, status_label

@@ -13,11 +13,11 @@ from nicegui import ui
 from nicegui.elements.mixins.text_element import TextElement
 
 from backend.auth import LOCAL_USER, User
-from backend.events import Event
-from backend.pricing import UnknownPrice
+from backend.events.bus import Event
+from backend.jobs.public import job_data, media_path
+from backend.jobs.request import GenerateRequest, GenerateSettings
+from backend.providers.pricing import UnknownPrice
 from backend.providers.registry import PROVIDER_LABELS
-from backend.public import job_data, media_path
-from backend.schemas import GenerateRequest, GenerateSettings
 from backend.system import System
 
 from .format import (

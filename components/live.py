@@ -18,7 +18,7 @@ from typing import Any
 
 from nicegui import Client, ui
 
-from backend.events import Event, EventBus
+from backend.events.bus import Event, EventBus
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from backend.errors import JobNotCancellable
-from backend.models import Job, JobStatus, StepKind
 from backend.providers.base import VideoRequest, VideoResult
 from backend.settings import Settings
-from backend.store import JobFinished
+from backend.store.jobs import JobFinished
+from backend.store.models import Job, JobStatus, StepKind
 from backend.system import System
 from tests.cluster import Cluster
 from tests.conftest import EventStream, Server, ends_job, open_stream
@@ -31,8 +31,8 @@ from tests.fakes.base import Hold
 
 pytestmark = pytest.mark.timeout(120)
 
-RUNWAY_PRICE_5S = 0.25  # gen4_turbo: 5 credits a second at $0.01 (backend/pricing.py)
-FLUX_SCHNELL_PRICE = 0.003  # black-forest-labs/flux-schnell, an image (backend/pricing.py)
+RUNWAY_PRICE_5S = 0.25  # gen4_turbo: 5 credits a second at $0.01 (backend/providers/pricing.py)
+FLUX_SCHNELL_PRICE = 0.003  # black-forest-labs/flux-schnell, an image (backend/providers/pricing.py)
 
 
 class GatedVideo:

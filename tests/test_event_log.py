@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from backend.event_log import MAX_NOTIFY_BYTES
-from backend.models import Job, utcnow
+from backend.events.log import MAX_NOTIFY_BYTES
 from backend.settings import Settings
+from backend.store.models import Job, utcnow
 from backend.system import System
 from tests.conftest import ends_job, local_job, open_stream, unsigned
 

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from backend.media import LocalMediaStore
-from backend.media_checks import MediaLimits, MediaRejected, check_image
+from backend.media.checks import MediaLimits, MediaRejected, check_image
+from backend.media.local import LocalMediaStore
 from backend.providers.base import ProviderError, VideoRequest
 from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider

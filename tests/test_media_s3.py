@@ -17,10 +17,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from backend.media import LocalMediaStore, MediaStorageError, media_store_for
-from backend.media_s3 import S3MediaStore
+from backend.media.local import LocalMediaStore
+from backend.media.s3 import S3MediaStore
+from backend.media.store import MediaStorageError
 from backend.settings import Settings
-from backend.system import System
+from backend.system import System, media_store_for
 from components.job_card import THUMBNAIL_ROUTE
 
 from .conftest import ROOT, Server, clean_env, ends_job, free_port, local_job, open_stream

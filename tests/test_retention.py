@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from backend.models import Job, JobStatus, utcnow
-from backend.public import iso, job_data
-from backend.retention import MIN_ROUND_INTERVAL, expire_media, round_interval
+from backend.jobs.public import iso, job_data
+from backend.media.retention import MIN_ROUND_INTERVAL, expire_media, round_interval
 from backend.settings import Settings
+from backend.store.models import Job, JobStatus, utcnow
 from backend.system import HOUSEKEEPING_INTERVAL, System
 
 from .conftest import Server, local_job, open_stream

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from backend.database import create_db_engine, migrate
-from backend.models import Job, JobStatus, StepKind, StepStatus, utcnow
-from backend.store import JobFinished, JobStore
+from backend.store.database import create_db_engine, migrate
+from backend.store.jobs import JobFinished, JobStore
+from backend.store.models import Job, JobStatus, StepKind, StepStatus, utcnow
 
 
 def make_job(job_id: str, prompt: str = "a lighthouse at dawn", status: str = JobStatus.PENDING) -> Job:

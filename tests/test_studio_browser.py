@@ -358,8 +358,8 @@ def fill_store(data_dir: Path, total: int) -> None:
 
     from sqlmodel import Session
 
-    from backend.models import Job, JobStep
     from backend.settings import Settings
+    from backend.store.models import Job, JobStep
     from backend.system import System
 
     system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=data_dir))

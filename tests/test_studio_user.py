@@ -20,12 +20,12 @@ from nicegui.storage import Storage
 from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
 
-from backend.models import Job, JobStatus, StepKind
+from backend.jobs.public import job_update_data, step_data
+from backend.jobs.request import validate_request
 from backend.providers import registry
 from backend.providers.dalle3 import DalleImageProvider
-from backend.public import job_update_data, step_data
-from backend.schemas import validate_request
 from backend.settings import Settings
+from backend.store.models import Job, JobStatus, StepKind
 from backend.system import System
 from components import job_list as job_list_module
 from components import status_bar as status_bar_module

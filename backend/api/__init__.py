@@ -10,13 +10,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..observability import RequestLogMiddleware
-from ..system import System
-from .errors import install_error_handlers
-from .limits import BodySizeLimit
-from .metrics import router as metrics_router
-from .routes import router as rest_router
-from .websocket import router as websocket_router
+from backend.api.errors import install_error_handlers
+from backend.api.limits import BodySizeLimit
+from backend.api.metrics import router as metrics_router
+from backend.api.routes import router as rest_router
+from backend.api.websocket import router as websocket_router
+from backend.observability.request_log import RequestLogMiddleware
+from backend.system import System
 
 
 def mount_api(app: FastAPI, system: System) -> None:

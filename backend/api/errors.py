@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..errors import ApiError
-from ..schemas import describe
+from backend.errors import ApiError
+from backend.jobs.request import describe
 
 log = logging.getLogger(__name__)
 #: Paths that belong to the API (JSON errors); everything else is the studio's (HTML pages).

@@ -14,8 +14,8 @@ from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..settings import Settings
-from .errors import error_response
+from backend.api.errors import error_response
+from backend.settings import Settings
 
 _PASSED = "promptreel.host_allowed"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
-from .errors import error_response
+from backend.api.errors import error_response
+from backend.errors import PayloadTooLarge
 
 
 class BodySizeLimit:

@@ -1,5 +1,5 @@
 """GET /metrics: Prometheus's text format (0.0.4, which every scraper reads), from the System's
-own registry (backend/observability.py)."""
+own registry (backend/observability/metrics.py)."""
 
 from __future__ import annotations
 

@@ -10,15 +10,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from ..auth import LOCAL_USER, User
-from ..errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
-from ..media import MediaStorageError
-from ..models import JobStatus
-from ..public import absolute_media_urls, iso, job_data, media_path
-from ..schemas import GenerateRequest
-from ..store import JobRecord
-from ..system import System
-from .errors import ErrorBody, error_response
+from backend.api.errors import ErrorBody, error_response
+from backend.auth import LOCAL_USER, User
+from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
+from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
+from backend.jobs.request import GenerateRequest
+from backend.media.store import MediaStorageError
+from backend.store.jobs import JobRecord
+from backend.store.models import JobStatus
+from backend.system import System
 
 router = APIRouter()
 MAX_PAGE_SIZE = 200

@@ -16,14 +16,14 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ..auth import Authenticator
-from ..errors import TooManyWrongTokens
-from ..event_log import Event
-from ..events import SubscriberTooSlow, Subscription
-from ..public import absolute_media_urls
-from .errors import error_response
-from .hosts import origin_allowed
-from .routes import client_address
+from backend.api.errors import error_response
+from backend.api.hosts import origin_allowed
+from backend.api.routes import client_address
+from backend.auth import Authenticator
+from backend.errors import TooManyWrongTokens
+from backend.events.bus import SubscriberTooSlow, Subscription
+from backend.events.log import Event
+from backend.jobs.public import absolute_media_urls
 
 router = APIRouter()
 EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_failed"})

@@ -24,13 +24,12 @@ from pathlib import Path
 import httpx
 import openai
 
-from ..media_checks import MediaLimits, megabytes
-from ..pricing import DALLE3_QUALITY
-from ..settings import Settings
-from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .output_urls import OutputUrlPolicy
-from .remote import ProviderAnswers, as_png, download, key_check_get, tls_context
-from .retry import (
+from backend.media.checks import MediaLimits, megabytes
+from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext
+from backend.providers.output_urls import OutputUrlPolicy
+from backend.providers.pricing import DALLE3_QUALITY
+from backend.providers.remote import ProviderAnswers, as_png, download, key_check_get, tls_context
+from backend.providers.retry import (
     NOT_SENT_ERRORS,
     OutcomeUnknown,
     RetryPolicy,
@@ -39,6 +38,7 @@ from .retry import (
     parse_retry_after,
     with_retries,
 )
+from backend.settings import Settings
 
 MODEL = "dall-e-3"
 LABEL = "OpenAI"

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
-from .base import ImageRequest, ImageResult, ProviderError, StepContext
-from .remote import as_png, key_check_get
-from .remote_task import RemoteTaskProvider, error_body
-from .retry import status_reason
+from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext
+from backend.providers.remote import as_png, key_check_get
+from backend.providers.remote_task import RemoteTaskProvider, error_body
+from backend.providers.retry import status_reason
 
 LABEL = "Replicate"
 #: The aspect ratio FLUX.1 is asked for, by the image size a job asks for.

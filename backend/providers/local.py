@@ -11,10 +11,10 @@ import io
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..media_checks import MediaLimits, MediaRejected, open_image
-from ..render.animate import animate_image
-from ..render.scene import render_scene
-from .base import ImageRequest, ImageResult, ProviderError, StepContext, VideoRequest, VideoResult
+from backend.media.checks import MediaLimits, MediaRejected, open_image
+from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext, VideoRequest, VideoResult
+from backend.render.animate import animate_image
+from backend.render.scene import render_scene
 
 T = TypeVar("T")
 LOCAL_IMAGE_MODEL = "promptreel-scene-1"

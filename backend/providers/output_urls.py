@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from .base import ProviderError
-from .retry import Transient
+from backend.providers.base import ProviderError
+from backend.providers.retry import Transient
 
 #: Redirects followed at most for one output (each hop is checked like the first URL).
 MAX_REDIRECTS = 5

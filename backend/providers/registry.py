@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..media_checks import MediaLimits
-from ..settings import Settings
-from .base import ImageProvider, VideoProvider
-from .local import LocalImageProvider, LocalVideoProvider
-from .retry import RetryPolicy
+from backend.media.checks import MediaLimits
+from backend.providers.base import ImageProvider, VideoProvider
+from backend.providers.local import LocalImageProvider, LocalVideoProvider
+from backend.providers.retry import RetryPolicy
+from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +200,15 @@ class ProviderRegistry:
         self._listeners_lock = threading.Lock()
         self._first_wait_deadline: float | None = None
         if settings.openai_api_key:
-            from .dalle3 import DalleImageProvider
+            from backend.providers.dalle3 import DalleImageProvider
 
             self._add("dalle3", DalleImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("dalle3")), image=True)
         if settings.replicate_api_token:
-            from .flux1 import FluxImageProvider
+            from backend.providers.flux1 import FluxImageProvider
 
             self._add("flux1", FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("flux1")), image=True)
         if settings.runwayml_api_secret:
-            from .runway import RunwayVideoProvider
+            from backend.providers.runway import RunwayVideoProvider
 
             self._add("runway", RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway")), image=False)
         if start_checks:

@@ -20,10 +20,10 @@ from typing import IO, Any, Literal
 import httpx
 from PIL import Image
 
-from ..media_checks import MediaLimits, MediaRejected, NotAnImage, megabytes, open_image
-from .base import ProviderError, StepContext
-from .output_urls import MAX_REDIRECTS, OutputUrlPolicy, PinnedRequest
-from .retry import (
+from backend.media.checks import MediaLimits, MediaRejected, NotAnImage, megabytes, open_image
+from backend.providers.base import ProviderError, StepContext
+from backend.providers.output_urls import MAX_REDIRECTS, OutputUrlPolicy, PinnedRequest
+from backend.providers.retry import (
     NOT_SENT_ERRORS,
     RETRYABLE_STATUS,
     RetryPolicy,

@@ -23,12 +23,20 @@ from typing import Any, Literal
 
 import httpx
 
-from ..media_checks import MediaLimits
-from ..settings import Settings
-from .base import ProviderError, StepContext
-from .output_urls import OutputUrlPolicy
-from .remote import download, http_client
-from .retry import OutcomeUnknown, RetryPolicy, Transient, finish_despite_cancel, send, status_reason, with_retries
+from backend.media.checks import MediaLimits
+from backend.providers.base import ProviderError, StepContext
+from backend.providers.output_urls import OutputUrlPolicy
+from backend.providers.remote import download, http_client
+from backend.providers.retry import (
+    OutcomeUnknown,
+    RetryPolicy,
+    Transient,
+    finish_despite_cancel,
+    send,
+    status_reason,
+    with_retries,
+)
+from backend.settings import Settings
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 #: Longest a remote task may take before the step gives up on it (s).

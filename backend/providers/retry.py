@@ -35,7 +35,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
-from .base import ProviderError, StepContext
+from backend.providers.base import ProviderError, StepContext
 
 T = TypeVar("T")
 

@@ -21,12 +21,12 @@ import av
 import httpx
 from PIL import Image
 
-from ..media_checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
-from ..pricing import RUNWAY_CREDITS_PER_SECOND
-from .base import ProviderError, StepContext, VideoRequest, VideoResult
-from .remote import key_check_get
-from .remote_task import RemoteTaskProvider, error_body
-from .retry import status_reason
+from backend.media.checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
+from backend.providers.base import ProviderError, StepContext, VideoRequest, VideoResult
+from backend.providers.pricing import RUNWAY_CREDITS_PER_SECOND
+from backend.providers.remote import key_check_get
+from backend.providers.remote_task import RemoteTaskProvider, error_body
+from backend.providers.retry import status_reason
 
 LABEL = "Runway"
 #: The output resolutions ("ratio") each model accepts, from Runway's API reference.

@@ -1,0 +1,110 @@
+"""The wire shape of jobs and steps: snake_case at the top, camelCase inside, as the guide shows.
+
+Media URLs are made relative here and absolute at the edge (REST response, WebSocket
+frame), where the address the client used is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from backend.store.jobs import JobRecord
+from backend.store.models import Job, JobStatus, JobStep, StepKind
+
+MEDIA_URL_KEYS = ("image_url", "video_url")
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def media_path(job_id: str, kind: str) -> str:
+    return f"/api/v1/jobs/{job_id}/download/{kind}"
+
+
+def cost(job: Job) -> dict[str, float]:
+    return {"imageGeneration": job.image_cost, "videoGeneration": job.video_cost, "total": job.total_cost}
+
+
+def settings_of(job: Job) -> dict[str, Any]:
+    """The settings the job ran with, seed included, in the request's own names."""
+    return {
+        **job.extra,  # first: what a provider reported never hides the settings themselves
+        "imageSize": job.image_size,
+        "videoDuration": job.video_duration,
+        "quality": job.quality,
+        "seed": job.seed,
+        "videoProvider": job.video_provider,
+        "imageModel": job.image_model,
+        "videoModel": job.video_model,
+    }
+
+
+def step_data(step: JobStep) -> dict[str, Any]:
+    return {
+        "id": step.kind,
+        "name": StepKind(step.kind).title,
+        "status": step.status,
+        "progress": step.progress,
+        "startTime": iso(step.started_at),
+        "endTime": iso(step.ended_at),
+    }
+
+
+def media_urls(job: Job) -> dict[str, str | None]:
+    # Expired media (retention removed them) have no URL; the paths stay on the job for the 410.
+    expired = job.media_expired_at is not None
+    return {
+        "image_url": media_path(job.id, "image") if job.image_path and not expired else None,
+        "video_url": media_path(job.id, "video") if job.video_path and not expired else None,
+    }
+
+
+def metadata_of(job: Job) -> dict[str, Any]:
+    """The settings, plus `mediaExpiredAt` once retention removed the media (absent before:
+    the guide's shape is unchanged for every other job)."""
+    if job.media_expired_at is None:
+        return settings_of(job)
+    return {**settings_of(job), "mediaExpiredAt": iso(job.media_expired_at)}
+
+
+def job_data(record: JobRecord) -> dict[str, Any]:
+    job = record.job
+    return {
+        "id": job.id,
+        "prompt": job.prompt,
+        "provider": job.provider,
+        "status": job.status,
+        "progress": job.progress,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "metadata": metadata_of(job),
+        **media_urls(job),
+        "cost": cost(job),
+        "error": job.error,
+        "steps": [{**step_data(step), "log": step.log} for step in record.steps],
+    }
+
+
+def job_update_data(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "progress": job.progress, "updated_at": iso(job.updated_at)}
+
+
+def job_completed_data(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": JobStatus.COMPLETED.value, "progress": 100, **media_urls(job), "cost": cost(job)}
+
+
+def job_failed_data(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": JobStatus.FAILED.value, "error": job.error, "cost": cost(job)}
+
+
+def absolute_media_urls(data: dict[str, Any], base_url: str, sign: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """`data` with its media paths turned into absolute URLs under `base_url`, signed by `sign`
+    (expiring URLs that work in <img>/<video> without a header)."""
+    base = base_url.rstrip("/")
+    signed = sign or (lambda path: path)
+    return {key: (f"{base}{signed(value)}" if key in MEDIA_URL_KEYS and value else value) for key, value in data.items()}

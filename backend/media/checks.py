@@ -1,0 +1,122 @@
+"""Checking media that came from outside (provider outputs, a video step's input, later uploads)
+against the limits, before anything decodes them whole.
+
+An image's pixel count is read from its header before a single pixel is decoded: a 13000x13000
+PNG of one colour is a few hundred KB on the wire but 676 MB once decoded. Pillow's own guard,
+`Image.MAX_IMAGE_PIXELS`, is set here to the same limit, so that any other place that opens an
+image refuses such a file too.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
+
+#: The largest image the product takes: outputs are 1792x1024 at most today; this leaves room
+#: for larger provider sizes (a 4096x4096 image decodes to 64 MB as RGBA).
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: The image formats providers answer with; no other Pillow decoder is ever tried.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Between one and two times the limit Pillow only warns; check_image refuses those itself.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+#: The decoders of IMAGE_FORMATS, to read an image's size from its header past Pillow's own guard.
+_HEADER_READERS = (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, WebPImagePlugin.WebPImageFile)
+
+
+class MediaRejected(ValueError):
+    """Media refused by a check; the message says why, in words for the user."""
+
+
+class NotAnImage(MediaRejected):
+    """The file is not a PNG, JPEG or WebP image."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What media may weigh; the defaults are the settings' own (PROMPTREEL_MAX_IMAGE_BYTES, ...)."""
+
+    image_bytes: int = 50 * 2**20
+    video_bytes: int = 300 * 2**20
+    image_pixels: int = MAX_IMAGE_PIXELS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MediaLimits:
+        return cls(image_bytes=settings.max_image_bytes, video_bytes=settings.max_video_bytes)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
+
+
+def megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
+
+
+def _byte_size(source: Path | IO[bytes]) -> int:
+    if isinstance(source, Path):
+        return source.stat().st_size
+    position = source.tell()
+    size = source.seek(0, 2)
+    source.seek(position)
+    return size
+
+
+def _declared_size(source: Path | IO[bytes], refusal: Image.DecompressionBombError) -> str:
+    """An image's size as its header declares it ("13000x13000 pixels"), for the message when
+    Image.open refuses it: Pillow's refusal names only a pixel count, which is the fallback (the
+    WebP reader refuses in its own header check). The constructors read the header, nothing more."""
+    for reader in _HEADER_READERS:
+        if not isinstance(source, Path):
+            source.seek(0)
+        try:
+            with reader(source) as image:
+                return f"{image.size[0]}x{image.size[1]} pixels"
+        except (SyntaxError, OSError, ValueError, Image.DecompressionBombError):
+            continue
+    found = re.search(r"\((\d+) pixels\)", str(refusal))
+    return megapixels(int(found.group(1))) if found else "too many pixels"
+
+
+@contextmanager
+def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> Iterator[Image.Image]:
+    """The image, opened but not decoded, once its size in bytes and in pixels is within the limits.
+
+    `whose` names it in the messages ("Replicate's image"). Raises MediaRejected for anything too
+    large or that is not a PNG, JPEG or WebP. Decoding (`load`, `convert`, `thumbnail`) is the caller's.
+    """
+    size = _byte_size(source)
+    if size > limits.image_bytes:
+        raise MediaRejected(f"{whose} is {megabytes(size)}, more than the {megabytes(limits.image_bytes)} allowed")
+    try:
+        image = Image.open(source, formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as error:  # more than twice Pillow's limit
+        size = _declared_size(source, error)
+        raise MediaRejected(f"{whose} is {size}, more than the {megapixels(limits.image_pixels)} allowed") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise NotAnImage(f"{whose} is not a PNG, JPEG or WebP image") from error
+    with image:
+        width, height = image.size
+        if width * height > limits.image_pixels:
+            raise MediaRejected(
+                f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed"
+            )
+        yield image
+
+
+def check_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> tuple[str, tuple[int, int]]:
+    """(format, size) of an image within the limits, from its header alone; raises MediaRejected."""
+    with open_image(source, limits, whose=whose) as image:
+        return str(image.format), image.size
