@@ -22,9 +22,10 @@ database; failures are kept in `.hypothesis/lifecycle/` and replayed first on th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,10 +47,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 
 from backend.database import create_db_engine, migrate
 from backend.errors import JobBusy, JobNotCancellable, JobNotFound
+from backend.event_log import CHANNEL
 from backend.models import Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
 from backend.retention import announce_expired, expire_media
 from backend.schemas import validate_request
@@ -143,6 +145,10 @@ def _rows(engine: Engine) -> tuple[dict[str, Any], dict[str, dict[str, Any]], di
     return job_rows, step_rows, event_rows
 
 
+def _files_in(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
+
+
 def _money(value: float) -> float:
     return round(value, 6)
 
@@ -169,6 +175,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.media_dir = self.data_dir / "media"
         self.live: list[Process] = []
         self.started = 0
+        self.barriers = 0
         self.refs: list[JobRef] = []
 
     # -- driving the loop --------------------------------------------------------------------
@@ -182,6 +189,45 @@ class LifecycleMachine(RuleBasedStateMachine):
             return await asyncio.wait_for(coroutine, STUCK_AFTER)
         finally:
             await self._settle()
+            # PostgreSQL: every instance hears every event (EventRelay) and may act on it (stop a job
+            # cancelled elsewhere); hear them all before the next rule, so that a run replays exactly.
+            while await self._hear_everything():
+                await self._settle()
+
+    async def _hear_everything(self) -> bool:
+        """Wait until every live process's relay has delivered every event committed so far (one
+        NOTIFY of our own, sent last: PostgreSQL delivers notifications in commit order). Answers
+        whether a job task was stopped meanwhile (then the loop settles again)."""
+        listening = [process for process in self.live if process.system.relay is not None]
+        if not listening:
+            return False
+        self.barriers += 1
+        marker = f"fuzz-barrier-{self.barriers}"
+        heard: set[str] = set()
+        running_before = self._running_tasks()
+
+        def hearer(label: str) -> Callable[[dict[str, Any]], None]:
+            def hear(event: dict[str, Any]) -> None:
+                if event["jobId"] == marker:
+                    heard.add(label)
+                    self.world.changed.set()
+            return hear
+
+        stops = [process.system.bus.listen(hearer(process.label)) for process in listening]
+        try:
+            payload = json.dumps({"type": "fuzz_barrier", "jobId": marker, "data": {}, "seq": None})
+            with self.engine.begin() as connection:
+                connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
+            while len(heard) < len(listening):
+                self.world.changed.clear()
+                await asyncio.wait_for(self.world.changed.wait(), STUCK_AFTER)
+        finally:
+            for stop in stops:
+                stop()
+        return self._running_tasks() != running_before
+
+    def _running_tasks(self) -> set[asyncio.Task[Any]]:
+        return {task for process in self.live for task in process.system.runner._tasks.values() if not task.done() and not task.cancelling()}
 
     async def _settle(self) -> None:
         """Wait until every job task of every live process is parked in a provider call or done."""
@@ -489,7 +535,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             missing = [name for name in MEDIA_FILES if not (folder / name).is_file()]
             assert not missing, f"{ref.label} ({ref.id}) is completed but {missing} are missing from {folder}"
         if now.expired:
-            assert not folder.exists(), f"{ref.label} ({ref.id}) media expired but {sorted(p.name for p in folder.iterdir())} remain"
+            assert not _files_in(folder), f"{ref.label} ({ref.id}) media expired but {_files_in(folder)} remain in {folder}"
 
     def _check_removed(self, ref: JobRef, job_rows: dict, step_rows: dict, event_rows: dict) -> None:
         folder = self.media_dir / ref.id
@@ -497,7 +543,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             "row": ref.id in job_rows,
             "steps": ref.id in step_rows,
             "events": len(event_rows.get(ref.id, [])),
-            "files": sorted(p.name for p in folder.iterdir()) if folder.exists() else [],
+            "files": _files_in(folder),
         }
         assert not any(left.values()), f"{ref.label} ({ref.id}) was removed but left behind {left}"
 
