@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,9 +74,11 @@ FUZZ_SETTINGS = settings(
 #: Heartbeats an hour apart on the loop's clock: they run only when a tick jumps it, never by themselves.
 HEARTBEAT_SECONDS = 3600.0
 STALLED_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
-#: How much older every lease gets per tick: less than the stall limit (a live owner, which beats
-#: every tick, never looks dead), so a silent owner's jobs are free from its second tick on.
+#: How much older every lease gets per beat round: less than the stall limit (a live owner, which
+#: beats every round, never looks dead), so a silent owner's jobs are free from the second round on.
 LEASE_AGING = timedelta(seconds=2 * HEARTBEAT_SECONDS)
+#: Beat rounds per tick: enough for a silent owner's jobs to be adopted within one step.
+ROUNDS_PER_TICK = 2
 MAX_PROCESSES = 3
 MAX_JOBS = 6
 #: Real seconds a rule (or the settling after it) may take before the run is declared stuck.
@@ -125,8 +127,8 @@ class JobRef:
     last: Seen | None = None
     #: The job as it was first seen finished: what it must stay.
     final: Seen | None = None
+    #: What its delivered results had charged (image, video) when it was first seen finished.
     charged_at_finish: tuple[float, float] = (0.0, 0.0)
-    history: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return self.label
@@ -318,14 +320,17 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def tick(self) -> None:
-        """Time passes: every lease ages, every live process beats once (and adopts stale jobs)."""
+        """Time passes, in rounds: every lease ages, then every live process beats once (and adopts
+        the jobs whose owner stopped beating)."""
         jobs = Job.__table__  # type: ignore[attr-defined]
-        with self.engine.begin() as connection:
-            for job_id, beat in connection.execute(select(jobs.c.id, jobs.c.heartbeat_at).where(jobs.c.heartbeat_at.is_not(None))).all():
-                connection.execute(update(jobs).where(jobs.c.id == job_id).values(heartbeat_at=beat - LEASE_AGING))
-        before = {process.label: process.beats for process in self.live}
-        self.loop.skip(HEARTBEAT_SECONDS)  # before any timer of the rule's own is armed: only the heartbeats are due
-        self.run(self._beats_after(before))
+        for _ in range(ROUNDS_PER_TICK):
+            with self.engine.begin() as connection:
+                leases = connection.execute(select(jobs.c.id, jobs.c.heartbeat_at).where(jobs.c.heartbeat_at.is_not(None))).all()
+                for job_id, beat in leases:
+                    connection.execute(update(jobs).where(jobs.c.id == job_id).values(heartbeat_at=beat - LEASE_AGING))
+            before = {process.label: process.beats for process in self.live}
+            self.loop.skip(HEARTBEAT_SECONDS)  # before any timer of the rule's own is armed: only the heartbeats are due
+            self.run(self._beats_after(before))
 
     async def _beats_after(self, before: dict[str, int]) -> None:
         while any(process.beats == before[process.label] for process in self.live):
