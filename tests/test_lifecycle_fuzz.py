@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Coroutine
@@ -582,6 +583,13 @@ def run_lifecycle(machine: type[LifecycleMachine], database_url: str, data_dir: 
 
 #: pytest-timeout's limit grows with the budget (a long run is asked for on purpose).
 TIMEOUT = max(300, EXAMPLES * STEPS)
+
+
+@pytest.fixture(autouse=True)
+def quiet_backend(caplog: pytest.LogCaptureFixture) -> None:
+    """The runs log what the rules provoke on purpose (late results of removed jobs...), hundreds of
+    tracebacks per run: a failure's report shows its shrunk steps, not those."""
+    caplog.set_level(logging.CRITICAL, logger="backend")
 
 
 @pytest.mark.timeout(TIMEOUT)
