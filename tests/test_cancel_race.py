@@ -72,19 +72,20 @@ class GatedVideo:
 
 
 class HeldWrite:
-    """Wraps the media store's video write: it signals `writing`, then waits for `go`."""
+    """Wraps one of the media store's writes (the video's by default): it signals `writing`, then
+    waits for `go`."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, method: str = "commit_video") -> None:
         self.writing = threading.Event()
         self.go = threading.Event()
-        original = system.media.commit_video
+        original = getattr(system.media, method)
 
-        def commit_video(job_id: str, path: Path) -> str:
+        def held(*args: Any) -> str:
             self.writing.set()
             assert self.go.wait(60), "the test never let the write go on"
-            return original(job_id, path)
+            return original(*args)
 
-        system.media.commit_video = commit_video  # type: ignore[method-assign]
+        setattr(system.media, method, held)
 
 
 def settings(data_dir: Path, database_url: str, **more: str) -> Settings:
@@ -162,6 +163,24 @@ async def test_cancel_lands_while_the_owner_stores_its_last_result(instances):
     assert "job_completed" not in types and types.count("job_update") >= 1
     with pytest.raises(JobNotCancellable):
         await other.jobs.cancel("job_race_cancel1")
+
+
+async def test_remove_lands_while_the_owner_stores_its_last_result(instances):
+    """A remove on another instance (cancel, then delete row and files) while the owner writes its
+    result: the owner's late file is taken away too, and no end is announced for a removed job.
+    (Found by tests/test_lifecycle_fuzz.py: the owner's write met a missing row, and its file stayed.)"""
+    owner, other, _ = instances
+    held = HeldWrite(owner, "write_image")
+    task = submit(owner, "job_race_remove1")
+    await asyncio.to_thread(held.writing.wait, 60)  # the local image is drawn: the owner is about to write it
+
+    await other.jobs.remove("job_race_remove1")  # the other instance cancels and deletes it
+    assert owner.store.get("job_race_remove1") is None
+    held.go.set()
+    await ended(task, 30)
+
+    assert not (owner.media.root / "job_race_remove1").exists(), list((owner.media.root / "job_race_remove1").rglob("*"))
+    assert owner.store.get("job_race_remove1") is None and stored_event_types(owner, "job_race_remove1") == []
 
 
 async def test_owner_stores_its_last_result_before_the_cancel(instances):

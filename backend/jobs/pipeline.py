@@ -28,7 +28,7 @@ from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
 from backend.providers.registry import ProviderRegistry, ProviderUnavailable
-from backend.store.jobs import JobFinished, JobStore
+from backend.store.jobs import JobFinished, JobGone, JobStore
 from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,11 @@ def _job_percent(kind: StepKind, step_percent: int) -> int:
 class StepRun:
     """The StepContext a provider gets: progress, log and remote id of one running step."""
 
-    def __init__(self, pipeline: Pipeline, job_id: str, kind: StepKind, progress: int, remote_id: str | None, *, resumed: bool = False):
+    def __init__(
+        self, pipeline: Pipeline, job_id: str, kind: StepKind, provider: str, progress: int, remote_id: str | None, *, resumed: bool = False
+    ):
         self.pipeline = pipeline
+        self.provider = provider
         self.resumed = resumed
         self.job_id = job_id
         self.kind = kind
@@ -129,7 +132,7 @@ class StepRun:
         self.percent = percent
         try:
             self.pipeline._step_progress(self.job_id, self.kind, percent)
-        except JobFinished:  # ended by another process (a cancel elsewhere): stop the run here
+        except (JobFinished, JobGone):  # ended or removed by another process: stop the run here
             self.stop()
 
     def stop(self) -> None:
@@ -207,6 +210,8 @@ class Pipeline:
                 self._complete_job(job_id)
         except JobFinished as lost:  # ended by another process: stop, the end is theirs
             await self._stopped_elsewhere(job_id, running, lost.status)
+        except JobGone:  # removed by another process while this one ran it
+            await self._removed_meanwhile(job_id, running)
         except asyncio.CancelledError:
             if running is not None:
                 running.cancel_event.set()  # stops a render thread at its next frame
@@ -225,6 +230,8 @@ class Pipeline:
         """Run a job's last transition; if even that breaks (the store is down), say so on the bus."""
         try:
             await ending
+        except JobGone:  # removed meanwhile: its end is no one's to tell (the remover said `job_removed`)
+            await self._removed_meanwhile(job_id, None)
         except Exception as error:
             log.exception("could not record the end of job %s", job_id)
             # The store still says the job runs: the next start resumes it. Clients hear it ended here.
@@ -242,7 +249,7 @@ class Pipeline:
         if resumed:
             self._log_step(job.id, kind, "resumed after a restart" + (f" (remote id {step.remote_id})" if step.remote_id else ""))
         # Local work restarts from zero after a restart; its step progress starts over with it.
-        return StepRun(self, job.id, kind, step.progress if step.remote_id else 0, step.remote_id, resumed=resumed)
+        return StepRun(self, job.id, kind, _provider_name(job, kind), step.progress if step.remote_id else 0, step.remote_id, resumed=resumed)
 
     async def _run_step(self, job: Job, run: StepRun, *, last: bool) -> Job:
         """Make the step's output, store it with its cost, and give back the updated job (the
@@ -414,12 +421,24 @@ class Pipeline:
             log.exception("could not note where job %s stopped", job_id)
 
     async def _cancel_remote(self, job_id: str, run: StepRun) -> None:
-        job = self.store.get(job_id).job  # type: ignore[union-attr]
-        name = _provider_name(job, run.kind)
+        self._note_after_end(job_id, run.kind, await self._tell_provider(run))
+
+    async def _tell_provider(self, run: StepRun) -> str:
+        """Cancel the step's remote task at its provider; what happened, for the step's log."""
         try:
-            provider = self.providers.image(name) if run.kind is StepKind.IMAGE else self.providers.video(name)
+            provider = self.providers.image(run.provider) if run.kind is StepKind.IMAGE else self.providers.video(run.provider)
             # Shielded: the task that runs this is itself being cancelled.
             await asyncio.wait_for(asyncio.shield(provider.cancel_remote(run.remote_id)), REMOTE_CANCEL_TIMEOUT)  # type: ignore[arg-type]
-            self._note_after_end(job_id, run.kind, f"remote task {run.remote_id} cancelled at {name}")
+            return f"remote task {run.remote_id} cancelled at {run.provider}"
         except Exception as error:  # the job stays cancelled; the log says what happened remotely
-            self._note_after_end(job_id, run.kind, f"could not cancel remote task {run.remote_id}: {error}")
+            return f"could not cancel remote task {run.remote_id}: {error}"
+
+    async def _removed_meanwhile(self, job_id: str, run: StepRun | None) -> None:
+        """The job was removed (by another process) while this one ran it: stop the step's work and
+        its remote task, and take away what this process wrote after the removal took the rest."""
+        log.info("job %s stopped: it was removed by another process", job_id)
+        if run is not None:
+            run.cancel_event.set()
+            if run.remote_id:
+                log.info("job %s: %s", job_id, await self._tell_provider(run))
+        await asyncio.shield(asyncio.to_thread(self.media.remove_job, job_id))

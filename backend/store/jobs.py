@@ -57,6 +57,10 @@ def _constants(values: Iterable[str]) -> list[Any]:
 COST_COLUMN = {StepKind.IMAGE: "image_cost", StepKind.VIDEO: "video_cost"}
 
 
+class JobGone(KeyError):
+    """A write for a job that is no longer stored: it was removed meanwhile (by another process)."""
+
+
 class JobFinished(Exception):
     """A write that lost: the job had finished (or the step had ended) before it. Nothing was
     written; `status` is the job's status as it stands."""
@@ -272,9 +276,9 @@ class JobStore:
         return records, total
 
     def _lost(self, connection: Connection, job_id: str) -> Exception:
-        """Why a conditional write matched no row: the job is gone (KeyError), or it finished."""
+        """Why a conditional write matched no row: the job is gone (JobGone), or it finished."""
         status = connection.execute(_GET_STATUS, {"job_id": job_id}).scalar_one_or_none()
-        return KeyError(job_id) if status is None else JobFinished(job_id, status)
+        return JobGone(job_id) if status is None else JobFinished(job_id, status)
 
     def update_job(self, job_id: str, *, connection: Connection | None = None, **fields: Any) -> Job:
         """Write these fields of an unfinished job (a status that finishes it included: the first
@@ -362,7 +366,7 @@ class JobStore:
         with self._writing(connection) as connection:
             row = connection.execute(_add_charge(COST_COLUMN[kind]), {"job_id": job_id, "charge": charge}).one_or_none()  # the job's row first
             if row is None:
-                raise KeyError(job_id)
+                raise JobGone(job_id)
             step = connection.execute(_TAKE_STEP_LOG, {"step_job_id": job_id, "step_kind": kind.value}).one()
             connection.execute(_SET_STEP_LOG, {"step_id": step.id, "new_log": [*step.log, line]})
         return _job(row)
