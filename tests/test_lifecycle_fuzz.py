@@ -15,7 +15,7 @@ Time is the test's: the processes run on one event loop whose clock only jumps w
 the loop settles (every job task is parked in a provider call or done), then every invariant below
 is checked against the database and the media folder.
 
-`PROMPTREEL_FUZZ_EXAMPLES` (default 100) and `PROMPTREEL_FUZZ_STEPS` (default 30) set the budget per
+`PROMPTREEL_FUZZ_EXAMPLES` (default 400) and `PROMPTREEL_FUZZ_STEPS` (default 30) set the budget per
 database; failures are kept in `.hypothesis/lifecycle/` and replayed first on the next run.
 """
 
@@ -62,7 +62,7 @@ from backend.system import System
 from .gated_providers import REMOTE_MARK, GatedProviders, SteppedClockLoop, World
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = int(os.environ.get("PROMPTREEL_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("PROMPTREEL_FUZZ_EXAMPLES", "400"))
 STEPS = int(os.environ.get("PROMPTREEL_FUZZ_STEPS", "30"))
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
