@@ -186,8 +186,10 @@ class S3MediaStore(MediaStore):
 
     def read_bytes(self, relative: str | None) -> bytes | None:
         key = self.key_for(relative)
-        if key is None:
-            return None
+        return None if key is None else self._get(key)
+
+    def _get(self, key: str) -> bytes | None:
+        """The object's bytes; None when there is no such object."""
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
             with answer["Body"] as body:
@@ -201,15 +203,7 @@ class S3MediaStore(MediaStore):
         return self._job_key(job_id, "image").rpartition("/")[0] + "/" + THUMBNAIL_NAME
 
     def _read_thumbnail(self, job_id: str) -> bytes | None:
-        key = self._thumbnail_key(job_id)
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=key)
-            with answer["Body"] as body:
-                return body.read()
-        except S3_ERRORS as error:
-            if _is_missing(error):
-                return None
-            raise self._failure(f"read {key} from", error) from error
+        return self._get(self._thumbnail_key(job_id))
 
     def _write_thumbnail(self, job_id: str, jpeg: bytes) -> None:
         key = self._thumbnail_key(job_id)
