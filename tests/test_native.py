@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from ctypes import (
+    CFUNCTYPE,
     POINTER,
     Structure,
     Union,
@@ -50,6 +51,15 @@ class _XEvent(Union):
     _fields_ = [("xclient", _ClientMessage), ("pad", c_long * 24)]
 
 
+#: Xlib's error handler type: int handler(Display *, XErrorEvent *).
+_XErrorHandler = CFUNCTYPE(c_int, c_void_p, c_void_p)
+#: Windows come and go while Qt starts: asking about one that has just gone is a BadWindow error, and
+#: Xlib's default handler then calls exit(1), taking pytest along, silently. This one lets the call
+#: fail instead (XQueryTree / XFetchName return 0, and the window is skipped). Module-level: Xlib
+#: keeps calling it for the life of the process.
+_IGNORE_X_ERRORS = _XErrorHandler(lambda display, error: 0)
+
+
 class X11:
     """The few Xlib calls the test needs: list named windows, ask one to close (WM_DELETE_WINDOW)."""
 
@@ -63,6 +73,8 @@ class X11:
         lib.XFree.argtypes = [c_void_p]
         lib.XSendEvent.argtypes = [c_void_p, c_ulong, c_int, c_long, c_void_p]
         lib.XFlush.argtypes = lib.XCloseDisplay.argtypes = [c_void_p]
+        lib.XSetErrorHandler.restype, lib.XSetErrorHandler.argtypes = c_void_p, [_XErrorHandler]
+        lib.XSetErrorHandler(_IGNORE_X_ERRORS)
         self.lib = lib
         self.display = lib.XOpenDisplay(display.encode())
         assert self.display, f"cannot open X display {display}"
