@@ -139,29 +139,37 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
 
 
 @pytest.mark.parametrize(
-    ("provider", "script", "error", "cost"),
+    ("provider", "script", "error", "image_cost", "video_cost"),
     [
         ("dalle3", lambda f: f.openai.script("images", openai_replies.content_policy()),
-         "Image generation failed: OpenAI refused the prompt under its content policy", 0.0),
+         "Image generation failed: OpenAI refused the prompt under its content policy", 0.0, 0.0),
         ("dalle3", lambda f: f.runway.outcomes.append("fail:SAFETY.INPUT.IMAGE"),
-         "Video generation failed: Runway refused the input image (SAFETY.INPUT.IMAGE)", 0.04),
+         "Video generation failed: Runway refused the input image (SAFETY.INPUT.IMAGE)", 0.04, 0.0),
+        # The prediction (the task) succeeded, and was paid for, before its output failed to arrive:
+        # the failed job's cost says so (money spent is never hidden).
         ("flux1", lambda f: f.replicate.outcomes.append("output_gone"),
-         "Image generation failed: Replicate's output is no longer available (404)", 0.0),
+         "Image generation failed: Replicate's output is no longer available (404)", 0.003, 0.0),
         ("flux1", lambda f: f.runway.outcomes.append("output_not_video"),
-         "Video generation failed: Runway's output is not a playable video", 0.003),
+         "Video generation failed: Runway's output is not a playable video", 0.003, 0.25),
         ("dalle3", lambda f: f.runway.script("create", *[runway_replies.shedding_load(503) for _ in range(4)]),
-         "Video generation failed: Runway kept failing while starting the video task: 503 Service Unavailable (4 attempts)", 0.04),
+         "Video generation failed: Runway kept failing while starting the video task: 503 Service Unavailable (4 attempts)", 0.04, 0.0),
     ],
     ids=["content-policy", "runway-safety", "flux-output-expired", "runway-output-not-video", "runway-5xx-exhausted"],
 )
-async def test_failures_end_the_job_with_a_plain_reason_and_the_cost_of_what_completed(studio: Server, fakes: Fakes, provider, script, error, cost):
+async def test_failures_end_the_job_with_a_plain_reason_and_the_cost_of_what_completed(
+    studio: Server, fakes: Fakes, provider, script, error, image_cost, video_cost
+):
     script(fakes)
     end, job = await run_job(studio, job_request(f"a failing job: {error[:30]}", provider, "runway"))
     assert end["type"] == "job_failed", job
     assert job["error"].startswith(error), job["error"]
-    assert end["data"]["cost"] == job["cost"] == {"imageGeneration": cost, "videoGeneration": 0.0, "total": cost}
+    total = round(image_cost + video_cost, 4)
+    assert end["data"]["cost"] == job["cost"] == {"imageGeneration": image_cost, "videoGeneration": video_cost, "total": total}
     failed = [step for step in job["steps"] if step["status"] == "failed"]
-    assert len(failed) == 1 and any(line.endswith(job["error"].split("failed: ", 1)[1]) for line in failed[0]["log"])
+    reason = job["error"].split("failed: ", 1)[1]
+    assert len(failed) == 1 and any(f"failed: {reason}" in line for line in failed[0]["log"]), failed[0]["log"]
+    charged_for_the_failed_step = video_cost if job["error"].startswith("Video") else image_cost
+    assert ("the provider had finished this step: charged $" in failed[0]["log"][-1]) == (charged_for_the_failed_step > 0), failed[0]["log"]
 
 
 async def test_429_then_success_is_logged_in_the_step(studio: Server, fakes: Fakes):
