@@ -28,7 +28,7 @@ from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
 from backend.providers.registry import ProviderRegistry, ProviderUnavailable
-from backend.store.jobs import JobFinished, JobGone, JobStore
+from backend.store.jobs import COST_COLUMN, JobFinished, JobGone, JobStore
 from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -304,25 +304,26 @@ class Pipeline:
         relative = self.media.relative_path(job_id, _media_kind(run.kind))
         await asyncio.shield(asyncio.to_thread(self.media.remove_file, relative))
 
-    @staticmethod
-    def _unfetched_charge(job: Job, run: StepRun | None) -> float | None:
+    def _unfetched_charge(self, job_id: str, run: StepRun | None) -> float | None:
         """What the provider charged for a remote task that succeeded but whose output never reached
         the pipeline (the job ended during the download, or the download failed); taken once."""
         if run is None or run.billed_model is None:
-            return None
+            return None  # the common case: read nothing
         model, run.billed_model = run.billed_model, None
+        record = self.store.get(job_id)
+        if record is None:
+            return None
         try:
-            return _step_cost(job, run.kind, model)
+            return _step_cost(record.job, run.kind, model)
         except pricing.UnknownPrice:  # refused before the job was made; a model changed since: logged
-            log.exception("no price for job %s's unfetched %s (model %s)", job.id, _media_kind(run.kind), model)
+            log.exception("no price for job %s's unfetched %s (model %s)", job_id, _media_kind(run.kind), model)
             return None
 
     def _charge_unfetched(self, job_id: str, run: StepRun | None) -> None:
         """The job ended while the output of a remote task that had succeeded was still being
         fetched: the output is lost, but the provider charged for it, so that is recorded (once)."""
         try:
-            record = self.store.get(job_id)
-            cost = self._unfetched_charge(record.job, run) if record is not None else None
+            cost = self._unfetched_charge(job_id, run)
             if cost is not None:
                 assert run is not None
                 self._note_after_end(job_id, run.kind, f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away", charge=cost)
@@ -371,12 +372,11 @@ class Pipeline:
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
         kind = run.kind if run is not None else StepKind.IMAGE
         note, fields = f"failed: {reason}", {"error": f"{kind.title.capitalize()} failed: {reason}"}
-        record = self.store.get(job_id)
-        charge = self._unfetched_charge(record.job, run) if record is not None else None
+        charge = self._unfetched_charge(job_id, run)
         if charge is not None:  # the provider's work succeeded and was paid for; taking its result failed
             assert run is not None
             note += f" (the provider had finished this step: charged ${charge:.4f})"
-            fields[f"{_media_kind(run.kind)}_cost"] = charge
+            fields[COST_COLUMN[run.kind]] = charge
         try:
             self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, note, **fields)
         except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
