@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import ipaddress
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -149,4 +150,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_jobs(settings, limit=args.limit, status=args.status)
         return 0
     parser.error(f"unknown command {args.command!r}")
-

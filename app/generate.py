@@ -21,7 +21,11 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
     system = System(settings, run_here=True)
     system.migrate()  # only this job runs here: others stay for the server to resume
     progress = Progress(
-        TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
     )
     bars: dict[str, TaskID] = {kind.value: progress.add_task(kind.title, total=100) for kind in StepKind}
     try:

@@ -86,7 +86,9 @@ def register_pages(system: System) -> None:
         # The providers' first key checks (at most a moment, once): a refused key shows from the start.
         await system.providers.check_keys()
         with frame(system, "promptreel studio") as status:
-            with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"):
+            with ui.element("div").classes(
+                "w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"
+            ):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
                     form = JobForm(system, user=user)
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):

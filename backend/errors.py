@@ -39,7 +39,9 @@ class MediaNotReady(ApiError):
     code = "MEDIA_NOT_READY"
 
     def __init__(self, job_id: str, kind: str, status: str):
-        super().__init__(f"The {kind} of job '{job_id}' is not ready (job is {status}).", {"id": job_id, "type": kind, "status": status})
+        super().__init__(
+            f"The {kind} of job '{job_id}' is not ready (job is {status}).", {"id": job_id, "type": kind, "status": status}
+        )
 
 
 class MediaUnavailable(ApiError):
@@ -118,7 +120,8 @@ class RateLimited(ApiError):
 
     def __init__(self, limit: int, retry_after: int):
         super().__init__(
-            f"Too many jobs: at most {limit} per minute. Try again in {retry_after} s.", {"limit": limit, "retryAfter": retry_after}
+            f"Too many jobs: at most {limit} per minute. Try again in {retry_after} s.",
+            {"limit": limit, "retryAfter": retry_after},
         )
         self.headers = {"Retry-After": str(retry_after)}
 

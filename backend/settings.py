@@ -7,12 +7,11 @@ environment works as it is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 #: API tokens shorter than this are refused at start.
 MIN_TOKEN_LENGTH = 16
@@ -26,9 +25,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="PROMPTREEL_HOST")
     port: int = Field(8000, ge=1, le=65535, validation_alias="PROMPTREEL_PORT")
     #: Origins allowed by CORS; the guide's web interface runs on localhost:3000.
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        ["http://localhost:3000"], validation_alias="PROMPTREEL_CORS_ORIGINS"
-    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(["http://localhost:3000"], validation_alias="PROMPTREEL_CORS_ORIGINS")
     #: Absolute base of the media URLs in job objects; default: the URL the request came in on.
     public_url: str | None = Field(None, validation_alias="PROMPTREEL_PUBLIC_URL")
     #: Signs the studio's session cookie; default: a random secret kept in the data dir (a cluster must share one).
@@ -46,9 +43,7 @@ class Settings(BaseSettings):
     replicate_base_url: str = Field("https://api.replicate.com", validation_alias="REPLICATE_BASE_URL")
     flux_model_standard: str = Field("black-forest-labs/flux-schnell", validation_alias="PROMPTREEL_FLUX_MODEL_STANDARD")
     flux_model_high: str = Field("black-forest-labs/flux-1.1-pro", validation_alias="PROMPTREEL_FLUX_MODEL_HIGH")
-    runwayml_api_secret: str | None = Field(
-        None, validation_alias=AliasChoices("RUNWAYML_API_SECRET", "RUNWAY_API_KEY")
-    )
+    runwayml_api_secret: str | None = Field(None, validation_alias=AliasChoices("RUNWAYML_API_SECRET", "RUNWAY_API_KEY"))
     runwayml_base_url: str = Field("https://api.dev.runwayml.com", validation_alias="RUNWAYML_BASE_URL")
     runway_model: str = Field("gen4_turbo", validation_alias="PROMPTREEL_RUNWAY_MODEL")
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
@@ -63,7 +58,6 @@ class Settings(BaseSettings):
     #: First backoff delay in seconds (doubling, with jitter); default: half the poll interval, at most 1 s.
     retry_base_delay: float | None = Field(None, gt=0, validation_alias="PROMPTREEL_RETRY_BASE_DELAY")
 
-
     # Scale-out (docs/deployment.md). `procrastinate`: API instances queue jobs in PostgreSQL
     # and `promptreel worker` processes, on any host, run them.
     task_engine: Literal["inprocess", "procrastinate"] = Field("inprocess", validation_alias="PROMPTREEL_TASK_ENGINE")
@@ -75,9 +69,7 @@ class Settings(BaseSettings):
     # S3-compatible media storage: on when a bucket is named; credentials are boto3's usual
     # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE.
     s3_bucket: str | None = Field(None, validation_alias="PROMPTREEL_S3_BUCKET")
-    s3_region: str | None = Field(
-        None, validation_alias=AliasChoices("PROMPTREEL_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
-    )
+    s3_region: str | None = Field(None, validation_alias=AliasChoices("PROMPTREEL_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
     s3_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("PROMPTREEL_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     )
@@ -134,7 +126,9 @@ class Settings(BaseSettings):
         if self.task_engine == "procrastinate" and not self.secret_key:
             raise ValueError("a cluster needs PROMPTREEL_SECRET_KEY, the same on every host (it signs media URLs)")
         if self.task_engine == "procrastinate" and not self.storage_secret:
-            raise ValueError("a cluster needs PROMPTREEL_STORAGE_SECRET, the same on every instance (it signs the studio's session cookies)")
+            raise ValueError(
+                "a cluster needs PROMPTREEL_STORAGE_SECRET, the same on every instance (it signs the studio's session cookies)"
+            )
         if "*" in self.cors_origins:
             raise ValueError(
                 "PROMPTREEL_CORS_ORIGINS='*' would let every website call the API with its visitors' cookies: list the origins instead"

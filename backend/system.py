@@ -61,12 +61,20 @@ class System:
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
         self.jobs = JobService(
-            self.store, self.queue, self.pipeline, self.providers, self.bus, self.media, max_queued_jobs=self.settings.max_queued_jobs,
+            self.store,
+            self.queue,
+            self.pipeline,
+            self.providers,
+            self.bus,
+            self.media,
+            max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry
-        self.observer = JobObserver(self.bus, self.store, self.queue, self.runner.is_running, log_prompts=self.settings.log_prompts)
+        self.observer = JobObserver(
+            self.bus, self.store, self.queue, self.runner.is_running, log_prompts=self.settings.log_prompts
+        )
         self._housekeeping: asyncio.Task[None] | None = None
 
     def migrate(self) -> None:

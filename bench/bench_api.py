@@ -52,8 +52,8 @@ from harness import ROOT, free_python, percentile, result, summary_ms
 from proc_cpu import process_cpu
 
 sys.path.insert(0, str(ROOT))
-from backend.jobs.request import GenerateRequest  # noqa: E402 - module level: FastAPI resolves the baseline's annotations here
-from tests.conftest import Server, free_port  # noqa: E402
+from backend.jobs.request import GenerateRequest
+from tests.conftest import Server, free_port
 
 TARGET_SHARE = 0.5
 UNLIMITED = str(10**9)
@@ -63,11 +63,15 @@ UNFINISHED = ("pending", "generating_image", "generating_video")
 
 
 def job_body(index: int) -> dict[str, Any]:
-    return {"prompt": f"a lighthouse in a storm, take {index}", "provider": "local",
-            "settings": {"videoProvider": "local", "videoDuration": 5, "imageSize": "1024x1024", "seed": index}}
+    return {
+        "prompt": f"a lighthouse in a storm, take {index}",
+        "provider": "local",
+        "settings": {"videoProvider": "local", "videoDuration": 5, "imageSize": "1024x1024", "seed": index},
+    }
 
 
 # -- the baseline server --------------------------------------------------------------------------
+
 
 def baseline_serve(port: int, data_dir: Path) -> None:
     """A bare FastAPI app: validate, insert one job row, read it back, answer it as JSON."""
@@ -92,9 +96,16 @@ def baseline_serve(port: int, data_dir: Path) -> None:
     @app.post("/api/v1/generate", status_code=201)
     async def generate(body: GenerateRequest) -> dict:
         settings = body.settings
-        job = Job(id="job_" + secrets.token_urlsafe(9), prompt=body.prompt, provider=body.provider,
-                  video_provider=settings.videoProvider or "local", image_size=settings.imageSize,
-                  video_duration=settings.videoDuration, quality=settings.quality, seed=settings.seed or 0)
+        job = Job(
+            id="job_" + secrets.token_urlsafe(9),
+            prompt=body.prompt,
+            provider=body.provider,
+            video_provider=settings.videoProvider or "local",
+            image_size=settings.imageSize,
+            video_duration=settings.videoDuration,
+            quality=settings.quality,
+            seed=settings.seed or 0,
+        )
         with Session(engine, expire_on_commit=False) as session:
             session.add(job)
             session.commit()
@@ -112,6 +123,7 @@ def baseline_serve(port: int, data_dir: Path) -> None:
 
 
 # -- the load generator (its own process) ---------------------------------------------------------
+
 
 async def load(url: str, concurrency: int, warmup: float, seconds: float, keep_cookies: bool) -> dict[str, Any]:
     """Clients that each send pairs back to back; pairs started and ended within the window count.
@@ -161,6 +173,7 @@ async def load(url: str, concurrency: int, warmup: float, seconds: float, keep_c
 
 # -- one measurement ------------------------------------------------------------------------------
 
+
 @dataclass
 class Measurement:
     scenario: str
@@ -183,11 +196,28 @@ class Measurement:
 def start_server(scenario: str, data_dir: Path, port: int) -> Server:
     bench = Path(__file__).resolve().parent
     if scenario == "baseline":
-        return Server(data_dir, port, command=[str(bench / "bench_api.py"), "baseline-serve", "--data-dir", str(data_dir)]).start()
+        return Server(
+            data_dir, port, command=[str(bench / "bench_api.py"), "baseline-serve", "--data-dir", str(data_dir)]
+        ).start()
     image_seconds = "3600" if scenario == "held" else "0"
-    command = [str(bench / "harness.py"), "serve", "--image-seconds", image_seconds, "--video-seconds", "0", "--host", "127.0.0.1"]
-    return Server(data_dir, port, command=command, PROMPTREEL_LOCAL_CONCURRENCY="1" if scenario == "held" else UNLIMITED,
-                  PROMPTREEL_RATE_LIMIT_PER_MINUTE=UNLIMITED, PROMPTREEL_MAX_QUEUED_JOBS=UNLIMITED).start()
+    command = [
+        str(bench / "harness.py"),
+        "serve",
+        "--image-seconds",
+        image_seconds,
+        "--video-seconds",
+        "0",
+        "--host",
+        "127.0.0.1",
+    ]
+    return Server(
+        data_dir,
+        port,
+        command=command,
+        PROMPTREEL_LOCAL_CONCURRENCY="1" if scenario == "held" else UNLIMITED,
+        PROMPTREEL_RATE_LIMIT_PER_MINUTE=UNLIMITED,
+        PROMPTREEL_MAX_QUEUED_JOBS=UNLIMITED,
+    ).start()
 
 
 def jobs_by_status(data_dir: Path) -> dict[str, int]:
@@ -209,9 +239,22 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
     server = start_server(scenario, data_dir, port)
     try:
         loader = subprocess.Popen(
-            [free_python(), str(Path(__file__).resolve()), "load", "--url", f"http://127.0.0.1:{port}", "--concurrency", str(options.concurrency),
-             "--warmup", str(options.warmup), "--seconds", str(options.seconds), *(["--keep-cookies"] if options.keep_cookies else [])],
-            stdout=subprocess.PIPE, text=True,
+            [
+                free_python(),
+                str(Path(__file__).resolve()),
+                "load",
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--concurrency",
+                str(options.concurrency),
+                "--warmup",
+                str(options.warmup),
+                "--seconds",
+                str(options.seconds),
+                *(["--keep-cookies"] if options.keep_cookies else []),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert loader.stdout is not None
         cpu_start = cpu_end = 0.0
@@ -234,8 +277,15 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
                 raise RuntimeError(f"not every job completed on {scenario}: {statuses} (see {server.log_path})")
         if not output["latencies"]:
             raise RuntimeError(f"no pair succeeded on {scenario}: {output['failures']}")
-        return Measurement(scenario, len(output["latencies"]), output["seconds"], output["latencies"],
-                           cpu_end - cpu_start, drain, output["failures"])
+        return Measurement(
+            scenario,
+            len(output["latencies"]),
+            output["seconds"],
+            output["latencies"],
+            cpu_end - cpu_start,
+            drain,
+            output["failures"],
+        )
     finally:
         server.stop()
         if options.keep:
@@ -244,6 +294,7 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
 
 # -- report ---------------------------------------------------------------------------------------
 
+
 def report(runs: dict[str, list[Measurement]], options: argparse.Namespace) -> None:
     rates = {scenario: statistics.median(m.rate for m in found) for scenario, found in runs.items()}
     for scenario, found in runs.items():
@@ -251,17 +302,21 @@ def report(runs: dict[str, list[Measurement]], options: argparse.Namespace) -> N
         cpu = statistics.median(m.cpu_ms_per_pair for m in found)
         drain = statistics.median(m.drain for m in found)
         failures = sum((Counter(m.failures) for m in found), Counter())
-        print(f"{scenario:>8}: {rates[scenario]:7.1f} pairs/s ({', '.join(f'{m.rate:.1f}' for m in found)}), "
-              f"{summary_ms(latencies) if latencies else 'no pairs'}, server CPU {cpu:.2f} ms/pair"
-              + (f", jobs drained {drain:.1f} s after the window" if scenario == "running" else "")
-              + (f", failures {dict(failures)}" if failures else ""))
+        print(
+            f"{scenario:>8}: {rates[scenario]:7.1f} pairs/s ({', '.join(f'{m.rate:.1f}' for m in found)}), "
+            f"{summary_ms(latencies) if latencies else 'no pairs'}, server CPU {cpu:.2f} ms/pair"
+            + (f", jobs drained {drain:.1f} s after the window" if scenario == "running" else "")
+            + (f", failures {dict(failures)}" if failures else "")
+        )
     if "baseline" not in rates:
         return
     base = rates["baseline"]
     base_cpu = statistics.median(m.cpu_ms_per_pair for m in runs["baseline"])
     base_latency = [value for m in runs["baseline"] for value in m.latencies]
-    baseline_text = (f"bare FastAPI + SQLite insert/read {base:.0f} pairs/s, p50 {percentile(base_latency, 0.5) * 1000:.1f} ms, "
-                     f"p99 {percentile(base_latency, 0.99) * 1000:.1f} ms, {base_cpu:.2f} ms CPU/pair")
+    baseline_text = (
+        f"bare FastAPI + SQLite insert/read {base:.0f} pairs/s, p50 {percentile(base_latency, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(base_latency, 0.99) * 1000:.1f} ms, {base_cpu:.2f} ms CPU/pair"
+    )
     for scenario in ("running", "held"):
         if scenario not in rates:
             continue
@@ -270,10 +325,17 @@ def report(runs: dict[str, list[Measurement]], options: argparse.Namespace) -> N
         cpu = statistics.median(m.cpu_ms_per_pair for m in runs[scenario])
         label = "jobs running" if scenario == "running" else "jobs held in the queue"
         # The CPU ratio is what a free core would give: steadier than pairs/s when others share the machine.
-        figure = (f"{rates[scenario]:.0f} pairs/s ({share:.2f}x), p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-                  f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, {cpu:.2f} ms CPU/pair ({base_cpu / cpu:.2f}x), {label}")
-        result(f"api overhead ({label}, {options.concurrency} clients)", figure, baseline_text,
-               f">= {TARGET_SHARE:.1f}x the baseline's pairs/s", share >= TARGET_SHARE)
+        figure = (
+            f"{rates[scenario]:.0f} pairs/s ({share:.2f}x), p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, {cpu:.2f} ms CPU/pair ({base_cpu / cpu:.2f}x), {label}"
+        )
+        result(
+            f"api overhead ({label}, {options.concurrency} clients)",
+            figure,
+            baseline_text,
+            f">= {TARGET_SHARE:.1f}x the baseline's pairs/s",
+            share >= TARGET_SHARE,
+        )
 
 
 def main() -> None:

@@ -21,19 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.jobs.request import validate_request  # noqa: E402
-from backend.providers.base import StepCancelled  # noqa: E402
-from backend.render.animate import animate_image  # noqa: E402
-from backend.render.scene import render_scene  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from backend.system import System  # noqa: E402
+from backend.jobs.request import validate_request
+from backend.providers.base import StepCancelled
+from backend.render.animate import animate_image
+from backend.render.scene import render_scene
+from backend.settings import Settings
+from backend.system import System
 
 
 async def cancel_through_service(folder: Path) -> tuple[float, float]:
     """(time for cancel() to return with the job stored cancelled, median gap between frames)."""
     system = System(Settings(PROMPTREEL_DATA_DIR=folder / "data"))
     await system.start()
-    request = validate_request({"prompt": "a neon city at night", "provider": "local", "settings": {"videoDuration": 10, "seed": 3}})
+    request = validate_request(
+        {"prompt": "a neon city at night", "provider": "local", "settings": {"videoDuration": 10, "seed": 3}}
+    )
     ticks: list[float] = []
     video_running = asyncio.Event()
 
@@ -89,9 +91,15 @@ def main() -> None:
     answered = [r[0] for r in results]
     frame = statistics.median(r[1] for r in results)
     print(f"one progress tick of a 10 s video (baseline): median {frame * 1000:.1f} ms")
-    print(f"cancel() until the job is stored cancelled:   median {statistics.median(answered) * 1000:.1f} ms, worst {max(answered) * 1000:.1f} ms over {runs} runs")
-    print(f"cancel event until the render thread stops:  median {statistics.median(stops) * 1000:.1f} ms, worst {max(stops) * 1000:.1f} ms")
-    print(f"ratios to one tick: cancel {statistics.median(answered) / frame:.2f}, thread stop {statistics.median(stops) / frame:.2f}")
+    print(
+        f"cancel() until the job is stored cancelled:   median {statistics.median(answered) * 1000:.1f} ms, worst {max(answered) * 1000:.1f} ms over {runs} runs"
+    )
+    print(
+        f"cancel event until the render thread stops:  median {statistics.median(stops) * 1000:.1f} ms, worst {max(stops) * 1000:.1f} ms"
+    )
+    print(
+        f"ratios to one tick: cancel {statistics.median(answered) / frame:.2f}, thread stop {statistics.median(stops) / frame:.2f}"
+    )
 
 
 if __name__ == "__main__":

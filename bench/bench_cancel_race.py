@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.cluster import Cluster  # noqa: E402
-from tests.conftest import Server, local_job, new_database, open_stream  # noqa: E402
-from tests.postgres import stop as stop_postgres  # noqa: E402
+from tests.cluster import Cluster
+from tests.conftest import Server, local_job, new_database, open_stream
+from tests.postgres import stop as stop_postgres
 
 FINISHED = {"completed", "failed", "cancelled"}
 STOP_LOG_TIMEOUT = 10.0
@@ -71,9 +71,16 @@ async def run_rounds(a: Server, b: Server, owner_log: Any, rounds: int) -> dict[
                 target = 30 + (69 * index) // max(1, rounds - 1)  # 30% .. 99%
                 job = api_a.post("/api/v1/generate", json=local_job(f"a cancel race, round {index}", videoDuration=5)).json()
                 await stream.until(
-                    lambda e, job_id=job["id"], target=target: e.get("jobId") == job_id and (
-                        (e["type"] == "job_update" and e["data"]["status"] == "generating_video" and e["data"]["progress"] >= target)
-                        or e["type"] in ("job_completed", "job_failed")
+                    lambda e, job_id=job["id"], target=target: (
+                        e.get("jobId") == job_id
+                        and (
+                            (
+                                e["type"] == "job_update"
+                                and e["data"]["status"] == "generating_video"
+                                and e["data"]["progress"] >= target
+                            )
+                            or e["type"] in ("job_completed", "job_failed")
+                        )
                     ),
                     timeout=120,
                 )
@@ -93,7 +100,10 @@ async def run_rounds(a: Server, b: Server, owner_log: Any, rounds: int) -> dict[
                 else:
                     refused += 1
                     claimed = answer.json()["details"].get("status", "?")
-                    await stream.until(lambda e, job_id=job["id"]: e.get("jobId") == job_id and e["type"] in ("job_completed", "job_failed"), timeout=60)
+                    await stream.until(
+                        lambda e, job_id=job["id"]: e.get("jobId") == job_id and e["type"] in ("job_completed", "job_failed"),
+                        timeout=60,
+                    )
                 final = api_a.get(f"/api/v1/jobs/{job['id']}").json()["status"]
                 events = api_a.get(f"/api/v1/jobs/{job['id']}/events").json()
                 changed += changed_after_finish(events, final)
@@ -101,8 +111,11 @@ async def run_rounds(a: Server, b: Server, owner_log: Any, rounds: int) -> dict[
     finally:
         await stream.connection.close()
     return {
-        "rounds": rounds, "cancelled": rounds - refused, "refused_409": refused,
-        "status_changed_after_finish": changed, "answer_mismatches": mismatched,
+        "rounds": rounds,
+        "cancelled": rounds - refused,
+        "refused_409": refused,
+        "status_changed_after_finish": changed,
+        "answer_mismatches": mismatched,
         "stop_after_answer_s": {"max": round(max(stops), 3), "median": round(statistics.median(stops), 3)} if stops else None,
         "stops_not_seen": missing_stop,
     }

@@ -33,7 +33,7 @@ from harness import ROOT, median, percentile, result
 from proc_cpu import process_cpu
 
 sys.path.insert(0, str(ROOT))
-from tests.conftest import Server  # noqa: E402
+from tests.conftest import Server
 
 CONNECTIONS = 64
 MAX_RSS_MB = 400
@@ -78,6 +78,7 @@ async def submit_all(server: Server, jobs: int) -> tuple[float, list[float]]:
         # aiohttp: a light client, so the load generator leaves the 2 cores to the server.
         connector = aiohttp.TCPConnector(limit=CONNECTIONS)
         async with aiohttp.ClientSession(server.url, connector=connector) as client:
+
             async def post() -> None:
                 async with client.post("/api/v1/generate", json=body) as answer:
                     answer.raise_for_status()
@@ -106,8 +107,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         server = Server(
             Path(folder) / "data",
-            command=[str(ROOT / "bench" / "harness.py"), "serve", "--image-seconds", str(options.image_seconds),
-                     "--video-seconds", str(options.video_seconds)],
+            command=[
+                str(ROOT / "bench" / "harness.py"),
+                "serve",
+                "--image-seconds",
+                str(options.image_seconds),
+                "--video-seconds",
+                str(options.video_seconds),
+            ],
             PROMPTREEL_LOCAL_CONCURRENCY=str(options.jobs),
             PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",
             PROMPTREEL_MAX_QUEUED_JOBS=str(options.jobs + 1),
@@ -126,8 +133,13 @@ def main() -> None:
     print(f"per job, POST to completed: median {median(per_job):.2f} s, p99 {percentile(per_job, 0.99):.2f} s")
     print(f"server CPU: {cpu:.2f} s in all, {cpu / options.jobs * 1000:.1f} ms per job")
     print(f"server peak RSS: {rss:.0f} MB")
-    result(f"{options.jobs} jobs at once: wall", f"{wall:.2f} s ({wall / ideal:.2f}x ideal)",
-           f"ideal {ideal:.1f} s; bare tasks {baseline:.2f} s", f"<= {MAX_RATIO}x ideal", wall <= MAX_RATIO * ideal)
+    result(
+        f"{options.jobs} jobs at once: wall",
+        f"{wall:.2f} s ({wall / ideal:.2f}x ideal)",
+        f"ideal {ideal:.1f} s; bare tasks {baseline:.2f} s",
+        f"<= {MAX_RATIO}x ideal",
+        wall <= MAX_RATIO * ideal,
+    )
     result(f"{options.jobs} jobs at once: peak RSS", f"{rss:.0f} MB", "-", f"< {MAX_RSS_MB} MB", rss < MAX_RSS_MB)
 
 

@@ -34,10 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, free_python, percentile, result, summary_ms  # noqa: E402 - also puts the project on the path
-from proc_cpu import process_cpu  # noqa: E402
+from harness import ROOT, free_python, percentile, result, summary_ms
+from proc_cpu import process_cpu
 
-from tests.conftest import Server, free_port  # noqa: E402
+from tests.conftest import Server, free_port
 
 TARGET_P99 = 0.100
 #: How long the clients wait for the last job to end before they give up (s).
@@ -50,6 +50,7 @@ def key_of(event: dict[str, Any]) -> Key:
 
 
 # -- the client processes ---------------------------------------------------------------
+
 
 async def listen(url: str, connections: int, jobs: int, out: Path, keep_texts: bool) -> None:
     """Open `connections` to `url`, say "ready", read every frame until each connection has heard
@@ -90,8 +91,22 @@ def start_clients(url: str, options: argparse.Namespace, folder: Path) -> list[t
     for index in range(options.client_processes):
         share = options.clients // options.client_processes + (index < options.clients % options.client_processes)
         out = folder / f"client-{index}.json"
-        command = [free_python(), __file__, "client", "--url", url, "--connections", str(share), "--jobs", str(options.jobs), "--out", str(out)]
-        process = subprocess.Popen(command + (["--keep-texts"] if index == 0 else []), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        command = [
+            free_python(),
+            __file__,
+            "client",
+            "--url",
+            url,
+            "--connections",
+            str(share),
+            "--jobs",
+            str(options.jobs),
+            "--out",
+            str(out),
+        ]
+        process = subprocess.Popen(
+            command + (["--keep-texts"] if index == 0 else []), cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
         clients.append((process, out))
     for process, _ in clients:
         if process.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
@@ -116,10 +131,13 @@ def collect(clients: list[tuple[subprocess.Popen[str], Path]]) -> tuple[list[tup
 
 # -- one measurement --------------------------------------------------------------------
 
+
 class Measured:
     """What the clients heard against what the server produced."""
 
-    def __init__(self, produced: list[list[Any]], received: list[tuple[Key, float]], clients: int, server_cpu: float, client_cpu: float):
+    def __init__(
+        self, produced: list[list[Any]], received: list[tuple[Key, float]], clients: int, server_cpu: float, client_cpu: float
+    ):
         self.server_cpu, self.client_cpu = server_cpu, client_cpu
         self.published: dict[Key, float] = {(j, s, t): p for j, s, t, p, _ in produced}
         self.stored = [d - p for _, _, _, p, d in produced]  # published -> handed to the subscribers
@@ -129,8 +147,10 @@ class Measured:
 
     def describe(self, what: str) -> str:
         missing = self.expected - len(self.delays)
-        return (f"{what}: {self.events} events x clients = {len(self.delays)} frames ({missing} missing), delay {summary_ms(self.delays)}\n"
-                f"  CPU seconds while the events flowed: server {self.server_cpu:.1f}, clients {self.client_cpu:.1f}")
+        return (
+            f"{what}: {self.events} events x clients = {len(self.delays)} frames ({missing} missing), delay {summary_ms(self.delays)}\n"
+            f"  CPU seconds while the events flowed: server {self.server_cpu:.1f}, clients {self.client_cpu:.1f}"
+        )
 
     @property
     def p50(self) -> float:
@@ -145,11 +165,19 @@ async def post_jobs(base_url: str, jobs: int) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
-        answers = await asyncio.gather(*(
-            http.post("/api/v1/generate", json={"prompt": f"a lighthouse in a storm, take {index}", "provider": "local",
-                                                "settings": {"videoDuration": 5, "seed": index}})
-            for index in range(jobs)
-        ))
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/api/v1/generate",
+                    json={
+                        "prompt": f"a lighthouse in a storm, take {index}",
+                        "provider": "local",
+                        "settings": {"videoDuration": 5, "seed": index},
+                    },
+                )
+                for index in range(jobs)
+            )
+        )
     refused = [answer.text for answer in answers if answer.status_code not in (200, 201, 202)]
     if refused:
         raise RuntimeError(f"{len(refused)} jobs refused, e.g. {refused[0]}")
@@ -158,10 +186,24 @@ async def post_jobs(base_url: str, jobs: int) -> None:
 def measure_product(options: argparse.Namespace, folder: Path) -> tuple[Measured, list[tuple[float, str]]]:
     """The product run; also the replay for the baseline: (seconds after the first event, text)."""
     port, times = free_port(), folder / "product-times.json"
-    command = [str(ROOT / "bench" / "fanout_servers.py"), "product", "--times", str(times),
-               "--image-seconds", str(options.image_seconds), "--video-seconds", str(options.video_seconds)]
-    server = Server(folder / "product", port, command=command, PROMPTREEL_LOCAL_CONCURRENCY="10000", PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",
-                    PROMPTREEL_MAX_QUEUED_JOBS="100000").start()
+    command = [
+        str(ROOT / "bench" / "fanout_servers.py"),
+        "product",
+        "--times",
+        str(times),
+        "--image-seconds",
+        str(options.image_seconds),
+        "--video-seconds",
+        str(options.video_seconds),
+    ]
+    server = Server(
+        folder / "product",
+        port,
+        command=command,
+        PROMPTREEL_LOCAL_CONCURRENCY="10000",
+        PROMPTREEL_RATE_LIMIT_PER_MINUTE="0",
+        PROMPTREEL_MAX_QUEUED_JOBS="100000",
+    ).start()
     try:
         clients = start_clients(f"ws://127.0.0.1:{port}/ws", options, folder)
         server_cpu = process_cpu(server.process.pid)
@@ -174,15 +216,27 @@ def measure_product(options: argparse.Namespace, folder: Path) -> tuple[Measured
     measured = Measured(produced, received, options.clients, server_cpu, client_cpu)
     by_key = {key_of(json.loads(text)): text for text in texts}
     first = produced[0][3]
-    replay = [(published - first, by_key[(job_id, seq, kind)]) for job_id, seq, kind, published, _ in produced if (job_id, seq, kind) in by_key]
+    replay = [
+        (published - first, by_key[(job_id, seq, kind)])
+        for job_id, seq, kind, published, _ in produced
+        if (job_id, seq, kind) in by_key
+    ]
     return measured, replay
 
 
 def measure_bare(options: argparse.Namespace, folder: Path, replay: list[tuple[float, str]]) -> Measured:
     port, times, replay_path = free_port(), folder / "bare-times.json", folder / "replay.json"
     replay_path.write_text(json.dumps(replay))
-    command = [str(ROOT / "bench" / "fanout_servers.py"), "bare", "--times", str(times), "--replay", str(replay_path),
-               "--clients", str(options.clients)]
+    command = [
+        str(ROOT / "bench" / "fanout_servers.py"),
+        "bare",
+        "--times",
+        str(times),
+        "--replay",
+        str(replay_path),
+        "--clients",
+        str(options.clients),
+    ]
     server = Server(folder / "bare", port, command=command).start()
     try:
         server_cpu = process_cpu(server.process.pid)
@@ -218,10 +272,13 @@ def main() -> None:
         bare = measure_bare(options, Path(tmp), replay)
         print(bare.describe(f"bare broadcast of the same {len(replay)} messages (baseline)"))
     print(f"ratio promptreel / bare: p50 {product.p50 / bare.p50:.2f}, p99 {product.p99 / bare.p99:.2f}")
-    result(f"/ws fan-out p99, {options.clients} clients x {options.jobs} jobs",
-           f"p50 {product.p50 * 1000:.0f} ms, p99 {product.p99 * 1000:.0f} ms",
-           f"bare broadcast p50 {bare.p50 * 1000:.0f} ms, p99 {bare.p99 * 1000:.0f} ms",
-           "p99 < 100 ms", product.p99 < TARGET_P99)
+    result(
+        f"/ws fan-out p99, {options.clients} clients x {options.jobs} jobs",
+        f"p50 {product.p50 * 1000:.0f} ms, p99 {product.p99 * 1000:.0f} ms",
+        f"bare broadcast p50 {bare.p50 * 1000:.0f} ms, p99 {bare.p99 * 1000:.0f} ms",
+        "p99 < 100 ms",
+        product.p99 < TARGET_P99,
+    )
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.jobs.request import validate_request  # noqa: E402
-from backend.render.animate import animate_image  # noqa: E402
-from backend.render.scene import render_scene  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from backend.system import System  # noqa: E402
+from backend.jobs.request import validate_request
+from backend.render.animate import animate_image
+from backend.render.scene import render_scene
+from backend.settings import Settings
+from backend.system import System
 
 PROMPT = "A majestic mountain landscape at golden hour"
 

@@ -36,14 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av  # noqa: E402
-from harness import result  # noqa: E402 - bench/ is on the path as the script's folder
-from PIL import Image  # noqa: E402
-from proc_cpu import machine_busy  # noqa: E402
+import av
+from harness import result
+from PIL import Image
+from proc_cpu import machine_busy
 
-from backend.providers.local import PNG_COMPRESS_LEVEL  # noqa: E402
-from backend.render.animate import CameraMove, FramePainter, animate_image, fit_source, open_stream  # noqa: E402
-from backend.render.scene import render_scene  # noqa: E402
+from backend.providers.local import PNG_COMPRESS_LEVEL
+from backend.render.animate import CameraMove, FramePainter, animate_image, fit_source, open_stream
+from backend.render.scene import render_scene
 
 PROMPTS = (
     "A majestic mountain landscape at golden hour",
@@ -98,10 +98,20 @@ def bench_images(repeats: int) -> None:
     median, worst = statistics.median(walls), max(walls)
     save = statistics.median(wall for wall, _ in saves)
     baseline = f"PNG encode of the same image {save:.3f} s (median)"
-    result("render_scene 1024x1024, median of 5 prompts", f"{median:.3f} s ({median / save:.1f}x the PNG encode)",
-           baseline, f"< {IMAGE_TARGET_S} s", median < IMAGE_TARGET_S)
-    result("render_scene 1024x1024, slowest of 5 prompts", f"{worst:.3f} s ({worst / save:.1f}x the PNG encode)",
-           baseline, f"< {IMAGE_TARGET_S} s", worst < IMAGE_TARGET_S)
+    result(
+        "render_scene 1024x1024, median of 5 prompts",
+        f"{median:.3f} s ({median / save:.1f}x the PNG encode)",
+        baseline,
+        f"< {IMAGE_TARGET_S} s",
+        median < IMAGE_TARGET_S,
+    )
+    result(
+        "render_scene 1024x1024, slowest of 5 prompts",
+        f"{worst:.3f} s ({worst / save:.1f}x the PNG encode)",
+        baseline,
+        f"< {IMAGE_TARGET_S} s",
+        worst < IMAGE_TARGET_S,
+    )
 
 
 def bench_video(rounds: int, folder: Path) -> None:
@@ -120,17 +130,31 @@ def bench_video(rounds: int, folder: Path) -> None:
     (anim_wall, anim_cpu), (bare_wall, bare_cpu) = best(animated), best(bare)
     print(f"  animate_image 5 s 1280x720: {anim_wall:.3f} s ({anim_cpu:.3f} s CPU), runs {[round(w, 3) for w, _ in animated]}")
     print(f"  bare encode of its 120 frames: {bare_wall:.3f} s ({bare_cpu:.3f} s CPU), runs {[round(w, 3) for w, _ in bare]}")
-    print(f"  old baseline, 120 identical frames: {static_wall:.3f} s ({static_cpu:.3f} s CPU); "
-          f"the animator is {anim_wall / static_wall:.2f}x that")
-    print(f"  per frame: painting {paint_cpu / frames * 1e3:.1f} ms CPU (one thread, {paint_wall / frames * 1e3:.1f} ms wall), "
-          f"x264 {bare_cpu / frames * 1e3:.1f} ms CPU; the animator's CPU beyond the bare encode "
-          f"{(anim_cpu - bare_cpu) / frames * 1e3:.1f} ms")
+    print(
+        f"  old baseline, 120 identical frames: {static_wall:.3f} s ({static_cpu:.3f} s CPU); "
+        f"the animator is {anim_wall / static_wall:.2f}x that"
+    )
+    print(
+        f"  per frame: painting {paint_cpu / frames * 1e3:.1f} ms CPU (one thread, {paint_wall / frames * 1e3:.1f} ms wall), "
+        f"x264 {bare_cpu / frames * 1e3:.1f} ms CPU; the animator's CPU beyond the bare encode "
+        f"{(anim_cpu - bare_cpu) / frames * 1e3:.1f} ms"
+    )
     baseline = f"bare PyAV encode of the same 120 frames {bare_wall:.3f} s ({bare_cpu:.2f} s CPU)"
     ratio = anim_wall / bare_wall
-    result("animate_image 5 s 1280x720", f"{anim_wall:.3f} s ({anim_cpu:.2f} s CPU)", baseline,
-           f"< {VIDEO_TARGET_S:.0f} s", anim_wall < VIDEO_TARGET_S)
-    result("animate_image 5 s 1280x720 vs bare encode", f"{ratio:.2f}x", baseline,
-           f"<= {VIDEO_TARGET_RATIO}x", ratio <= VIDEO_TARGET_RATIO)
+    result(
+        "animate_image 5 s 1280x720",
+        f"{anim_wall:.3f} s ({anim_cpu:.2f} s CPU)",
+        baseline,
+        f"< {VIDEO_TARGET_S:.0f} s",
+        anim_wall < VIDEO_TARGET_S,
+    )
+    result(
+        "animate_image 5 s 1280x720 vs bare encode",
+        f"{ratio:.2f}x",
+        baseline,
+        f"<= {VIDEO_TARGET_RATIO}x",
+        ratio <= VIDEO_TARGET_RATIO,
+    )
 
 
 def main() -> None:

@@ -60,19 +60,21 @@ from playwright.sync_api import Browser, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import result, tiny_mp4, tiny_png  # noqa: E402 - bench/ is on the path as the script's folder
-from sqlalchemy import Engine, insert, text  # noqa: E402
+from harness import result, tiny_mp4, tiny_png
+from sqlalchemy import Engine, insert, text
 
-from backend.store.database import create_db_engine, migrate  # noqa: E402
-from backend.store.jobs import JobStore  # noqa: E402
-from backend.store.models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus, utcnow  # noqa: E402
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, Server, new_database  # noqa: E402
+from backend.store.database import create_db_engine, migrate
+from backend.store.jobs import JobStore
+from backend.store.models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, Server, new_database
 
 USABLE_TARGET_S = 1.5
 FLAT_TARGET = 1.5
 PAGE_TIMEOUT_MS = 60_000
-WORDS = ("mountain lighthouse storm forest city neon river dawn dusk fox owl ship castle desert ocean snow "
-         "glacier market harbor meadow comet orchard canyon lantern").split()
+WORDS = (
+    "mountain lighthouse storm forest city neon river dawn dusk fox owl ship castle desert ocean snow "
+    "glacier market harbor meadow comet orchard canyon lantern"
+).split()
 STATUS_WEIGHTS = {JobStatus.COMPLETED: 85, JobStatus.FAILED: 8, JobStatus.CANCELLED: 7}
 OWNERS = (None, "alice", "bob", "carol")
 #: The newest jobs get real media files (the first pages show their thumbnails).
@@ -92,6 +94,7 @@ USABLE_JS = """() => {
 
 # -- the store ------------------------------------------------------------------------------
 
+
 def sqlite_engine(data_dir: Path) -> Engine:
     """The engine of the store a server started on `data_dir` uses (settings: data_dir/promptreel.db)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,9 @@ def seed(engine: Engine, count: int, media_dir: Path | None = None) -> float:
             jobs, steps = [], []
             for index in range(first, min(count, first + SEED_BATCH)):
                 age = count - index  # the last one inserted is the newest
-                job, job_steps = job_rows(f"job_seed{index:08d}", rng.choices(statuses, weights)[0], rng, now - timedelta(minutes=age))
+                job, job_steps = job_rows(
+                    f"job_seed{index:08d}", rng.choices(statuses, weights)[0], rng, now - timedelta(minutes=age)
+                )
                 jobs.append(job)
                 steps += job_steps
                 if media_dir and age <= WITH_MEDIA and job["image_path"]:
@@ -123,19 +128,46 @@ def seed(engine: Engine, count: int, media_dir: Path | None = None) -> float:
 def job_rows(job_id: str, status: JobStatus, rng: random.Random, created: object) -> tuple[dict, list[dict]]:
     done = status is JobStatus.COMPLETED
     job = dict(
-        id=job_id, prompt=" ".join(rng.choices(WORDS, k=8)), provider="local", video_provider="local", status=status.value,
-        progress=100 if done else rng.choice((0, 40, 70)), image_size="1024x1024", video_duration=rng.choice((3, 5, 8)),
-        quality="standard", seed=rng.randrange(2**31), image_model="promptreel-scene-1" if done else None,
-        video_model="promptreel-animate-1" if done else None, extra={},
-        image_path=f"{job_id}/image.png" if done else None, video_path=f"{job_id}/video.mp4" if done else None,
-        image_cost=0.0, video_cost=0.0, error="the render stopped" if status is JobStatus.FAILED else None,
-        worker_id=None, heartbeat_at=None, event_seq=0, owner=rng.choice(OWNERS), media_expired_at=None,
-        created_at=created, updated_at=created,
+        id=job_id,
+        prompt=" ".join(rng.choices(WORDS, k=8)),
+        provider="local",
+        video_provider="local",
+        status=status.value,
+        progress=100 if done else rng.choice((0, 40, 70)),
+        image_size="1024x1024",
+        video_duration=rng.choice((3, 5, 8)),
+        quality="standard",
+        seed=rng.randrange(2**31),
+        image_model="promptreel-scene-1" if done else None,
+        video_model="promptreel-animate-1" if done else None,
+        extra={},
+        image_path=f"{job_id}/image.png" if done else None,
+        video_path=f"{job_id}/video.mp4" if done else None,
+        image_cost=0.0,
+        video_cost=0.0,
+        error="the render stopped" if status is JobStatus.FAILED else None,
+        worker_id=None,
+        heartbeat_at=None,
+        event_seq=0,
+        owner=rng.choice(OWNERS),
+        media_expired_at=None,
+        created_at=created,
+        updated_at=created,
     )
-    step_status = {JobStatus.COMPLETED: StepStatus.COMPLETED, JobStatus.FAILED: StepStatus.FAILED}.get(status, StepStatus.CANCELLED)
+    step_status = {JobStatus.COMPLETED: StepStatus.COMPLETED, JobStatus.FAILED: StepStatus.FAILED}.get(
+        status, StepStatus.CANCELLED
+    )
     steps = [
-        dict(job_id=job_id, kind=kind.value, status=step_status.value, progress=100 if done else 0, started_at=created,
-             ended_at=created, remote_id=None, log=[])
+        dict(
+            job_id=job_id,
+            kind=kind.value,
+            status=step_status.value,
+            progress=100 if done else 0,
+            started_at=created,
+            ended_at=created,
+            remote_id=None,
+            log=[],
+        )
         for kind in StepKind
     ]
     return job, steps
@@ -149,6 +181,7 @@ def write_media(media_dir: Path, job: dict) -> None:
 
 
 # -- the measurements -----------------------------------------------------------------------
+
 
 def usable_ms(browser: Browser, url: str) -> float:
     """Milliseconds from navigation start until the studio is usable (see USABLE_JS), in a new context."""
@@ -221,16 +254,24 @@ def report(title: str, figures: Figures, results: set[str]) -> None:
             continue
         (baseline_size, baseline), *others = ((size, statistics.median(values)) for size, values in by_size.items())
         for size, figure in others:
-            result(f"{name} with {size:,} jobs / {baseline_size:,}", f"{figure:.1f} ms ({figure / baseline:.2f}x)",
-                   f"{baseline:.1f} ms", f"<= {FLAT_TARGET}x", figure / baseline <= FLAT_TARGET)
+            result(
+                f"{name} with {size:,} jobs / {baseline_size:,}",
+                f"{figure:.1f} ms ({figure / baseline:.2f}x)",
+                f"{baseline:.1f} ms",
+                f"<= {FLAT_TARGET}x",
+                figure / baseline <= FLAT_TARGET,
+            )
 
 
 def bench(sizes: list[int], loads: int, requests: int, root: Path, postgres: bool) -> None:
     engines = {size: sqlite_engine(root / f"jobs-{size}") for size in sizes}
     for size, engine in engines.items():
         print(f"seeded {size:,} jobs (SQLite) in {seed(engine, size, root / f'jobs-{size}' / 'media'):.1f} s")
-    report("SQLite, in this process", in_rounds(requests, {size: store_probes(JobStore(engine), size) for size, engine in engines.items()}),
-           set())
+    report(
+        "SQLite, in this process",
+        in_rounds(requests, {size: store_probes(JobStore(engine), size) for size, engine in engines.items()}),
+        set(),
+    )
     for engine in engines.values():
         engine.dispose()
     if postgres:
@@ -241,12 +282,16 @@ def bench(sizes: list[int], loads: int, requests: int, root: Path, postgres: boo
         for size in sizes:
             servers[size] = Server(root / f"jobs-{size}").start()
         with contextlib.ExitStack() as stack:
-            clients = {size: stack.enter_context(httpx.Client(base_url=server.url, timeout=60)) for size, server in servers.items()}
+            clients = {
+                size: stack.enter_context(httpx.Client(base_url=server.url, timeout=60)) for size, server in servers.items()
+            }
             api = in_rounds(requests, {size: api_probes(client, size) for size, client in clients.items()})
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            studio = in_rounds(loads, {size: {"studio usable (/)": lambda url=server.url: usable_ms(browser, url)}
-                                       for size, server in servers.items()})
+            studio = in_rounds(
+                loads,
+                {size: {"studio usable (/)": lambda url=server.url: usable_ms(browser, url)} for size, server in servers.items()},
+            )
             browser.close()
     finally:
         for server in servers.values():
@@ -256,8 +301,13 @@ def bench(sizes: list[int], loads: int, requests: int, root: Path, postgres: boo
     if 10_000 in studio["studio usable (/)"]:
         by_size = studio["studio usable (/)"]
         usable = statistics.median(by_size[10_000]) / 1000
-        result("studio usable with 10,000 jobs", f"{usable:.2f} s", f"{statistics.median(by_size[sizes[0]]) / 1000:.2f} s "
-               f"with {sizes[0]:,} jobs", f"< {USABLE_TARGET_S} s", usable < USABLE_TARGET_S)
+        result(
+            "studio usable with 10,000 jobs",
+            f"{usable:.2f} s",
+            f"{statistics.median(by_size[sizes[0]]) / 1000:.2f} s with {sizes[0]:,} jobs",
+            f"< {USABLE_TARGET_S} s",
+            usable < USABLE_TARGET_S,
+        )
 
 
 def bench_postgres(sizes: list[int], requests: int) -> None:
@@ -276,12 +326,19 @@ def bench_postgres(sizes: list[int], requests: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
-    parser.add_argument("--sizes", default="100,10000,100000", help="jobs in the store, comma-separated; the first is the baseline")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument(
+        "--sizes", default="100,10000,100000", help="jobs in the store, comma-separated; the first is the baseline"
+    )
     parser.add_argument("--loads", type=int, default=7, help="studio loads per size (median)")
     parser.add_argument("--requests", type=int, default=40, help="API requests per size and query (median)")
-    parser.add_argument("--postgres", action="store_true", help="also time the store's reads on PostgreSQL (seeding takes a while)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also time the store's reads on PostgreSQL (seeding takes a while)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data folders (and the server logs)")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():

@@ -91,10 +91,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from harness import percentile, result  # noqa: E402 - bench/ is on the path as the script's folder
+from harness import percentile, result
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
-from proc_cpu import children, machine_busy, tree_cpu  # noqa: E402 - bench/ is on the path as the script's folder
+from proc_cpu import children, machine_busy, tree_cpu
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, EventStream, Server, ends_job, local_job, open_stream
 
@@ -151,6 +151,7 @@ class CpuSplit:
 
 
 # -- one job --------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -228,6 +229,7 @@ async def run_jobs(server: Server, http: httpx.AsyncClient, stream: EventStream,
 
 # -- tabs ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tabs:
     contexts: list[BrowserContext] = field(default_factory=list)
@@ -272,6 +274,7 @@ class Tabs:
 
 # -- the benchmark ---------------------------------------------------------------------------
 
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -282,22 +285,28 @@ def statuses(runs: list[Run]) -> list[float]:
 
 def status_summary(runs: list[Run]) -> str:
     latencies = statuses(runs)
-    return (f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
-            f"max {max(latencies) * 1000:.0f} ms")
+    return (
+        f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms"
+    )
 
 
 def describe(name: str, runs: list[Run]) -> None:
     walls = ", ".join(f"{r.wall:.2f}" for r in runs)
     cpus = ", ".join(f"{r.cpu:.2f}" for r in runs)
     latencies = statuses(runs)
-    print(f"{name}: wall median {median([r.wall for r in runs]):.2f} s ({walls}); "
-          f"server CPU median {median([r.cpu for r in runs]):.2f} s ({cpus}); "
-          f"GET /api/v1/status {status_summary(runs)} ({len(latencies)} requests, "
-          f"{sum(latency >= STATUS_TIMEOUT for latency in latencies)} timed out after {STATUS_TIMEOUT:.0f} s "
-          f"and counted as {STATUS_TIMEOUT:.0f} s)")
-    print(f"{name}: during the job the browser (with this script) used median "
-          f"{median([r.split.browser for r in runs]):.2f} s CPU, other processes on the machine "
-          f"{median([r.split.others for r in runs]):.2f} s")
+    print(
+        f"{name}: wall median {median([r.wall for r in runs]):.2f} s ({walls}); "
+        f"server CPU median {median([r.cpu for r in runs]):.2f} s ({cpus}); "
+        f"GET /api/v1/status {status_summary(runs)} ({len(latencies)} requests, "
+        f"{sum(latency >= STATUS_TIMEOUT for latency in latencies)} timed out after {STATUS_TIMEOUT:.0f} s "
+        f"and counted as {STATUS_TIMEOUT:.0f} s)"
+    )
+    print(
+        f"{name}: during the job the browser (with this script) used median "
+        f"{median([r.split.browser for r in runs]):.2f} s CPU, other processes on the machine "
+        f"{median([r.split.others for r in runs]):.2f} s"
+    )
 
 
 def log_problems(server: Server) -> list[str]:
@@ -317,7 +326,9 @@ def make_server(data_dir: Path, jobs: int, latencies: tuple[float, float] | None
     return Server(data_dir, command=command, PROMPTREEL_RATE_LIMIT_PER_MINUTE="0", PROMPTREEL_LOCAL_CONCURRENCY=str(max(1, jobs)))
 
 
-async def bench(tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int = 1, latencies: tuple[float, float] | None = None) -> None:
+async def bench(
+    tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int = 1, latencies: tuple[float, float] | None = None
+) -> None:
     server = make_server(data_dir, jobs, latencies)
     started = time.perf_counter()
     tab_set = Tabs()
@@ -329,8 +340,9 @@ async def bench(tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int =
             stream = await open_stream(server)
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                what = f"{jobs} job{'s' * (jobs > 1)} " + (f"on the fakes ({latencies[0]:g} s image, {latencies[1]:g} s video)"
-                                                           if latencies else "on the local renderer")
+                what = f"{jobs} job{'s' * (jobs > 1)} " + (
+                    f"on the fakes ({latencies[0]:g} s image, {latencies[1]:g} s video)" if latencies else "on the local renderer"
+                )
                 print(f"each run: {what}")
                 warm = await run_jobs(server, http, stream, None, jobs)
                 print(f"warm-up run (not counted): wall {warm.wall:.2f} s, server CPU {warm.cpu:.2f} s")
@@ -341,9 +353,11 @@ async def bench(tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int =
                 opening = time.perf_counter()
                 cpu_before = tree_cpu(server.process.pid)
                 await tab_set.open(browser, server.url, tabs)
-                print(f"opened {len(tab_set.pages)} tabs in {time.perf_counter() - opening:.1f} s "
-                      f"(server CPU {tree_cpu(server.process.pid) - cpu_before:.2f} s to serve them; "
-                      f"{tab_set.reloads} reloads meanwhile)")
+                print(
+                    f"opened {len(tab_set.pages)} tabs in {time.perf_counter() - opening:.1f} s "
+                    f"(server CPU {tree_cpu(server.process.pid) - cpu_before:.2f} s to serve them; "
+                    f"{tab_set.reloads} reloads meanwhile)"
+                )
                 if niceness:
                     count = renice_browser(server.process.pid, niceness)
                     print(f"browser at nice {niceness} ({count} threads): it mostly gets the CPU the server leaves idle")
@@ -351,26 +365,37 @@ async def bench(tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int =
                 loaded = [await run_jobs(server, http, stream, tab_set, jobs) for _ in range(runs)]
                 describe(f"{tabs} tabs", loaded)
                 reloads = sum(r.reloads for r in loaded)
-                print(f"{tabs} tabs: {reloads} tab reloads during the runs ({', '.join(str(r.reloads) for r in loaded)}); "
-                      f"the tabs' reasons: {dict(tab_set.reload_reasons) or 'none'}")
+                print(
+                    f"{tabs} tabs: {reloads} tab reloads during the runs ({', '.join(str(r.reloads) for r in loaded)}); "
+                    f"the tabs' reasons: {dict(tab_set.reload_reasons) or 'none'}"
+                )
                 settled = median([r.settled_cpu for r in loaded])
-                print(f"{tabs} tabs: server CPU until every tab shows Completed, median {settled:.2f} s "
-                      f"(every tab showed it {median([r.settled_wall for r in loaded]):.2f} s after job_completed)")
+                print(
+                    f"{tabs} tabs: server CPU until every tab shows Completed, median {settled:.2f} s "
+                    f"(every tab showed it {median([r.settled_wall for r in loaded]):.2f} s after job_completed)"
+                )
 
                 b_wall, b_cpu = (median([getattr(r, k) for r in baseline]) for k in ("wall", "cpu"))
                 t_wall, t_cpu = (median([getattr(r, k) for r in loaded]) for k in ("wall", "cpu"))
                 b_p99, t_p99 = percentile(statuses(baseline), 0.99), percentile(statuses(loaded), 0.99)
-                print(f"ratio {tabs} tabs / baseline: server CPU {t_cpu / b_cpu:.2f}, "
-                      f"wall {t_wall / b_wall:.2f}, status p99 {t_p99 / b_p99:.2f}")
+                print(
+                    f"ratio {tabs} tabs / baseline: server CPU {t_cpu / b_cpu:.2f}, "
+                    f"wall {t_wall / b_wall:.2f}, status p99 {t_p99 / b_p99:.2f}"
+                )
                 print(f"ratio {tabs} tabs / baseline, server CPU until the tabs settled: {settled / b_cpu:.2f}")
-                result(f"GET /api/v1/status p99 and tab reloads, {what}, {tabs} studio tabs open",
-                       f"p99 {t_p99 * 1000:.0f} ms, {reloads} reloads; server CPU {t_cpu:.2f} s ({t_cpu / b_cpu:.1f}x the baseline)",
-                       f"0 tabs: p99 {b_p99 * 1000:.0f} ms; server CPU {b_cpu:.2f} s",
-                       f"p99 < {STATUS_P99_TARGET:g} s and no tab reloads", t_p99 < STATUS_P99_TARGET and reloads == 0)
-                print("note: of the ratios, the server-CPU one is what the tabs cost the server. Chromium runs on this same "
-                      f"{os.cpu_count()}-core machine and its {tabs} pages use CPU of their own, which "
-                      "competes with the server's render threads, so the wall and latency ratios include "
-                      "the browser's load (less of it at a higher --nice), not only the server's.")
+                result(
+                    f"GET /api/v1/status p99 and tab reloads, {what}, {tabs} studio tabs open",
+                    f"p99 {t_p99 * 1000:.0f} ms, {reloads} reloads; server CPU {t_cpu:.2f} s ({t_cpu / b_cpu:.1f}x the baseline)",
+                    f"0 tabs: p99 {b_p99 * 1000:.0f} ms; server CPU {b_cpu:.2f} s",
+                    f"p99 < {STATUS_P99_TARGET:g} s and no tab reloads",
+                    t_p99 < STATUS_P99_TARGET and reloads == 0,
+                )
+                print(
+                    "note: of the ratios, the server-CPU one is what the tabs cost the server. Chromium runs on this same "
+                    f"{os.cpu_count()}-core machine and its {tabs} pages use CPU of their own, which "
+                    "competes with the server's render threads, so the wall and latency ratios include "
+                    "the browser's load (less of it at a higher --nice), not only the server's."
+                )
                 if tab_set.errors:
                     print(f"page errors in the tabs: {len(tab_set.errors)}, first: {tab_set.errors[0]}")
             finally:
@@ -389,8 +414,11 @@ async def bench(tabs: int, runs: int, niceness: int, data_dir: Path, jobs: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     parser.add_argument("--tabs", type=int, default=40)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1, help="jobs started at once per run (default 1)")

@@ -51,23 +51,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from proc_cpu import machine_busy, process_cpu  # noqa: E402 - bench/ is on the path as the script's folder
-from sqlalchemy import create_engine, text  # noqa: E402
+import httpx
+from proc_cpu import machine_busy, process_cpu
+from sqlalchemy import create_engine, text
 
-from tests.cluster import Worker, cluster_env  # noqa: E402
-from tests.conftest import EventStream, Server, ends_job, new_database, open_stream  # noqa: E402
-from tests.fakes import FakeOpenAI, FakeRunway, provider_env  # noqa: E402
+from tests.cluster import Worker, cluster_env
+from tests.conftest import EventStream, Server, ends_job, new_database, open_stream
+from tests.fakes import FakeOpenAI, FakeRunway, provider_env
 
 JOB_TIMEOUT = 300.0
 
 
 def job_request(index: int) -> dict[str, Any]:
-    return {"prompt": f"a lighthouse in a storm, take {index}", "provider": "dalle3",
-            "settings": {"videoProvider": "runway", "videoDuration": 5, "imageSize": "1024x1024", "seed": index}}
+    return {
+        "prompt": f"a lighthouse in a storm, take {index}",
+        "provider": "dalle3",
+        "settings": {"videoProvider": "runway", "videoDuration": 5, "imageSize": "1024x1024", "seed": index},
+    }
 
 
 # -- CPU ------------------------------------------------------------------------------------
+
 
 def postgres_cpu() -> float:
     """CPU seconds of every PostgreSQL process (the postmaster's cutime holds its ended backends)."""
@@ -112,6 +116,7 @@ class Cpu:
 
 # -- one measurement ------------------------------------------------------------------------
 
+
 @dataclass
 class Measurement:
     workers: int
@@ -154,6 +159,7 @@ class Ends:
 
     async def wait(self, job_ids: list[str], timeout: float = JOB_TIMEOUT) -> float:
         """When the last of these jobs ended (perf_counter); fails on a job that did not complete."""
+
         async def all_heard() -> None:
             while not all(job_id in self.heard for job_id in job_ids):
                 if self.task.done():
@@ -190,8 +196,10 @@ def job_timings(engine: Any, job_ids: list[str]) -> tuple[list[float], list[floa
     events)."""
     with engine.connect() as connection:
         rows = connection.execute(
-            text("SELECT job_id, seq, type, data->>'status' AS status, created_at FROM job_events"
-                 " WHERE job_id = ANY(:ids) ORDER BY job_id, seq"),
+            text(
+                "SELECT job_id, seq, type, data->>'status' AS status, created_at FROM job_events"
+                " WHERE job_id = ANY(:ids) ORDER BY job_id, seq"
+            ),
             {"ids": job_ids},
         ).all()
     marks: dict[str, dict[str, Any]] = {}
@@ -219,8 +227,9 @@ def jobs_per_worker(workers: list[Worker], job_ids: list[str]) -> list[int]:
     return [sum((worker.data_dir / "media" / job_id).is_dir() for job_id in job_ids) for worker in workers]
 
 
-async def measure(api: Server, env: dict[str, str], engine: Any, folder: Path, workers_count: int, concurrency: int,
-                  jobs: int, first_index: int) -> Measurement:
+async def measure(
+    api: Server, env: dict[str, str], engine: Any, folder: Path, workers_count: int, concurrency: int, jobs: int, first_index: int
+) -> Measurement:
     workers = [Worker(folder / f"worker-{index}", concurrency, **env) for index in range(workers_count)]
     stream: EventStream | None = None
     ends: Ends | None = None
@@ -241,8 +250,16 @@ async def measure(api: Server, env: dict[str, str], engine: Any, folder: Path, w
             last = await ends.wait(job_ids)
             cpu = Cpu.since(before, api, workers)
         timings = job_timings(engine, job_ids)
-        return Measurement(workers_count, workers_count * concurrency, jobs, last - start, submitted,
-                           *timings, jobs_per_worker(workers, job_ids), cpu)
+        return Measurement(
+            workers_count,
+            workers_count * concurrency,
+            jobs,
+            last - start,
+            submitted,
+            *timings,
+            jobs_per_worker(workers, job_ids),
+            cpu,
+        )
     finally:
         if ends is not None:
             ends.close()
@@ -253,6 +270,7 @@ async def measure(api: Server, env: dict[str, str], engine: Any, folder: Path, w
 
 
 # -- report ---------------------------------------------------------------------------------
+
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
@@ -267,17 +285,31 @@ def report(results: dict[int, list[Measurement]], jobs: int, concurrency: int, p
         ideal_wall = jobs * per_job / slots
         wall = statistics.median(m.wall for m in runs)
         latencies = [value for m in runs for value in m.latencies]
-        rows.append((workers, slots, wall, jobs / wall, ideal_wall, jobs / ideal_wall,
-                     percentile(latencies, 0.5), percentile(latencies, 0.95)))
+        rows.append(
+            (
+                workers,
+                slots,
+                wall,
+                jobs / wall,
+                ideal_wall,
+                jobs / ideal_wall,
+                percentile(latencies, 0.5),
+                percentile(latencies, 0.95),
+            )
+        )
     print()
-    print(f"{jobs} jobs (dalle3 + runway 5 s), per-job provider latency {per_job:.2f} s, --concurrency {concurrency}, "
-          f"{len(next(iter(results.values())))} run(s), {cpus} CPUs")
+    print(
+        f"{jobs} jobs (dalle3 + runway 5 s), per-job provider latency {per_job:.2f} s, --concurrency {concurrency}, "
+        f"{len(next(iter(results.values())))} run(s), {cpus} CPUs"
+    )
     header = f"{'workers':>7} {'slots':>5} {'wall s':>7} {'jobs/s':>7} {'ideal s':>7} {'ideal/s':>7} {'% ideal':>7} {'p50 s':>6} {'p95 s':>6}"
     print(header)
     print("-" * len(header))
     for workers, slots, wall, rate, ideal_wall, ideal_rate, p50, p95 in rows:
-        print(f"{workers:>7} {slots:>5} {wall:>7.2f} {rate:>7.2f} {ideal_wall:>7.2f} {ideal_rate:>7.2f} "
-              f"{100 * rate / ideal_rate:>6.0f}% {p50:>6.2f} {p95:>6.2f}")
+        print(
+            f"{workers:>7} {slots:>5} {wall:>7.2f} {rate:>7.2f} {ideal_wall:>7.2f} {ideal_rate:>7.2f} "
+            f"{100 * rate / ideal_rate:>6.0f}% {p50:>6.2f} {p95:>6.2f}"
+        )
     if len(rows) == 2:
         (_, _, _, one, _, ideal_one, *_), (_, _, _, two, _, ideal_two, *_) = rows
         print(f"ratio 2 workers / 1 worker: measured {two / one:.2f}, ideal {ideal_two / ideal_one:.2f}")
@@ -296,23 +328,32 @@ def report(results: dict[int, list[Measurement]], jobs: int, concurrency: int, p
 
     print()
     print(f"per run: jobs/s and CPU seconds in the measured window (capacity = wall x {cpus} CPUs)")
-    print(f"{'run':>3} {'workers':>7} {'wall s':>7} {'jobs/s':>7} {'% ideal':>7} {'API':>5} {'workers':>7} {'script':>6} "
-          f"{'postgres':>8} {'rest':>5} {'busy':>5} {'worker CPU/job':>14}")
+    print(
+        f"{'run':>3} {'workers':>7} {'wall s':>7} {'jobs/s':>7} {'% ideal':>7} {'API':>5} {'workers':>7} {'script':>6} "
+        f"{'postgres':>8} {'rest':>5} {'busy':>5} {'worker CPU/job':>14}"
+    )
     for workers, runs in results.items():
         ideal_rate = workers * concurrency / per_job
         for index, m in enumerate(runs, 1):
             c = m.cpu
-            print(f"{index:>3} {workers:>7} {m.wall:>7.2f} {m.rate:>7.2f} {100 * m.rate / ideal_rate:>6.0f}% {c.api:>5.1f} "
-                  f"{c.workers:>7.1f} {c.script:>6.1f} {c.postgres:>8.1f} {c.rest:>5.1f} {100 * c.total / (m.wall * cpus):>4.0f}% "
-                  f"{c.workers / m.jobs:>13.2f}s")
-    print("(script: the fake providers and the /ws client in this process; postgres: every PostgreSQL process, other "
-          "databases' too; rest: everything else on the machine: a large figure means a shared machine)")
+            print(
+                f"{index:>3} {workers:>7} {m.wall:>7.2f} {m.rate:>7.2f} {100 * m.rate / ideal_rate:>6.0f}% {c.api:>5.1f} "
+                f"{c.workers:>7.1f} {c.script:>6.1f} {c.postgres:>8.1f} {c.rest:>5.1f} {100 * c.total / (m.wall * cpus):>4.0f}% "
+                f"{c.workers / m.jobs:>13.2f}s"
+            )
+    print(
+        "(script: the fake providers and the /ws client in this process; postgres: every PostgreSQL process, other "
+        "databases' too; rest: everything else on the machine: a large figure means a shared machine)"
+    )
     per_job_cpu = statistics.median(m.cpu.workers / m.jobs for runs in results.values() for m in runs)
-    print(f"a worker spends {per_job_cpu:.2f} CPU s per job: at the ideal rate its {concurrency} slots would keep "
-          f"{concurrency / per_job * per_job_cpu:.2f} cores busy, where one Python process's event loop runs on one core at a time")
+    print(
+        f"a worker spends {per_job_cpu:.2f} CPU s per job: at the ideal rate its {concurrency} slots would keep "
+        f"{concurrency / per_job * per_job_cpu:.2f} cores busy, where one Python process's event loop runs on one core at a time"
+    )
 
 
 # -- the benchmark --------------------------------------------------------------------------
+
 
 async def bench(args: argparse.Namespace, root: Path) -> None:
     openai = FakeOpenAI(latency=args.image_latency).start()
@@ -336,11 +377,16 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
             try:
                 for run in range(args.runs):
                     for workers in (1, 2):
-                        m = await measure(api, env, engine, root / f"run-{run}-{workers}w", workers, args.concurrency, args.jobs, index)
+                        m = await measure(
+                            api, env, engine, root / f"run-{run}-{workers}w", workers, args.concurrency, args.jobs, index
+                        )
                         index += args.jobs + workers * args.concurrency
                         results[workers].append(m)
-                        print(f"run {run + 1}, {workers} worker(s): {m.jobs} jobs in {m.wall:.2f} s = {m.rate:.2f} jobs/s "
-                              f"(POSTs answered after {m.submit:.2f} s), jobs per worker {m.per_worker}", flush=True)
+                        print(
+                            f"run {run + 1}, {workers} worker(s): {m.jobs} jobs in {m.wall:.2f} s = {m.rate:.2f} jobs/s "
+                            f"(POSTs answered after {m.submit:.2f} s), jobs per worker {m.per_worker}",
+                            flush=True,
+                        )
             finally:
                 engine.dispose()
                 api.stop()

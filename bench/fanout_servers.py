@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # noqa: E402 - at module level: FastAPI resolves the annotations here
-from harness import _serve  # noqa: E402 - also puts the project on the path
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from harness import _serve
 
 
 def serve_product(times_path: Path, serve_argv: list[str]) -> None:

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -38,10 +38,16 @@ OLDER = {"job": [], "cancel": [], "workers": []}
 
 def machine() -> str:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown CPU",
     )
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     return f"{os.cpu_count()} cores ({model}), {memory_kb / 1024 / 1024:.0f} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
@@ -56,7 +62,11 @@ def run(name: str, arguments: list[str]) -> tuple[list[list[str]], int, float]:
     print(f"\n=== bench_{name}.py {' '.join(arguments)} ===", flush=True)
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, str(BENCH / f"bench_{name}.py"), *arguments], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(BENCH / f"bench_{name}.py"), *arguments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     rows = []
     assert process.stdout is not None
@@ -86,7 +96,7 @@ def main() -> int:
         print(f"=== bench_{name}.py: exit {code}, {seconds:.0f} s ===", flush=True)
         if code != 0:
             failures.append(name)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     report = "\n".join([f"Machine: {machine()}", f"Commit: {commit()}, run {stamp}", "", *table, ""])
     print("\n" + report)
     if options.output:

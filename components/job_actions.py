@@ -70,15 +70,17 @@ async def rerun_job(system: System, job: JobData, anchor: Element | None = None,
 
 async def confirm_remove(job: JobData, anchor: Element | None = None) -> bool:
     """Ask whether to remove `job` from the history; True when the viewer confirmed."""
-    with _inside(anchor), ui.dialog() as dialog, ui.card().classes("pr-card p-5 gap-3 max-w-md").props(
-        'role=alertdialog aria-label="Remove job"'
+    with (
+        _inside(anchor),
+        ui.dialog() as dialog,
+        ui.card().classes("pr-card p-5 gap-3 max-w-md").props('role=alertdialog aria-label="Remove job"'),
     ):
         ui.label("Remove this job from history?").classes("pr-section-title")
         ui.label(job["prompt"]).classes("text-sm pr-muted pr-prompt")
         running = job["status"] in UNFINISHED_STATUSES
-        ui.label(("It is still running and will be cancelled. " if running else "") + "Its image and video are deleted too.").classes(
-            "text-sm"
-        )
+        ui.label(
+            ("It is still running and will be cancelled. " if running else "") + "Its image and video are deleted too."
+        ).classes("text-sm")
         with ui.row().classes("w-full justify-end gap-2"):
             ui.button("Keep", on_click=lambda: dialog.submit(False)).props("flat no-caps data-testid=remove-keep")
             ui.button("Remove", icon="delete", on_click=lambda: dialog.submit(True)).props(
@@ -90,7 +92,11 @@ async def confirm_remove(job: JobData, anchor: Element | None = None) -> bool:
 
 
 async def remove_job(
-    system: System, job: JobData, anchor: Element | None = None, *, on_confirmed: Callable[[], Any] | None = None,
+    system: System,
+    job: JobData,
+    anchor: Element | None = None,
+    *,
+    on_confirmed: Callable[[], Any] | None = None,
     user: User = LOCAL_USER,
 ) -> bool:
     """Confirm, then remove `job` (cancelling it first if it runs) with its files.

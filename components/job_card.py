@@ -133,9 +133,9 @@ class JobCard(Element, component="job_card.js"):
             "statusLabel": status_label(status),
             "statusClasses": status_classes(status),
             "unfinished": status in UNFINISHED_STATUSES,
-            "providers": f'{provider_name(job["provider"])} → {provider_name(meta.get("videoProvider"))}',
-            "settings": f'{meta.get("imageSize", "")} · {meta.get("videoDuration", "")} s · {meta.get("quality", "")}',
-            "seed": f'seed {meta.get("seed")}',
+            "providers": f"{provider_name(job['provider'])} → {provider_name(meta.get('videoProvider'))}",
+            "settings": f"{meta.get('imageSize', '')} · {meta.get('videoDuration', '')} s · {meta.get('quality', '')}",
+            "seed": f"seed {meta.get('seed')}",
             "progress": int(job.get("progress") or 0),
             "steps": [
                 {
@@ -173,4 +173,4 @@ class JobCard(Element, component="job_card.js"):
     def _displayed_contents(self, *, only_visible: bool) -> list:
         """The texts the card shows (NiceGUI's element filter, and so its simulated user, reads these)."""
         view = self.view
-        return [view["prompt"], view["statusLabel"], f'{view["progress"]}%', view["error"], view["cost"], view["providers"]]
+        return [view["prompt"], view["statusLabel"], f"{view['progress']}%", view["error"], view["cost"], view["providers"]]

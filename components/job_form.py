@@ -129,33 +129,41 @@ class JobForm:
             self.prompt.on("keydown.meta.enter", self.submit)
             with ui.row().classes("w-full justify-between items-center -mt-3 text-xs pr-muted"):
                 ui.label("Ctrl+Enter to generate").classes("gt-xs")
-                self.counter = ui.label(f"0 / {MAX_PROMPT_LENGTH}").props('aria-live=polite data-testid=prompt-count').mark("prompt-count")
+                self.counter = (
+                    ui.label(f"0 / {MAX_PROMPT_LENGTH}").props("aria-live=polite data-testid=prompt-count").mark("prompt-count")
+                )
 
             with ui.element("div").classes("w-full grid grid-cols-1 sm:grid-cols-2 gap-3"):
                 self.provider = ProviderSelect(image_infos, label="Image provider", value=first_available(image_infos))
                 self.provider.props("data-testid=image-provider").mark("image-provider")
                 self.provider.on_value_change(self._update_estimate)
                 self.video_provider = ProviderSelect(
-                    video_infos, label="Video provider", value=first_available(video_infos, system.providers.default_video_provider)
+                    video_infos,
+                    label="Video provider",
+                    value=first_available(video_infos, system.providers.default_video_provider),
                 )
                 self.video_provider.props("data-testid=video-provider").mark("video-provider")
                 self.video_provider.on_value_change(self._update_estimate)
-            with ui.row().classes("w-full items-center gap-2 no-wrap -mt-1 text-xs pr-muted").props(
-                "data-testid=provider-hint"
-            ) as self.provider_hint:
+            with (
+                ui.row()
+                .classes("w-full items-center gap-2 no-wrap -mt-1 text-xs pr-muted")
+                .props("data-testid=provider-hint") as self.provider_hint
+            ):
                 ui.icon("key", size="16px").classes("text-accent")
                 self.provider_hint_text = ui.label().mark("provider-hint")
                 self.provider_hint_tip = ui.tooltip()
             self._show_provider_hint(image_infos + video_infos)
-            self.size = ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate).classes(
-                "w-full"
-            ).props("outlined options-dense data-testid=image-size")
+            self.size = (
+                ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate)
+                .classes("w-full")
+                .props("outlined options-dense data-testid=image-size")
+            )
             with ui.row().classes("w-full items-end gap-4"):
                 with ui.column().classes("gap-1"):
                     ui.label("Video length").classes("text-xs pr-muted")
-                    self.duration = ui.toggle({d: f"{d} s" for d in DURATIONS}, value=DURATIONS[0], on_change=self._update_estimate).props(
-                        'no-caps unelevated toggle-color=primary rounded aria-label="Video length" data-testid=duration'
-                    )
+                    self.duration = ui.toggle(
+                        {d: f"{d} s" for d in DURATIONS}, value=DURATIONS[0], on_change=self._update_estimate
+                    ).props('no-caps unelevated toggle-color=primary rounded aria-label="Video length" data-testid=duration')
                 with ui.column().classes("gap-1"):
                     ui.label("Quality").classes("text-xs pr-muted")
                     self.quality = ui.toggle(QUALITY_LABELS, value="standard", on_change=self._update_estimate).props(
@@ -166,23 +174,30 @@ class JobForm:
                     ui.input(label="Seed", placeholder="random")
                     .classes("grow")
                     .mark("seed")
-                    .props('outlined clearable inputmode=numeric aria-label="Seed (empty for random)" data-testid=seed hint="Empty = random"')
+                    .props(
+                        'outlined clearable inputmode=numeric aria-label="Seed (empty for random)" data-testid=seed hint="Empty = random"'
+                    )
                 )
                 ui.button(icon="casino", on_click=self.roll_seed).props(
                     'flat round color=primary aria-label="Pick a random seed" data-testid=dice'
                 ).classes("mt-2").mark("dice").tooltip("Random seed")
 
-            self.error = ui.label().classes("w-full pr-error-text text-sm").props('role=alert data-testid=form-error')
+            self.error = ui.label().classes("w-full pr-error-text text-sm").props("role=alert data-testid=form-error")
             self.error.mark("form-error")
             self.error.visible = False
             with ui.row().classes("w-full items-center justify-between no-wrap gap-3"):
                 with ui.column().classes("gap-0"):
                     ui.label("Estimated cost").classes("text-xs pr-muted")
-                    self.estimate = ui.label().classes("text-lg font-bold").props("data-testid=estimate aria-live=polite").mark("estimate")
+                    self.estimate = (
+                        ui.label().classes("text-lg font-bold").props("data-testid=estimate aria-live=polite").mark("estimate")
+                    )
                     self.estimate_detail = ui.label().classes("text-xs pr-muted")
-                self.button = ui.button("Generate", icon="movie_filter", on_click=self.submit, color=None).classes(
-                    "pr-gradient-btn px-5 py-2"
-                ).props('unelevated no-caps no-wrap aria-label="Generate (Ctrl+Enter)" data-testid=generate').mark("generate")
+                self.button = (
+                    ui.button("Generate", icon="movie_filter", on_click=self.submit, color=None)
+                    .classes("pr-gradient-btn px-5 py-2")
+                    .props('unelevated no-caps no-wrap aria-label="Generate (Ctrl+Enter)" data-testid=generate')
+                    .mark("generate")
+                )
         self._update_estimate()
 
     # -- providers ----------------------------------------------------------------
@@ -249,8 +264,10 @@ class JobForm:
     def _on_prompt_change(self) -> None:
         length = len(self.prompt.value or "")
         self.counter.text = f"{length} / {MAX_PROMPT_LENGTH}"
-        self.counter.classes(add="text-negative font-bold" if length > MAX_PROMPT_LENGTH else "",
-                             remove="" if length > MAX_PROMPT_LENGTH else "text-negative font-bold")
+        self.counter.classes(
+            add="text-negative font-bold" if length > MAX_PROMPT_LENGTH else "",
+            remove="" if length > MAX_PROMPT_LENGTH else "text-negative font-bold",
+        )
         if self.error.visible:
             self._show_error(None)
 
@@ -263,7 +280,9 @@ class JobForm:
                 seed=None,
                 videoProvider=self.video_provider.value,
             )
-            cost = self.system.jobs.estimate(GenerateRequest.model_construct(prompt="", provider=self.provider.value, settings=settings))
+            cost = self.system.jobs.estimate(
+                GenerateRequest.model_construct(prompt="", provider=self.provider.value, settings=settings)
+            )
         except UnknownPrice as error:
             self.estimate.text = "unknown"
             self.estimate_detail.text = str(error)

@@ -50,7 +50,12 @@ RELOAD_INTERVAL = 1.0
 
 class JobList:
     def __init__(
-        self, system: System, *, on_prefill: Callable[[JobData], Any] | None = None, page_size: int = PAGE_SIZE, user: User = LOCAL_USER
+        self,
+        system: System,
+        *,
+        on_prefill: Callable[[JobData], Any] | None = None,
+        page_size: int = PAGE_SIZE,
+        user: User = LOCAL_USER,
     ):
         self.user = user
         self.system = system
@@ -71,7 +76,12 @@ class JobList:
             with ui.row().classes("w-full items-center gap-3"):
                 with ui.column().classes("gap-0 grow"):
                     ui.label("Your jobs").classes("pr-section-title")
-                    self.summary = ui.label().classes("text-xs pr-muted").props("aria-live=polite data-testid=job-summary").mark("job-summary")
+                    self.summary = (
+                        ui.label()
+                        .classes("text-xs pr-muted")
+                        .props("aria-live=polite data-testid=job-summary")
+                        .mark("job-summary")
+                    )
                 self.search_input = (
                     ui.input(placeholder="Search prompts", on_change=self._on_search)
                     .classes("w-full sm:w-64")
@@ -81,7 +91,12 @@ class JobList:
                 with self.search_input.add_slot("prepend"):
                     ui.icon("search", size="20px")
                 self.status_select = (
-                    ui.select({key: label for key, (label, _) in STATUS_FILTERS.items()}, label="Status", value="all", on_change=self._on_filter)
+                    ui.select(
+                        {key: label for key, (label, _) in STATUS_FILTERS.items()},
+                        label="Status",
+                        value="all",
+                        on_change=self._on_filter,
+                    )
                     .classes("w-full sm:w-48")
                     .props("outlined dense options-dense data-testid=status-filter")
                     .mark("status-filter")
@@ -89,13 +104,19 @@ class JobList:
             self.container = ui.column().classes("w-full gap-3").props("data-testid=job-list")
             with ui.element("div").classes("pr-card pr-empty w-full") as self.empty:
                 ui.icon("movie_filter", size="44px").classes("text-primary opacity-70")
-                self.empty_title = ui.label().classes("text-base font-semibold mt-2").props("data-testid=empty-state").mark("empty-state")
+                self.empty_title = (
+                    ui.label().classes("text-base font-semibold mt-2").props("data-testid=empty-state").mark("empty-state")
+                )
                 self.empty_hint = ui.label().classes("text-sm pr-muted")
             with ui.row().classes("w-full justify-center"):
-                self.pager = ui.pagination(1, 1, direction_links=True, value=1, on_change=self._on_page).props(
-                    'max-pages=7 boundary-numbers color=primary active-design=unelevated active-color=primary '
-                    'round aria-label="Pages" data-testid=pager'
-                ).mark("pager")
+                self.pager = (
+                    ui.pagination(1, 1, direction_links=True, value=1, on_change=self._on_page)
+                    .props(
+                        "max-pages=7 boundary-numbers color=primary active-design=unelevated active-color=primary "
+                        'round aria-label="Pages" data-testid=pager'
+                    )
+                    .mark("pager")
+                )
         self.reload()
         client_feed(system.bus).subscribe(self._on_events, accept=self._may_concern)
 
@@ -163,7 +184,11 @@ class JobList:
             if card is None:
                 with self.container:
                     card = JobCard(
-                        job, on_cancel=self.cancel, on_rerun=self.rerun, on_prefill=self.prefill, on_remove=self.confirm_remove,
+                        job,
+                        on_cancel=self.cancel,
+                        on_rerun=self.rerun,
+                        on_prefill=self.prefill,
+                        on_remove=self.confirm_remove,
                         link=lambda path: media_link(self.system, path),
                     )
             else:

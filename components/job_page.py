@@ -43,19 +43,33 @@ SETTING_LABELS = {
     "seed": "Seed",
 }
 #: Metadata keys shown in their own rows above; the rest are listed as provider extras.
-KNOWN_METADATA = {"imageSize", "videoDuration", "quality", "seed", "videoProvider", "imageModel", "videoModel", "videoWidth", "videoHeight"}
+KNOWN_METADATA = {
+    "imageSize",
+    "videoDuration",
+    "quality",
+    "seed",
+    "videoProvider",
+    "imageModel",
+    "videoModel",
+    "videoWidth",
+    "videoHeight",
+}
 
 
 def not_found(job_id: str) -> None:
-    with ui.card().classes("pr-card w-full max-w-xl mx-auto p-8 items-center text-center gap-3").props("flat data-testid=not-found"):
+    with (
+        ui.card()
+        .classes("pr-card w-full max-w-xl mx-auto p-8 items-center text-center gap-3")
+        .props("flat data-testid=not-found")
+    ):
         ui.icon("travel_explore", size="56px").classes("text-primary")
         ui.label("We could not find that job").classes("text-xl font-bold")
-        ui.label(f"There is no job with the id “{job_id}”. It may have been removed from the history, or the link is incomplete.").classes(
-            "pr-muted"
-        )
-        ui.button("Back to the studio", icon="arrow_back", on_click=lambda: ui.navigate.to("/"), color=None).classes("pr-gradient-btn mt-2").props(
-            "unelevated no-caps"
-        )
+        ui.label(
+            f"There is no job with the id “{job_id}”. It may have been removed from the history, or the link is incomplete."
+        ).classes("pr-muted")
+        ui.button("Back to the studio", icon="arrow_back", on_click=lambda: ui.navigate.to("/"), color=None).classes(
+            "pr-gradient-btn mt-2"
+        ).props("unelevated no-caps")
 
 
 class JobDetail:
@@ -69,7 +83,9 @@ class JobDetail:
         self.image = None
 
         with ui.row().classes("w-full items-center justify-between"):
-            ui.link("← All jobs", "/").classes("text-sm font-semibold text-primary no-underline").props('aria-label="Back to all jobs"')
+            ui.link("← All jobs", "/").classes("text-sm font-semibold text-primary no-underline").props(
+                'aria-label="Back to all jobs"'
+            )
             ui.label(self.job_id).classes("pr-mono text-xs pr-muted").props("data-testid=job-id")
 
         # Title and actions
@@ -80,7 +96,7 @@ class JobDetail:
                         self.status = ui.label().props("data-testid=job-status role=status")
                         ui.label("created").classes("text-xs pr-muted")
                         ui.label(utc_time(job["created_at"], with_date=True)).classes("text-xs pr-muted").props(
-                            f'data-local-time={job["created_at"]}'
+                            f"data-local-time={job['created_at']}"
                         )
                     ui.label(job["prompt"]).classes("text-lg sm:text-xl font-semibold leading-snug break-words").props(
                         "data-testid=job-prompt"
@@ -102,17 +118,21 @@ class JobDetail:
                         'flat round aria-label="Remove from history" data-testid=remove'
                     ).tooltip("Remove from history")
             with ui.row().classes("w-full items-center gap-3 no-wrap"):
-                self.bar = ui.linear_progress(0, show_value=False, size="10px").classes("pr-bar pr-bar-overall grow").props(
-                    'rounded animation-speed=300 aria-label="Overall progress" data-testid=job-progress'
+                self.bar = (
+                    ui.linear_progress(0, show_value=False, size="10px")
+                    .classes("pr-bar pr-bar-overall grow")
+                    .props('rounded animation-speed=300 aria-label="Overall progress" data-testid=job-progress')
                 )
                 self.percent = ui.label().classes("text-sm font-bold w-12 text-right").props("data-testid=job-percent")
                 with ui.row().classes("items-center gap-1 no-wrap text-sm pr-muted"):
                     ui.icon("timer", size="16px")
                     self.elapsed = ui.label().props("data-testid=job-elapsed")
 
-        with ui.card().classes("pr-card pr-alert-warning w-full p-4 gap-2").props(
-            "flat role=status data-testid=removed"
-        ) as self.removed_card:
+        with (
+            ui.card()
+            .classes("pr-card pr-alert-warning w-full p-4 gap-2")
+            .props("flat role=status data-testid=removed") as self.removed_card
+        ):
             with ui.row().classes("items-center gap-3"):
                 ui.icon("delete_sweep", size="22px").classes("text-accent")
                 ui.label("This job was removed from the history.").classes("font-semibold")
@@ -120,16 +140,20 @@ class JobDetail:
         self.removed_card.visible = False
 
         # What went wrong, in plain words
-        with ui.card().classes("pr-card pr-alert-error w-full p-5 gap-2").props(
-            'flat role=alert data-testid=job-error-card'
-        ) as self.error_card:
+        with (
+            ui.card()
+            .classes("pr-card pr-alert-error w-full p-5 gap-2")
+            .props("flat role=alert data-testid=job-error-card") as self.error_card
+        ):
             with ui.row().classes("items-center gap-2"):
                 ui.icon("error_outline", size="24px").classes("text-negative")
                 ui.label("This job failed").classes("font-bold text-base")
             self.error = ui.label().classes("text-sm").props("data-testid=job-error")
             self.error_hint = ui.label().classes("text-xs pr-muted")
 
-        with ui.element("div").classes("w-full grid grid-cols-1 lg:grid-cols-[minmax(0,3fr)_minmax(320px,2fr)] gap-6 items-start"):
+        with ui.element("div").classes(
+            "w-full grid grid-cols-1 lg:grid-cols-[minmax(0,3fr)_minmax(320px,2fr)] gap-6 items-start"
+        ):
             with ui.column().classes("gap-6 min-w-0"):
                 self.video_caption, self.video_box, self.video_placeholder = self._media_card("Video", "movie")
                 with ui.card().classes("pr-card w-full p-5 gap-2").props('flat aria-label="Steps"'):
@@ -180,8 +204,10 @@ class JobDetail:
         with entry:
             with ui.column().classes("w-full gap-1.5"):
                 with ui.row().classes("w-full items-center gap-2 no-wrap"):
-                    bar = ui.linear_progress(0, show_value=False, size="6px").classes("pr-bar grow").props(
-                        f'rounded animation-speed=300 aria-label="{step["name"]} progress"'
+                    bar = (
+                        ui.linear_progress(0, show_value=False, size="6px")
+                        .classes("pr-bar grow")
+                        .props(f'rounded animation-speed=300 aria-label="{step["name"]} progress"')
                     )
                     percent = ui.label().classes("text-xs w-10 text-right")
                 with ui.row().classes("items-center gap-1 text-xs pr-muted").props(f"data-testid=times-{step['id']}"):
@@ -190,13 +216,23 @@ class JobDetail:
                     ended_word = ui.label("· ended")
                     ended = ui.label().props("data-local-style=time")
                     took = ui.label()
-                with ui.expansion("Log", icon="notes").classes("w-full text-sm").props(
-                    f'dense header-class="px-0 text-xs" data-testid=log-{step["id"]}'
-                ) as expansion:
+                with (
+                    ui.expansion("Log", icon="notes")
+                    .classes("w-full text-sm")
+                    .props(f'dense header-class="px-0 text-xs" data-testid=log-{step["id"]}') as expansion
+                ):
                     log = ui.label().classes("pr-log pr-mono w-full")
         return {
-            "entry": entry, "bar": bar, "percent": percent, "log": log, "expansion": expansion,
-            "started_word": started_word, "started": started, "ended_word": ended_word, "ended": ended, "took": took,
+            "entry": entry,
+            "bar": bar,
+            "percent": percent,
+            "log": log,
+            "expansion": expansion,
+            "started_word": started_word,
+            "started": started,
+            "ended_word": ended_word,
+            "ended": ended,
+            "took": took,
         }
 
     # -- showing --------------------------------------------------------------------
@@ -238,21 +274,25 @@ class JobDetail:
         meta = job.get("metadata") or {}
         if job.get("video_url") and self.video is None:
             with self.video_box:
-                self.video = ui.video(media_link(self.system, job["video_url"])).classes("pr-media").props(
-                    'preload=metadata playsinline aria-label="Generated video" data-testid=video'
+                self.video = (
+                    ui.video(media_link(self.system, job["video_url"]))
+                    .classes("pr-media")
+                    .props('preload=metadata playsinline aria-label="Generated video" data-testid=video')
                 )
         if job.get("image_url") and self.image is None:
             with self.image_box:
-                self.image = ui.element("img").classes("pr-media pr-image").props(
-                    f'src="{media_link(self.system, job["image_url"])}" alt="Generated image" data-testid=image'
+                self.image = (
+                    ui.element("img")
+                    .classes("pr-media pr-image")
+                    .props(f'src="{media_link(self.system, job["image_url"])}" alt="Generated image" data-testid=image')
                 )
                 self.image.on("error", self._image_missing)
         set_visible(self.video_placeholder, self.video is None)
         set_visible(self.image_placeholder, self.image is None or not self.image.visible)
         if meta.get("videoWidth"):
-            self.video_caption.text = f'{meta["videoWidth"]}×{meta["videoHeight"]} · {meta.get("videoDuration")} s · H.264'
+            self.video_caption.text = f"{meta['videoWidth']}×{meta['videoHeight']} · {meta.get('videoDuration')} s · H.264"
         else:
-            self.video_caption.text = f'{meta.get("videoDuration")} s'
+            self.video_caption.text = f"{meta.get('videoDuration')} s"
         self.image_caption.text = str(meta.get("imageSize", "")).replace("x", "×")
         status = job["status"]
         for placeholder, kind in ((self.video_placeholder, "video"), (self.image_placeholder, "image")):
@@ -284,8 +324,12 @@ class JobDetail:
             set_prop(entry, "color", color)
             set_prop(entry, "subtitle", step["status"].capitalize())
             parts["bar"].value = (step.get("progress") or 0) / 100
-            set_prop(parts["bar"], "color", {"failed": "negative", "cancelled": "grey-6", "completed": "positive"}.get(step["status"], "primary"))
-            parts["percent"].text = f'{step.get("progress") or 0}%'
+            set_prop(
+                parts["bar"],
+                "color",
+                {"failed": "negative", "cancelled": "grey-6", "completed": "positive"}.get(step["status"], "primary"),
+            )
+            parts["percent"].text = f"{step.get('progress') or 0}%"
             start, end = step.get("startTime"), step.get("endTime")
             set_visible(parts["started"], bool(start))
             set_visible(parts["ended_word"], bool(end))
@@ -299,7 +343,9 @@ class JobDetail:
                 parts["ended"].text = utc_time(end) if end else ""
                 parts["took"].text = f"· took {duration(between(start, end))}" if end else "· running"
             else:
-                parts["started_word"].text = "waiting for its turn" if self.job["status"] in UNFINISHED_STATUSES else "did not run"
+                parts["started_word"].text = (
+                    "waiting for its turn" if self.job["status"] in UNFINISHED_STATUSES else "did not run"
+                )
                 parts["took"].text = ""
             lines = step.get("log") or []
             parts["log"].text = "\n".join(lines) if lines else "Nothing logged yet."
@@ -315,12 +361,12 @@ class JobDetail:
             ("Video provider", PROVIDER_LABELS.get(meta.get("videoProvider") or "", meta.get("videoProvider") or "—")),
             ("Video model", meta.get("videoModel") or unknown),
             ("Image size", str(meta.get("imageSize", "—")).replace("x", "×")),
-            ("Video length", f'{meta.get("videoDuration", "—")} s'),
+            ("Video length", f"{meta.get('videoDuration', '—')} s"),
             ("Quality", str(meta.get("quality", "—")).capitalize()),
             ("Seed", str(meta.get("seed", "—"))),
         ]
         if meta.get("videoWidth"):
-            rows.insert(6, ("Video size", f'{meta["videoWidth"]}×{meta["videoHeight"]}'))
+            rows.insert(6, ("Video size", f"{meta['videoWidth']}×{meta['videoHeight']}"))
         for key, value in meta.items():  # provider extras, e.g. DALL-E's revised prompt
             if key not in KNOWN_METADATA and value not in (None, ""):
                 rows.append((_words(key), str(value)))
@@ -357,7 +403,9 @@ class JobDetail:
                 seed=None,
                 videoProvider=meta.get("videoProvider"),
             )
-            return self.system.jobs.estimate(GenerateRequest.model_construct(prompt="", provider=self.job["provider"], settings=settings))["total"]
+            return self.system.jobs.estimate(
+                GenerateRequest.model_construct(prompt="", provider=self.job["provider"], settings=settings)
+            )["total"]
         except (UnknownPrice, KeyError, TypeError):
             return None
 

@@ -35,9 +35,12 @@ def login_page(system: System) -> None:
                 ui.element("img").props('src=/assets/logo.svg alt="" width=38 height=38')
                 ui.label("promptreel").classes("pr-wordmark")
             ui.label("Sign in with your API token").classes("text-lg font-semibold")
-            token = ui.input("API token", password=True, password_toggle_button=True).classes("w-full").props(
-                'autofocus autocomplete=current-password data-testid=token'
-            ).on("keydown.enter", submit)
-            error = ui.label().classes("text-negative text-sm").props('role=alert data-testid=login-error')
+            token = (
+                ui.input("API token", password=True, password_toggle_button=True)
+                .classes("w-full")
+                .props("autofocus autocomplete=current-password data-testid=token")
+                .on("keydown.enter", submit)
+            )
+            error = ui.label().classes("text-negative text-sm").props("role=alert data-testid=login-error")
             error.visible = False
             ui.button("Sign in", icon="login", on_click=submit).classes("w-full").props("unelevated no-caps data-testid=sign-in")

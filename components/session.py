@@ -143,7 +143,9 @@ class SecureSessionCookie:
             if message["type"] == "http.response.start":
                 message["headers"] = [
                     (name, value + b"; secure")
-                    if name.lower() == b"set-cookie" and value.startswith(SESSION_COOKIE.encode() + b"=") and b"; secure" not in value.lower()
+                    if name.lower() == b"set-cookie"
+                    and value.startswith(SESSION_COOKIE.encode() + b"=")
+                    and b"; secure" not in value.lower()
                     else (name, value)
                     for name, value in message.get("headers", [])
                 ]

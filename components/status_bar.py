@@ -51,11 +51,20 @@ class StatusBar:
         # One chip per provider name; "local" serves both steps.
         names = list(dict.fromkeys(info.name for info in image + video))
         self.chips: dict[str, tuple[ui.element, ui.label]] = {}
-        with ui.row().classes("items-center gap-2 no-wrap").props('role=status aria-live=off aria-label="System status"') as self.row:
+        with (
+            ui.row()
+            .classes("items-center gap-2 no-wrap")
+            .props('role=status aria-live=off aria-label="System status"') as self.row
+        ):
             with ui.element("div").classes("pr-stat gt-sm").mark("providers") as self.providers_chip:
                 ui.icon("hub", size="16px").classes("pr-muted")
                 for name in names:
-                    with ui.element("span").classes("inline-flex items-center gap-1").props(f"data-testid=provider-{name}").mark(f"provider-{name}"):
+                    with (
+                        ui.element("span")
+                        .classes("inline-flex items-center gap-1")
+                        .props(f"data-testid=provider-{name}")
+                        .mark(f"provider-{name}")
+                    ):
                         dot = ui.element("span").classes("pr-dot")
                         label = ui.label(provider_name(name)).classes("text-xs")
                     self.chips[name] = (dot, label)
@@ -136,7 +145,7 @@ class StatusBar:
         infos = {info.name: info for info in image + video}
         for name, (dot, label) in self.chips.items():
             info = infos[name]
-            dot.classes(replace=f'pr-dot {"pr-dot-on" if info.available else "pr-dot-off"}')
+            dot.classes(replace=f"pr-dot {'pr-dot-on' if info.available else 'pr-dot-off'}")
             label.classes(replace="text-xs" + ("" if info.available else " pr-muted"))
         tip = providers_tooltip(list(infos.values()))
         self.providers_tooltip.text = tip

@@ -194,11 +194,7 @@ class DarkModeToggle:
 
     def __init__(self) -> None:
         self.dark = ui.dark_mode(bool(app.storage.user.get("dark", False)))
-        self.button = (
-            ui.button(on_click=self.toggle, color=None)
-            .props("flat round data-testid=dark-toggle")
-            .mark("dark-toggle")
-        )
+        self.button = ui.button(on_click=self.toggle, color=None).props("flat round data-testid=dark-toggle").mark("dark-toggle")
         with self.button:
             self.tooltip = ui.tooltip()
         self._render()
@@ -206,9 +202,9 @@ class DarkModeToggle:
     def _render(self) -> None:
         dark = bool(self.dark.value)
         self.button.props(
-            f'icon={"light_mode" if dark else "dark_mode"} '
+            f"icon={'light_mode' if dark else 'dark_mode'} "
             f'aria-label="{"Switch to light mode" if dark else "Switch to dark mode"}" '
-            f'aria-pressed={"true" if dark else "false"}'
+            f"aria-pressed={'true' if dark else 'false'}"
         )
         self.tooltip.text = "Light mode" if dark else "Dark mode"
 

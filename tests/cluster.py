@@ -44,7 +44,11 @@ class Worker:
         self._ready.clear()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker", "--concurrency", str(self.concurrency)],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._copy_output, args=(self.process,), daemon=True).start()
         if not self._ready.wait(STARTUP_TIMEOUT):
@@ -73,7 +77,9 @@ class Worker:
 class Cluster:
     """Two API instances and two workers (by default) sharing one database and one bucket."""
 
-    def __init__(self, root: Path, database_url: str, instances: int = 2, workers: int = 2, worker_concurrency: int = 2, **env: str):
+    def __init__(
+        self, root: Path, database_url: str, instances: int = 2, workers: int = 2, worker_concurrency: int = 2, **env: str
+    ):
         self.database_url = database_url
         self.env = cluster_env(database_url, **env)
         self.instances = [Server(root / f"api-{index}", **self.env) for index in range(instances)]

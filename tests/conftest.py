@@ -26,12 +26,25 @@ from tests import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_VARIABLES = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL",
-    "RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "RUNWAYML_BASE_URL", "DATABASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
+    "RUNWAYML_API_SECRET",
+    "RUNWAY_API_KEY",
+    "RUNWAYML_BASE_URL",
+    "DATABASE_URL",
 )
 STARTUP_TIMEOUT = 60.0
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -101,7 +114,11 @@ class Server:
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, *self.command, "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         wait_until_answers(f"{self.url}{ready_path}", self.process, self.log_path, "server")
         return self
@@ -162,6 +179,7 @@ class EventStream:
 
     async def until(self, predicate, timeout: float = 120) -> dict[str, Any]:
         """Read events until one matches; fails with what was seen when the time is up."""
+
         async def read() -> dict[str, Any]:
             while True:
                 message = json.loads(await self.connection.recv())
@@ -205,7 +223,11 @@ def unsigned(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def local_job(prompt: str = "A majestic mountain landscape at golden hour", **settings: Any) -> dict[str, Any]:
-    return {"prompt": prompt, "provider": "local", "settings": {"imageSize": "1024x1024", "videoDuration": 5, "quality": "standard", **settings}}
+    return {
+        "prompt": prompt,
+        "provider": "local",
+        "settings": {"imageSize": "1024x1024", "videoDuration": 5, "quality": "standard", **settings},
+    }
 
 
 @contextmanager

@@ -53,7 +53,7 @@ def test_bad_generate_request_is_refused_and_queues_nothing(shared_server: Serve
         assert api.get("/api/v1/jobs").headers["X-Total-Count"] == before
 
 
-@pytest.mark.parametrize("content", [b"not json", b"{\"prompt\": ", b"[]", b""])
+@pytest.mark.parametrize("content", [b"not json", b'{"prompt": ', b"[]", b""])
 def test_non_json_body(shared_server: Server, content):
     with shared_server.client() as api:
         response = api.post("/api/v1/generate", content=content, headers={"Content-Type": "application/json"})
@@ -64,7 +64,9 @@ def test_unconfigured_provider_is_refused_at_once(shared_server: Server):
     with shared_server.client() as api:
         before = api.get("/api/v1/jobs").headers["X-Total-Count"]
         for provider, variable in (("dalle3", "OPENAI_API_KEY"), ("flux1", "REPLICATE_API_TOKEN")):
-            body = assert_error(api.post("/api/v1/generate", json={**local_job(), "provider": provider}), 400, "PROVIDER_UNAVAILABLE", "provider")
+            body = assert_error(
+                api.post("/api/v1/generate", json={**local_job(), "provider": provider}), 400, "PROVIDER_UNAVAILABLE", "provider"
+            )
             assert variable in body["error"] and body["details"]["missing"] == variable
         body = assert_error(api.post("/api/v1/generate", json=local_job(videoProvider="runway")), 400, "PROVIDER_UNAVAILABLE")
         assert "RUNWAYML_API_SECRET" in body["error"]

@@ -43,12 +43,18 @@ def test_an_unexpected_error_still_answers_the_error_body(make_client, monkeypat
     monkeypatch.setattr(system.store, "list", broken)
     response = client.get("/api/v1/jobs")
     assert response.status_code == 500
-    assert response.json() == {"error": "Something went wrong on the server; the error is in its log.", "code": "INTERNAL_ERROR", "details": {}}
+    assert response.json() == {
+        "error": "Something went wrong on the server; the error is in its log.",
+        "code": "INTERNAL_ERROR",
+        "details": {},
+    }
 
 
 def test_a_model_without_a_published_price_is_refused_before_anything_is_stored(make_client):
     client, system = make_client(
-        REPLICATE_API_TOKEN="r8_test", REPLICATE_BASE_URL="http://127.0.0.1:9", PROMPTREEL_FLUX_MODEL_HIGH="someone/unpriced-model"
+        REPLICATE_API_TOKEN="r8_test",
+        REPLICATE_BASE_URL="http://127.0.0.1:9",
+        PROMPTREEL_FLUX_MODEL_HIGH="someone/unpriced-model",
     )
     response = client.post("/api/v1/generate", json={**local_job(quality="high", videoProvider="local"), "provider": "flux1"})
     assert response.status_code == 400, response.text

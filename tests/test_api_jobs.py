@@ -12,7 +12,21 @@ from PIL import Image
 from .conftest import EventStream, Server, ends_job, local_job, open_stream, unsigned
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-JOB_KEYS = {"id", "prompt", "provider", "status", "progress", "created_at", "updated_at", "metadata", "image_url", "video_url", "cost", "error", "steps"}
+JOB_KEYS = {
+    "id",
+    "prompt",
+    "provider",
+    "status",
+    "progress",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "image_url",
+    "video_url",
+    "cost",
+    "error",
+    "steps",
+}
 
 
 def check_event_order(events: list[dict], job_id: str, last_type: str) -> None:
@@ -53,11 +67,16 @@ async def test_local_job_end_to_end(server: Server, api: httpx.Client, events: E
     assert statuses.index("generating_image") < statuses.index("generating_video") < statuses.index("completed")
     step_statuses = {e["data"]["id"]: e["data"]["status"] for e in events.of_job(job["id"]) if e["type"] == "step_update"}
     assert step_statuses == {"image_generation": "completed", "video_generation": "completed"}
-    assert any(0 < e["data"]["progress"] < 100 for e in events.of_job(job["id"]) if e["type"] == "step_update"), "no intermediate progress"
+    assert any(0 < e["data"]["progress"] < 100 for e in events.of_job(job["id"]) if e["type"] == "step_update"), (
+        "no intermediate progress"
+    )
     image_url = f"{server.url}/api/v1/jobs/{job['id']}/download/image"
     assert unsigned(done["data"]) == {
-        "id": job["id"], "status": "completed", "progress": 100,
-        "image_url": image_url, "video_url": f"{server.url}/api/v1/jobs/{job['id']}/download/video",
+        "id": job["id"],
+        "status": "completed",
+        "progress": 100,
+        "image_url": image_url,
+        "video_url": f"{server.url}/api/v1/jobs/{job['id']}/download/video",
         "cost": {"imageGeneration": 0.0, "videoGeneration": 0.0, "total": 0.0},
     }
 
@@ -98,8 +117,12 @@ async def test_local_job_end_to_end(server: Server, api: httpx.Client, events: E
 async def test_cancel_during_the_video_step(server: Server, api: httpx.Client, events: EventStream):
     job = api.post("/api/v1/generate", json=local_job("a neon city at night", videoDuration=10)).json()
     await events.until(
-        lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-        and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 5
+        lambda e: (
+            e.get("jobId") == job["id"]
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation"
+            and e["data"]["progress"] >= 5
+        )
     )
     response = api.delete(f"/api/v1/jobs/{job['id']}")
     assert response.status_code == 200, response.text
@@ -173,18 +196,33 @@ def test_status_health_docs_and_cors(shared_server: Server):
         assert api.get("/health").status_code == 200
         status = api.get("/api/v1/status").json()
         assert status == {
-            "dalle3_available": False, "flux1_available": False, "runway_available": False,
-            "active_jobs": 0, "queue_length": 0, "system_load": status["system_load"],
+            "dalle3_available": False,
+            "flux1_available": False,
+            "runway_available": False,
+            "active_jobs": 0,
+            "queue_length": 0,
+            "system_load": status["system_load"],
             "workers_alive": 1,  # this instance runs its jobs itself
         }
         assert isinstance(status["system_load"], float) and status["system_load"] >= 0
         assert api.get("/docs").status_code == 200
         paths = api.get("/openapi.json").json()["paths"]
-        for path in ("/api/v1/generate", "/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/status", "/api/v1/jobs/{job_id}/download/{type}", "/health"):
+        for path in (
+            "/api/v1/generate",
+            "/api/v1/jobs",
+            "/api/v1/jobs/{job_id}",
+            "/api/v1/status",
+            "/api/v1/jobs/{job_id}/download/{type}",
+            "/health",
+        ):
             assert path in paths
         preflight = api.options(
             "/api/v1/generate",
-            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+            headers={
+                "Origin": "http://localhost:3000",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
@@ -196,19 +234,29 @@ def test_status_health_docs_and_cors(shared_server: Server):
 async def test_jobs_queue_behind_the_provider_limit(server: Server, api: httpx.Client, events: EventStream):
     """PROMPTREEL_LOCAL_CONCURRENCY is 1: a second job's video waits while the first one renders."""
     first = api.post("/api/v1/generate", json=local_job("a city skyline at dusk", videoDuration=10)).json()
-    await events.until(lambda e: e.get("jobId") == first["id"] and e["type"] == "step_update" and e["data"]["id"] == "video_generation")
+    await events.until(
+        lambda e: e.get("jobId") == first["id"] and e["type"] == "step_update" and e["data"]["id"] == "video_generation"
+    )
     second = api.post("/api/v1/generate", json=local_job("a lake at dawn")).json()
     await events.until(
-        lambda e: e.get("jobId") == second["id"] and e["type"] == "step_update"
-        and e["data"]["id"] == "image_generation" and e["data"]["status"] == "completed"
+        lambda e: (
+            e.get("jobId") == second["id"]
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "image_generation"
+            and e["data"]["status"] == "completed"
+        )
     )
     status = api.get("/api/v1/status").json()
     assert (status["active_jobs"], status["queue_length"]) == (1, 1), status
     assert api.get(f"/api/v1/jobs/{second['id']}").json()["steps"][1]["status"] == "pending"
     third = api.post("/api/v1/generate", json=local_job("a field of flowers")).json()
     await events.until(
-        lambda e: e.get("jobId") == third["id"] and e["type"] == "step_update"
-        and e["data"]["id"] == "image_generation" and e["data"]["status"] == "completed"
+        lambda e: (
+            e.get("jobId") == third["id"]
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "image_generation"
+            and e["data"]["status"] == "completed"
+        )
     )
     assert api.get("/api/v1/status").json()["queue_length"] == 2
 
@@ -220,8 +268,12 @@ async def test_jobs_queue_behind_the_provider_limit(server: Server, api: httpx.C
 
     await api_cancel(api, first["id"])
     await events.until(
-        lambda e: e.get("jobId") == third["id"] and e["type"] == "step_update"
-        and e["data"]["id"] == "video_generation" and e["data"]["status"] == "running"
+        lambda e: (
+            e.get("jobId") == third["id"]
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation"
+            and e["data"]["status"] == "running"
+        )
     )
     await api_cancel(api, third["id"])
     status = api.get("/api/v1/status").json()

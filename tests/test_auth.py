@@ -67,7 +67,12 @@ def test_authenticator_signs_and_refuses_changed_or_expired_links(tmp_path: Path
 
 def test_requests_without_a_valid_token_are_refused(secured: Server):
     with httpx.Client(base_url=secured.url, timeout=30) as api:
-        for method, path in [("POST", "/api/v1/generate"), ("GET", "/api/v1/jobs"), ("GET", "/api/v1/status"), ("GET", "/api/v1/jobs/job_x1234567")]:
+        for method, path in [
+            ("POST", "/api/v1/generate"),
+            ("GET", "/api/v1/jobs"),
+            ("GET", "/api/v1/status"),
+            ("GET", "/api/v1/jobs/job_x1234567"),
+        ]:
             answer = api.request(method, path, json=local_job() if method == "POST" else None)
             assert answer.status_code == 401 and answer.json()["code"] == "UNAUTHORIZED", (path, answer.text)
             wrong = api.request(method, path, json=local_job() if method == "POST" else None, headers=bearer("tok-nobody"))
@@ -143,7 +148,11 @@ async def test_signed_media_urls_work_without_a_header_until_changed_or_expired(
 def test_serving_beyond_loopback_needs_authentication(tmp_path: Path):
     refused = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", "1"],
-        cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 2
     assert "Set API_TOKEN" in refused.stderr and "PROMPTREEL_ALLOW_UNAUTHENTICATED" in refused.stderr
@@ -162,7 +171,9 @@ def test_studio_asks_for_a_token_and_shows_only_the_users_jobs(secured: Server, 
         page.wait_for_url("**/login")
         page.get_by_test_id("token").fill("tok-wrong")
         page.get_by_test_id("sign-in").click()
-        expect(page.get_by_test_id("login-error")).to_have_text("That token is not valid. Ask whoever runs this promptreel for yours.")
+        expect(page.get_by_test_id("login-error")).to_have_text(
+            "That token is not valid. Ask whoever runs this promptreel for yours."
+        )
         page.screenshot(path=str(secured.data_dir / "login.png"))
         page.get_by_test_id("token").fill(ALICE)
         page.get_by_test_id("token").press("Enter")

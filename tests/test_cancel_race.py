@@ -91,7 +91,11 @@ class HeldWrite:
 def settings(data_dir: Path, database_url: str, **more: str) -> Settings:
     # Heartbeats far apart: only what is under test (the store, the events) can stop the owner.
     return Settings(
-        PROMPTREEL_DATA_DIR=data_dir, DATABASE_URL=database_url, PROMPTREEL_HEARTBEAT_SECONDS="60", PROMPTREEL_STALLED_AFTER_SECONDS="120", **more
+        PROMPTREEL_DATA_DIR=data_dir,
+        DATABASE_URL=database_url,
+        PROMPTREEL_HEARTBEAT_SECONDS="60",
+        PROMPTREEL_STALLED_AFTER_SECONDS="120",
+        **more,
     )
 
 
@@ -117,10 +121,19 @@ async def instances(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Sy
 
 def submit(owner: System, job_id: str, provider: str = "local", video_provider: str = "runway") -> asyncio.Task[None]:
     """A local image, then the gated Runway-priced video, run by `owner` (stored as its claim)."""
-    owner.store.create(Job(
-        id=job_id, prompt="a river filmed until someone cancels it", provider=provider, video_provider=video_provider,
-        image_size="1024x1024", video_duration=5, quality="standard", seed=3, worker_id=owner.runner.worker_id,
-    ))
+    owner.store.create(
+        Job(
+            id=job_id,
+            prompt="a river filmed until someone cancels it",
+            provider=provider,
+            video_provider=video_provider,
+            image_size="1024x1024",
+            video_duration=5,
+            quality="standard",
+            seed=3,
+            worker_id=owner.runner.worker_id,
+        )
+    )
     task = owner.runner.submit(job_id, claimed=True)
     assert task is not None
     return task
@@ -192,7 +205,10 @@ async def test_owner_stores_its_last_result_before_the_cancel(instances):
 
     def cancel_as_the_step_ends(events: list[dict[str, Any]]) -> None:
         announce(events)
-        if any(e["type"] == "step_update" and e["data"]["id"] == "video_generation" and e["data"]["status"] == "completed" for e in events):
+        if any(
+            e["type"] == "step_update" and e["data"]["id"] == "video_generation" and e["data"]["status"] == "completed"
+            for e in events
+        ):
             try:  # the other instance records a cancel the moment the video step's end is out
                 attempts.append(other.pipeline.mark_cancelled("job_race_finish1").status)
             except JobFinished as lost:
@@ -294,7 +310,11 @@ def assert_charged_and_discarded(system: System, job_id: str, kind: StepKind, pr
     the cost once, with one log line: the step's log."""
     record = system.store.get(job_id)
     assert record.job.status == "cancelled", record.job
-    cost, path = (record.job.image_cost, record.job.image_path) if kind is StepKind.IMAGE else (record.job.video_cost, record.job.video_path)
+    cost, path = (
+        (record.job.image_cost, record.job.image_path)
+        if kind is StepKind.IMAGE
+        else (record.job.video_cost, record.job.video_path)
+    )
     assert cost == price and record.job.total_cost == price and path is None, record.job
     prefix = "image" if kind is StepKind.IMAGE else "video"
     assert [file.name for file in (system.media.root / job_id).glob(f"{prefix}*")] == []  # no output, no partial file
@@ -308,7 +328,9 @@ def assert_charged_and_discarded(system: System, job_id: str, kind: StepKind, pr
     [("local", "runway", StepKind.VIDEO, RUNWAY_PRICE_5S), ("flux1", "local", StepKind.IMAGE, FLUX_SCHNELL_PRICE)],
     ids=["runway", "replicate"],
 )
-async def test_a_cancel_during_the_download_still_records_the_charge(tmp_path: Path, provider: str, video_provider: str, kind: StepKind, price: float):
+async def test_a_cancel_during_the_download_still_records_the_charge(
+    tmp_path: Path, provider: str, video_provider: str, kind: StepKind, price: float
+):
     """The remote task has succeeded (the provider charged for it) and its output is held at the
     fake's file server when the job is cancelled here: the cancel stops the download, so the
     provider's call never returns; the pipeline knew of the success all the same."""
@@ -326,7 +348,9 @@ async def test_a_cancel_during_the_download_still_records_the_charge(tmp_path: P
             assert answer.job.status == "cancelled"
             await ended(task, 30)
             log = assert_charged_and_discarded(system, f"job_fetch_{provider}_{video_provider}", kind, price)
-            assert any(f"the provider had finished this step (charged ${price:.4f}); its result was thrown away" in line for line in log), log
+            assert any(
+                f"the provider had finished this step (charged ${price:.4f}); its result was thrown away" in line for line in log
+            ), log
         finally:
             download.release()
             await system.stop()
@@ -340,7 +364,10 @@ async def test_a_cancel_on_another_instance_during_the_download_still_records_th
         download = Hold()
         runway.script("output", download)
         env = {**provider_env(runway=runway), "PROMPTREEL_POLL_INTERVAL": "0.05"}
-        owner, other = System(settings(tmp_path / "data", database_url, **env)), System(settings(tmp_path / "data", database_url, **env))
+        owner, other = (
+            System(settings(tmp_path / "data", database_url, **env)),
+            System(settings(tmp_path / "data", database_url, **env)),
+        )
         await owner.start()
         await other.start()
         try:
@@ -367,8 +394,14 @@ def runway_job(prompt: str) -> dict[str, Any]:
 
 async def until_held(stream: EventStream, runway: FakeRunway, job_id: str, prompt: str) -> str:
     """The job's Runway task, once the job's video step reports its first progress (the task is held)."""
+
     def video_runs(e: dict[str, Any]) -> bool:
-        return e.get("jobId") == job_id and e["type"] == "step_update" and e["data"]["id"] == "video_generation" and e["data"]["progress"] > 0
+        return (
+            e.get("jobId") == job_id
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation"
+            and e["data"]["progress"] > 0
+        )
 
     if not any(video_runs(event) for event in stream.events):
         await stream.until(video_runs)
@@ -376,7 +409,9 @@ async def until_held(stream: EventStream, runway: FakeRunway, job_id: str, promp
     return task.id
 
 
-async def assert_cancel_stands(api_a: httpx.Client, api_b: httpx.Client, runway: FakeRunway, stream: EventStream, prompt: str) -> None:
+async def assert_cancel_stands(
+    api_a: httpx.Client, api_b: httpx.Client, runway: FakeRunway, stream: EventStream, prompt: str
+) -> None:
     """Cancel on B while A (or a worker) waits on a held Runway task: B's answer stands, the owner
     stops and cancels the remote task, and letting the task finish afterwards changes nothing."""
     job = api_a.post("/api/v1/generate", json=runway_job(prompt)).json()
@@ -404,7 +439,9 @@ async def until_logged(api: httpx.Client, job_id: str, text: str, timeout: float
         await asyncio.sleep(0.05)
 
 
-async def assert_cancel_stands_while_the_result_downloads(api_a: httpx.Client, api_b: httpx.Client, runway: FakeRunway, stream: EventStream, prompt: str) -> None:
+async def assert_cancel_stands_while_the_result_downloads(
+    api_a: httpx.Client, api_b: httpx.Client, runway: FakeRunway, stream: EventStream, prompt: str
+) -> None:
     """The Runway task has succeeded and the owner is fetching its video (held at the fake's CDN)
     when B's cancel lands: the fetch is abandoned, nothing is stored, the cancel stands."""
     download = Hold()
@@ -432,8 +469,13 @@ async def test_two_instances_without_a_task_engine(tmp_path: Path, postgres_url:
     """A runs the jobs it creates; a DELETE on B reaches A's task through the cancel's event
     (heartbeats a minute apart here: they cannot be what stops it)."""
     with FakeRunway() as runway:
-        env = {"DATABASE_URL": postgres_url, "PROMPTREEL_HEARTBEAT_SECONDS": "60", "PROMPTREEL_STALLED_AFTER_SECONDS": "120",
-               "PROMPTREEL_POLL_INTERVAL": "0.05", **provider_env(runway=runway)}
+        env = {
+            "DATABASE_URL": postgres_url,
+            "PROMPTREEL_HEARTBEAT_SECONDS": "60",
+            "PROMPTREEL_STALLED_AFTER_SECONDS": "120",
+            "PROMPTREEL_POLL_INTERVAL": "0.05",
+            **provider_env(runway=runway),
+        }
         a = Server(tmp_path / "a", **env).start()
         b = Server(tmp_path / "b", **env).start()
         stream = await open_stream(a)
@@ -441,7 +483,9 @@ async def test_two_instances_without_a_task_engine(tmp_path: Path, postgres_url:
             with a.client() as api_a, b.client() as api_b:
                 runway.outcomes.append("hold")
                 await assert_cancel_stands(api_a, api_b, runway, stream, "a river filmed on A, cancelled on B")
-                await assert_cancel_stands_while_the_result_downloads(api_a, api_b, runway, stream, "a river fetched by A, cancelled on B")
+                await assert_cancel_stands_while_the_result_downloads(
+                    api_a, api_b, runway, stream, "a river fetched by A, cancelled on B"
+                )
                 await assert_completion_stands(api_a, api_b, stream, "a river filmed on A, finished before B's cancel")
         finally:
             await stream.connection.close()
@@ -451,14 +495,18 @@ async def test_two_instances_without_a_task_engine(tmp_path: Path, postgres_url:
 
 async def test_procrastinate_workers(tmp_path: Path, postgres_url: str):
     with FakeRunway() as runway:
-        cluster = Cluster(tmp_path, postgres_url, instances=2, workers=1, PROMPTREEL_POLL_INTERVAL="0.05", **provider_env(runway=runway)).start()
+        cluster = Cluster(
+            tmp_path, postgres_url, instances=2, workers=1, PROMPTREEL_POLL_INTERVAL="0.05", **provider_env(runway=runway)
+        ).start()
         a, b = cluster.instances
         stream = await open_stream(a)
         try:
             with a.client() as api_a, b.client() as api_b:
                 runway.outcomes.append("hold")
                 await assert_cancel_stands(api_a, api_b, runway, stream, "a tram filmed by a worker, cancelled on B")
-                await assert_cancel_stands_while_the_result_downloads(api_a, api_b, runway, stream, "a tram fetched by a worker, cancelled on B")
+                await assert_cancel_stands_while_the_result_downloads(
+                    api_a, api_b, runway, stream, "a tram fetched by a worker, cancelled on B"
+                )
                 await assert_completion_stands(api_a, api_b, stream, "a tram filmed by a worker, finished before B's cancel")
         finally:
             await stream.connection.close()

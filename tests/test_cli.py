@@ -16,13 +16,30 @@ from .conftest import ROOT, Server, clean_env
 
 def run_cli(*args: str, data_dir: Path, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=cwd or ROOT, env=clean_env(data_dir), capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "app", *args],
+        cwd=cwd or ROOT,
+        env=clean_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_generate_writes_image_and_video_and_lists_the_job(tmp_path: Path):
     data_dir, out = tmp_path / "data", tmp_path / "out"
-    result = run_cli("generate", "a neon city at night", "--size", "1792x1024", "--duration", "5", "--seed", "42", "-o", str(out), data_dir=data_dir)
+    result = run_cli(
+        "generate",
+        "a neon city at night",
+        "--size",
+        "1792x1024",
+        "--duration",
+        "5",
+        "--seed",
+        "42",
+        "-o",
+        str(out),
+        data_dir=data_dir,
+    )
     assert result.returncode == 0, result.stderr
     paths = [Path(line) for line in result.stdout.splitlines() if line.startswith("/")]
     assert [p.suffix for p in paths] == [".png", ".mp4"] and all(p.parent == out.resolve() for p in paths)
@@ -72,7 +89,11 @@ def test_a_server_leaves_a_job_that_generate_runs_and_cancels_it_there(tmp_path:
     data_dir = tmp_path / "data"
     cli = subprocess.Popen(
         [sys.executable, "-m", "app", "generate", "a snowy forest at dawn", "--duration", "10", "-o", str(tmp_path / "out")],
-        cwd=ROOT, env=clean_env(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=clean_env(data_dir, PROMPTREEL_HEARTBEAT_SECONDS="0.5", PROMPTREEL_STALLED_AFTER_SECONDS="1.5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     server = None
     try:

@@ -60,10 +60,14 @@ def remote_job(prompt: str) -> dict[str, Any]:
 
 async def until_video_step_runs(stream: EventStream, job_id: str) -> dict[str, Any]:
     """The job's first video progress event, whether the stream read it already or not."""
+
     def video_runs(e: dict[str, Any]) -> bool:
         return (
-            e.get("jobId") == job_id and e["type"] == "step_update"
-            and e["data"]["id"] == "video_generation" and e["data"]["status"] == "running" and e["data"]["progress"] > 0
+            e.get("jobId") == job_id
+            and e["type"] == "step_update"
+            and e["data"]["id"] == "video_generation"
+            and e["data"]["status"] == "running"
+            and e["data"]["progress"] > 0
         )
 
     return next((event for event in stream.events if video_runs(event)), None) or await stream.until(video_runs)
@@ -78,7 +82,9 @@ def assert_in_order(events: list[dict[str, Any]], job_id: str) -> list[dict[str,
 async def test_job_from_a_watched_on_b_run_by_a_worker_downloaded_from_b(setup: Setup):
     on_b = await open_stream(setup.b)
     with setup.a.client() as api_a, setup.b.client() as api_b:
-        job = api_a.post("/api/v1/generate", json=local_job("a lighthouse on a cliff, seen from another host", videoProvider="local")).json()
+        job = api_a.post(
+            "/api/v1/generate", json=local_job("a lighthouse on a cliff, seen from another host", videoProvider="local")
+        ).json()
         end = await on_b.until(ends_job(job["id"]))
         assert end["type"] == "job_completed", end
         mine = assert_in_order(on_b.events, job["id"])
@@ -154,7 +160,11 @@ async def test_worker_killed_mid_job_another_worker_finishes_it(setup: Setup, vi
     stream = await open_stream(setup.b)
     if video == "runway":
         setup.runway.outcomes.append("hold")
-    request = local_job("a windmill at dusk, across a worker crash", videoProvider="local") if video == "local" else remote_job("a tram at night, across a worker crash")
+    request = (
+        local_job("a windmill at dusk, across a worker crash", videoProvider="local")
+        if video == "local"
+        else remote_job("a tram at night, across a worker crash")
+    )
     with setup.a.client() as api:
         job = api.post("/api/v1/generate", json=request).json()
         await until_video_step_runs(stream, job["id"])
@@ -185,7 +195,9 @@ async def test_client_reconnecting_to_another_instance_catches_up(setup: Setup):
     first = await open_stream(setup.b)
     watcher = await open_stream(setup.a)
     with setup.a.client() as api_a:
-        job = api_a.post("/api/v1/generate", json=local_job("a kite over dunes, watched with a flaky connection", videoProvider="local")).json()
+        job = api_a.post(
+            "/api/v1/generate", json=local_job("a kite over dunes, watched with a flaky connection", videoProvider="local")
+        ).json()
         await until_video_step_runs(first, job["id"])
         await first.connection.close()  # the connection to B drops mid-job
         seen = assert_in_order(first.events, job["id"])
@@ -195,8 +207,19 @@ async def test_client_reconnecting_to_another_instance_catches_up(setup: Setup):
         assert missed[-1]["type"] == "job_completed"
         # Media URLs name the instance a client talks to; apart from that, B's part and A's rest are A's whole.
         # (Signatures are cut off: they may roll over to a new expiry between two reads.)
-        on_a = [{**event, "data": {k: v.replace(setup.b.url, setup.a.url) if isinstance(v, str) else v for k, v in unsigned(event["data"]).items()}} for event in seen]
-        assert on_a + [{**e, "data": unsigned(e["data"])} for e in missed] == [{**e, "data": unsigned(e["data"])} for e in watcher.of_job(job["id"])]
+        on_a = [
+            {
+                **event,
+                "data": {
+                    k: v.replace(setup.b.url, setup.a.url) if isinstance(v, str) else v
+                    for k, v in unsigned(event["data"]).items()
+                },
+            }
+            for event in seen
+        ]
+        assert on_a + [{**e, "data": unsigned(e["data"])} for e in missed] == [
+            {**e, "data": unsigned(e["data"])} for e in watcher.of_job(job["id"])
+        ]
     await watcher.connection.close()
 
 
@@ -211,7 +234,9 @@ def test_studio_on_b_shows_a_job_made_on_a_live(setup: Setup, browser):
         page.goto(setup.b.url + "/")
         page.wait_for_function("() => window.did_handshake === true")  # the tab is live
         with setup.a.client() as api_a:
-            job = api_a.post("/api/v1/generate", json=local_job("a hot-air balloon over a valley, from host A", videoProvider="local")).json()
+            job = api_a.post(
+                "/api/v1/generate", json=local_job("a hot-air balloon over a valley, from host A", videoProvider="local")
+            ).json()
         item = page.locator(f'[data-job-id="{job["id"]}"]')
         expect(item.get_by_test_id("job-prompt")).to_have_text(job["prompt"])
         expect(item.get_by_test_id("job-status")).to_have_text("Completed", timeout=120_000)

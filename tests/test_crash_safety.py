@@ -48,7 +48,9 @@ def integrity(db: Path) -> list[tuple[str, ...]]:
 def stored_phases(db: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
     with closing(sqlite3.connect(db)) as connection:
         jobs = dict(connection.execute("SELECT id, status FROM jobs").fetchall())
-        steps = {(job_id, kind): status for job_id, kind, status in connection.execute("SELECT job_id, kind, status FROM job_steps")}
+        steps = {
+            (job_id, kind): status for job_id, kind, status in connection.execute("SELECT job_id, kind, status FROM job_steps")
+        }
     return jobs, steps
 
 
@@ -75,12 +77,16 @@ async def test_a_crash_with_jobs_in_every_phase_loses_nothing(tmp_path: Path):
             a, b, c = (
                 api.post("/api/v1/generate", json=local_job(prompt, videoDuration=duration, imageSize=size)).json()
                 for prompt, duration, size in (
-                    ("a harbour at night", 10, "1024x1024"), ("a forest in autumn", 5, "1792x1024"), ("a desert at noon", 5, "1024x1024")
+                    ("a harbour at night", 10, "1024x1024"),
+                    ("a forest in autumn", 5, "1792x1024"),
+                    ("a desert at noon", 5, "1024x1024"),
                 )
             )
         await stream.until(
-            lambda _: step_reached(stream.events, a["id"], "video_generation", 10)
-            and step_reached(stream.events, b["id"], "image_generation", 5)
+            lambda _: (
+                step_reached(stream.events, a["id"], "video_generation", 10)
+                and step_reached(stream.events, b["id"], "image_generation", 5)
+            )
         )
         first.stop(signal.SIGKILL)
         await stream.connection.close()
@@ -91,7 +97,9 @@ async def test_a_crash_with_jobs_in_every_phase_loses_nothing(tmp_path: Path):
     jobs, steps = stored_phases(db)
     assert jobs == {a["id"]: "generating_video", b["id"]: "generating_image", c["id"]: "pending"}
     assert (steps[a["id"], "video_generation"], steps[b["id"], "image_generation"], steps[c["id"], "image_generation"]) == (
-        "running", "running", "pending"
+        "running",
+        "running",
+        "pending",
     )
     a_folder = data_dir / "media" / a["id"]
     # The kill cut the video's write short: the half-file lies under a temporary name only.
@@ -103,8 +111,10 @@ async def test_a_crash_with_jobs_in_every_phase_loses_nothing(tmp_path: Path):
         with second.client() as api:
             # Before A's video is remade, its download is "not ready", never the half-file.
             early = api.get(f"/api/v1/jobs/{a['id']}/download/video")
-            assert early.status_code == 200 and decoded_frames(early.content) == 10 * 24 or (
-                early.status_code == 404 and early.json()["code"] == "MEDIA_NOT_READY"
+            assert (
+                (early.status_code == 200
+                and decoded_frames(early.content) == 10 * 24)
+                or (early.status_code == 404 and early.json()["code"] == "MEDIA_NOT_READY")
             ), early.status_code
             for job in (a, b, c):
                 if api.get(f"/api/v1/jobs/{job['id']}").json()["status"] != "completed":
@@ -167,8 +177,14 @@ async def test_a_full_disk_fails_the_job_clearly_and_the_service_stays_up(tmp_pa
             # The image fits; the disk fills while the video is written.
             limit_file_size(server, None)
             job = api.post("/api/v1/generate", json=local_job("a lighthouse in a storm")).json()
-            await stream.until(lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-                               and e["data"]["id"] == "image_generation" and e["data"]["status"] == "completed")
+            await stream.until(
+                lambda e: (
+                    e.get("jobId") == job["id"]
+                    and e["type"] == "step_update"
+                    and e["data"]["id"] == "image_generation"
+                    and e["data"]["status"] == "completed"
+                )
+            )
             limit_file_size(server, FILE_SIZE_LIMIT)
             end = await stream.until(ends_job(job["id"]))
             assert end["type"] == "job_failed", end
@@ -199,7 +215,10 @@ async def test_an_unwritable_media_folder_fails_the_job_clearly_and_the_service_
             job = api.post("/api/v1/generate", json=local_job("a city in the rain")).json()
             end = await stream.until(ends_job(job["id"]))
             assert end["type"] == "job_failed", end
-            assert end["data"]["error"] == f"Image generation failed: could not store the image in {media_root.resolve()}: Not a directory"
+            assert (
+                end["data"]["error"]
+                == f"Image generation failed: could not store the image in {media_root.resolve()}: Not a directory"
+            )
             health = api.get("/health")  # answers, and names the problem
             assert health.status_code == 503 and health.json()["code"] == "MEDIA_UNAVAILABLE", health.text
             assert_still_serving(api, job["id"])

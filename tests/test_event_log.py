@@ -20,7 +20,16 @@ pytestmark = pytest.mark.timeout(120)
 
 def make_job(system: System, job_id: str) -> str:
     system.store.create(
-        Job(id=job_id, prompt="p", provider="local", video_provider="local", image_size="1024x1024", video_duration=5, quality="standard", seed=1)
+        Job(
+            id=job_id,
+            prompt="p",
+            provider="local",
+            video_provider="local",
+            image_size="1024x1024",
+            video_duration=5,
+            quality="standard",
+            seed=1,
+        )
     )
     return job_id
 
@@ -68,7 +77,9 @@ async def test_client_that_reconnects_catches_up_over_rest(server):
         assert missed[-1]["data"]["video_url"].startswith(f"{server.url}/api/v1/jobs/{job['id']}/download/video?expires=")
         everything = api.get(f"/api/v1/jobs/{job['id']}/events").json()
         frames = [{**event, "data": unsigned(event["data"])} for event in [*seen, *missed]]
-        assert [{**event, "data": unsigned(event["data"])} for event in everything] == frames  # the same frames /ws sent, in order
+        assert [
+            {**event, "data": unsigned(event["data"])} for event in everything
+        ] == frames  # the same frames /ws sent, in order
         assert len(api.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 2}).json()) == 2
 
         assert api.get("/api/v1/jobs/job_doesnotexist1/events").json()["code"] == "JOB_NOT_FOUND"
@@ -139,7 +150,9 @@ async def test_lost_notification_is_read_back_before_the_next_event(two_instance
     with engine.begin() as connection:
         connection.execute(text("UPDATE jobs SET event_seq = event_seq + 1 WHERE id = :id"), {"id": job_id})
         connection.execute(
-            text("INSERT INTO job_events (job_id, seq, type, data, created_at) VALUES (:id, 2, 'step_update', '{\"n\": 1}', now())"),
+            text(
+                "INSERT INTO job_events (job_id, seq, type, data, created_at) VALUES (:id, 2, 'step_update', '{\"n\": 1}', now())"
+            ),
             {"id": job_id},
         )
     engine.dispose()

@@ -72,13 +72,25 @@ SERVER_ENV = {"PROMPTREEL_RATE_LIMIT_PER_MINUTE": "5"}
 SERVER_ENV["PROMPTREEL_AUTH_FAILURES_PER_MINUTE"] = "0"
 #: Operations the fuzzing must find in /openapi.json, so a schema that lost them cannot pass.
 API_OPERATIONS = {
-    "GET /health", "POST /api/v1/generate", "GET /api/v1/jobs", "GET /api/v1/jobs/{job_id}", "DELETE /api/v1/jobs/{job_id}",
-    "GET /api/v1/jobs/{job_id}/events", "GET /api/v1/status", "GET /api/v1/jobs/{job_id}/download/{type}",
+    "GET /health",
+    "POST /api/v1/generate",
+    "GET /api/v1/jobs",
+    "GET /api/v1/jobs/{job_id}",
+    "DELETE /api/v1/jobs/{job_id}",
+    "GET /api/v1/jobs/{job_id}/events",
+    "GET /api/v1/status",
+    "GET /api/v1/jobs/{job_id}/download/{type}",
     "HEAD /api/v1/jobs/{job_id}/download/{type}",
 }
 CHECKS = [
-    not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance, response_headers_conformance,
-    negative_data_rejection, unsupported_method, allow_header_conformance,
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+    unsupported_method,
+    allow_header_conformance,
 ]
 #: NiceGUI's /assets/{path} static route sits in the schema as NiceGUI documents it (200 JSON only);
 #: it is the studio's, not the API's: checked for server errors only.
@@ -125,28 +137,91 @@ def assert_healthy(server: Server) -> None:
 
 #: Job ids as they go on the wire (percent-encoding kept): traversal in every spelling, NUL, unicode, length.
 ODD_JOB_IDS = [
-    "..%2F..%2Fetc%2Fpasswd", "..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "%2e%2e", "%2E%2E%2F",
-    "..", ".", "../../../../../../etc/passwd", "..%5C..%5Cetc%5Cpasswd", "..\\..\\..\\etc\\passwd", "%252e%252e%252fetc%252fpasswd",
-    "....%2F%2F....%2F%2Fetc%2F%2Fpasswd", "%2Fetc%2Fpasswd", "job_../../x", "job_..%2F..%2Fx", "job_abcdefgh%2F..%2F..%2F..%2Fetc%2Fpasswd",
-    "..%2Fpromptreel.db", "..%2F..%2Fpromptreel.db", "%00", "job_abcdefgh%00", "%00..%2F..%2Fetc%2Fpasswd", "job_abcdefgh%00.png",
-    "%C0%AE%C0%AE%C0%AF", "%E2%80%AE", "%F0%9F%98%80", "%EF%BD%8A%EF%BD%8F%EF%BD%82_abcdefgh", "%FF%FE", "%ED%A0%80",
-    "%0D%0ASet-Cookie:%20x=1", "job_abcdefgh%0A", "%20", "%25", "*", ";", "job_abcdefgh;type=a", "job_" + "a" * 41,
-    "x" * 8000, "job_" + "%F0%9F%98%80" * 500,
+    "..%2F..%2Fetc%2Fpasswd",
+    "..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%2e%2e",
+    "%2E%2E%2F",
+    "..",
+    ".",
+    "../../../../../../etc/passwd",
+    "..%5C..%5Cetc%5Cpasswd",
+    "..\\..\\..\\etc\\passwd",
+    "%252e%252e%252fetc%252fpasswd",
+    "....%2F%2F....%2F%2Fetc%2F%2Fpasswd",
+    "%2Fetc%2Fpasswd",
+    "job_../../x",
+    "job_..%2F..%2Fx",
+    "job_abcdefgh%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "..%2Fpromptreel.db",
+    "..%2F..%2Fpromptreel.db",
+    "%00",
+    "job_abcdefgh%00",
+    "%00..%2F..%2Fetc%2Fpasswd",
+    "job_abcdefgh%00.png",
+    "%C0%AE%C0%AE%C0%AF",
+    "%E2%80%AE",
+    "%F0%9F%98%80",
+    "%EF%BD%8A%EF%BD%8F%EF%BD%82_abcdefgh",
+    "%FF%FE",
+    "%ED%A0%80",
+    "%0D%0ASet-Cookie:%20x=1",
+    "job_abcdefgh%0A",
+    "%20",
+    "%25",
+    "*",
+    ";",
+    "job_abcdefgh;type=a",
+    "job_" + "a" * 41,
+    "x" * 8000,
+    "job_" + "%F0%9F%98%80" * 500,
 ]
 #: `type` values besides image and video.
 ODD_TYPES = [
-    "IMAGE", "png", "image.png", "video.mp4", "..", "%2e%2e", "..%2F..%2Fetc%2Fpasswd", "image%2F..%2F..%2F..%2Fetc%2Fpasswd",
-    "image%00", "image%00.png", "video%5C..", "image%20", "image.", "image;", "thumbnail", "%F0%9F%98%80", "t" * 5000,
+    "IMAGE",
+    "png",
+    "image.png",
+    "video.mp4",
+    "..",
+    "%2e%2e",
+    "..%2F..%2Fetc%2Fpasswd",
+    "image%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "image%00",
+    "image%00.png",
+    "video%5C..",
+    "image%20",
+    "image.",
+    "image;",
+    "thumbnail",
+    "%F0%9F%98%80",
+    "t" * 5000,
 ]
 #: `expires`/`signature` values: non-digits, unicode digits, huge numbers, empty, too long, repeated.
 #: Each query names one of them, so the signature is checked (without both, the token decides).
 ODD_QUERIES = [
-    "expires=abc&signature=def", "expires=-1&signature=0", "expires=1e10&signature=x", "expires=0x10&signature=a",
-    "expires=99999999999999999999&signature=" + "f" * 64, "expires=" + "9" * 21 + "&signature=x", "expires=4102444800&signature=" + "0" * 64,
-    "expires=&signature=", "expires=1", "signature=abc", "expires=%C2%B2&signature=x", "expires=%EF%BC%91%EF%BC%92&signature=x",
-    "expires=%D9%A3&signature=x", "expires=1&signature=%C3%A9", "expires=1&signature=%00", "expires=%00&signature=%00",
-    "expires=1&signature=" + "a" * 200, "expires=%201&signature=a", "expires=1&expires=2&signature=a&signature=b",
-    "expires=1&signature[]=a", "expires[]=1&signature=a", "expires=1&signature=%FF%FE", "expires=1&signature=..%2F..%2Fetc%2Fpasswd",
+    "expires=abc&signature=def",
+    "expires=-1&signature=0",
+    "expires=1e10&signature=x",
+    "expires=0x10&signature=a",
+    "expires=99999999999999999999&signature=" + "f" * 64,
+    "expires=" + "9" * 21 + "&signature=x",
+    "expires=4102444800&signature=" + "0" * 64,
+    "expires=&signature=",
+    "expires=1",
+    "signature=abc",
+    "expires=%C2%B2&signature=x",
+    "expires=%EF%BC%91%EF%BC%92&signature=x",
+    "expires=%D9%A3&signature=x",
+    "expires=1&signature=%C3%A9",
+    "expires=1&signature=%00",
+    "expires=%00&signature=%00",
+    "expires=1&signature=" + "a" * 200,
+    "expires=%201&signature=a",
+    "expires=1&expires=2&signature=a&signature=b",
+    "expires=1&signature[]=a",
+    "expires[]=1&signature=a",
+    "expires=1&signature=%FF%FE",
+    "expires=1&signature=..%2F..%2Fetc%2Fpasswd",
 ]
 #: What no answer may contain: /etc/passwd, the SQLite job store, a PNG or an MP4 of some job.
 FORBIDDEN_CONTENT = (b"root:", b"SQLite format", b"\x89PNG", b"ftyp")
@@ -179,7 +254,7 @@ def check_refused(server: Server, method: str, target: str, headers: dict[str, s
             error = httpx.Response(status, content=body).json()
             assert set(error) == {"error", "code", "details"}, error
             assert isinstance(error["error"], str) and isinstance(error["code"], str) and isinstance(error["details"], dict)
-        except Exception as problem:  # noqa: BLE001 - reported with the request that caused it
+        except Exception as problem:
             problems.append(f"{where}: not the error format ({problem}): {body[:200]!r}")
     return problems
 
@@ -198,12 +273,23 @@ def wait_for_image(api: httpx.Client, job_id: str, timeout: float = 120) -> dict
 def attacks(job_id: str) -> list[tuple[str, str]]:
     """(method, target) of every attack on the download route; `job_id` is a real job's (or a well-formed) id."""
     base = "/api/v1/jobs"
-    ids = [*ODD_JOB_IDS, f"{job_id}%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", f"{job_id}%2F..%2F..%2Fpromptreel.db", f"..%2F{job_id}",
-           f"{job_id}%2Fimage.png", f"{job_id}%00", f"{job_id}%2F..%2F{job_id}", f"{job_id}/../{job_id}", f"{job_id}%5C..%5C{job_id}"]
+    ids = [
+        *ODD_JOB_IDS,
+        f"{job_id}%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        f"{job_id}%2F..%2F..%2Fpromptreel.db",
+        f"..%2F{job_id}",
+        f"{job_id}%2Fimage.png",
+        f"{job_id}%00",
+        f"{job_id}%2F..%2F{job_id}",
+        f"{job_id}/../{job_id}",
+        f"{job_id}%5C..%5C{job_id}",
+    ]
     targets = [("GET", f"{base}/{odd}/download/{kind}") for odd in ids for kind in ("image", "video")]
     targets += [("HEAD", f"{base}/{odd}/download/image") for odd in ids]
     targets += [("GET", f"{base}/{job_id}/download/{odd}") for odd in ODD_TYPES]
-    targets += [("GET", f"{base}/{odd_id}/download/image?{query}") for query in ODD_QUERIES for odd_id in (job_id, ODD_JOB_IDS[0])]
+    targets += [
+        ("GET", f"{base}/{odd_id}/download/image?{query}") for query in ODD_QUERIES for odd_id in (job_id, ODD_JOB_IDS[0])
+    ]
     targets += [("HEAD", f"{base}/{job_id}/download/video?{query}") for query in ODD_QUERIES]
     return targets
 
@@ -212,7 +298,9 @@ def test_the_download_route_refuses_traversal_odd_ids_and_odd_signatures(open_se
     # A real job with a real image on each server: traversal from its id, and its signed link altered.
     with open_server.client() as open_api, token_server.client() as token_api:
         token_api.headers.update(BEARER)
-        created = [(api, api.post("/api/v1/generate", json=local_job("fuzzing target")).json()["id"]) for api in (open_api, token_api)]
+        created = [
+            (api, api.post("/api/v1/generate", json=local_job("fuzzing target")).json()["id"]) for api in (open_api, token_api)
+        ]
         jobs = [wait_for_image(api, job_id) for api, job_id in created]  # both render side by side
     for job in jobs:  # the signed link alone, no token: the route works, so the refusals below mean something
         assert httpx.get(job["image_url"], timeout=30).content.startswith(b"\x89PNG")
@@ -225,9 +313,13 @@ def test_the_download_route_refuses_traversal_odd_ids_and_odd_signatures(open_se
                 problems += check_refused(server, method, target, headers)
         path, query = httpx.URL(job["image_url"]).raw_path.decode().split("?")
         tampered = [
-            f"{path}/..%2F..%2F..%2Fetc%2Fpasswd?{query}", f"{path}%2F..%2F..%2F..%2Fetc%2Fpasswd?{query}",
-            path.replace("/image", "/video") + f"?{query}", path.replace(job["id"], "job_abcdefgh1234") + f"?{query}",
-            path.replace(job["id"], f"{job['id']}%2F..%2F{job['id']}") + f"?{query}", f"{path}?{query}0", f"{path}?{query[:-1]}",
+            f"{path}/..%2F..%2F..%2Fetc%2Fpasswd?{query}",
+            f"{path}%2F..%2F..%2F..%2Fetc%2Fpasswd?{query}",
+            path.replace("/image", "/video") + f"?{query}",
+            path.replace(job["id"], "job_abcdefgh1234") + f"?{query}",
+            path.replace(job["id"], f"{job['id']}%2F..%2F{job['id']}") + f"?{query}",
+            f"{path}?{query}0",
+            f"{path}?{query[:-1]}",
             f"{path}?{query.replace('expires=', 'expires=1')}",
         ]
         for target in tampered:
@@ -300,7 +392,9 @@ def check_allow_header(case: Case, response: schemathesis.Response) -> None:
     documented = {method.upper() for method in case.operation.schema.raw_schema["paths"][case.operation.path]}
     if response.request.method not in documented:  # else a path parameter with a "/" reached another route
         allowed = {method.strip() for value in response.headers.get("allow", []) for method in value.split(",") if method.strip()}
-        assert allowed == documented, f"{response.request.method} {response.request.path_url}: Allow {allowed}, documented {documented}"
+        assert allowed == documented, (
+            f"{response.request.method} {response.request.path_url}: Allow {allowed}, documented {documented}"
+        )
 
 
 def fuzz_operation(
@@ -395,7 +489,7 @@ def test_fuzz_with_authentication_on_but_no_token(token_server: Server):
         if case.method == "HEAD":  # no body to read
             return
         code = response.json()["code"]  # the format itself is response_schema_conformance's
-        if status == 401 and code != "UNAUTHORIZED" or status != 401 and REFUSALS_BEFORE_AUTH.get(status) != code:
+        if (status == 401 and code != "UNAUTHORIZED") or (status != 401 and REFUSALS_BEFORE_AUTH.get(status) != code):
             problems.append(f"{where}: {code}")
 
     failures = fuzz(schema, prepare=made_up_token_every_other_case, inspect=refused)
@@ -403,5 +497,7 @@ def test_fuzz_with_authentication_on_but_no_token(token_server: Server):
     assert not problems, "\n".join(problems[:20])
     secured = {label for label in API_OPERATIONS if is_secured(schema, label)}
     assert secured == API_OPERATIONS - {"GET /health"}
-    assert {label: unauthorized[label] for label in secured if not unauthorized[label]} == {}, "secured operations that never answered 401"
+    assert {label: unauthorized[label] for label in secured if not unauthorized[label]} == {}, (
+        "secured operations that never answered 401"
+    )
     assert_healthy(token_server)

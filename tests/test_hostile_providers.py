@@ -93,11 +93,16 @@ def studio(replicate: FakeReplicate, tmp_path_factory: pytest.TempPathFactory) -
     ("outcome", "error"),
     [
         ("huge_image", "Image generation failed: Replicate's image is 13000x13000 pixels, more than the 16.8 megapixels allowed"),
-        ("endless_output", "Image generation failed: Replicate's output is larger than the 50 MB allowed (PROMPTREEL_MAX_IMAGE_BYTES)"),
+        (
+            "endless_output",
+            "Image generation failed: Replicate's output is larger than the 50 MB allowed (PROMPTREEL_MAX_IMAGE_BYTES)",
+        ),
     ],
     ids=["13000x13000-png", "endless-output"],
 )
-async def test_an_oversized_output_fails_the_step_with_bounded_memory(fresh_server: Server, replicate: FakeReplicate, outcome: str, error: str):
+async def test_an_oversized_output_fails_the_step_with_bounded_memory(
+    fresh_server: Server, replicate: FakeReplicate, outcome: str, error: str
+):
     replicate.outcomes.append(outcome)
     before = peak_memory(fresh_server)
     end, job = await run_job(fresh_server, job_request(f"a hostile answer: {outcome}", "flux1", "local"))
@@ -129,7 +134,15 @@ async def test_a_compressed_answer_is_refused_before_it_is_inflated(fresh_server
     before any cap counted it: 2 kB of `gzip, gzip` grew the server by twice the inflated size."""
     bomb = double_gzip_bomb(256 * 2**20)
     assert len(bomb) < 4096
-    replicate.script(route, Reply(200, bomb, headers={"Content-Encoding": "gzip, gzip"}, media_type="application/json" if route == "poll" else "image/png"))
+    replicate.script(
+        route,
+        Reply(
+            200,
+            bomb,
+            headers={"Content-Encoding": "gzip, gzip"},
+            media_type="application/json" if route == "poll" else "image/png",
+        ),
+    )
     before = peak_memory(fresh_server)
     end, job = await run_job(fresh_server, job_request(f"a compressed answer: {route}", "flux1", "local"))
     grown = peak_memory(fresh_server) - before
@@ -147,7 +160,9 @@ async def test_an_api_answer_larger_than_an_answer_may_be_is_refused_while_read(
     """A poll answer is read whole: it stops at API_ANSWER_BYTES instead of taking whatever comes."""
     replicate.script("poll", Reply(200, b'{"status": "processing", "logs": "' + b"x" * (API_ANSWER_BYTES + 1) + b'"}'))
     provider = FluxImageProvider(
-        Settings(_env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
+        Settings(
+            _env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url
+        ),  # type: ignore[call-arg]
         policy=RetryPolicy(attempts=1),
     )
     with pytest.raises(ProviderError, match=r"^Replicate's answer is larger than the 4 MB allowed; refused$"):
@@ -165,7 +180,8 @@ async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeRe
     with FakeOpenAI() as openai:
         openai.script("models", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip"}))
         dalle = DalleImageProvider(
-            Settings(_env_file=None, OPENAI_API_KEY=openai.key, OPENAI_BASE_URL=openai.base_url), policy=RetryPolicy(attempts=1)  # type: ignore[call-arg]
+            Settings(_env_file=None, OPENAI_API_KEY=openai.key, OPENAI_BASE_URL=openai.base_url),
+            policy=RetryPolicy(attempts=1),  # type: ignore[call-arg]
         )
         with pytest.raises(ProviderError, match="answered compressed"):
             dalle.check_key()
@@ -182,15 +198,36 @@ async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeRe
     [
         ("points_inside", "http://127.0.0.1:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
         ("points_inside", "https://localhost:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
-        ("points_inside", "https://[::ffff:127.0.0.1]:{port}/admin/secret", "Replicate's output URL points at a private address; refused"),
-        ("redirects_inside", "http://127.0.0.1:{port}/admin/secret", "Replicate's output URL redirects to a private address; refused"),
+        (
+            "points_inside",
+            "https://[::ffff:127.0.0.1]:{port}/admin/secret",
+            "Replicate's output URL points at a private address; refused",
+        ),
+        (
+            "redirects_inside",
+            "http://127.0.0.1:{port}/admin/secret",
+            "Replicate's output URL redirects to a private address; refused",
+        ),
         ("points_inside", "file:///etc/passwd", "Replicate's output URL points at something other than an https URL; refused"),
         # Not valid URLs: httpx's own errors ("For absolute URLs, path must be empty...") failed the job as internal errors.
-        ("redirects_inside", "http:\\\\127.0.0.1\\x", "Replicate's output URL redirects to an address that is not a valid URL; refused"),
+        (
+            "redirects_inside",
+            "http:\\\\127.0.0.1\\x",
+            "Replicate's output URL redirects to an address that is not a valid URL; refused",
+        ),
         ("redirects_inside", "http://[::1", "Replicate's output URL redirects to an address that is not a valid URL; refused"),
         ("points_inside", "http://xn--/x", "Replicate's output URL points at an address that is not a valid URL; refused"),
     ],
-    ids=["loopback-other-port", "https-localhost", "ipv4-mapped-ipv6", "redirect-chain", "file-url", "backslash-redirect", "unclosed-ipv6-redirect", "bad-idna-host"],
+    ids=[
+        "loopback-other-port",
+        "https-localhost",
+        "ipv4-mapped-ipv6",
+        "redirect-chain",
+        "file-url",
+        "backslash-redirect",
+        "unclosed-ipv6-redirect",
+        "bad-idna-host",
+    ],
 )
 async def test_an_output_url_pointing_inside_is_refused_and_never_fetched(
     studio: Server, replicate: FakeReplicate, secret: SecretServer, outcome: str, target: str, error: str
@@ -216,10 +253,14 @@ async def test_a_declared_content_length_over_the_cap_is_refused_before_reading(
     ends this at once (reading would wait for bytes that never come)."""
     replicate.outcomes.append("declares_huge")
     provider = FluxImageProvider(
-        Settings(_env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
+        Settings(
+            _env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url
+        ),  # type: ignore[call-arg]
         policy=RetryPolicy(attempts=1),
     )
-    with pytest.raises(ProviderError, match=r"^Replicate's output is larger than the 50 MB allowed \(PROMPTREEL_MAX_IMAGE_BYTES\)$"):
+    with pytest.raises(
+        ProviderError, match=r"^Replicate's output is larger than the 50 MB allowed \(PROMPTREEL_MAX_IMAGE_BYTES\)$"
+    ):
         await asyncio.wait_for(provider.generate(image_request(), RecordingContext()), 20)
 
 
@@ -248,14 +289,27 @@ async def test_output_url_rules_without_a_server():
     policy = OutputUrlPolicy("https://api.replicate.com", provider="flux1", label="Replicate")
     [pinned] = await policy.pin(httpx.URL("https://93.184.215.14:8443/out.png?sig=1"))
     assert str(pinned.url) == "https://93.184.215.14:8443/out.png?sig=1" and pinned.headers == {"Host": "93.184.215.14:8443"}
-    for refused in ("http://93.184.215.14/out.png", "https://10.0.0.7/x", "https://169.254.169.254/latest/meta-data", "https://[::1]/x",
-                    "https://0.0.0.0/x", "https://100.64.0.1/x", "ftp://93.184.215.14/x", "https://[2002:7f00:1::1]/x",
-                    "https://[64:ff9b::a00:7]/x", "https://[64:ff9b:1::7f00:1]/x", "https://[::7f00:1]/x", "https://[::ffff:0:a00:7]/x"):
+    for refused in (
+        "http://93.184.215.14/out.png",
+        "https://10.0.0.7/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/x",
+        "https://0.0.0.0/x",
+        "https://100.64.0.1/x",
+        "ftp://93.184.215.14/x",
+        "https://[2002:7f00:1::1]/x",
+        "https://[64:ff9b::a00:7]/x",
+        "https://[64:ff9b:1::7f00:1]/x",
+        "https://[::7f00:1]/x",
+        "https://[::ffff:0:a00:7]/x",
+    ):
         with pytest.raises(ProviderError, match="refused"):
             await policy.pin(httpx.URL(refused))
     # A self-hosted gateway on a private address: its own endpoint is allowed, nothing else there.
     gateway = OutputUrlPolicy("http://10.0.0.5:8080", provider="flux1", label="Replicate")
-    assert [str(pinned.url) for pinned in await gateway.pin(httpx.URL("http://10.0.0.5:8080/files/a.png"))] == ["http://10.0.0.5:8080/files/a.png"]
+    assert [str(pinned.url) for pinned in await gateway.pin(httpx.URL("http://10.0.0.5:8080/files/a.png"))] == [
+        "http://10.0.0.5:8080/files/a.png"
+    ]
     with pytest.raises(ProviderError, match="private address"):
         await gateway.pin(httpx.URL("http://10.0.0.5:9000/admin"))
     # Unless the setting trusts the network.
@@ -277,7 +331,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, s
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)  # listening now: a client may connect before uvicorn's loop runs
-    config = uvicorn.Config(Starlette(routes=[Route("/x", echo_host)]), ssl_certfile=str(folder / "server.pem"), log_level="warning")
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/x", echo_host)]), ssl_certfile=str(folder / "server.pem"), log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -303,7 +359,9 @@ async def test_a_pinned_request_keeps_the_tls_name_check(tls_files: tuple[int, s
         with socket.socket() as unused:  # a port nobody listens on: the first address refuses
             unused.bind(("127.0.0.1", 0))
             closed = unused.getsockname()[1]
-        reachable = next(pinned for pinned in await policy.pin(httpx.URL(f"https://localhost:{port}/x")) if pinned.url.host == "127.0.0.1")
+        reachable = next(
+            pinned for pinned in await policy.pin(httpx.URL(f"https://localhost:{port}/x")) if pinned.url.host == "127.0.0.1"
+        )
         refusing = PinnedRequest(reachable.url.copy_with(port=closed), reachable.headers, reachable.extensions)
         async with open_pinned(client, [refusing, reachable], {}) as response:
             await response.aread()

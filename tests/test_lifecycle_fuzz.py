@@ -86,8 +86,12 @@ MAX_JOBS = 6
 STUCK_AFTER = 60.0
 
 STATUS_RANK = {
-    JobStatus.PENDING: 0, JobStatus.GENERATING_IMAGE: 1, JobStatus.GENERATING_VIDEO: 2,
-    JobStatus.COMPLETED: 3, JobStatus.FAILED: 3, JobStatus.CANCELLED: 3,
+    JobStatus.PENDING: 0,
+    JobStatus.GENERATING_IMAGE: 1,
+    JobStatus.GENERATING_VIDEO: 2,
+    JobStatus.COMPLETED: 3,
+    JobStatus.FAILED: 3,
+    JobStatus.CANCELLED: 3,
 }
 ENDED_STEP = {StepStatus.COMPLETED.value, StepStatus.FAILED.value, StepStatus.CANCELLED.value}
 MEDIA_FILES = ("image.png", "video.mp4")
@@ -214,6 +218,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 if event["jobId"] == marker:
                     heard.add(label)
                     self.world.changed.set()
+
             return hear
 
         stops = [process.system.bus.listen(hearer(process.label)) for process in listening]
@@ -230,7 +235,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         return self._running_tasks() != running_before
 
     def _running_tasks(self) -> set[asyncio.Task[Any]]:
-        return {task for process in self.live for task in process.system.runner._tasks.values() if not task.done() and not task.cancelling()}
+        return {
+            task
+            for process in self.live
+            for task in process.system.runner._tasks.values()
+            if not task.done() and not task.cancelling()
+        }
 
     async def _settle(self) -> None:
         """Wait until every job task of every live process is parked in a provider call or done."""
@@ -238,7 +248,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.world.changed.clear()
             parked = self.world.parked_tasks()
             busy = [
-                task for process in self.live for task in process.system.runner._tasks.values()
+                task
+                for process in self.live
+                for task in process.system.runner._tasks.values()
                 if not task.done() and task not in parked
             ]
             if not busy:
@@ -256,10 +268,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.started += 1
         process_settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            PROMPTREEL_DATA_DIR=self.data_dir, DATABASE_URL=self.database_url,
-            OPENAI_API_KEY=None, REPLICATE_API_TOKEN=None, RUNWAYML_API_SECRET=None,
-            PROMPTREEL_HEARTBEAT_SECONDS=HEARTBEAT_SECONDS, PROMPTREEL_STALLED_AFTER_SECONDS=STALLED_AFTER_SECONDS,
-            PROMPTREEL_REMOTE_CONCURRENCY=MAX_JOBS, PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
+            PROMPTREEL_DATA_DIR=self.data_dir,
+            DATABASE_URL=self.database_url,
+            OPENAI_API_KEY=None,
+            REPLICATE_API_TOKEN=None,
+            RUNWAYML_API_SECRET=None,
+            PROMPTREEL_HEARTBEAT_SECONDS=HEARTBEAT_SECONDS,
+            PROMPTREEL_STALLED_AFTER_SECONDS=STALLED_AFTER_SECONDS,
+            PROMPTREEL_REMOTE_CONCURRENCY=MAX_JOBS,
+            PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
         )
         system = System(process_settings)
         # Test seam: the gated fakes answer for flux1 and runway wherever the system asks for a provider.
@@ -341,14 +358,22 @@ class LifecycleMachine(RuleBasedStateMachine):
     # -- what users do -------------------------------------------------------------------------
 
     @precondition(lambda self: len(self.refs) < MAX_JOBS)
-    @rule(target=jobs, owner=processes, remote=st.booleans(), quality=st.sampled_from(["standard", "high"]), duration=st.sampled_from([5, 10]))
+    @rule(
+        target=jobs,
+        owner=processes,
+        remote=st.booleans(),
+        quality=st.sampled_from(["standard", "high"]),
+        duration=st.sampled_from([5, 10]),
+    )
     def create(self, owner: Process, remote: bool, quality: str, duration: int) -> JobRef:
         label = f"job{len(self.refs)}"
-        request = validate_request({
-            "prompt": f"fuzz {label}" + (f" {REMOTE_MARK}" if remote else ""),
-            "provider": "flux1",
-            "settings": {"videoProvider": "runway", "quality": quality, "videoDuration": duration},
-        })
+        request = validate_request(
+            {
+                "prompt": f"fuzz {label}" + (f" {REMOTE_MARK}" if remote else ""),
+                "provider": "flux1",
+                "settings": {"videoProvider": "runway", "quality": quality, "videoDuration": duration},
+            }
+        )
         record = self.run(owner.system.jobs.create(request))
         ref = JobRef(label, record.job.id)
         self.refs.append(ref)
@@ -435,7 +460,10 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert row is not None, f"{ref.label} ({ref.id}) vanished without being removed; last seen {ref.last}"
             steps = step_rows.get(ref.id, {})
             now = Seen(
-                status=row.status, progress=row.progress, image_cost=row.image_cost, video_cost=row.video_cost,
+                status=row.status,
+                progress=row.progress,
+                image_cost=row.image_cost,
+                video_cost=row.video_cost,
                 steps={kind.value: steps[kind.value].status for kind in StepKind if kind.value in steps},
                 expired=row.media_expired_at is not None,
             )
@@ -463,7 +491,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             )
         if ref.final is not None:
             final = ref.final
-            assert now.status == final.status, f"{ref.label} ({ref.id}) changed after it finished: status {final.status} -> {now.status}"
+            assert now.status == final.status, (
+                f"{ref.label} ({ref.id}) changed after it finished: status {final.status} -> {now.status}"
+            )
             for kind, outcome in final.steps.items():
                 # A step the canceller could not end (another process ran it) may only be closed as cancelled.
                 allowed = {outcome} if outcome in ENDED_STEP else {outcome, StepStatus.CANCELLED.value}
@@ -471,11 +501,15 @@ class LifecycleMachine(RuleBasedStateMachine):
                     f"{ref.label} ({ref.id}) changed after it finished ({final.status}): step {kind} {outcome} -> {now.steps[kind]}"
                 )
         if now.status == JobStatus.COMPLETED:
-            assert set(now.steps.values()) == {StepStatus.COMPLETED.value}, f"{ref.label} ({ref.id}) completed with steps {now.steps}"
+            assert set(now.steps.values()) == {StepStatus.COMPLETED.value}, (
+                f"{ref.label} ({ref.id}) completed with steps {now.steps}"
+            )
 
     def _check_progress(self, ref: JobRef, now: Seen) -> None:
         if ref.last is not None:
-            assert now.progress >= ref.last.progress, f"{ref.label} ({ref.id}) progress went down: {ref.last.progress} -> {now.progress}"
+            assert now.progress >= ref.last.progress, (
+                f"{ref.label} ({ref.id}) progress went down: {ref.last.progress} -> {now.progress}"
+            )
         if ref.final is not None:
             assert now.progress == ref.final.progress, (
                 f"{ref.label} ({ref.id}) changed after it finished ({ref.final.status}): progress {ref.final.progress} -> {now.progress}"
@@ -508,7 +542,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
         # What the job-level events say (a step_update's status and progress are its step's).
         told = [
-            (event.seq, event.type, *((event.data.get("status"), event.data.get("progress")) if event.type in JOB_EVENTS else (None, None)))
+            (
+                event.seq,
+                event.type,
+                *((event.data.get("status"), event.data.get("progress")) if event.type in JOB_EVENTS else (None, None)),
+            )
             for event in events
         ]
         rank, progress, status, ended_at = 0, 0, None, None
@@ -520,9 +558,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                 )
             if said is None:
                 continue
-            assert STATUS_RANK[JobStatus(said)] >= rank and (status is None or not JobStatus(status).finished or said == status), (
-                f"{ref.label} ({ref.id}) events tell status {status} -> {said} at event {seq}: {told}"
-            )
+            assert STATUS_RANK[JobStatus(said)] >= rank and (
+                status is None or not JobStatus(status).finished or said == status
+            ), f"{ref.label} ({ref.id}) events tell status {status} -> {said} at event {seq}: {told}"
             rank, status = STATUS_RANK[JobStatus(said)], said
             if percent is not None:
                 assert percent >= progress and (percent < 100 or said == JobStatus.COMPLETED), (
@@ -533,7 +571,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                 ended_at = seq
         if row.status in (JobStatus.COMPLETED, JobStatus.FAILED):
             ending = "job_completed" if row.status == JobStatus.COMPLETED else "job_failed"
-            assert ended_at is not None and told[ended_at - 1][1] == ending, f"{ref.label} ({ref.id}) is {row.status} without a {ending} event: {told}"
+            assert ended_at is not None and told[ended_at - 1][1] == ending, (
+                f"{ref.label} ({ref.id}) is {row.status} without a {ending} event: {told}"
+            )
 
     def _check_files(self, ref: JobRef, now: Seen) -> None:
         folder = self.media_dir / ref.id

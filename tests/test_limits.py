@@ -166,7 +166,9 @@ def test_the_fourth_job_within_a_minute_is_refused(tmp_path: Path):
 
 
 def test_each_user_has_a_limit_of_its_own(tmp_path: Path):
-    server = Server(tmp_path / "data", PROMPTREEL_RATE_LIMIT_PER_MINUTE="2", API_TOKENS="alice:alice-token-2f9c1e7a,bob:bob-token-8d41b0c3").start()
+    server = Server(
+        tmp_path / "data", PROMPTREEL_RATE_LIMIT_PER_MINUTE="2", API_TOKENS="alice:alice-token-2f9c1e7a,bob:bob-token-8d41b0c3"
+    ).start()
     try:
         with server.client() as api:
             alice = {"Authorization": "Bearer alice-token-2f9c1e7a"}
@@ -190,7 +192,7 @@ BIG_JOB = json.dumps(local_job(prompt="x" * 100_000)).encode()  # ~100 KB, above
 def chunked(data: bytes, size: int = 8192) -> Iterator[bytes]:
     """A generator body: httpx sends it with Transfer-Encoding: chunked, no Content-Length."""
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def check_too_large(response: httpx.Response) -> None:
@@ -324,7 +326,9 @@ async def test_a_websocket_client_that_never_reads_stalls_no_one(server: Server,
         done = await reader.until(ends_job(job["id"]), timeout=90)
         assert done["type"] == "job_completed", done
         stored = (await api.get(f"/api/v1/jobs/{job['id']}/events")).json()
-        assert [{**e, "data": unsigned(e["data"])} for e in reader.of_job(job["id"])] == [{**e, "data": unsigned(e["data"])} for e in stored]
+        assert [{**e, "data": unsigned(e["data"])} for e in reader.of_job(job["id"])] == [
+            {**e, "data": unsigned(e["data"])} for e in stored
+        ]
         assert [event["seq"] for event in stored] == list(range(1, len(stored) + 1))
         await late.connection.close()
         await reader.connection.close()
@@ -345,7 +349,9 @@ async def test_a_websocket_client_that_never_reads_is_dropped(server: Server, no
     # of the job that ran while it was stuck.
     texts = await asyncio.to_thread(non_reading.read_to_the_end, 60, stop_at='"job_completed"')
     of_job = [json.loads(text) for text in texts if job["id"] in text]
-    assert len(of_job) <= 1 and not [e for e in of_job if e["type"] == "job_completed"], f"the server kept sending to a client it should have dropped: {of_job}"
+    assert len(of_job) <= 1 and not [e for e in of_job if e["type"] == "job_completed"], (
+        f"the server kept sending to a client it should have dropped: {of_job}"
+    )
 
 
 def wait_for_log_lines(server: Server, marker: str, count: int, timeout: float) -> None:

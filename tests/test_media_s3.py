@@ -31,8 +31,14 @@ JOB = "job_abcdefgh1234"
 PNG = b"\x89PNG\r\n\x1a\n-not-really-an-image"
 ODD_JOB_IDS = ["../escape", "job_short", "job_abcdefgh/../../x", "job_abcdefgh1234\n", "", "JOB_abcdefgh1234", "job_abc defgh"]
 ODD_PATHS = [
-    None, "", "../job_abcdefgh1234/image.png", "job_abcdefgh1234/../../image.png", "/etc/passwd",
-    "job_abcdefgh1234/other.txt", "promptreel/job_abcdefgh1234/image.png", "job_abcdefgh1234/image.png\n",
+    None,
+    "",
+    "../job_abcdefgh1234/image.png",
+    "job_abcdefgh1234/../../image.png",
+    "/etc/passwd",
+    "job_abcdefgh1234/other.txt",
+    "promptreel/job_abcdefgh1234/image.png",
+    "job_abcdefgh1234/image.png\n",
 ]
 
 
@@ -131,7 +137,9 @@ def test_odd_job_ids_are_refused(store: S3MediaStore, job_id: str, moto: MotoSer
 
 
 @pytest.mark.parametrize("relative", ODD_PATHS)
-def test_stored_paths_never_leave_the_prefix(store: S3MediaStore, relative: str | None, moto: MotoServer, bucket: str, tmp_path: Path):
+def test_stored_paths_never_leave_the_prefix(
+    store: S3MediaStore, relative: str | None, moto: MotoServer, bucket: str, tmp_path: Path
+):
     moto.client.put_object(Bucket=bucket, Key="promptreel/promptreel/job_abcdefgh1234/image.png", Body=b"x")
     moto.client.put_object(Bucket=bucket, Key="job_abcdefgh1234/image.png", Body=b"x")
     assert store.key_for(relative) is None
@@ -140,7 +148,9 @@ def test_stored_paths_never_leave_the_prefix(store: S3MediaStore, relative: str 
     assert store.local_file(relative, tmp_path) is None
 
 
-@pytest.mark.parametrize(("prefix", "key"), [("media", f"media/{JOB}/image.png"), ("/a/b/", f"a/b/{JOB}/image.png"), ("", f"{JOB}/image.png")])
+@pytest.mark.parametrize(
+    ("prefix", "key"), [("media", f"media/{JOB}/image.png"), ("/a/b/", f"a/b/{JOB}/image.png"), ("", f"{JOB}/image.png")]
+)
 def test_the_prefix_is_one_folder(tmp_path: Path, moto: MotoServer, bucket: str, aws_env: None, prefix: str, key: str):
     media = media_store_for(s3_settings(tmp_path, moto, bucket, PROMPTREEL_S3_PREFIX=prefix))
     media.write_image(JOB, PNG)
@@ -151,15 +161,24 @@ def test_the_prefix_is_one_folder(tmp_path: Path, moto: MotoServer, bucket: str,
 
 def test_storage_failures_are_media_storage_errors(tmp_path: Path, moto: MotoServer, aws_env: None):
     missing = media_store_for(s3_settings(tmp_path, moto, "promptreel-no-such-bucket"))
-    with pytest.raises(MediaStorageError, match=r"^could not store the image in S3 bucket 'promptreel-no-such-bucket': NoSuchBucket"):
+    with pytest.raises(
+        MediaStorageError, match=r"^could not store the image in S3 bucket 'promptreel-no-such-bucket': NoSuchBucket"
+    ):
         missing.write_image(JOB, PNG)
     with pytest.raises(MediaStorageError, match="promptreel-no-such-bucket"):
         missing.check()
     missing.remove_job(JOB)  # logged, not raised: the job's row is already gone when this runs
 
-    settings = Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path, PROMPTREEL_S3_BUCKET="b", PROMPTREEL_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    settings = Settings(
+        _env_file=None,
+        PROMPTREEL_DATA_DIR=tmp_path,
+        PROMPTREEL_S3_BUCKET="b",
+        PROMPTREEL_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+    )
     down = media_store_for(settings)
-    with pytest.raises(MediaStorageError, match=r"^could not store the image in S3 bucket 'b': Could not connect to the endpoint URL"):
+    with pytest.raises(
+        MediaStorageError, match=r"^could not store the image in S3 bucket 'b': Could not connect to the endpoint URL"
+    ):
         down.write_image(JOB, PNG)
     with pytest.raises(MediaStorageError, match="Could not connect"):
         down.exists(f"{JOB}/image.png")
@@ -257,13 +276,18 @@ async def test_a_job_stores_and_serves_its_media_from_s3(tmp_path: Path, moto: M
         server.stop()
 
     # Another instance, set to redirect: a short-lived presigned URL instead of streaming.
-    server = Server(data_dir, **moto.env(bucket, PROMPTREEL_S3_DOWNLOADS="redirect", PROMPTREEL_S3_URL_EXPIRY_SECONDS="60")).start()
+    server = Server(
+        data_dir, **moto.env(bucket, PROMPTREEL_S3_DOWNLOADS="redirect", PROMPTREEL_S3_URL_EXPIRY_SECONDS="60")
+    ).start()
     try:
         with server.client() as api:
             redirect = api.get(f"/api/v1/jobs/{job_id}/download/image")
             assert redirect.status_code == 307, redirect.text
             location = redirect.headers["location"]
-            assert location.startswith(f"{moto.endpoint_url}/{bucket}/promptreel/{job_id}/image.png?") and "X-Amz-Expires=60" in location
+            assert (
+                location.startswith(f"{moto.endpoint_url}/{bucket}/promptreel/{job_id}/image.png?")
+                and "X-Amz-Expires=60" in location
+            )
             fetched = httpx.get(location)
             assert fetched.status_code == 200 and fetched.content == image.content
             assert fetched.headers["content-disposition"] == f'attachment; filename="promptreel-{job_id}-image.png"'
@@ -289,7 +313,11 @@ def test_generate_on_the_command_line_copies_the_media_out_of_s3(tmp_path: Path,
     data_dir, out = tmp_path / "data", tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "app", "generate", "a red kite over hills", "--duration", "5", "--seed", "3", "-o", str(out)],
-        cwd=ROOT, env=clean_env(data_dir, **moto.env(bucket)), capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=clean_env(data_dir, **moto.env(bucket)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     paths = [Path(line) for line in result.stdout.splitlines() if line.startswith("/")]
@@ -309,8 +337,12 @@ async def test_a_cancelled_video_leaves_nothing_behind(tmp_path: Path, moto: Mot
         with server.client() as api:
             job = api.post("/api/v1/generate", json=local_job("a neon city at night", videoDuration=10)).json()
             await events.until(
-                lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-                and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 5
+                lambda e: (
+                    e.get("jobId") == job["id"]
+                    and e["type"] == "step_update"
+                    and e["data"]["id"] == "video_generation"
+                    and e["data"]["progress"] >= 5
+                )
             )
             assert staged(tmp_dir), "the video step stages its files in the temporary folder"
             assert api.delete(f"/api/v1/jobs/{job['id']}").json()["status"] == "cancelled"

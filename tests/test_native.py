@@ -43,8 +43,16 @@ EXIT_TIMEOUT = 30.0
 
 
 class _ClientMessage(Structure):
-    _fields_ = [("type", c_int), ("serial", c_ulong), ("send_event", c_int), ("display", c_void_p), ("window", c_ulong),
-                ("message_type", c_ulong), ("format", c_int), ("l", c_long * 5)]
+    _fields_ = [
+        ("type", c_int),
+        ("serial", c_ulong),
+        ("send_event", c_int),
+        ("display", c_void_p),
+        ("window", c_ulong),
+        ("message_type", c_ulong),
+        ("format", c_int),
+        ("l", c_long * 5),
+    ]
 
 
 class _XEvent(Union):
@@ -68,7 +76,14 @@ class X11:
         lib.XOpenDisplay.restype, lib.XOpenDisplay.argtypes = c_void_p, [c_char_p]
         lib.XDefaultRootWindow.restype, lib.XDefaultRootWindow.argtypes = c_ulong, [c_void_p]
         lib.XInternAtom.restype, lib.XInternAtom.argtypes = c_ulong, [c_void_p, c_char_p, c_int]
-        lib.XQueryTree.argtypes = [c_void_p, c_ulong, POINTER(c_ulong), POINTER(c_ulong), POINTER(POINTER(c_ulong)), POINTER(c_uint)]
+        lib.XQueryTree.argtypes = [
+            c_void_p,
+            c_ulong,
+            POINTER(c_ulong),
+            POINTER(c_ulong),
+            POINTER(POINTER(c_ulong)),
+            POINTER(c_uint),
+        ]
         lib.XFetchName.argtypes = [c_void_p, c_ulong, POINTER(c_char_p)]
         lib.XFree.argtypes = [c_void_p]
         lib.XSendEvent.argtypes = [c_void_p, c_ulong, c_int, c_long, c_void_p]
@@ -125,7 +140,9 @@ def xvfb() -> Iterator[str]:
     # -displayfd: Xvfb picks a free display and writes its number once it accepts clients.
     process = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
@@ -142,13 +159,21 @@ class NativeApp:
         self.port = free_port()
         self.log_path = data_dir.parent / "native.log"
         env = clean_env(
-            data_dir, DISPLAY=display, QT_QPA_PLATFORM="xcb", QTWEBENGINE_CHROMIUM_FLAGS="--no-sandbox", PYWEBVIEW_GUI="qt",
+            data_dir,
+            DISPLAY=display,
+            QT_QPA_PLATFORM="xcb",
+            QTWEBENGINE_CHROMIUM_FLAGS="--no-sandbox",
+            PYWEBVIEW_GUI="qt",
         )
         env.pop("WAYLAND_DISPLAY", None)
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "--native", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.x11 = X11(display)
 
@@ -166,7 +191,9 @@ class NativeApp:
             if window is not None and studio_drawn(self.screenshot()):
                 return window
             time.sleep(0.25)
-        raise AssertionError(f"no studio window in {START_TIMEOUT}s (window {window}); windows {self.x11.windows()}\n{self.output()}")
+        raise AssertionError(
+            f"no studio window in {START_TIMEOUT}s (window {window}); windows {self.x11.windows()}\n{self.output()}"
+        )
 
     def screenshot(self):
         from PIL import ImageGrab
@@ -181,7 +208,9 @@ class NativeApp:
 
     def leftovers(self) -> list[str]:
         """Processes of this app's session still alive (the window process, Qt's helpers)."""
-        result = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(self.process.pid)], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "-s", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
         # zombies are dead already: only a parent (or init) reaping them is missing
         return [line for line in result.stdout.splitlines() if line.split() and not line.split()[1].startswith("Z")]
 

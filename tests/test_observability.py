@@ -83,16 +83,20 @@ async def test_one_line_per_request_and_per_transition_without_secrets(tmp_path:
 
     lines = log_lines(server)
     assert all({"time", "level", "event"} <= set(line) for line in lines)
-    requests = [line for line in lines if line["event"] == "http_request" and line["path"] != "/health"]  # /health: the start's polls
-    assert Counter((r["method"], r["path"], r["status"]) for r in requests) == Counter([
-        ("GET", "/api/v1/jobs", 401),
-        ("POST", "/api/v1/generate", 201),
-        ("GET", f"/api/v1/jobs/{job_id}", 200),
-        ("GET", f"/api/v1/jobs/{job_id}/download/image", 200),
-        ("GET", f"/api/v1/jobs/{job_id}/download/video", 206),
-        ("GET", "/api/v1/jobs", 200),
-        ("GET", "/metrics", 200),
-    ])
+    requests = [
+        line for line in lines if line["event"] == "http_request" and line["path"] != "/health"
+    ]  # /health: the start's polls
+    assert Counter((r["method"], r["path"], r["status"]) for r in requests) == Counter(
+        [
+            ("GET", "/api/v1/jobs", 401),
+            ("POST", "/api/v1/generate", 201),
+            ("GET", f"/api/v1/jobs/{job_id}", 200),
+            ("GET", f"/api/v1/jobs/{job_id}/download/image", 200),
+            ("GET", f"/api/v1/jobs/{job_id}/download/video", 206),
+            ("GET", "/api/v1/jobs", 200),
+            ("GET", "/metrics", 200),
+        ]
+    )
     assert not [line for line in lines if line["event"] == "log" and "/api/v1/" in line["message"]]  # no second access line
     by_path = {(r["path"], r["status"]): r for r in requests}
     assert by_path[("/api/v1/generate", 201)]["user"] == "default"  # the token's user, never the token
@@ -108,7 +112,8 @@ async def test_one_line_per_request_and_per_transition_without_secrets(tmp_path:
     assert transitions[-1]["progress"] == 100
     assert all(t["prompt_length"] == len(PROMPT) and "prompt" not in t for t in transitions)
     assert [(s["step"], s["provider"], s["status"]) for s in of_job(lines, "step_ended", job_id)] == [
-        ("image_generation", "local", "completed"), ("video_generation", "local", "completed"),
+        ("image_generation", "local", "completed"),
+        ("video_generation", "local", "completed"),
     ]
 
     text = server.log_path.read_text()
@@ -153,8 +158,14 @@ async def test_failed_job_counts_a_provider_error_and_logs_the_prompt_when_asked
 
     assert sample(metrics, "promptreel_provider_errors_total", provider="runway", step="video_generation") == 1
     assert sample(metrics, "promptreel_jobs", status="failed") == 1
-    assert sample(metrics, "promptreel_step_duration_seconds_count", step="image_generation", provider="local", status="completed") == 1
-    assert sample(metrics, "promptreel_step_duration_seconds_count", step="video_generation", provider="runway", status="failed") == 1
+    assert (
+        sample(metrics, "promptreel_step_duration_seconds_count", step="image_generation", provider="local", status="completed")
+        == 1
+    )
+    assert (
+        sample(metrics, "promptreel_step_duration_seconds_count", step="video_generation", provider="runway", status="failed")
+        == 1
+    )
 
     transitions = of_job(log_lines(server), "job_transition", job_id)
     assert [t["status"] for t in transitions] == [*TRANSITIONS, "failed"]

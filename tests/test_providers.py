@@ -104,7 +104,9 @@ def image_request(size: str = "1024x1024", quality: str = "standard", prompt: st
     return ImageRequest(prompt=prompt, width=width, height=height, quality=quality, seed=12345)
 
 
-def video_request(tmp_path: Path, size: tuple[int, int] = (1792, 1024), duration: int = 5, noisy: bool = False, prompt: str = PROMPT) -> VideoRequest:
+def video_request(
+    tmp_path: Path, size: tuple[int, int] = (1792, 1024), duration: int = 5, noisy: bool = False, prompt: str = PROMPT
+) -> VideoRequest:
     image = tmp_path / "image.png"
     image.write_bytes(png_image(*size, noisy=noisy))
     return VideoRequest(prompt=prompt, image_path=image, duration=duration, seed=777, output_path=tmp_path / "video.mp4")
@@ -119,7 +121,10 @@ def png_size(data: bytes) -> tuple[int, int]:
 # -- DALL-E 3 ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("size", "quality", "wire_quality"), [("1024x1024", "standard", "standard"), ("1792x1024", "high", "hd"), ("1024x1792", "standard", "standard")])
+@pytest.mark.parametrize(
+    ("size", "quality", "wire_quality"),
+    [("1024x1024", "standard", "standard"), ("1792x1024", "high", "hd"), ("1024x1792", "standard", "standard")],
+)
 async def test_dalle3_generates_with_the_right_request(openai_fake: FakeOpenAI, size: str, quality: str, wire_quality: str):
     ctx = RecordingContext()
     result = await dalle(openai_fake).generate(image_request(size, quality), ctx)
@@ -128,7 +133,14 @@ async def test_dalle3_generates_with_the_right_request(openai_fake: FakeOpenAI, 
     assert result.metadata == {"revisedPrompt": f"A richly detailed rendering of this scene: {PROMPT}"}
     [call] = openai_fake.seen("POST", "/v1/images/generations")
     assert call.headers["authorization"] == f"Bearer {openai_fake.key}"
-    assert call.json == {"model": "dall-e-3", "prompt": PROMPT, "size": size, "quality": wire_quality, "n": 1, "response_format": "b64_json"}
+    assert call.json == {
+        "model": "dall-e-3",
+        "prompt": PROMPT,
+        "size": size,
+        "quality": wire_quality,
+        "n": 1,
+        "response_format": "b64_json",
+    }
 
 
 async def test_dalle3_downloads_an_image_url_at_once(openai_fake: FakeOpenAI):
@@ -153,7 +165,9 @@ async def test_dalle3_output_that_is_not_an_image(openai_fake: FakeOpenAI):
 
 
 async def test_dalle3_interrupted_step_is_not_sent_again_on_resume(openai_fake: FakeOpenAI):
-    with pytest.raises(ProviderError, match="interrupted by a restart; it may already have been charged, so it was not sent again") as caught:
+    with pytest.raises(
+        ProviderError, match="interrupted by a restart; it may already have been charged, so it was not sent again"
+    ) as caught:
         await dalle(openai_fake).generate(image_request(), RecordingContext(resumed=True))
     assert not caught.value.transient
     assert not openai_fake.seen(), "a resumed DALL-E step must not ask OpenAI again (it could pay twice)"
@@ -172,7 +186,9 @@ async def test_dalle3_waits_out_a_429_then_succeeds(openai_fake: FakeOpenAI):
 async def test_dalle3_gives_up_after_persistent_5xx(openai_fake: FakeOpenAI):
     openai_fake.script("images", *[openai_replies.server_error() for _ in range(4)])
     ctx = RecordingContext()
-    with pytest.raises(ProviderError, match=r"OpenAI kept failing while generating the image: 500 server error \(4 attempts\)") as caught:
+    with pytest.raises(
+        ProviderError, match=r"OpenAI kept failing while generating the image: 500 server error \(4 attempts\)"
+    ) as caught:
         await dalle(openai_fake).generate(image_request(), ctx)
     assert caught.value.transient
     assert len(openai_fake.seen("POST", "/v1/images/generations")) == 4
@@ -219,7 +235,9 @@ async def test_dalle3_retries_when_it_cannot_connect():
     with socket_closed_port() as port:
         provider = DalleImageProvider(settings(OPENAI_API_KEY="sk", OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1"), policy=FAST)
         ctx = RecordingContext()
-        with pytest.raises(ProviderError, match=r"OpenAI kept failing while generating the image: Connection error.*\(4 attempts\)"):
+        with pytest.raises(
+            ProviderError, match=r"OpenAI kept failing while generating the image: Connection error.*\(4 attempts\)"
+        ):
             await provider.generate(image_request(), ctx)
     assert sum("attempt" in line for line in ctx.logs) == 3
 
@@ -247,9 +265,13 @@ async def test_flux1_runs_a_prediction(replicate_fake: FakeReplicate, quality, m
     polls = replicate_fake.seen("GET", f"/v1/predictions/{ctx.saved[0]}")
     assert len(polls) == 3  # starting, processing, succeeded
     assert any(abs(fraction - (0.1 + 0.75 * 0.5)) < 1e-6 for fraction in ctx.fractions), "no progress from the logs' 50%"
-    assert [line for line in ctx.logs if line.startswith("prediction ")] == [f"prediction {ctx.saved[0]} is {s}" for s in ("starting", "processing", "succeeded")]
+    assert [line for line in ctx.logs if line.startswith("prediction ")] == [
+        f"prediction {ctx.saved[0]} is {s}" for s in ("starting", "processing", "succeeded")
+    ]
     [download] = replicate_fake.seen("GET", prefix="/files/")
-    assert download.headers["host"].startswith("localhost:") and "authorization" not in download.headers  # no token to the file host
+    assert (
+        download.headers["host"].startswith("localhost:") and "authorization" not in download.headers
+    )  # no token to the file host
 
 
 @pytest.mark.parametrize("which", ["flux1", "runway"])
@@ -303,7 +325,9 @@ async def test_flux1_retries_polls_on_5xx(replicate_fake: FakeReplicate):
 
 async def test_flux1_gives_up_after_persistent_5xx(replicate_fake: FakeReplicate):
     replicate_fake.script("create", *[replicate_replies.unavailable(503) for _ in range(4)])
-    with pytest.raises(ProviderError, match=r"Replicate kept failing while starting the prediction: 503 Service Unavailable \(4 attempts\)"):
+    with pytest.raises(
+        ProviderError, match=r"Replicate kept failing while starting the prediction: 503 Service Unavailable \(4 attempts\)"
+    ):
         await flux(replicate_fake).generate(image_request(), RecordingContext())
     assert len(replicate_fake.seen("POST", prefix="/v1/models/")) == 4 and not replicate_fake.predictions
 
@@ -346,7 +370,11 @@ async def test_flux1_failures_are_explained(replicate_fake: FakeReplicate, outco
 
 async def test_flux1_unknown_model_setting_is_refused_plainly(replicate_fake: FakeReplicate):
     provider = FluxImageProvider(
-        settings(REPLICATE_API_TOKEN=replicate_fake.key, REPLICATE_BASE_URL=replicate_fake.url, PROMPTREEL_FLUX_MODEL_STANDARD="black-forest-labs/flux-nope"),
+        settings(
+            REPLICATE_API_TOKEN=replicate_fake.key,
+            REPLICATE_BASE_URL=replicate_fake.url,
+            PROMPTREEL_FLUX_MODEL_STANDARD="black-forest-labs/flux-nope",
+        ),
         policy=FAST,
     )
     with pytest.raises(ProviderError, match=r"Replicate does not know this while starting the prediction \(404\)"):
@@ -401,7 +429,11 @@ async def test_runway_animates_with_the_right_request(runway_fake: FakeRunway, t
     body = create.json
     assert body["promptImage"] == "data:image/png;base64," + base64.b64encode(request.image_path.read_bytes()).decode()
     assert {key: value for key, value in body.items() if key != "promptImage"} == {
-        "model": "gen4_turbo", "ratio": ratio, "duration": duration, "seed": 777, "promptText": PROMPT,
+        "model": "gen4_turbo",
+        "ratio": ratio,
+        "duration": duration,
+        "seed": 777,
+        "promptText": PROMPT,
     }
     assert ctx.saved == [result.metadata["runwayTaskId"]] and ctx.succeeded == ["gen4_turbo"]
     with av.open(str(request.output_path)) as container:
@@ -442,7 +474,10 @@ async def test_runway_failed_task_is_explained(runway_fake: FakeRunway, tmp_path
 
 @pytest.mark.parametrize(
     ("outcome", "message"),
-    [("output_gone", r"Runway's output is no longer available \(403\)"), ("output_not_video", "Runway's output is not a playable video")],
+    [
+        ("output_gone", r"Runway's output is no longer available \(403\)"),
+        ("output_not_video", "Runway's output is not a playable video"),
+    ],
 )
 async def test_runway_broken_output(runway_fake: FakeRunway, tmp_path: Path, outcome: str, message: str):
     runway_fake.outcomes.append(outcome)
@@ -465,7 +500,9 @@ async def test_runway_429_then_success_and_5xx_polls(runway_fake: FakeRunway, tm
 
 async def test_runway_gives_up_after_persistent_5xx(runway_fake: FakeRunway, tmp_path: Path):
     runway_fake.script("create", *[runway_replies.shedding_load(503) for _ in range(4)])
-    with pytest.raises(ProviderError, match=r"Runway kept failing while starting the video task: 503 Service Unavailable \(4 attempts\)"):
+    with pytest.raises(
+        ProviderError, match=r"Runway kept failing while starting the video task: 503 Service Unavailable \(4 attempts\)"
+    ):
         await runway(runway_fake).animate(video_request(tmp_path), RecordingContext())
     assert not runway_fake.tasks
 
@@ -485,7 +522,18 @@ async def test_runway_fake_refuses_what_runway_refuses(runway_fake: FakeRunway):
     async with httpx.AsyncClient(base_url=runway_fake.url) as client:
         missing_version = await client.post("/v1/image_to_video", headers={"Authorization": headers["Authorization"]}, json={})
         assert missing_version.status_code == 400 and "X-Runway-Version" in missing_version.json()["error"]
-        bad = await client.post("/v1/image_to_video", headers=headers, json={"model": "gen4_turbo", "promptImage": image, "ratio": "1024:1024", "duration": 5, "promptText": "x" * 1001, "colour": 1})
+        bad = await client.post(
+            "/v1/image_to_video",
+            headers=headers,
+            json={
+                "model": "gen4_turbo",
+                "promptImage": image,
+                "ratio": "1024:1024",
+                "duration": 5,
+                "promptText": "x" * 1001,
+                "colour": 1,
+            },
+        )
         assert bad.status_code == 400
         body = bad.json()
         assert body["error"] == "Validation of body failed"
@@ -604,11 +652,16 @@ def test_registry_reports_configured_providers_whose_keys_work(
     # The first answers are awaited for at most 0.8 s, which a busy machine can miss: this test is
     # about what the answers say, so it waits for them (as long as they take, no longer).
     monkeypatch.setattr(registry_module, "FIRST_CHECK_WAIT", 10.0)
-    registry = ProviderRegistry(settings(
-        OPENAI_API_KEY=openai_fake.key, OPENAI_BASE_URL=openai_fake.base_url,
-        REPLICATE_API_TOKEN="r8_wrong", REPLICATE_BASE_URL=replicate_fake.url,
-        RUNWAYML_API_SECRET=runway_fake.key, RUNWAYML_BASE_URL=runway_fake.url,
-    ))
+    registry = ProviderRegistry(
+        settings(
+            OPENAI_API_KEY=openai_fake.key,
+            OPENAI_BASE_URL=openai_fake.base_url,
+            REPLICATE_API_TOKEN="r8_wrong",
+            REPLICATE_BASE_URL=replicate_fake.url,
+            RUNWAYML_API_SECRET=runway_fake.key,
+            RUNWAYML_BASE_URL=runway_fake.url,
+        )
+    )
     infos = {info.name: info for info in registry.image_providers() + registry.video_providers()}
     assert infos["dalle3"].available and infos["runway"].available and infos["local"].available
     assert not infos["flux1"].available and infos["flux1"].configured
@@ -622,7 +675,9 @@ def test_registry_without_keys_names_the_missing_settings():
 
     registry = ProviderRegistry(settings())
     assert [(info.name, info.available, info.reason) for info in registry.image_providers()] == [
-        ("dalle3", False, "set OPENAI_API_KEY"), ("flux1", False, "set REPLICATE_API_TOKEN"), ("local", True, None)
+        ("dalle3", False, "set OPENAI_API_KEY"),
+        ("flux1", False, "set REPLICATE_API_TOKEN"),
+        ("local", True, None),
     ]
     assert registry.default_video_provider == "local"
 
@@ -662,10 +717,14 @@ async def test_check_keys_awaits_the_first_answers_briefly(replicate_fake: FakeR
     hold = Hold()
     replicate_fake.script("account", hold)  # Replicate's key check hangs
     try:
-        registry = ProviderRegistry(settings(
-            REPLICATE_API_TOKEN=replicate_fake.key, REPLICATE_BASE_URL=replicate_fake.url,
-            RUNWAYML_API_SECRET="key_wrong", RUNWAYML_BASE_URL=runway_fake.url,
-        ))
+        registry = ProviderRegistry(
+            settings(
+                REPLICATE_API_TOKEN=replicate_fake.key,
+                REPLICATE_BASE_URL=replicate_fake.url,
+                RUNWAYML_API_SECRET="key_wrong",
+                RUNWAYML_BASE_URL=runway_fake.url,
+            )
+        )
         started = time.monotonic()
         await registry.check_keys()
         assert time.monotonic() - started < 1.2

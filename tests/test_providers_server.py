@@ -54,7 +54,15 @@ def studio(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     server.stop()
 
 
-def job_request(prompt: str, provider: str, video_provider: str, size: str = "1024x1024", quality: str = "standard", duration: int = 5, seed: int = 4242) -> dict[str, Any]:
+def job_request(
+    prompt: str,
+    provider: str,
+    video_provider: str,
+    size: str = "1024x1024",
+    quality: str = "standard",
+    duration: int = 5,
+    seed: int = 4242,
+) -> dict[str, Any]:
     settings = {"imageSize": size, "videoDuration": duration, "quality": quality, "seed": seed, "videoProvider": video_provider}
     return {"prompt": prompt, "provider": provider, "settings": settings}
 
@@ -115,19 +123,36 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
             assert image.size == (width, height)
     if provider == "dalle3":
         [call] = [c for c in fakes.openai.seen("POST", "/v1/images/generations") if c.json["prompt"] == prompt]
-        assert call.json == {"model": "dall-e-3", "prompt": prompt, "size": size, "quality": "hd" if quality == "high" else "standard", "n": 1, "response_format": "b64_json"}
+        assert call.json == {
+            "model": "dall-e-3",
+            "prompt": prompt,
+            "size": size,
+            "quality": "hd" if quality == "high" else "standard",
+            "n": 1,
+            "response_format": "b64_json",
+        }
         assert job["metadata"]["revisedPrompt"].endswith(prompt)
         assert job["metadata"]["imageModel"] == "dall-e-3"
     if provider == "flux1":
         model = "black-forest-labs/flux-1.1-pro" if quality == "high" else "black-forest-labs/flux-schnell"
         [prediction] = [p for p in fakes.replicate.predictions.values() if p.input["prompt"] == prompt]
         assert prediction.model == model and job["metadata"]["imageModel"] == model
-        assert prediction.input == {"prompt": prompt, "aspect_ratio": {"1024x1024": "1:1", "1024x1792": "9:16"}[size], "seed": 4242, "output_format": "png"}
+        assert prediction.input == {
+            "prompt": prompt,
+            "aspect_ratio": {"1024x1024": "1:1", "1024x1792": "9:16"}[size],
+            "seed": 4242,
+            "output_format": "png",
+        }
         assert job["metadata"]["replicatePredictionId"] == prediction.id
     if video_provider == "runway":
         [task] = [t for t in fakes.runway.tasks.values() if t.body.get("promptText") == prompt]
         ratio = {"1792x1024": "1280:720", "1024x1792": "720:1280", "1024x1024": "960:960"}[size]
-        assert (task.body["model"], task.body["ratio"], task.body["duration"], task.body["seed"]) == ("gen4_turbo", ratio, duration, 4242)
+        assert (task.body["model"], task.body["ratio"], task.body["duration"], task.body["seed"]) == (
+            "gen4_turbo",
+            ratio,
+            duration,
+            4242,
+        )
         assert task.body["promptImage"].startswith("data:image/")
         expected = tuple(int(part) for part in ratio.split(":")) + (duration * 24,)
         assert video_size(media(studio, job["id"], "video")) == expected
@@ -141,18 +166,43 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
 @pytest.mark.parametrize(
     ("provider", "script", "error", "image_cost", "video_cost"),
     [
-        ("dalle3", lambda f: f.openai.script("images", openai_replies.content_policy()),
-         "Image generation failed: OpenAI refused the prompt under its content policy", 0.0, 0.0),
-        ("dalle3", lambda f: f.runway.outcomes.append("fail:SAFETY.INPUT.IMAGE"),
-         "Video generation failed: Runway refused the input image (SAFETY.INPUT.IMAGE)", 0.04, 0.0),
+        (
+            "dalle3",
+            lambda f: f.openai.script("images", openai_replies.content_policy()),
+            "Image generation failed: OpenAI refused the prompt under its content policy",
+            0.0,
+            0.0,
+        ),
+        (
+            "dalle3",
+            lambda f: f.runway.outcomes.append("fail:SAFETY.INPUT.IMAGE"),
+            "Video generation failed: Runway refused the input image (SAFETY.INPUT.IMAGE)",
+            0.04,
+            0.0,
+        ),
         # The prediction (the task) succeeded, and was paid for, before its output failed to arrive:
         # the failed job's cost says so (money spent is never hidden).
-        ("flux1", lambda f: f.replicate.outcomes.append("output_gone"),
-         "Image generation failed: Replicate's output is no longer available (404)", 0.003, 0.0),
-        ("flux1", lambda f: f.runway.outcomes.append("output_not_video"),
-         "Video generation failed: Runway's output is not a playable video", 0.003, 0.25),
-        ("dalle3", lambda f: f.runway.script("create", *[runway_replies.shedding_load(503) for _ in range(4)]),
-         "Video generation failed: Runway kept failing while starting the video task: 503 Service Unavailable (4 attempts)", 0.04, 0.0),
+        (
+            "flux1",
+            lambda f: f.replicate.outcomes.append("output_gone"),
+            "Image generation failed: Replicate's output is no longer available (404)",
+            0.003,
+            0.0,
+        ),
+        (
+            "flux1",
+            lambda f: f.runway.outcomes.append("output_not_video"),
+            "Video generation failed: Runway's output is not a playable video",
+            0.003,
+            0.25,
+        ),
+        (
+            "dalle3",
+            lambda f: f.runway.script("create", *[runway_replies.shedding_load(503) for _ in range(4)]),
+            "Video generation failed: Runway kept failing while starting the video task: 503 Service Unavailable (4 attempts)",
+            0.04,
+            0.0,
+        ),
     ],
     ids=["content-policy", "runway-safety", "flux-output-expired", "runway-output-not-video", "runway-5xx-exhausted"],
 )
@@ -169,7 +219,9 @@ async def test_failures_end_the_job_with_a_plain_reason_and_the_cost_of_what_com
     reason = job["error"].split("failed: ", 1)[1]
     assert len(failed) == 1 and any(f"failed: {reason}" in line for line in failed[0]["log"]), failed[0]["log"]
     charged_for_the_failed_step = video_cost if job["error"].startswith("Video") else image_cost
-    assert ("the provider had finished this step: charged $" in failed[0]["log"][-1]) == (charged_for_the_failed_step > 0), failed[0]["log"]
+    assert ("the provider had finished this step: charged $" in failed[0]["log"][-1]) == (charged_for_the_failed_step > 0), (
+        failed[0]["log"]
+    )
 
 
 async def test_429_then_success_is_logged_in_the_step(studio: Server, fakes: Fakes):
@@ -193,12 +245,26 @@ async def test_cancel_during_a_remote_step_cancels_the_remote_work(studio: Serve
         job = api.post("/api/v1/generate", json=request).json()
         if step == "image":
             prediction = await fakes.replicate.until(
-                lambda: next((p for p in fakes.replicate.predictions.values() if p.input["prompt"] == request["prompt"] and p.status == "processing"), None)
+                lambda: next(
+                    (
+                        p
+                        for p in fakes.replicate.predictions.values()
+                        if p.input["prompt"] == request["prompt"] and p.status == "processing"
+                    ),
+                    None,
+                )
             )
             cancel_path = f"/v1/predictions/{prediction.id}/cancel"
         else:
             task = await fakes.runway.until(
-                lambda: next((t for t in fakes.runway.tasks.values() if t.body.get("promptText") == request["prompt"] and t.status == "RUNNING"), None)
+                lambda: next(
+                    (
+                        t
+                        for t in fakes.runway.tasks.values()
+                        if t.body.get("promptText") == request["prompt"] and t.status == "RUNNING"
+                    ),
+                    None,
+                )
             )
             cancel_path = f"/v1/tasks/{task.id}"
         response = api.delete(f"/api/v1/jobs/{job['id']}")
@@ -227,7 +293,9 @@ async def test_restart_while_a_runway_task_runs_polls_the_same_task(tmp_path: Pa
         first = Server(data_dir, **fakes.env()).start()
         try:
             with first.client() as api:
-                job = api.post("/api/v1/generate", json=job_request("a train through snow, across a restart", "dalle3", "runway")).json()
+                job = api.post(
+                    "/api/v1/generate", json=job_request("a train through snow, across a restart", "dalle3", "runway")
+                ).json()
             # Polling has begun, so the task id is stored; then the server dies without warning.
             [task] = await fakes.runway.until(lambda: [t for t in fakes.runway.tasks.values() if t.status == "RUNNING"] or None)
             await fakes.runway.until_request("GET", f"/v1/tasks/{task.id}", count=2)
@@ -316,6 +384,7 @@ def test_fakes_answer_like_the_real_apis_without_a_key(fakes: Fakes):
     assert runway.status_code == 401 and "error" in runway.json()
     invalid = httpx.post(
         f"{fakes.replicate.url}/v1/models/black-forest-labs/flux-schnell/predictions",
-        headers={"Authorization": f"Bearer {fakes.replicate.key}"}, json={"input": {"prompt": "x", "aspect_ratio": "16:10"}},
+        headers={"Authorization": f"Bearer {fakes.replicate.key}"},
+        json={"input": {"prompt": "x", "aspect_ratio": "16:10"}},
     )
     assert invalid.status_code == 422 and invalid.json()["invalid_fields"][0]["field"] == "input.aspect_ratio"

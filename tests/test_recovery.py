@@ -18,8 +18,12 @@ async def start_until_mid_video(server: Server, prompt: str) -> dict:
         with server.client() as api:
             job = api.post("/api/v1/generate", json=local_job(prompt, videoDuration=10)).json()
         await stream.until(
-            lambda e: e.get("jobId") == job["id"] and e["type"] == "step_update"
-            and e["data"]["id"] == "video_generation" and e["data"]["progress"] >= 3
+            lambda e: (
+                e.get("jobId") == job["id"]
+                and e["type"] == "step_update"
+                and e["data"]["id"] == "video_generation"
+                and e["data"]["progress"] >= 3
+            )
         )
     finally:
         await stream.connection.close()

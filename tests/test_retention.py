@@ -36,8 +36,18 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
 
 def add_job(system: System, job_id: str, status: JobStatus, age: timedelta, *, image: bool = True, video: bool = True) -> None:
     """A job last changed `age` ago, with the media its phase would have."""
-    system.store.create(Job(id=job_id, prompt="a lighthouse at dawn", provider="local", video_provider="local",
-                            image_size="1024x1024", video_duration=5, quality="standard", seed=7))
+    system.store.create(
+        Job(
+            id=job_id,
+            prompt="a lighthouse at dawn",
+            provider="local",
+            video_provider="local",
+            image_size="1024x1024",
+            video_duration=5,
+            quality="standard",
+            seed=7,
+        )
+    )
     paths: dict[str, Any] = {}
     if image:
         paths["image_path"] = system.media.write_image(job_id, PNG)
@@ -50,7 +60,9 @@ def add_job(system: System, job_id: str, status: JobStatus, age: timedelta, *, i
     then = utcnow() - age
     # Straight SQL: update_job would stamp updated_at with now.
     with system.engine.begin() as connection:
-        connection.execute(update(Job).where(col(Job.id) == job_id).values(created_at=then - timedelta(minutes=5), updated_at=then))
+        connection.execute(
+            update(Job).where(col(Job.id) == job_id).values(created_at=then - timedelta(minutes=5), updated_at=then)
+        )
 
 
 def folder(system: System, job_id: str) -> Path:
@@ -84,7 +96,11 @@ def test_old_finished_jobs_lose_their_media_and_stay_in_the_history(system: Syst
         assert data["metadata"]["mediaExpiredAt"] == iso(job.media_expired_at)
     completed = system.store.get("job_oldcompleted").job
     # The paths stay: the job shows it had media, and its download answers 410, not 404.
-    assert (completed.status, completed.image_path, completed.video_path) == ("completed", "job_oldcompleted/image.png", "job_oldcompleted/video.mp4")
+    assert (completed.status, completed.image_path, completed.video_path) == (
+        "completed",
+        "job_oldcompleted/image.png",
+        "job_oldcompleted/video.mp4",
+    )
 
     for job_id, job in untouched.items():
         now = system.store.get(job_id).job

@@ -95,8 +95,10 @@ def test_the_studio_and_the_api_share_one_job_budget(tmp_path: Path, page: Page)
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Authentication on, small bounds (subscriptions, header time) to reach them quickly."""
     srv = Server(
-        tmp_path_factory.mktemp("bounded") / "data", API_TOKENS=f"alice:{TOKEN}",
-        PROMPTREEL_MAX_WS_SUBSCRIPTIONS=str(SUBSCRIPTIONS), PROMPTREEL_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        tmp_path_factory.mktemp("bounded") / "data",
+        API_TOKENS=f"alice:{TOKEN}",
+        PROMPTREEL_MAX_WS_SUBSCRIPTIONS=str(SUBSCRIPTIONS),
+        PROMPTREEL_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
     ).start()
     yield srv
     srv.stop()
@@ -282,8 +284,11 @@ def test_an_ipv6_client_is_throttled_for_its_whole_64(tmp_path: Path):
     server = Server(tmp_path / "data", API_TOKENS=f"alice:{TOKEN}", PROMPTREEL_AUTH_FAILURES_PER_MINUTE=str(FAILURES)).start()
     try:
         with server.client() as api:
+
             def from_address(address: str, token: str = "wrong-token-from-one-host") -> int:
-                return api.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": address}).status_code
+                return api.get(
+                    "/api/v1/jobs", headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+                ).status_code
 
             assert [from_address(f"2001:db8:7:1::{number:x}") for number in range(1, FAILURES + 1)] == [401] * FAILURES
             assert from_address("2001:db8:7:1:ffff::1") == 429  # another address of the same /64
@@ -306,12 +311,16 @@ def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: P
                 page.get_by_test_id("token").fill("wrong-in-the-studio")
                 page.get_by_test_id("sign-in").click()
                 expect(page.get_by_test_id("token")).to_have_value("")  # the page empties the field once it refused the token
-                expect(page.get_by_test_id("login-error")).to_have_text("That token is not valid. Ask whoever runs this promptreel for yours.")
+                expect(page.get_by_test_id("login-error")).to_have_text(
+                    "That token is not valid. Ask whoever runs this promptreel for yours."
+                )
             refused = api.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong-again"})
             assert refused.status_code == 429, refused.text
             body = refused.json()
             assert body["code"] == "RATE_LIMITED" and body["details"]["limit"] == FAILURES
-            assert 1 <= int(refused.headers["Retry-After"]) <= 60 and body["details"]["retryAfter"] == int(refused.headers["Retry-After"])
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60 and body["details"]["retryAfter"] == int(
+                refused.headers["Retry-After"]
+            )
             # Now even the right token is refused from this address, on every entry point, in the same words.
             assert api.get("/api/v1/jobs", headers=BEARER).status_code == 429
             assert api.post("/api/v1/generate", json=local_job(), headers=BEARER).status_code == 429
@@ -336,12 +345,20 @@ def test_wrong_tokens_are_throttled_per_address_on_every_entry_point(tmp_path: P
 
 @pytest.mark.parametrize(
     ("variable", "value", "user"),
-    [("API_TOKEN", "short-token", "default"), ("API_TOKEN", " " * 15 + "x", "default"), ("API_TOKENS", f"bob:{TOKEN}, alice:fifteen-chars!", "alice")],
+    [
+        ("API_TOKEN", "short-token", "default"),
+        ("API_TOKEN", " " * 15 + "x", "default"),
+        ("API_TOKENS", f"bob:{TOKEN}, alice:fifteen-chars!", "alice"),
+    ],
 )
 def test_a_short_token_is_refused_at_start(tmp_path: Path, variable: str, value: str, user: str):
     refused = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", "1"],
-        cwd=ROOT, env=clean_env(tmp_path, **{variable: value}), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean_env(tmp_path, **{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()

@@ -55,7 +55,9 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("sessions")
     (root / "storage").mkdir()  # as on an installation that has run before
     server = Server(
-        root / "data", API_TOKENS=f"alice:{ALICE}", PROMPTREEL_STORAGE_SECRET=STORAGE_SECRET,
+        root / "data",
+        API_TOKENS=f"alice:{ALICE}",
+        PROMPTREEL_STORAGE_SECRET=STORAGE_SECRET,
         NICEGUI_STORAGE_PATH=str(root / "storage"),
     ).start()
     yield server
@@ -98,7 +100,8 @@ def files_under(folder: Path) -> dict[str, bytes]:
 def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(
         tmp_path_factory.mktemp("hosts") / "data",
-        PROMPTREEL_ALLOWED_HOSTS="studio.example, *.lan.example", PROMPTREEL_PUBLIC_URL="https://public.example",
+        PROMPTREEL_ALLOWED_HOSTS="studio.example, *.lan.example",
+        PROMPTREEL_PUBLIC_URL="https://public.example",
     ).start()
     yield server
     server.stop()
@@ -112,10 +115,18 @@ def test_only_allowed_host_names_are_answered(named: Server):
                 assert refused.status_code == 400, (host, path)
                 assert refused.json() == {
                     "error": f"This service does not answer to the host {host!r}; its operator can add it to PROMPTREEL_ALLOWED_HOSTS.",
-                    "code": "HOST_NOT_ALLOWED", "details": {"host": host},
+                    "code": "HOST_NOT_ALLOWED",
+                    "details": {"host": host},
                 }
-        for host in (f"127.0.0.1:{named.port}", f"localhost:{named.port}", f"[::1]:{named.port}", "LOCALHOST",
-                     "studio.example", "box.lan.example:8443", "public.example"):
+        for host in (
+            f"127.0.0.1:{named.port}",
+            f"localhost:{named.port}",
+            f"[::1]:{named.port}",
+            "LOCALHOST",
+            "studio.example",
+            "box.lan.example:8443",
+            "public.example",
+        ):
             assert client.get("/api/v1/jobs", headers={"Host": host}).status_code == 200, host
     assert '"status": 400' in named.log_path.read_text()  # refusals are logged like any answer
 
@@ -131,14 +142,21 @@ async def test_ws_refuses_other_sites_origins(named: Server):
         await connection.send(json.dumps({"type": "ping"}))
         assert json.loads(await asyncio.wait_for(connection.recv(), 30)) == {"type": "pong"}
         await connection.close()
-    handshake = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    handshake = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
     async with httpx.AsyncClient(base_url=named.url, timeout=30) as client:
         foreign = await client.get("/ws", headers={**handshake, "Host": "rebind.attacker.example"})
         assert foreign.status_code == 400 and foreign.json()["code"] == "HOST_NOT_ALLOWED"
 
 
 def test_serving_on_every_interface_says_which_host_names_it_answers(tmp_path: Path):
-    server = Server(tmp_path / "data", command=("-m", "app", "serve", "--host", "0.0.0.0"), API_TOKEN="tok-any-4c1d-0123456").start()
+    server = Server(
+        tmp_path / "data", command=("-m", "app", "serve", "--host", "0.0.0.0"), API_TOKEN="tok-any-4c1d-0123456"
+    ).start()
     try:
         assert "PROMPTREEL_ALLOWED_HOSTS" in server.log_path.read_text()
         with server.client() as client:
@@ -150,7 +168,11 @@ def test_serving_on_every_interface_says_which_host_names_it_answers(tmp_path: P
 def test_cors_origins_star_is_refused_at_start(tmp_path: Path):
     refused = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", "1"],
-        cwd=ROOT, env=clean_env(tmp_path, PROMPTREEL_CORS_ORIGINS="*"), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean_env(tmp_path, PROMPTREEL_CORS_ORIGINS="*"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 2
     assert "PROMPTREEL_CORS_ORIGINS='*'" in refused.stderr and "list the origins" in refused.stderr
@@ -209,7 +231,9 @@ def test_forged_cookies_write_and_delete_nothing_outside_the_storage_folder(stud
     assert files_under(elsewhere) == before
     stored = [path.relative_to(root / "storage") for path in (root / "storage").rglob("*")]
     assert stored and all(path.parent == Path(".") and path.suffix == ".json" for path in stored), stored
-    assert all(str(uuid.UUID(path.stem.removeprefix("storage-user-"))) == path.stem.removeprefix("storage-user-") for path in stored)
+    assert all(
+        str(uuid.UUID(path.stem.removeprefix("storage-user-"))) == path.stem.removeprefix("storage-user-") for path in stored
+    )
 
 
 @pytest.mark.browser
@@ -247,7 +271,9 @@ def test_signing_in_and_out_gives_the_browser_a_new_session(studio: Server, brow
         victim = get(studio, "/", signed_in_cookie)
         assert victim.status_code == 200 and "promptreel studio" in victim.text
         sign_out(context, studio)
-        assert session_data(STORAGE_SECRET, browser_session(context))["id"] != session_data(STORAGE_SECRET, signed_in_cookie)["id"]
+        assert (
+            session_data(STORAGE_SECRET, browser_session(context))["id"] != session_data(STORAGE_SECRET, signed_in_cookie)["id"]
+        )
         after = get(studio, "/", signed_in_cookie)  # the signed-in cookie, kept by someone
         assert after.status_code == 307 and after.headers["location"] == "/login"
     finally:

@@ -18,8 +18,17 @@ from backend.store.models import Job, JobStatus, StepKind, StepStatus, utcnow
 
 
 def make_job(job_id: str, prompt: str = "a lighthouse at dawn", status: str = JobStatus.PENDING) -> Job:
-    return Job(id=job_id, prompt=prompt, provider="local", video_provider="local", status=status,
-               image_size="1024x1024", video_duration=5, quality="standard", seed=7)
+    return Job(
+        id=job_id,
+        prompt=prompt,
+        provider="local",
+        video_provider="local",
+        status=status,
+        image_size="1024x1024",
+        video_duration=5,
+        quality="standard",
+        seed=7,
+    )
 
 
 @pytest.fixture
@@ -75,11 +84,13 @@ def test_upgrading_keeps_every_job(sqlite_url: str):
     engine = create_db_engine(sqlite_url)
     migrate(engine, "0001")  # a database made by the first release
     with engine.begin() as connection:  # a job as that release stored it, without the later columns
-        connection.execute(text(
-            "INSERT INTO jobs (id, prompt, provider, video_provider, status, progress, image_size, video_duration, quality, seed,"
-            " extra, image_cost, video_cost, created_at, updated_at) VALUES ('job_keepme0001', 'an old job', 'local', 'local',"
-            " 'completed', 100, '1024x1024', 5, 'standard', 1, '{}', 0, 0, '2026-01-01 10:00:00.000000', '2026-01-01 10:05:00.000000')"
-        ))
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, prompt, provider, video_provider, status, progress, image_size, video_duration, quality, seed,"
+                " extra, image_cost, video_cost, created_at, updated_at) VALUES ('job_keepme0001', 'an old job', 'local', 'local',"
+                " 'completed', 100, '1024x1024', 5, 'standard', 1, '{}', 0, 0, '2026-01-01 10:00:00.000000', '2026-01-01 10:05:00.000000')"
+            )
+        )
     migrate(engine)  # the start after an upgrade
     migrate(engine)  # and another start
     record = JobStore(engine).get("job_keepme0001")
@@ -119,10 +130,10 @@ def test_every_page_matches_the_newest_first_order(store: JobStore):
     # Newest first: by time, then by id (descending) within a time.
     assert newest_first == sorted(newest_first, key=lambda job_id: (int(job_id[-5:]) // 2, [-ord(c) for c in job_id]))
     for offset in range(9):
-        assert [r.job.id for r in store.list(limit=3, offset=offset)[0]] == newest_first[offset:offset + 3]
+        assert [r.job.id for r in store.list(limit=3, offset=offset)[0]] == newest_first[offset : offset + 3]
     completed = [r.job.id for r in store.list(statuses=["completed"], limit=100)[0]]
     for offset in range(5):
-        assert [r.job.id for r in store.list(statuses=["completed"], limit=2, offset=offset)[0]] == completed[offset:offset + 2]
+        assert [r.job.id for r in store.list(statuses=["completed"], limit=2, offset=offset)[0]] == completed[offset : offset + 2]
 
 
 def test_hot_path_writes_return_what_was_stored(store: JobStore):
@@ -151,12 +162,16 @@ def test_finished_is_final(store: JobStore):
     store.create(make_job("job_final00001"))
     with store.transaction() as connection:
         store.update_job("job_final00001", connection=connection, status=JobStatus.GENERATING_VIDEO.value, image_cost=0.04)
-        store.update_step("job_final00001", StepKind.IMAGE, connection=connection, status=StepStatus.COMPLETED.value, progress=100)
+        store.update_step(
+            "job_final00001", StepKind.IMAGE, connection=connection, status=StepStatus.COMPLETED.value, progress=100
+        )
         store.update_step("job_final00001", StepKind.VIDEO, connection=connection, status=StepStatus.RUNNING.value, progress=10)
     assert store.append_log("job_final00001", StepKind.VIDEO, "rendering")
     # Another process cancels: the job and its open steps end in one transaction.
     job, closed = store.close_job("job_final00001", JobStatus.CANCELLED, StepStatus.CANCELLED, "cancelled")
-    assert job.status == "cancelled" and [(s.kind, s.status, s.log) for s in closed] == [("video_generation", "cancelled", ["rendering", "cancelled"])]
+    assert job.status == "cancelled" and [(s.kind, s.status, s.log) for s in closed] == [
+        ("video_generation", "cancelled", ["rendering", "cancelled"])
+    ]
     before = store.get("job_final00001")
 
     # The owner, late, writes its step's result, its progress, its completion: each loses, nothing changes.
@@ -175,8 +190,16 @@ def test_finished_is_final(store: JobStore):
     assert store.get("job_final00001") == before
 
     # The one change allowed: a charge already incurred, with its line. Cost only goes up.
-    job = store.record_after_end("job_final00001", StepKind.VIDEO, "result came after the cancel: discarded, $0.25 charged", charge=0.25)
-    assert (job.status, job.progress, job.image_cost, job.video_cost, job.total_cost) == ("cancelled", before.job.progress, 0.04, 0.25, 0.29)
+    job = store.record_after_end(
+        "job_final00001", StepKind.VIDEO, "result came after the cancel: discarded, $0.25 charged", charge=0.25
+    )
+    assert (job.status, job.progress, job.image_cost, job.video_cost, job.total_cost) == (
+        "cancelled",
+        before.job.progress,
+        0.04,
+        0.25,
+        0.29,
+    )
     assert store.get("job_final00001").step(StepKind.VIDEO).log[-1].endswith("$0.25 charged")
     with pytest.raises(ValueError):
         store.record_after_end("job_final00001", StepKind.VIDEO, "refund", charge=-0.25)

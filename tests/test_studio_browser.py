@@ -111,7 +111,8 @@ def test_submit_from_the_form_watch_progress_and_play_the_video(page: Page, stud
     page.wait_for_function(
         """id => { const t = document.querySelector(`[data-job-id="${id}"] [data-testid=job-percent]`)?.textContent;
                    const p = parseInt(t); return p > 0 && p < 100; }""",
-        arg=job_id, timeout=JOB_TIMEOUT_MS,
+        arg=job_id,
+        timeout=JOB_TIMEOUT_MS,
     )
     shot(page, "studio-running")
     expect(item.get_by_test_id("job-status")).to_have_text("Completed", timeout=JOB_TIMEOUT_MS)
@@ -369,13 +370,26 @@ def fill_store(data_dir: Path, total: int) -> None:
         for index in range(total):
             job_id = f"job_bulk{index:08d}"
             moment = start + timedelta(minutes=index)
-            session.add(Job(
-                id=job_id, prompt=f"Archive study number {index} ", provider="local", video_provider="local", status="completed",
-                progress=100, image_size="1024x1024", video_duration=5, quality="standard", seed=index,
-                created_at=moment, updated_at=moment + timedelta(seconds=9),
-            ))
+            session.add(
+                Job(
+                    id=job_id,
+                    prompt=f"Archive study number {index} ",
+                    provider="local",
+                    video_provider="local",
+                    status="completed",
+                    progress=100,
+                    image_size="1024x1024",
+                    video_duration=5,
+                    quality="standard",
+                    seed=index,
+                    created_at=moment,
+                    updated_at=moment + timedelta(seconds=9),
+                )
+            )
             for kind in ("image_generation", "video_generation"):
-                session.add(JobStep(job_id=job_id, kind=kind, status="completed", progress=100, started_at=moment, ended_at=moment))
+                session.add(
+                    JobStep(job_id=job_id, kind=kind, status="completed", progress=100, started_at=moment, ended_at=moment)
+                )
         session.commit()
     system.engine.dispose()
 
@@ -395,7 +409,9 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
     server = Server(tmp_path / "data").start()
     context = browser.new_context(viewport=DESKTOP)
     try:
-        finished = [create(server, **local_job(prompt, imageSize=size, seed=7 + index)) for index, (prompt, size) in enumerate(GALLERY)]
+        finished = [
+            create(server, **local_job(prompt, imageSize=size, seed=7 + index)) for index, (prompt, size) in enumerate(GALLERY)
+        ]
         running = create(server, **local_job("A desert caravan at sunset, dunes and long shadows", videoDuration=10, seed=3))
         for job in finished:
             assert wait_for_job(server, job["id"], ("completed", "failed", "cancelled"))["status"] == "completed"
@@ -405,9 +421,12 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
         page.wait_for_function(
             """id => { const p = parseInt(document.querySelector(`[data-job-id="${id}"] [data-testid=job-percent]`)?.textContent);
                        return p >= 45 && p < 90; }""",
-            arg=running["id"], timeout=JOB_TIMEOUT_MS,
+            arg=running["id"],
+            timeout=JOB_TIMEOUT_MS,
         )
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4"
+        )
         page.mouse.move(0, 0)
         shot(page, "studio-desktop", full_page=False)
 
@@ -427,7 +446,9 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
         page.mouse.move(0, 0)
         page.evaluate("document.activeElement.blur()")
         expect(card(page, running["id"]).get_by_test_id("job-status")).to_have_text("Completed")
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4"
+        )
         shot(page, "studio-dark", full_page=False)
         page.get_by_label("Switch to light mode").click()
 

@@ -149,8 +149,15 @@ def stored_job(system: System, prompt: str, status: str = "completed", **fields)
     """A job written straight to the store, as a finished run leaves it (no runner involved)."""
     job = Job(
         id=f"job_{abs(hash((prompt, time.monotonic_ns()))):012d}",
-        prompt=prompt, provider="local", video_provider="local", status=status,
-        progress=100 if status == "completed" else 0, image_size="1024x1024", video_duration=5, quality="standard", seed=1,
+        prompt=prompt,
+        provider="local",
+        video_provider="local",
+        status=status,
+        progress=100 if status == "completed" else 0,
+        image_size="1024x1024",
+        video_duration=5,
+        quality="standard",
+        seed=1,
         **fields,
     )
     system.store.create(job)
@@ -329,7 +336,10 @@ async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: S
 
 async def test_job_page_shows_settings_cost_and_error(studio: Studio):
     job = stored_job(
-        studio.system, "A broken bridge", status="failed", error="Video generation failed: the image to animate is missing from the media store",
+        studio.system,
+        "A broken bridge",
+        status="failed",
+        error="Video generation failed: the image to animate is missing from the media store",
         image_model="promptreel-scene-1",
     )
     await studio.user.open(f"/jobs/{job.id}")
@@ -397,7 +407,9 @@ async def test_a_key_refused_at_start_shows_in_the_header_and_the_form(studio: S
     option = provider_options(select)["DALL-E 3 (OpenAI)"]
     assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
     assert select.value == "local" and select.error is None, "the form starts on an available provider"
-    await studio.user.should_see(marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why.")
+    await studio.user.should_see(
+        marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why."
+    )
 
 
 @pytest.mark.parametrize("provider_settings", [OPENAI_KEY])
@@ -429,4 +441,6 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     option = provider_options(select)["DALL-E 3 (OpenAI)"]
     assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
     assert select.error == "Unavailable: OpenAI rejected the API key (401)"
-    await studio.user.should_see(marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why.")
+    await studio.user.should_see(
+        marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why."
+    )

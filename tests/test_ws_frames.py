@@ -13,7 +13,12 @@ from backend.settings import Settings
 def test_an_event_is_serialised_once_per_base_url_and_never_confused_with_another(tmp_path: Path):
     auth = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path, PROMPTREEL_SECRET_KEY="k" * 32))
     frames = FrameTexts(size=2)
-    event = {"type": "job_completed", "jobId": "job_1", "seq": 9, "data": {"id": "job_1", "video_url": "/api/v1/jobs/job_1/download/video"}}
+    event = {
+        "type": "job_completed",
+        "jobId": "job_1",
+        "seq": 9,
+        "data": {"id": "job_1", "video_url": "/api/v1/jobs/job_1/download/video"},
+    }
     first = frames.text(event, "http://a.test/", auth)
     assert frames.text(event, "http://a.test/", auth) is first  # the same string: not made again
     sent = json.loads(first)

@@ -49,7 +49,7 @@ def is_api_path(scope: Scope) -> bool:
     path = scope["path"]
     root = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return path.startswith("/api/") or path in API_PATHS
 
 

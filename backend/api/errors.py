@@ -29,7 +29,9 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] = Field(description="Context for the code: the field at fault, the job id, a limit...")
 
 
-def error_response(status_code: int, message: str, code: str, details: dict | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status_code: int, message: str, code: str, details: dict | None = None, headers: dict | None = None
+) -> JSONResponse:
     return JSONResponse({"error": message, "code": code, "details": details or {}}, status_code=status_code, headers=headers)
 
 
@@ -41,7 +43,9 @@ def allowed_methods(request: Request) -> list[str]:
     own 405 names only the first route's (`Allow: GET` where DELETE is served too); RFC 9110 wants all."""
     routes = request.app.router.routes
     return [
-        method for method in HTTP_METHODS if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
     ]
 
 
@@ -59,7 +63,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(request: Request, error: ApiError) -> Response:
         # An ApiError may carry headers of its own (RateLimited: Retry-After).
-        return error_response(error.status_code, error.message, error.code, error.details, headers=getattr(error, "headers", None))
+        return error_response(
+            error.status_code, error.message, error.code, error.details, headers=getattr(error, "headers", None)
+        )
 
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = []

@@ -109,7 +109,9 @@ async def health(system: SystemDep) -> Response:
     )
     checks = {"store": "ok" if store is None else "failed", "media": "ok" if media is None else "failed"}
     if isinstance(store, BaseException):
-        reason = (str(getattr(store, "orig", None) or store).splitlines() or [type(store).__name__])[0]  # the driver's words, not the SQL
+        reason = (str(getattr(store, "orig", None) or store).splitlines() or [type(store).__name__])[
+            0
+        ]  # the driver's words, not the SQL
         return error_response(503, f"The job store does not answer: {reason}", "STORE_UNAVAILABLE", {"checks": checks})
     if isinstance(media, BaseException):
         reason = str(media) if isinstance(media, MediaStorageError) else type(media).__name__
@@ -117,7 +119,9 @@ async def health(system: SystemDep) -> Response:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
-@router.post("/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503))
+@router.post(
+    "/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503)
+)
 async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
     record = await system.jobs.create(body, user)  # 429 RATE_LIMITED with Retry-After, as in the studio
@@ -130,13 +134,17 @@ async def list_jobs(
     response: Response,
     system: SystemDep,
     user: UserDep,
-    status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeat the parameter for several).")] = None,
+    status: Annotated[
+        list[JobStatus] | None, Query(description="Only jobs in these statuses (repeat the parameter for several).")
+    ] = None,
     q: Annotated[str | None, Query(max_length=200, description="Only jobs whose prompt contains this text.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> list[dict]:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
-    records, total = system.store.list(statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, owner=user.name)
+    records, total = system.store.list(
+        statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, owner=user.name
+    )
     response.headers["X-Total-Count"] = str(total)
     return [present(record, request, system) for record in records]
 
@@ -152,14 +160,19 @@ async def job_events(
     request: Request,
     system: SystemDep,
     user: UserDep,
-    after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Only events numbered above this `seq` (the last one the client saw).")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_QUERY_INT, description="Only events numbered above this `seq` (the last one the client saw).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 1000,
 ) -> list[dict]:
     """The job's stored events in order, each as /ws sends it, with its `seq`: a client that lost
     its WebSocket reads what it missed, then listens again."""
     system.jobs.get(job_id, user)  # 404 for a job that does not exist (or is someone else's)
     base = base_url(request, system)
-    return [{**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)} for event in system.event_log.after(job_id, after, limit)]
+    return [
+        {**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)}
+        for event in system.event_log.after(job_id, after, limit)
+    ]
 
 
 @router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], responses=errors(401, 404, 409, 422, 429))
@@ -188,7 +201,7 @@ DOWNLOAD_RESPONSES = {
 @router.head("/api/v1/jobs/{job_id}/download/{type}", tags=["jobs"], response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
 async def download(
     job_id: str,
-    type: Literal["image", "video"],  # noqa: A002 - the guide's name
+    type: Literal["image", "video"],
     request: Request,
     system: SystemDep,
     credentials: Credentials,

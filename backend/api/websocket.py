@@ -77,9 +77,11 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     origin = websocket.headers.get("origin")
     if not origin_allowed(origin, websocket.headers.get("host"), system.settings):
         # Another site's page (CORS does not cover WebSockets): refused at the handshake, nothing sent.
-        await websocket.send_denial_response(error_response(
-            403, f"WebSocket connections from {origin!r} are not allowed.", "ORIGIN_NOT_ALLOWED", {"origin": origin}
-        ))
+        await websocket.send_denial_response(
+            error_response(
+                403, f"WebSocket connections from {origin!r} are not allowed.", "ORIGIN_NOT_ALLOWED", {"origin": origin}
+            )
+        )
         return
     await websocket.accept()
     try:
@@ -89,7 +91,9 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
         await websocket.close(code=1013, reason="too many wrong tokens")
         return
     if user is None:  # told in the error format, then closed as a policy violation
-        await websocket.send_text(json.dumps(_error("A valid API token is needed: connect to /ws?token=<token>.", "UNAUTHORIZED")))
+        await websocket.send_text(
+            json.dumps(_error("A valid API token is needed: connect to /ws?token=<token>.", "UNAUTHORIZED"))
+        )
         await websocket.close(code=1008, reason="unauthorized")
         return
     base = _http_base(websocket, system.settings.public_url)
@@ -122,7 +126,9 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
 
     async def forward(subscription: Subscription) -> None:
         async for first in subscription:
-            texts = [FRAMES.text(event, base, system.auth) for event in (first, *subscription.drain(MAX_BATCH - 1)) if wanted(event)]
+            texts = [
+                FRAMES.text(event, base, system.auth) for event in (first, *subscription.drain(MAX_BATCH - 1)) if wanted(event)
+            ]
             if texts:
                 await send_texts(texts)
 

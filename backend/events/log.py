@@ -28,16 +28,28 @@ MAX_NOTIFY_BYTES = 7000
 
 # Built once: an event is a few of these per job step, and building a statement costs more than running it.
 _NEXT_SEQ = (
-    update(Job).where(col(Job.id) == bindparam("job_id")).values(event_seq=col(Job.event_seq) + bindparam("count")).returning(col(Job.event_seq))
+    update(Job)
+    .where(col(Job.id) == bindparam("job_id"))
+    .values(event_seq=col(Job.event_seq) + bindparam("count"))
+    .returning(col(Job.event_seq))
 )
 _INSERT = insert(JobEvent).values(
-    job_id=bindparam("b_job_id"), seq=bindparam("b_seq"), type=bindparam("b_type"), data=bindparam("b_data", type_=JSON),
+    job_id=bindparam("b_job_id"),
+    seq=bindparam("b_seq"),
+    type=bindparam("b_type"),
+    data=bindparam("b_data", type_=JSON),
     created_at=bindparam("b_created_at", type_=UtcDateTime()),
 )
 # On PostgreSQL the database's clock stamps events, so every host compares against one clock.
 _INSERT_STAMPED = (
     insert(JobEvent)
-    .values(job_id=bindparam("b_job_id"), seq=bindparam("b_seq"), type=bindparam("b_type"), data=bindparam("b_data", type_=JSON), created_at=func.now())
+    .values(
+        job_id=bindparam("b_job_id"),
+        seq=bindparam("b_seq"),
+        type=bindparam("b_type"),
+        data=bindparam("b_data", type_=JSON),
+        created_at=func.now(),
+    )
     .returning(col(JobEvent.created_at))
 )
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
@@ -52,7 +64,9 @@ class EventLog:
         self.engine = engine
         self.notifies = engine.dialect.name == "postgresql"
 
-    def append(self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, connection: Connection | None = None) -> int | None:
+    def append(
+        self, job_id: str, events: list[tuple[str, dict[str, Any]]], *, connection: Connection | None = None
+    ) -> int | None:
         """Store events of one job, in order, in one transaction (the caller's, when it gives its
         `connection`: the state change the events tell of), and (PostgreSQL) NOTIFY them; the last
         one's number, or None when the job is gone (`job_removed`: told to the other instances,
@@ -60,10 +74,14 @@ class EventLog:
         with nullcontext(connection) if connection is not None else self.engine.begin() as connection:
             last = connection.execute(_NEXT_SEQ, {"job_id": job_id, "count": len(events)}).scalar_one_or_none()
             first = None if last is None else last - len(events) + 1
-            rows = [
-                {"b_job_id": job_id, "b_seq": first + index, "b_type": type_, "b_data": data}
-                for index, (type_, data) in enumerate(events)
-            ] if first is not None else []
+            rows = (
+                [
+                    {"b_job_id": job_id, "b_seq": first + index, "b_type": type_, "b_data": data}
+                    for index, (type_, data) in enumerate(events)
+                ]
+                if first is not None
+                else []
+            )
             stamps: list[str | None] = [None] * len(events)
             if rows and not self.notifies:
                 now = utcnow()

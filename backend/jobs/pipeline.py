@@ -86,7 +86,15 @@ class StepRun:
     """The StepContext a provider gets: progress, log and remote id of one running step."""
 
     def __init__(
-        self, pipeline: Pipeline, job_id: str, kind: StepKind, provider: str, progress: int, remote_id: str | None, *, resumed: bool = False
+        self,
+        pipeline: Pipeline,
+        job_id: str,
+        kind: StepKind,
+        provider: str,
+        progress: int,
+        remote_id: str | None,
+        *,
+        resumed: bool = False,
     ):
         self.pipeline = pipeline
         self.provider = provider
@@ -235,7 +243,9 @@ class Pipeline:
         except Exception as error:
             log.exception("could not record the end of job %s", job_id)
             # The store still says the job runs: the next start resumes it. Clients hear it ended here.
-            self.bus.publish("job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"})
+            self.bus.publish(
+                "job_failed", job_id, {"id": job_id, "status": JobStatus.FAILED.value, "error": f"internal error: {error}"}
+            )
 
     def _start_step(self, job: Job, step: JobStep) -> StepRun:
         kind = step.step_kind  # a job ended by another process while this one queued it: JobFinished below
@@ -249,7 +259,9 @@ class Pipeline:
         if resumed:
             self._log_step(job.id, kind, "resumed after a restart" + (f" (remote id {step.remote_id})" if step.remote_id else ""))
         # Local work restarts from zero after a restart; its step progress starts over with it.
-        return StepRun(self, job.id, kind, _provider_name(job, kind), step.progress if step.remote_id else 0, step.remote_id, resumed=resumed)
+        return StepRun(
+            self, job.id, kind, _provider_name(job, kind), step.progress if step.remote_id else 0, step.remote_id, resumed=resumed
+        )
 
     async def _run_step(self, job: Job, run: StepRun, *, last: bool) -> Job:
         """Make the step's output, store it with its cost, and give back the updated job (the
@@ -262,7 +274,12 @@ class Pipeline:
             cost = _step_cost(job, run.kind, image.model)
             async with self._kept_or_discarded(job.id, run, cost):
                 relative = await _store_in_thread(self.media.write_image, job.id, image.png)
-                fields = {"image_path": relative, "image_model": image.model, "image_cost": cost, "extra": {**job.extra, **image.metadata}}
+                fields = {
+                    "image_path": relative,
+                    "image_model": image.model,
+                    "image_cost": cost,
+                    "extra": {**job.extra, **image.metadata},
+                }
                 return self._complete_step(job.id, run.kind, fields, last=last)
         else:
             # Providers work on local files; with S3 media, staging is a temporary folder.
@@ -271,7 +288,9 @@ class Pipeline:
                 if image_path is None:
                     raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
                 output = self.media.video_output(job.id, staging)
-                request = VideoRequest(prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output)
+                request = VideoRequest(
+                    prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output
+                )
                 video = await self.providers.video(job.video_provider).animate(request, run)
                 run.billed_model = None  # the charge goes with the result now, kept or discarded
                 cost = _step_cost(job, run.kind, video.model)
@@ -297,7 +316,9 @@ class Pipeline:
     async def _discard(self, job_id: str, run: StepRun, cost: float) -> None:
         run.cancel_event.set()
         try:  # the charge first: the file's removal (maybe an S3 call) may be cancelled again
-            message = "the result came after the cancel: discarded" + (f"; the provider charged ${cost:.4f} for it" if cost else "")
+            message = "the result came after the cancel: discarded" + (
+                f"; the provider charged ${cost:.4f} for it" if cost else ""
+            )
             self._note_after_end(job_id, run.kind, message, charge=cost)
         except Exception:
             log.exception("could not record the charge of job %s's discarded %s", job_id, _media_kind(run.kind))
@@ -326,7 +347,12 @@ class Pipeline:
             cost = self._unfetched_charge(job_id, run)
             if cost is not None:
                 assert run is not None
-                self._note_after_end(job_id, run.kind, f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away", charge=cost)
+                self._note_after_end(
+                    job_id,
+                    run.kind,
+                    f"the provider had finished this step (charged ${cost:.4f}); its result was thrown away",
+                    charge=cost,
+                )
         except Exception:  # the end stands either way
             log.exception("could not record the charge of job %s's unfetched step", job_id)
 
@@ -344,7 +370,13 @@ class Pipeline:
                 return job
             job = self.store.update_job(job_id, connection=connection, **fields)
             step, raised = self.store.record_progress(
-                job_id, kind, 100, _job_percent(kind, 100), connection=connection, status=StepStatus.COMPLETED.value, ended_at=utcnow()
+                job_id,
+                kind,
+                100,
+                _job_percent(kind, 100),
+                connection=connection,
+                status=StepStatus.COMPLETED.value,
+                ended_at=utcnow(),
             )
             events.append(("step_update", public.step_data(step)))
             if raised is not None:
@@ -357,7 +389,9 @@ class Pipeline:
             job = self.store.update_job(job_id, connection=connection, status=JobStatus.COMPLETED.value, progress=100)
             events += [("job_update", public.job_update_data(job)), ("job_completed", public.job_completed_data(job))]
 
-    def _close(self, job_id: str, status: JobStatus, outcome: StepStatus, note: str, *, announce: bool = True, **fields: Any) -> Job:
+    def _close(
+        self, job_id: str, status: JobStatus, outcome: StepStatus, note: str, *, announce: bool = True, **fields: Any
+    ) -> Job:
         """Finish the job and end its open steps (the running one with `outcome` and `note`), in
         one transaction with the events (`announce`: the job's too). JobFinished if it had ended."""
         with self.transition(job_id) as (connection, events):

@@ -189,7 +189,12 @@ class ProcrastinateQueue:
                     "   WHERE p.lock = j.id AND p.queue_name = :queue AND p.status IN ('todo', 'doing'))"
                     " ORDER BY j.created_at"
                 ),
-                {"statuses": statuses, "grace": DEFER_GRACE_SECONDS, "stalled": self.settings.stalled_after_seconds, "queue": QUEUE_NAME},
+                {
+                    "statuses": statuses,
+                    "grace": DEFER_GRACE_SECONDS,
+                    "stalled": self.settings.stalled_after_seconds,
+                    "queue": QUEUE_NAME,
+                },
             ).all()
         return [row[0] for row in rows]
 

@@ -7,7 +7,7 @@ frame), where the address the client used is known.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from backend.store.jobs import JobRecord
@@ -19,7 +19,7 @@ MEDIA_URL_KEYS = ("image_url", "video_url")
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def media_path(job_id: str, kind: str) -> str:

@@ -73,4 +73,3 @@ def describe(errors: list[dict[str, Any]]) -> tuple[str, str]:
 def validate_request(data: dict[str, Any]) -> GenerateRequest:
     """Parse python data the way the API parses JSON (used by the studio and the CLI)."""
     return GenerateRequest.model_validate_json(json.dumps(data))
-

@@ -47,8 +47,15 @@ class SystemStatus:
 
 class JobService:
     def __init__(
-        self, store: JobStore, queue: JobQueue, pipeline: Pipeline, providers: ProviderRegistry, bus: EventBus, media: MediaStore,
-        max_queued_jobs: int = 1000, rate_limiter: RateLimiter | None = None,
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        pipeline: Pipeline,
+        providers: ProviderRegistry,
+        bus: EventBus,
+        media: MediaStore,
+        max_queued_jobs: int = 1000,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.max_queued_jobs = max_queued_jobs
         #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
@@ -87,7 +94,13 @@ class JobService:
         image_model = self.providers.model_for_image(request.provider, settings.quality)
         video_model = self.providers.model_for_video(video_provider)
         return pricing.estimate(
-            request.provider, image_model, video_provider, video_model, settings.imageSize, settings.quality, settings.videoDuration
+            request.provider,
+            image_model,
+            video_provider,
+            video_model,
+            settings.imageSize,
+            settings.quality,
+            settings.videoDuration,
         )
 
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
@@ -166,4 +179,3 @@ class JobService:
             system_load=round(load, 2),
             workers_alive=workers,
         )
-

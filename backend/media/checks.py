@@ -110,9 +110,7 @@ def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> 
     with image:
         width, height = image.size
         if width * height > limits.image_pixels:
-            raise MediaRejected(
-                f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed"
-            )
+            raise MediaRejected(f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed")
         yield image
 
 

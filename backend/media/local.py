@@ -146,4 +146,3 @@ class LocalMediaStore(MediaStore):
             return None
         # FileResponse answers HEAD and byte ranges (206, 416) itself.
         return FileResponse(path, media_type=MEDIA_TYPES[kind][1], filename=download_filename(job_id, kind))
-

@@ -15,7 +15,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -261,7 +261,12 @@ class S3MediaStore(MediaStore):
             url = await asyncio.to_thread(
                 self.client.generate_presigned_url,
                 "get_object",
-                Params={"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": headers["Content-Disposition"], "ResponseContentType": content_type},
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "ResponseContentDisposition": headers["Content-Disposition"],
+                    "ResponseContentType": content_type,
+                },
                 ExpiresIn=self.url_expiry_seconds,
             )
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
@@ -292,7 +297,7 @@ def _object_headers(answer: dict[str, Any]) -> dict[str, str]:
     if answer.get("ETag"):
         headers["ETag"] = answer["ETag"]
     if answer.get("LastModified"):
-        headers["Last-Modified"] = format_datetime(answer["LastModified"].astimezone(timezone.utc), usegmt=True)
+        headers["Last-Modified"] = format_datetime(answer["LastModified"].astimezone(UTC), usegmt=True)
     return headers
 
 

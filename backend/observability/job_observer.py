@@ -15,7 +15,6 @@ from backend.observability.metrics import Metrics
 from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus
 
 if TYPE_CHECKING:
-
     from backend.jobs.queue import JobQueue
     from backend.store.jobs import JobRecord, JobStore
 
@@ -25,7 +24,9 @@ FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.fin
 _JOBS = Job.__table__  # type: ignore[attr-defined]
 #: What the job's lines name that its events do not carry: read once per job, not the whole record per line.
 _STEPS = JobStep.__table__  # type: ignore[attr-defined]
-_STEP_TIMES = select(_STEPS.c.started_at, _STEPS.c.ended_at).where(_STEPS.c.job_id == bindparam("job_id"), _STEPS.c.kind == bindparam("kind"))
+_STEP_TIMES = select(_STEPS.c.started_at, _STEPS.c.ended_at).where(
+    _STEPS.c.job_id == bindparam("job_id"), _STEPS.c.kind == bindparam("kind")
+)
 _FACTS_OF = select(_JOBS.c.prompt, _JOBS.c.provider, _JOBS.c.video_provider).where(_JOBS.c.id == bindparam("job_id"))
 
 
@@ -81,7 +82,13 @@ class JobObserver:
         return {"prompt": prompt} if self.log_prompts else {"prompt_length": len(prompt)}
 
     def _transition(self, job_id: str, status: str | None, progress: int | None, error: str | None, seq: int | None) -> None:
-        fields: dict[str, Any] = {"job_id": job_id, "status": status, "previous": self._status.get(job_id), "progress": progress, "seq": seq}
+        fields: dict[str, Any] = {
+            "job_id": job_id,
+            "status": status,
+            "previous": self._status.get(job_id),
+            "progress": progress,
+            "seq": seq,
+        }
         if error is not None:
             fields["error"] = error
         fields.update(self._prompt_fields(job_id))
@@ -107,7 +114,9 @@ class JobObserver:
         seconds = max(0.0, (times.ended_at - times.started_at).total_seconds())
         provider = facts.provider if kind is StepKind.IMAGE else facts.video_provider
         self.metrics.step_seconds.labels(kind.value, provider, status).observe(seconds)
-        log_event(log, "step_ended", job_id=job_id, step=kind.value, provider=provider, status=status, duration_ms=round(seconds * 1000))
+        log_event(
+            log, "step_ended", job_id=job_id, step=kind.value, provider=provider, status=status, duration_ms=round(seconds * 1000)
+        )
 
     def _count_failure(self, record: JobRecord) -> None:
         failed = next((step.step_kind for step in record.steps if step.status == StepStatus.FAILED), StepKind.IMAGE)

@@ -10,11 +10,10 @@ import json
 import logging
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-
     pass
 
 #: Loggers that would write a line per provider poll, job start or migration step.
@@ -33,7 +32,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; a plain library message becomes `{"event": "log", "message": ...}`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, timezone.utc)
+        moment = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, Any] = {
             "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),

@@ -19,7 +19,6 @@ from backend.observability.logs import log_event
 from backend.store.models import JobStatus
 
 if TYPE_CHECKING:
-
     from backend.jobs.queue import JobQueue
     from backend.store.jobs import JobStore
 
@@ -72,16 +71,23 @@ class Metrics:
     def __init__(self, store: JobStore, queue: JobQueue):
         self.registry = CollectorRegistry()
         self.step_seconds = Histogram(
-            "promptreel_step_duration_seconds", "How long steps ran, by step, provider and how they ended.",
-            ["step", "provider", "status"], buckets=STEP_BUCKETS, registry=self.registry,
+            "promptreel_step_duration_seconds",
+            "How long steps ran, by step, provider and how they ended.",
+            ["step", "provider", "status"],
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
         )
         self.provider_errors = Counter(
-            "promptreel_provider_errors", "Jobs that failed, by the provider of the step that failed.",
-            ["provider", "step"], registry=self.registry,
+            "promptreel_provider_errors",
+            "Jobs that failed, by the provider of the step that failed.",
+            ["provider", "step"],
+            registry=self.registry,
         )
         self.http_requests = Counter(
-            "promptreel_http_requests", "HTTP requests answered, by method and status class.",
-            ["method", "status"], registry=self.registry,
+            "promptreel_http_requests",
+            "HTTP requests answered, by method and status class.",
+            ["method", "status"],
+            registry=self.registry,
         )
         self.registry.register(_StateCollector(store, queue))
         ProcessCollector(registry=self.registry)  # memory, CPU and open files of this process

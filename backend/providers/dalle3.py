@@ -76,9 +76,14 @@ class DalleImageProvider:
 
     def _client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            api_key=self.settings.openai_api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+            api_key=self.settings.openai_api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=self.timeout,
             # max_bytes None: generate() streams the answer under its own cap
-            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context(), event_hooks=ProviderAnswers(self.name, "OpenAI", None).hooks()),
+            http_client=openai.DefaultAsyncHttpxClient(
+                verify=tls_context(), event_hooks=ProviderAnswers(self.name, "OpenAI", None).hooks()
+            ),
         )
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
@@ -103,7 +108,12 @@ class DalleImageProvider:
                     # Streamed and capped: the answer carries the image as base64, and a hostile
                     # endpoint could make it any size (the client's own read keeps it all).
                     async with client.images.with_streaming_response.generate(
-                        model=MODEL, prompt=request.prompt, size=size, quality=quality, n=1, response_format="b64_json"  # type: ignore[arg-type]
+                        model=MODEL,
+                        prompt=request.prompt,
+                        size=size,
+                        quality=quality,
+                        n=1,
+                        response_format="b64_json",  # type: ignore[arg-type]
                     ) as answer:
                         body = bytearray()
                         try:
@@ -161,10 +171,20 @@ class DalleImageProvider:
         elif image.url:  # the URL expires within the hour: fetch it now
             with tempfile.TemporaryDirectory(prefix="promptreel-dalle3-") as folder:
                 output = Path(folder) / "output"
-                urls = OutputUrlPolicy(self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls)
+                urls = OutputUrlPolicy(
+                    self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls
+                )
                 await download(
-                    image.url, output, kind="image", limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=LABEL,
-                    policy=self.policy, timeout=httpx.Timeout(60.0, connect=10.0),
+                    image.url,
+                    output,
+                    kind="image",
+                    limits=self.limits,
+                    urls=urls,
+                    ctx=ctx,
+                    provider=self.name,
+                    label=LABEL,
+                    policy=self.policy,
+                    timeout=httpx.Timeout(60.0, connect=10.0),
                 )
                 png, (width, height) = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         else:
@@ -188,7 +208,9 @@ class DalleImageProvider:
             return ProviderError(self.name, f"{reason}: check OPENAI_API_KEY", code="PROVIDER_AUTH")
         if code in BILLING_CODES or kind in BILLING_CODES:
             return ProviderError(
-                self.name, f"OpenAI refused to bill this account ({code or kind}): check the plan and billing", code="PROVIDER_BILLING"
+                self.name,
+                f"OpenAI refused to bill this account ({code or kind}): check the plan and billing",
+                code="PROVIDER_BILLING",
             )
         if status == 400 and code == "content_policy_violation":
             return ProviderError(self.name, "OpenAI refused the prompt under its content policy", code="PROVIDER_CONTENT_POLICY")
@@ -197,7 +219,9 @@ class DalleImageProvider:
         if status >= 500:
             return Transient(f"{status} server error", retry_after=parse_retry_after(error.response.headers))
         if status == 403:
-            return ProviderError(self.name, f"OpenAI refused access to {MODEL} for this key (403): {detail}", code="PROVIDER_AUTH")
+            return ProviderError(
+                self.name, f"OpenAI refused access to {MODEL} for this key (403): {detail}", code="PROVIDER_AUTH"
+            )
         if status == 404:
             return ProviderError(self.name, f"OpenAI answered 404 for the image endpoint: check OPENAI_BASE_URL ({detail})")
         return ProviderError(self.name, f"OpenAI refused the image request ({status}): {detail}")
@@ -208,7 +232,9 @@ class DalleImageProvider:
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether OpenAI accepts the key, asked of `GET /models/dall-e-3` (free): (ok, reason)."""
         headers = {"Authorization": f"Bearer {self.settings.openai_api_key}"}
-        response = key_check_get(f"{self.base_url}/models/{MODEL}", provider=self.name, label="OpenAI", headers=headers, timeout=timeout)
+        response = key_check_get(
+            f"{self.base_url}/models/{MODEL}", provider=self.name, label="OpenAI", headers=headers, timeout=timeout
+        )
         if response.status_code == 401:
             return False, "OpenAI rejected the API key (401)"
         if response.status_code == 403:

@@ -93,7 +93,9 @@ class FluxImageProvider(RemoteTaskProvider):
         size = f"{request.width}x{request.height}"
         if size not in ASPECT_RATIOS:
             raise ProviderError(self.name, f"FLUX.1 cannot make a {size} image")
-        body = {"input": {"prompt": request.prompt, "aspect_ratio": ASPECT_RATIOS[size], "seed": request.seed, "output_format": "png"}}
+        body = {
+            "input": {"prompt": request.prompt, "aspect_ratio": ASPECT_RATIOS[size], "seed": request.seed, "output_format": "png"}
+        }
         ctx.log(f"starting {model} on Replicate: aspect ratio {ASPECT_RATIOS[size]}, seed {request.seed}")
         return f"/v1/models/{owner}/{name}/predictions", body
 
@@ -109,7 +111,10 @@ class FluxImageProvider(RemoteTaskProvider):
         if status == 403:
             return ProviderError(self.name, f"Replicate refused access while {what} (403): {detail}", code="PROVIDER_AUTH")
         if status == 404:
-            return ProviderError(self.name, f"Replicate does not know this while {what} (404): {detail}; check the FLUX model settings and REPLICATE_BASE_URL")
+            return ProviderError(
+                self.name,
+                f"Replicate does not know this while {what} (404): {detail}; check the FLUX model settings and REPLICATE_BASE_URL",
+            )
         if status in (400, 422):
             return ProviderError(self.name, f"Replicate refused the input ({status}): {detail}")
         return None
@@ -135,13 +140,19 @@ class FluxImageProvider(RemoteTaskProvider):
             raise ProviderError(self.name, f"the prediction {remote_id} was cancelled at Replicate")
         elif status == "aborted":  # it never ran (e.g. its deadline passed first)
             raise ProviderError(
-                self.name, f"Replicate aborted the prediction {remote_id} before it ran (it is not billed); try again", transient=True
+                self.name,
+                f"Replicate aborted the prediction {remote_id} before it ran (it is not billed); try again",
+                transient=True,
             )
         return False
 
     def _output_url(self, prediction: dict[str, Any]) -> str:
         if prediction.get("data_removed"):
-            raise ProviderError(self.name, "Replicate has already deleted this prediction's output (outputs are kept for an hour)", code="PROVIDER_OUTPUT_GONE")
+            raise ProviderError(
+                self.name,
+                "Replicate has already deleted this prediction's output (outputs are kept for an hour)",
+                code="PROVIDER_OUTPUT_GONE",
+            )
         output = prediction.get("output")
         if isinstance(output, list):  # flux-schnell and flux-dev answer a list, one URL per image
             output = next((item for item in output if isinstance(item, str) and item), None)
@@ -153,7 +164,9 @@ class FluxImageProvider(RemoteTaskProvider):
 
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether Replicate accepts the token, asked of `GET /v1/account` (free): (ok, reason)."""
-        response = key_check_get(f"{self.base_url}/v1/account", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout)
+        response = key_check_get(
+            f"{self.base_url}/v1/account", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout
+        )
         if response.status_code == 401:
             return False, self.key_rejected
         if response.is_success:

@@ -71,7 +71,9 @@ def video_cost(provider: str, model: str, duration: int) -> float:
     raise UnknownPrice(f"unknown video provider {provider!r}")
 
 
-def estimate(provider: str, image_model: str, video_provider: str, video_model: str, size: str, quality: str, duration: int) -> dict[str, float]:
+def estimate(
+    provider: str, image_model: str, video_provider: str, video_model: str, size: str, quality: str, duration: int
+) -> dict[str, float]:
     """The cost of a whole job before it runs, in the guide's `cost` shape."""
     image = image_cost(provider, image_model, size, quality)
     video = video_cost(video_provider, video_model, duration)

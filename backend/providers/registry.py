@@ -124,7 +124,7 @@ class KeyCheck:
         started = self.clock()
         try:
             ok, reason = self.probe()
-        except Exception as error:  # noqa: BLE001 - unreachable or odd answer: unknown, the provider stays available
+        except Exception as error:
             ok, reason = None, f"key check failed: {error}"
         with self._lock:
             before = self._verdict
@@ -202,15 +202,21 @@ class ProviderRegistry:
         if settings.openai_api_key:
             from backend.providers.dalle3 import DalleImageProvider
 
-            self._add("dalle3", DalleImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("dalle3")), image=True)
+            self._add(
+                "dalle3", DalleImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("dalle3")), image=True
+            )
         if settings.replicate_api_token:
             from backend.providers.flux1 import FluxImageProvider
 
-            self._add("flux1", FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("flux1")), image=True)
+            self._add(
+                "flux1", FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("flux1")), image=True
+            )
         if settings.runwayml_api_secret:
             from backend.providers.runway import RunwayVideoProvider
 
-            self._add("runway", RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway")), image=False)
+            self._add(
+                "runway", RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway")), image=False
+            )
         if start_checks:
             self.start_key_checks()  # free requests, answered long before a first status request
 

@@ -91,11 +91,17 @@ class ProviderAnswers:
 
     def _check(self, response: httpx.Response) -> None:
         if response.headers.get("content-encoding", "identity").strip().lower() not in ("identity", ""):
-            raise ProviderError(self.provider, f"{self.label} answered compressed, which was not asked for; refused", code="PROVIDER_ANSWER_REFUSED")
+            raise ProviderError(
+                self.provider,
+                f"{self.label} answered compressed, which was not asked for; refused",
+                code="PROVIDER_ANSWER_REFUSED",
+            )
 
     def too_large(self) -> ProviderError:
         return ProviderError(
-            self.provider, f"{self.label}'s answer is larger than the {megabytes(self.max_bytes or 0)} allowed; refused", code="PROVIDER_ANSWER_TOO_LARGE"
+            self.provider,
+            f"{self.label}'s answer is larger than the {megabytes(self.max_bytes or 0)} allowed; refused",
+            code="PROVIDER_ANSWER_TOO_LARGE",
         )
 
 
@@ -144,7 +150,9 @@ def key_check_get(url: str, *, provider: str, label: str, headers: dict[str, str
 
 
 @asynccontextmanager
-async def open_pinned(client: httpx.AsyncClient, candidates: list[PinnedRequest], headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+async def open_pinned(
+    client: httpx.AsyncClient, candidates: list[PinnedRequest], headers: dict[str, str]
+) -> AsyncIterator[httpx.Response]:
     """The streamed answer of the first checked address that takes the connection."""
     for index, pinned in enumerate(candidates):
         request = client.build_request("GET", pinned.url, headers={**headers, **pinned.headers}, extensions=pinned.extensions)
@@ -220,12 +228,19 @@ async def download(
                             raise ProviderError(provider, too_large, code="PROVIDER_OUTPUT_TOO_LARGE")
                         sink.write(chunk)
                 return
-        raise ProviderError(provider, f"{label}'s output URL redirects more than {MAX_REDIRECTS} times; refused", code="PROVIDER_OUTPUT_REFUSED")
+        raise ProviderError(
+            provider, f"{label}'s output URL redirects more than {MAX_REDIRECTS} times; refused", code="PROVIDER_OUTPUT_REFUSED"
+        )
 
     async def attempt() -> None:
         try:
-            async with http_client(provider=provider, label=label, max_bytes=None, timeout=timeout, limits=NO_KEEPALIVE) as client:
-                client.event_hooks = {**client.event_hooks, "response": [*client.event_hooks["response"], refuse_an_invalid_location]}
+            async with http_client(
+                provider=provider, label=label, max_bytes=None, timeout=timeout, limits=NO_KEEPALIVE
+            ) as client:
+                client.event_hooks = {
+                    **client.event_hooks,
+                    "response": [*client.event_hooks["response"], refuse_an_invalid_location],
+                }
                 await fetch(client)
         except NOT_SENT_ERRORS as error:
             raise Transient(describe_transport_error(error)) from error

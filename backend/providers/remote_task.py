@@ -130,15 +130,28 @@ class RemoteTaskProvider(ABC):
     # -- the shared part -------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
-        return http_client(provider=self.name, label=self.label, base_url=self.base_url, headers=self._headers(), timeout=self.timeout)
+        return http_client(
+            provider=self.name, label=self.label, base_url=self.base_url, headers=self._headers(), timeout=self.timeout
+        )
 
     async def _download_output(self, url: str, dest: Path, *, kind: Literal["image", "video"], ctx: StepContext) -> None:
         """Fetch the task's output to `dest` under the output URL rules (output_urls.py); the API
         key goes along only while the URL is on the API's own origin."""
-        urls = OutputUrlPolicy(self.base_url, provider=self.name, label=self.label, allow_private=self.settings.allow_private_output_urls)
+        urls = OutputUrlPolicy(
+            self.base_url, provider=self.name, label=self.label, allow_private=self.settings.allow_private_output_urls
+        )
         await download(
-            url, dest, kind=kind, limits=self.limits, urls=urls, ctx=ctx, provider=self.name, label=self.label, policy=self.policy,
-            timeout=self.timeout, headers=self._headers(),
+            url,
+            dest,
+            kind=kind,
+            limits=self.limits,
+            urls=urls,
+            ctx=ctx,
+            provider=self.name,
+            label=self.label,
+            policy=self.policy,
+            timeout=self.timeout,
+            headers=self._headers(),
         )
 
     async def _run(self, request: Any, ctx: StepContext) -> tuple[str, dict[str, Any]]:
@@ -175,7 +188,9 @@ class RemoteTaskProvider(ABC):
             return self._created_id(response)
 
         try:
-            remote_id = await with_retries(attempt, ctx=ctx, provider=self.name, label=self.label, what=self.create_what, policy=self.policy)
+            remote_id = await with_retries(
+                attempt, ctx=ctx, provider=self.name, label=self.label, what=self.create_what, policy=self.policy
+            )
         except OutcomeUnknown as error:
             raise ProviderError(self.name, self._outcome_unknown(error.reason), transient=True) from error
         await ctx.save_remote_id(remote_id)
@@ -255,5 +270,10 @@ class RemoteTaskProvider(ABC):
                     raise self._explain(response, f"cancelling {self.noun} {remote_id}")
 
             await with_retries(
-                attempt, ctx=None, provider=self.name, label=self.label, what=f"cancelling {self.noun} {remote_id}", policy=self.policy
+                attempt,
+                ctx=None,
+                provider=self.name,
+                label=self.label,
+                what=f"cancelling {self.noun} {remote_id}",
+                policy=self.policy,
             )

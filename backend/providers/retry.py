@@ -169,7 +169,11 @@ def describe_transport_error(error: BaseException) -> str:
 
 #: Transport failures that prove the provider never received a whole request.
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
-    httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
 )
 
 
@@ -212,5 +216,5 @@ async def finish_despite_cancel(awaitable: Awaitable[T], grace: float = CREATE_G
             return task.result(), True
         try:
             return await asyncio.wait_for(task, grace), True
-        except Exception:  # noqa: BLE001 - whatever ended the call, the step is cancelled
+        except Exception:
             raise asyncio.CancelledError() from None

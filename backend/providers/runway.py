@@ -64,7 +64,9 @@ def pick_ratio(model: str, width: int, height: int) -> str:
     return min(ratios, key=distance)
 
 
-def image_data_uri(path: Path, limit: int = MAX_DATA_URI_CHARS, limits: MediaLimits = MediaLimits()) -> tuple[str, tuple[int, int], str]:
+def image_data_uri(
+    path: Path, limit: int = MAX_DATA_URI_CHARS, limits: MediaLimits = MediaLimits()
+) -> tuple[str, tuple[int, int], str]:
     """The image as a data URI within Runway's limit: as it is when it fits, else re-encoded as
     JPEG (smaller quality, then smaller size, until it fits). Returns (uri, size, note). The image
     is checked against `limits` before it is read whole or decoded."""
@@ -94,7 +96,9 @@ def image_data_uri(path: Path, limit: int = MAX_DATA_URI_CHARS, limits: MediaLim
                 if candidate.size != rgb.size:
                     note += f", scaled to {candidate.size[0]}x{candidate.size[1]}"
                 return uri, rgb.size, note
-        candidate = candidate.resize((max(1, candidate.width * 3 // 4), max(1, candidate.height * 3 // 4)), Image.Resampling.LANCZOS)
+        candidate = candidate.resize(
+            (max(1, candidate.width * 3 // 4), max(1, candidate.height * 3 // 4)), Image.Resampling.LANCZOS
+        )
 
 
 def probe_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, float]:
@@ -124,7 +128,11 @@ FAILURE_CODES: tuple[tuple[str, str, bool], ...] = (
     ("SAFETY.INPUT.TEXT", "Runway refused the prompt text ({code})", False),
     ("SAFETY.INPUT", "Runway refused the input ({code})", False),
     ("SAFETY.OUTPUT", "Runway's moderation rejected the generated video ({code})", False),
-    ("INTERNAL.BAD_OUTPUT", "Runway rejected its own video for quality reasons ({code}); a different image or prompt may work", True),
+    (
+        "INTERNAL.BAD_OUTPUT",
+        "Runway rejected its own video for quality reasons ({code}); a different image or prompt may work",
+        True,
+    ),
     ("ASSET.INVALID", "Runway could not use the input image ({code})", False),
     ("INPUT_PREPROCESSING", "Runway could not prepare the input ({code}): {failure}", False),
     ("INTERNAL", "Runway failed with an internal error ({code}); try again", True),
@@ -231,7 +239,9 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     def _refusal(self, status: int, detail: str, what: str) -> ProviderError | None:
         if status == 400 and "credit" in detail.lower():
-            return ProviderError(self.name, f"Runway refused to start the video: not enough credits ({detail})", code="PROVIDER_BILLING")
+            return ProviderError(
+                self.name, f"Runway refused to start the video: not enough credits ({detail})", code="PROVIDER_BILLING"
+            )
         if status == 400:
             return ProviderError(self.name, f"Runway refused the request (400): {detail}")
         if status in (404, 405):
@@ -272,7 +282,9 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
         """Whether Runway accepts the secret and has credits for a video, from `GET /v1/organization`."""
-        response = key_check_get(f"{self.base_url}/v1/organization", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout)
+        response = key_check_get(
+            f"{self.base_url}/v1/organization", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout
+        )
         if response.status_code == 401:
             return False, self.key_rejected
         if not response.is_success:

@@ -214,8 +214,9 @@ class FramePainter:
         return frame
 
 
-def camera_maps(source_size: tuple[int, int], size: tuple[int, int], scale: int, move: CameraMove,
-                e: float) -> tuple[np.ndarray, np.ndarray]:
+def camera_maps(
+    source_size: tuple[int, int], size: tuple[int, int], scale: int, move: CameraMove, e: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of one plane of the frame at eased progress e (0..1) samples the source:
     cv2.remap's x and y maps, in that plane's pixels.
 

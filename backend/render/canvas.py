@@ -18,7 +18,6 @@ F32 = np.float32
 LAND = frozenset({"mountains", "hills", "desert", "snow", "field", "water", "city", "forest"})
 
 
-
 class Scene:
     """The canvas plus the layout every layer agrees on (horizon, sun, scale)."""
 
@@ -113,7 +112,13 @@ def noise2d(
 
 
 def fbm2d(
-    rng: np.random.Generator, width: int, height: int, cells_x: float, cells_y: float, octaves: int = 4, gain: float = 0.5,
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    cells_x: float,
+    cells_y: float,
+    octaves: int = 4,
+    gain: float = 0.5,
     rows: int | None = None,
 ) -> np.ndarray:
     total, amp, norm = np.zeros((height if rows is None else rows, width), F32), 1.0, 0.0
@@ -124,7 +129,9 @@ def fbm2d(
     return total / norm
 
 
-def noise1d(rng: np.random.Generator, n: int, cells: float, octaves: int = 1, ridged_octaves: int = 0, gain: float = 0.5) -> np.ndarray:
+def noise1d(
+    rng: np.random.Generator, n: int, cells: float, octaves: int = 1, ridged_octaves: int = 0, gain: float = 0.5
+) -> np.ndarray:
     """A 1-D profile in 0..1; `ridged` octaves fold the noise into sharp crests (peaks, dunes)."""
     total, amp, norm = np.zeros(n, F32), 1.0, 0.0
     for o in range(octaves):

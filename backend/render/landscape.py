@@ -89,7 +89,7 @@ def paint_space(scene: Scene) -> None:
     # a diagonal band so the nebula reads as one structure, not uniform fog
     angle = rng.uniform(-0.6, 0.6)
     u = (np.arange(w4)[None, :] / w4 - 0.5) * math.sin(angle) + (np.arange(h4)[:, None] / h4 - 0.5) * math.cos(angle)
-    band = np.exp(-((u + rng.uniform(-0.1, 0.1)) / 0.3) ** 2).astype(F32)
+    band = np.exp(-(((u + rng.uniform(-0.1, 0.1)) / 0.3) ** 2)).astype(F32)
     density = smoothstep(0.3, 0.85, shape * 0.6 + band * 0.5) * band
     dust = smoothstep(0.52, 0.72, detail) * band * smoothstep(0.3, 0.6, shape)
     colour = mix(c1, c2, smoothstep(0.35, 0.65, detail)[..., None]) * (density[..., None] * 0.8)

@@ -118,7 +118,9 @@ _RAISE_JOB_PROGRESS = (
     )
     .returning(*JOBS.c)
 )
-_GET_OPEN_STEPS = core_select(STEPS).where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)))
+_GET_OPEN_STEPS = core_select(STEPS).where(
+    STEPS.c.job_id == bindparam("job_id"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES))
+)
 _THE_STEP = (STEPS.c.job_id == bindparam("step_job_id"), STEPS.c.kind == bindparam("step_kind"))
 # A log grows by read-modify-write; reading it with a no-op UPDATE takes the row's lock (SQLite: the
 # write lock) first, so no line of another writer is lost and SQLite never has to upgrade a read.
@@ -131,6 +133,8 @@ _INSERT_STEP = (
     .values(job_id=bindparam("step_job_id"), kind=bindparam("step_kind"), status=StepStatus.PENDING.value, progress=0, log=[])
     .returning(*STEPS.c, sort_by_parameter_order=True)
 )
+
+
 def _free(stale_before: Any) -> Any:
     """A job no live process owns: never claimed, released, or its owner stopped beating
     (`stale_before`: a time, or the bound parameter of a statement built once)."""
@@ -145,7 +149,9 @@ _CLAIM = (
     )
     .values(worker_id=bindparam("worker"), heartbeat_at=bindparam("now", type_=JOBS.c.heartbeat_at.type))
 )
-_COUNT_UNFINISHED = core_select(func.count()).select_from(JOBS).where(JOBS.c.status.in_([status.value for status in UNFINISHED_STATUSES]))
+_COUNT_UNFINISHED = (
+    core_select(func.count()).select_from(JOBS).where(JOBS.c.status.in_([status.value for status in UNFINISHED_STATUSES]))
+)
 
 
 @cache
@@ -173,7 +179,11 @@ def _update_open_step(names: tuple[str, ...]) -> Update:
     values = {name: bindparam(f"new_{name}", type_=STEPS.c[name].type) for name in names}
     return (
         update(STEPS)
-        .where(STEPS.c.job_id == bindparam("step_job_id"), STEPS.c.kind == bindparam("step_kind"), STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)))
+        .where(
+            STEPS.c.job_id == bindparam("step_job_id"),
+            STEPS.c.kind == bindparam("step_kind"),
+            STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)),
+        )
         .values(values)
         .returning(*STEPS.c)
     )
@@ -215,7 +225,9 @@ class JobStore:
     def create(self, job: Job, *, connection: Connection | None = None) -> JobRecord:
         with self._writing(connection) as connection:
             row = connection.execute(_INSERT_JOB, {column.name: getattr(job, column.name) for column in JOBS.c}).one()
-            steps = connection.execute(_INSERT_STEP, [{"step_job_id": job.id, "step_kind": kind.value} for kind in StepKind]).all()
+            steps = connection.execute(
+                _INSERT_STEP, [{"step_job_id": job.id, "step_kind": kind.value} for kind in StepKind]
+            ).all()
         return JobRecord(_job(row), _steps_in_order(steps))
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -270,9 +282,7 @@ class JobStore:
             if jobs:
                 for step in session.exec(select(JobStep).where(col(JobStep.job_id).in_(list(steps_by_job)))):
                     steps_by_job[step.job_id].append(step)
-        records = [
-            JobRecord(job, tuple(sorted(steps_by_job[job.id], key=lambda s: _STEP_ORDER[s.kind]))) for job in jobs
-        ]
+        records = [JobRecord(job, tuple(sorted(steps_by_job[job.id], key=lambda s: _STEP_ORDER[s.kind]))) for job in jobs]
         return records, total
 
     def _lost(self, connection: Connection, job_id: str) -> Exception:
@@ -293,13 +303,22 @@ class JobStore:
     def update_step(self, job_id: str, kind: StepKind, *, connection: Connection | None = None, **fields: Any) -> JobStep:
         """Write these fields of a step still open; JobFinished when it ended or its job finished."""
         with self._writing(connection) as connection:
-            row = connection.execute(_update_step(tuple(fields)), {"step_job_id": job_id, "step_kind": kind.value, **_new_values(fields)}).one_or_none()
+            row = connection.execute(
+                _update_step(tuple(fields)), {"step_job_id": job_id, "step_kind": kind.value, **_new_values(fields)}
+            ).one_or_none()
             if row is None:
                 raise self._lost(connection, job_id)
         return _step(row)
 
     def record_progress(
-        self, job_id: str, kind: StepKind, step_progress: int, job_progress: int, *, connection: Connection | None = None, **step_fields: Any
+        self,
+        job_id: str,
+        kind: StepKind,
+        step_progress: int,
+        job_progress: int,
+        *,
+        connection: Connection | None = None,
+        **step_fields: Any,
     ) -> tuple[JobStep, Job | None]:
         """Set a step's progress (and `step_fields`) and raise its job's, in one transaction: the
         job when its progress went up, None when it was already there (it never goes down).
@@ -318,7 +337,14 @@ class JobStore:
         return _step(step), _job(job) if job.updated_at == now else None
 
     def close_job(
-        self, job_id: str, status: JobStatus, running_outcome: StepStatus, note: str, *, connection: Connection | None = None, **fields: Any
+        self,
+        job_id: str,
+        status: JobStatus,
+        running_outcome: StepStatus,
+        note: str,
+        *,
+        connection: Connection | None = None,
+        **fields: Any,
     ) -> tuple[Job, list[JobStep]]:
         """Finish a job and end its open steps, in one transaction: a running step gets
         `running_outcome` and `note` in its log, a pending one is cancelled. The job and the steps
@@ -331,18 +357,24 @@ class JobStore:
                 values: dict[str, Any] = {"status": StepStatus.CANCELLED.value}
                 if row.status == StepStatus.RUNNING.value:
                     values = {"status": running_outcome.value, "ended_at": utcnow(), "log": [*row.log, note]}
-                step = connection.execute(_update_open_step(tuple(values)), {"step_job_id": job_id, "step_kind": row.kind, **_new_values(values)}).one()
+                step = connection.execute(
+                    _update_open_step(tuple(values)), {"step_job_id": job_id, "step_kind": row.kind, **_new_values(values)}
+                ).one()
                 closed.append(_step(step))
         return job, sorted(closed, key=lambda step: _STEP_ORDER[step.kind])
 
-    def complete_job(self, job_id: str, kind: StepKind, *, connection: Connection | None = None, **fields: Any) -> tuple[Job, JobStep]:
+    def complete_job(
+        self, job_id: str, kind: StepKind, *, connection: Connection | None = None, **fields: Any
+    ) -> tuple[Job, JobStep]:
         """Store the last step's output (`fields` of the job), end that step and complete the job,
         in one transaction: the job and the step. JobFinished (nothing written) once it had ended."""
         with self._writing(connection) as connection:
             job = self.update_job(job_id, connection=connection, **fields, status=JobStatus.COMPLETED.value, progress=100)
             values = {"status": StepStatus.COMPLETED.value, "progress": 100, "ended_at": utcnow()}
             # The job's row is ours now (and says completed): only the step's own state is checked.
-            step = connection.execute(_update_open_step(tuple(values)), {"step_job_id": job_id, "step_kind": kind.value, **_new_values(values)}).one_or_none()
+            step = connection.execute(
+                _update_open_step(tuple(values)), {"step_job_id": job_id, "step_kind": kind.value, **_new_values(values)}
+            ).one_or_none()
             if step is None:
                 raise JobFinished(job_id, StepStatus.COMPLETED.value)  # the step had ended: the rollback undoes the job's write
         return job, _step(step)
@@ -356,7 +388,9 @@ class JobStore:
             connection.execute(_SET_STEP_LOG, {"step_id": row.id, "new_log": [*row.log, line]})
         return True
 
-    def record_after_end(self, job_id: str, kind: StepKind, line: str, charge: float = 0.0, *, connection: Connection | None = None) -> Job:
+    def record_after_end(
+        self, job_id: str, kind: StepKind, line: str, charge: float = 0.0, *, connection: Connection | None = None
+    ) -> Job:
         """The one change allowed to a finished job (or a step that ended): money spent is never
         hidden. Adds `charge`, what the provider billed for work whose result came too late (after
         a cancel), to the step's cost, and `line` to the step's log, saying what became of that
@@ -364,7 +398,9 @@ class JobStore:
         if not charge >= 0:
             raise ValueError(f"a charge is never negative: {charge}")
         with self._writing(connection) as connection:
-            row = connection.execute(_add_charge(COST_COLUMN[kind]), {"job_id": job_id, "charge": charge}).one_or_none()  # the job's row first
+            row = connection.execute(
+                _add_charge(COST_COLUMN[kind]), {"job_id": job_id, "charge": charge}
+            ).one_or_none()  # the job's row first
             if row is None:
                 raise JobGone(job_id)
             step = connection.execute(_TAKE_STEP_LOG, {"step_job_id": job_id, "step_kind": kind.value}).one()
@@ -390,7 +426,9 @@ class JobStore:
     def claim(self, job_id: str, worker_id: str, stale_before: datetime) -> bool:
         """Take a job for `worker_id` unless another live process owns it (one atomic UPDATE)."""
         with self.engine.begin() as connection:
-            result = connection.execute(_CLAIM, {"job_id": job_id, "worker": worker_id, "stale_before": stale_before, "now": utcnow()})
+            result = connection.execute(
+                _CLAIM, {"job_id": job_id, "worker": worker_id, "stale_before": stale_before, "now": utcnow()}
+            )
             return result.rowcount == 1
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[str]) -> list[str]:

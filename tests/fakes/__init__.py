@@ -9,7 +9,9 @@ from .fake_runway import FakeRunway
 __all__ = ["FakeOpenAI", "FakeReplicate", "FakeRunway", "FakeServer", "Hold", "Reply", "Seen", "provider_env"]
 
 
-def provider_env(openai: FakeOpenAI | None = None, replicate: FakeReplicate | None = None, runway: FakeRunway | None = None) -> dict[str, str]:
+def provider_env(
+    openai: FakeOpenAI | None = None, replicate: FakeReplicate | None = None, runway: FakeRunway | None = None
+) -> dict[str, str]:
     """The environment variables that point promptreel at the given fakes."""
     env: dict[str, str] = {}
     if openai is not None:

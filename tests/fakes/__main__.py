@@ -19,8 +19,15 @@ from . import FakeOpenAI, FakeReplicate, FakeRunway, provider_env
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=8101, help="fake OpenAI's port; Replicate gets the next one, Runway the one after (default 8101)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8101,
+        help="fake OpenAI's port; Replicate gets the next one, Runway the one after (default 8101)",
+    )
     parser.add_argument("--poll-interval", type=float, default=0.5, help="PROMPTREEL_POLL_INTERVAL to suggest (default 0.5 s)")
     parser.add_argument("--env-file", type=Path, help="also write the export lines to this file, to source it")
     args = parser.parse_args()

@@ -95,7 +95,9 @@ class Recorder:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        self.fake._record(Seen(scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body, time.monotonic()))
+        self.fake._record(
+            Seen(scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body, time.monotonic())
+        )
         replayed = False
 
         async def replay() -> Message:
@@ -137,7 +139,9 @@ class FakeServer:
         self._socket = sock
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name=f"{self.label} fake", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=f"{self.label} fake", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -182,7 +186,9 @@ class FakeServer:
 
     def _all_holds(self) -> Iterable[Hold]:
         with self._changed:
-            return [item for queue in self._scripts.values() for item in queue if isinstance(item, Hold)] + list(self._taken_holds)
+            return [item for queue in self._scripts.values() for item in queue if isinstance(item, Hold)] + list(
+                self._taken_holds
+            )
 
     async def scripted(self, route: str) -> Response | None:
         """The scripted reply for this request, if one is queued (None: behave normally)."""
@@ -214,8 +220,10 @@ class FakeServer:
     def seen(self, method: str | None = None, path: str | None = None, prefix: str | None = None) -> list[Seen]:
         with self._changed:
             return [
-                r for r in self.requests
-                if (method is None or r.method == method) and (path is None or r.path == path)
+                r
+                for r in self.requests
+                if (method is None or r.method == method)
+                and (path is None or r.path == path)
                 and (prefix is None or r.path.startswith(prefix))
             ]
 
@@ -224,13 +232,17 @@ class FakeServer:
         with self._changed:
             result = self._changed.wait_for(condition, timeout)
         if not result:
-            raise AssertionError(f"{self.label} fake: condition not met in {timeout}s; saw {[(r.method, r.path) for r in self.requests[-8:]]}")
+            raise AssertionError(
+                f"{self.label} fake: condition not met in {timeout}s; saw {[(r.method, r.path) for r in self.requests[-8:]]}"
+            )
         return result
 
     async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> Any:
         return await asyncio.to_thread(self.wait_for, condition, timeout)
 
-    async def until_request(self, method: str, path: str | None = None, prefix: str | None = None, count: int = 1, timeout: float = 60.0) -> list[Seen]:
+    async def until_request(
+        self, method: str, path: str | None = None, prefix: str | None = None, count: int = 1, timeout: float = 60.0
+    ) -> list[Seen]:
         return await self.until(lambda: (found := self.seen(method, path, prefix)) and len(found) >= count and found, timeout)
 
     # -- helpers for subclasses --------------------------------------------------------------

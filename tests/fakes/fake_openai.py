@@ -35,15 +35,26 @@ KNOWN_FIELDS = {"prompt", "model", "n", "quality", "response_format", "size", "s
 MODELS = {"dall-e-3": 1698785189, "dall-e-2": 1698798177}
 
 
-def error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+def error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     return Reply(status, {"error": {"message": message, "type": type, "param": param, "code": code}}, headers or {})
 
 
 # Replies a test can script, as OpenAI sends them.
 def rate_limited(retry_after: float = 1) -> Reply:
     return error(
-        429, "Rate limit exceeded for images per minute in organization org-fake. Limit: 5/1min. Current: 6/1min.",
-        type="requests", code="rate_limit_exceeded", headers={"retry-after": f"{retry_after:g}"},
+        429,
+        "Rate limit exceeded for images per minute in organization org-fake. Limit: 5/1min. Current: 6/1min.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"retry-after": f"{retry_after:g}"},
     )
 
 
@@ -53,15 +64,18 @@ def server_error() -> Reply:
 
 def content_policy() -> Reply:
     return error(
-        400, "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+        400,
+        "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
         code="content_policy_violation",
     )
 
 
 def insufficient_quota() -> Reply:
     return error(
-        429, "You exceeded your current quota, please check your plan and billing details.",
-        type="insufficient_quota", code="insufficient_quota",
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        type="insufficient_quota",
+        code="insufficient_quota",
     )
 
 
@@ -103,9 +117,16 @@ class FakeOpenAI(FakeServer):
     def _auth(self, request: Request) -> Response | None:
         verdict = self.bearer_ok(request)
         if verdict is None:
-            return error(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).").response()
+            return error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            ).response()
         if not verdict:
-            return error(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", code="invalid_api_key").response()
+            return error(
+                401,
+                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            ).response()
         return None
 
     async def model(self, request: Request) -> Response:
@@ -124,7 +145,10 @@ class FakeOpenAI(FakeServer):
         try:
             body = await request.json()
         except ValueError:
-            return error(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)").response()
+            return error(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
+            ).response()
         if not isinstance(body, dict):
             return error(400, "Invalid type for the request body: expected an object.").response()
         if (reply := await self.scripted("images")) is not None:
@@ -155,13 +179,25 @@ class FakeOpenAI(FakeServer):
         if prompt is None:
             return error(400, "Missing required parameter: 'prompt'.", param="prompt")
         if not isinstance(prompt, str):
-            return error(400, f"Invalid type for 'prompt': expected a string, but got {type(prompt).__name__} instead.", param="prompt", code="invalid_type")
+            return error(
+                400,
+                f"Invalid type for 'prompt': expected a string, but got {type(prompt).__name__} instead.",
+                param="prompt",
+                code="invalid_type",
+            )
         model = body.get("model", "dall-e-2")
         if model not in MODELS:
-            return error(404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found", param="model")
+            return error(
+                404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found", param="model"
+            )
         limit = 4000 if model == "dall-e-3" else 1000
         if len(prompt) > limit:
-            return error(400, f"'{prompt[:20]}...' is too long - 'prompt'. Maximum length is {limit} characters.", param="prompt", code="string_above_max_length")
+            return error(
+                400,
+                f"'{prompt[:20]}...' is too long - 'prompt'. Maximum length is {limit} characters.",
+                param="prompt",
+                code="string_above_max_length",
+            )
         n = body.get("n", 1)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
             return error(400, f"{n!r} is not valid - 'n'", param="n")
@@ -176,7 +212,9 @@ class FakeOpenAI(FakeServer):
             return error(400, f"'{quality}' is not one of ['standard', 'hd'] - 'quality'", param="quality")
         response_format = body.get("response_format", "url")
         if response_format not in ("url", "b64_json"):
-            return error(400, f"'{response_format}' is not one of ['url', 'b64_json'] - 'response_format'", param="response_format")
+            return error(
+                400, f"'{response_format}' is not one of ['url', 'b64_json'] - 'response_format'", param="response_format"
+            )
         style = body.get("style", "vivid")
         if style not in ("vivid", "natural"):
             return error(400, f"'{style}' is not one of ['vivid', 'natural'] - 'style'", param="style")
@@ -187,6 +225,6 @@ class FakeOpenAI(FakeServer):
             return reply
         name = request.path_params["name"]
         if self.urls_expired or name not in self.files:
-            body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code><Message>Signed expiry time has to be after signed start time</Message></Error>"
+            body = '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>Signed expiry time has to be after signed start time</Message></Error>'
             return Response(body, 403, media_type="application/xml")
         return Response(self.files[name], media_type="image/png")

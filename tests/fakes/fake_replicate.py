@@ -43,8 +43,19 @@ RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16
 PRO_RATIOS = ["custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"]
 FORMATS = ["webp", "jpg", "png"]
 #: Output size of each aspect ratio at FLUX's one megapixel.
-RATIO_SIZES = {"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344), "21:9": (1536, 640), "9:21": (640, 1536),
-               "3:2": (1216, 832), "2:3": (832, 1216), "4:5": (896, 1088), "5:4": (1088, 896), "3:4": (896, 1152), "4:3": (1152, 896)}
+RATIO_SIZES = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "9:16": (768, 1344),
+    "21:9": (1536, 640),
+    "9:21": (640, 1536),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "4:5": (896, 1088),
+    "5:4": (1088, 896),
+    "3:4": (896, 1152),
+    "4:3": (1152, 896),
+}
 
 
 def enum(*values: Any) -> dict[str, Any]:
@@ -57,16 +68,35 @@ def integer(low: int | None = None, high: int | None = None) -> dict[str, Any]:
 
 # Input schemas of the official models (the fields their API pages list).
 SCHNELL = {
-    "prompt": {"type": str, "required": True}, "aspect_ratio": enum(*RATIOS), "num_outputs": integer(1, 4),
-    "num_inference_steps": integer(1, 4), "seed": integer(), "output_format": enum(*FORMATS), "output_quality": integer(0, 100),
-    "disable_safety_checker": {"type": bool}, "go_fast": {"type": bool}, "megapixels": enum("1", "0.25"),
+    "prompt": {"type": str, "required": True},
+    "aspect_ratio": enum(*RATIOS),
+    "num_outputs": integer(1, 4),
+    "num_inference_steps": integer(1, 4),
+    "seed": integer(),
+    "output_format": enum(*FORMATS),
+    "output_quality": integer(0, 100),
+    "disable_safety_checker": {"type": bool},
+    "go_fast": {"type": bool},
+    "megapixels": enum("1", "0.25"),
 }
-DEV = {**SCHNELL, "num_inference_steps": integer(1, 50), "guidance": {"type": (int, float)}, "image": {"type": str},
-       "prompt_strength": {"type": (int, float)}}
+DEV = {
+    **SCHNELL,
+    "num_inference_steps": integer(1, 50),
+    "guidance": {"type": (int, float)},
+    "image": {"type": str},
+    "prompt_strength": {"type": (int, float)},
+}
 PRO = {
-    "prompt": {"type": str, "required": True}, "aspect_ratio": enum(*PRO_RATIOS), "width": integer(256, 1440), "height": integer(256, 1440),
-    "seed": integer(), "output_format": enum(*FORMATS), "output_quality": integer(0, 100), "safety_tolerance": integer(1, 6),
-    "prompt_upsampling": {"type": bool}, "image_prompt": {"type": str},
+    "prompt": {"type": str, "required": True},
+    "aspect_ratio": enum(*PRO_RATIOS),
+    "width": integer(256, 1440),
+    "height": integer(256, 1440),
+    "seed": integer(),
+    "output_format": enum(*FORMATS),
+    "output_quality": integer(0, 100),
+    "safety_tolerance": integer(1, 6),
+    "prompt_upsampling": {"type": bool},
+    "image_prompt": {"type": str},
 }
 MODELS: dict[str, tuple[dict[str, Any], bool]] = {  # schema, whether the output is a list
     "black-forest-labs/flux-schnell": (SCHNELL, True),
@@ -81,7 +111,12 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 
 def throttled(retry_after: float = 1) -> Reply:
-    return problem(429, "Request was throttled.", f"Request was throttled. Your rate limit resets in ~{retry_after:g}s.", {"Retry-After": f"{retry_after:g}"})
+    return problem(
+        429,
+        "Request was throttled.",
+        f"Request was throttled. Your rate limit resets in ~{retry_after:g}s.",
+        {"Retry-After": f"{retry_after:g}"},
+    )
 
 
 def unavailable(status: int = 503) -> Reply:
@@ -90,7 +125,8 @@ def unavailable(status: int = 503) -> Reply:
 
 def insufficient_credit() -> Reply:
     return problem(
-        402, "Insufficient credit",
+        402,
+        "Insufficient credit",
         "You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit. "
         "Once you purchase credit, please wait a few minutes before trying again.",
     )
@@ -155,11 +191,22 @@ class FakeReplicate(FakeServer):
     def _public(self, prediction: Prediction) -> dict[str, Any]:
         base = f"{self.url}/v1/predictions/{prediction.id}"
         data: dict[str, Any] = {
-            "id": prediction.id, "model": prediction.model, "version": "hidden", "input": prediction.input,
-            "logs": prediction.logs, "output": prediction.output, "data_removed": prediction.data_removed,
-            "error": prediction.error, "status": prediction.status, "created_at": prediction.created_at,
-            "urls": {"cancel": f"{base}/cancel", "get": base, "stream": f"{self.url}/v1/streams/{prediction.id}",
-                     "web": f"https://replicate.com/p/{prediction.id}"},
+            "id": prediction.id,
+            "model": prediction.model,
+            "version": "hidden",
+            "input": prediction.input,
+            "logs": prediction.logs,
+            "output": prediction.output,
+            "data_removed": prediction.data_removed,
+            "error": prediction.error,
+            "status": prediction.status,
+            "created_at": prediction.created_at,
+            "urls": {
+                "cancel": f"{base}/cancel",
+                "get": base,
+                "stream": f"{self.url}/v1/streams/{prediction.id}",
+                "web": f"https://replicate.com/p/{prediction.id}",
+            },
         }
         if prediction.started_at:
             data["started_at"] = prediction.started_at
@@ -188,8 +235,12 @@ class FakeReplicate(FakeServer):
         except ValueError:
             return problem(400, "Bad request", "The request body is not valid JSON.").response()
         if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
-            return problem(422, "Input validation failed", "- input: input is required", invalid_fields=[
-                {"type": "required", "field": "input", "description": "input is required"}]).response()
+            return problem(
+                422,
+                "Input validation failed",
+                "- input: input is required",
+                invalid_fields=[{"type": "required", "field": "input", "description": "input is required"}],
+            ).response()
         schema, list_output = MODELS[model]
         invalid = validate_input(body["input"], schema)
         if invalid:
@@ -316,21 +367,47 @@ def validate_input(data: dict[str, Any], schema: dict[str, Any]) -> list[dict[st
     for name, value in data.items():
         rule = schema.get(name)
         if rule is None:  # stricter than Replicate, which ignores unknown inputs: a typo here is a bug
-            invalid.append({"type": "additional_property_not_allowed", "field": "input", "description": f"Additional property {name} is not allowed"})
+            invalid.append(
+                {
+                    "type": "additional_property_not_allowed",
+                    "field": "input",
+                    "description": f"Additional property {name} is not allowed",
+                }
+            )
             continue
         if "enum" in rule:
             if value not in rule["enum"]:
                 allowed = ", ".join(f'"{option}"' for option in rule["enum"])
-                invalid.append({"type": "enum", "field": f"input.{name}", "description": f"{name} must be one of the following: {allowed}"})
+                invalid.append(
+                    {"type": "enum", "field": f"input.{name}", "description": f"{name} must be one of the following: {allowed}"}
+                )
             continue
         kind = rule.get("type")
         if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-            invalid.append({"type": "invalid_type", "field": f"input.{name}", "description": f"Invalid type. Expected: integer, given: {type(value).__name__}"})
+            invalid.append(
+                {
+                    "type": "invalid_type",
+                    "field": f"input.{name}",
+                    "description": f"Invalid type. Expected: integer, given: {type(value).__name__}",
+                }
+            )
         elif kind is not None and kind is not int and not isinstance(value, kind):
             invalid.append({"type": "invalid_type", "field": f"input.{name}", "description": f"Invalid type for {name}"})
         elif kind is int:
             if rule.get("min") is not None and value < rule["min"]:
-                invalid.append({"type": "number_gte", "field": f"input.{name}", "description": f"Must be greater than or equal to {rule['min']}"})
+                invalid.append(
+                    {
+                        "type": "number_gte",
+                        "field": f"input.{name}",
+                        "description": f"Must be greater than or equal to {rule['min']}",
+                    }
+                )
             if rule.get("max") is not None and value > rule["max"]:
-                invalid.append({"type": "number_lte", "field": f"input.{name}", "description": f"Must be less than or equal to {rule['max']}"})
+                invalid.append(
+                    {
+                        "type": "number_lte",
+                        "field": f"input.{name}",
+                        "description": f"Must be less than or equal to {rule['max']}",
+                    }
+                )
     return invalid

@@ -159,7 +159,9 @@ class FakeRunway(FakeServer):
             return runway_error(401, "Incorrect API secret or API secret not provided.").response()
         version = request.headers.get("x-runway-version")
         if not version:
-            return runway_error(400, "The X-Runway-Version header is required. Set it to a supported API version, e.g. 2024-11-06.").response()
+            return runway_error(
+                400, "The X-Runway-Version header is required. Set it to a supported API version, e.g. 2024-11-06."
+            ).response()
         if version not in API_VERSIONS:
             return runway_error(400, f"Unsupported API version {version!r} in the X-Runway-Version header.").response()
         return None
@@ -169,11 +171,21 @@ class FakeRunway(FakeServer):
             return denied
         if (reply := await self.scripted("organization")) is not None:
             return reply
-        return JSONResponse({
-            "creditBalance": self.credits,
-            "tier": {"maxMonthlyCreditSpend": 10000, "models": {model: {"maxConcurrentGenerations": 2, "maxDailyGenerations": 200} for model in MODEL_RATIOS}},
-            "usage": {"models": {model: {"dailyGenerations": sum(1 for t in self.tasks.values() if t.body.get("model") == model)} for model in MODEL_RATIOS}},
-        })
+        return JSONResponse(
+            {
+                "creditBalance": self.credits,
+                "tier": {
+                    "maxMonthlyCreditSpend": 10000,
+                    "models": {model: {"maxConcurrentGenerations": 2, "maxDailyGenerations": 200} for model in MODEL_RATIOS},
+                },
+                "usage": {
+                    "models": {
+                        model: {"dailyGenerations": sum(1 for t in self.tasks.values() if t.body.get("model") == model)}
+                        for model in MODEL_RATIOS
+                    }
+                },
+            }
+        )
 
     async def create(self, request: Request) -> Response:
         if (denied := self._check_headers(request)) is not None:
@@ -233,7 +245,11 @@ class FakeRunway(FakeServer):
             name = f"{task.id}.mp4"
             if name not in self.outputs:
                 width, height = (int(part) for part in task.body["ratio"].split(":"))
-                self.outputs[name] = b"<html>AccessDenied</html>" if task.outcome == "output_not_video" else mp4_video(width, height, int(task.body.get("duration", 10)))
+                self.outputs[name] = (
+                    b"<html>AccessDenied</html>"
+                    if task.outcome == "output_not_video"
+                    else mp4_video(width, height, int(task.body.get("duration", 10)))
+                )
             data["output"] = [f"{self.files_url}/outputs/{name}?_jwt=fake.signed.token"]
         if task.status == "FAILED":
             code = task.outcome.partition(":")[2]
@@ -262,7 +278,11 @@ class FakeRunway(FakeServer):
         name = request.path_params["name"]
         task = self.tasks.get(name.removesuffix(".mp4"))
         if name not in self.outputs or (task and task.outcome == "output_gone"):
-            return Response("<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", 403, media_type="application/xml")
+            return Response(
+                '<?xml version="1.0"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>',
+                403,
+                media_type="application/xml",
+            )
         media_type = "text/html" if task and task.outcome == "output_not_video" else "video/mp4"
         return Response(self.outputs[name], media_type=media_type)
 
@@ -280,14 +300,27 @@ def validate_body(body: dict[str, Any]) -> list[dict[str, Any]]:
 
     unknown = [name for name in body if name not in KNOWN_FIELDS]
     if unknown:
-        issues.append({"code": "unrecognized_keys", "keys": unknown, "path": [], "message": f"Unrecognized key(s) in object: {', '.join(map(repr, unknown))}"})
+        issues.append(
+            {
+                "code": "unrecognized_keys",
+                "keys": unknown,
+                "path": [],
+                "message": f"Unrecognized key(s) in object: {', '.join(map(repr, unknown))}",
+            }
+        )
     model = body.get("model")
     if model not in MODEL_RATIOS:
-        issue("model", "invalid_union_discriminator", f"Invalid discriminator value. Expected {' | '.join(map(repr, MODEL_RATIOS))}")
+        issue(
+            "model", "invalid_union_discriminator", f"Invalid discriminator value. Expected {' | '.join(map(repr, MODEL_RATIOS))}"
+        )
         return issues
     ratio = body.get("ratio")
     if ratio not in MODEL_RATIOS[model]:
-        issue("ratio", "invalid_enum_value", f"Invalid enum value. Expected {' | '.join(map(repr, MODEL_RATIOS[model]))}, received {ratio!r}")
+        issue(
+            "ratio",
+            "invalid_enum_value",
+            f"Invalid enum value. Expected {' | '.join(map(repr, MODEL_RATIOS[model]))}, received {ratio!r}",
+        )
     duration = body.get("duration", 10)
     if not isinstance(duration, int) or isinstance(duration, bool) or not 2 <= duration <= 10:
         issue("duration", "invalid_type", "Expected an integer from 2 to 10")

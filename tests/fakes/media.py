@@ -21,7 +21,9 @@ def png_image(width: int, height: int, noisy: bool = False) -> bytes:
     else:
         x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
         y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-        pixels = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)), np.full((height, width), 128.0)], axis=-1)
+        pixels = np.stack(
+            [np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)), np.full((height, width), 128.0)], axis=-1
+        )
         pixels = pixels.astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, format="PNG", compress_level=1)

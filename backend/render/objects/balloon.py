@@ -33,8 +33,15 @@ def paint_balloon(scene: Scene) -> None:
         low = 0.45 if scene.spec.light != "night" else 0.8
 
         def envelope(
-            X: np.ndarray, Y: np.ndarray, ca: np.ndarray = ca, cb: np.ndarray = cb, x: float = x, y: float = y, r: float = r,
-            side: float = side, low: float = low,
+            X: np.ndarray,
+            Y: np.ndarray,
+            ca: np.ndarray = ca,
+            cb: np.ndarray = cb,
+            x: float = x,
+            y: float = y,
+            r: float = r,
+            side: float = side,
+            low: float = low,
         ) -> np.ndarray:
             nx = np.clip((X - x) / r, -1, 1)
             ang = np.arcsin(nx)  # gores: vertical stripes that bunch toward the edges

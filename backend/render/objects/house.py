@@ -30,7 +30,15 @@ def paint_house(scene: Scene) -> None:
                 lightpool(scene, x, base, size)
 
 
-def house_at(scene: Scene, sp: Sprite, x: float, base: float, size: float, rng: np.random.Generator, windows: list[tuple[float, float, float]]) -> None:
+def house_at(
+    scene: Scene,
+    sp: Sprite,
+    x: float,
+    base: float,
+    size: float,
+    rng: np.random.Generator,
+    windows: list[tuple[float, float, float]],
+) -> None:
     snow = "snow" in scene.spec.elements
     log = "cabin" in scene.spec.words or "forest" in scene.spec.elements or snow
     wall = body(scene, (0.45, 0.3, 0.2) if log else (0.9, 0.86, 0.78), 0.95)

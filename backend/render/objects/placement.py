@@ -54,7 +54,9 @@ def on_water(scene: Scene) -> bool:
     return "water" in scene.spec.elements
 
 
-def ground_spot(scene: Scene, rng: np.random.Generator, slots: Slots, half: float, near: tuple[float, float]) -> tuple[float, float, float]:
+def ground_spot(
+    scene: Scene, rng: np.random.Generator, slots: Slots, half: float, near: tuple[float, float]
+) -> tuple[float, float, float]:
     """(x, base y, depth) for a thing standing on land: a hill's crest, the shore, or the ground."""
     e = scene.spec.elements
     if scene.shore_line is not None:  # stand on the bank in the foreground

@@ -40,7 +40,13 @@ class Sprite:
         d = min(self.a.shape[0], int((max(ys) - self.y0) * self.ss) + 3)
         return (a, c, b, d) if a < b and c < d else None
 
-    def _paint(self, box: tuple[int, int, int, int], draw_fn: Callable[[ImageDraw.ImageDraw, int, int], None], colour: Colour, alpha: float) -> None:
+    def _paint(
+        self,
+        box: tuple[int, int, int, int],
+        draw_fn: Callable[[ImageDraw.ImageDraw, int, int], None],
+        colour: Colour,
+        alpha: float,
+    ) -> None:
         a, c, b, d = box
         mask = Image.new("L", (b - a, d - c))
         draw_fn(ImageDraw.Draw(mask), a, c)
