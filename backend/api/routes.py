@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from backend.api.errors import error_response
-from backend.api.schemas import ErrorBody, Event, HealthBody, Job, StatusBody
+from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
 from backend.auth import LOCAL_USER, User
 from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
 from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
@@ -132,7 +132,12 @@ async def health(system: SystemDep) -> Response:
 
 
 @router.post(
-    "/api/v1/generate", tags=["jobs"], status_code=201, response_model=Job, responses=errors(400, 401, 413, 422, 429, 503)
+    "/api/v1/generate",
+    tags=["jobs"],
+    status_code=201,
+    response_model=Job,
+    responses=errors(400, 401, 413, 422, 429, 503),
+    openapi_extra={"requestBody": {"content": {"application/json": {"examples": GENERATE_EXAMPLES}}}},
 )
 async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""

@@ -31,6 +31,31 @@ MediaUrl = Annotated[
 Progress = Annotated[int, Field(ge=0, le=100, description="0-100, never goes down; 100 only when completed.")]
 JobId = Annotated[str, Field(description="The job's id, e.g. job_abc123.")]
 
+#: POST /api/v1/generate's bodies, as `examples` of the request (the local renderer needs no key: "Try it out" works).
+GENERATE_EXAMPLES: dict[str, Any] = {
+    "local": {
+        "summary": "The built-in renderer, no key needed",
+        "value": {
+            "prompt": "A majestic mountain landscape at golden hour",
+            "provider": "local",
+            "settings": {
+                "imageSize": "1024x1024",
+                "videoDuration": 5,
+                "quality": "high",
+                "seed": 12345,
+                "videoProvider": "local",
+            },
+        },
+    },
+    "dalle3": {
+        "summary": "The guide's request: DALL-E 3, then the default video provider",
+        "value": {
+            "prompt": "A majestic mountain landscape at golden hour",
+            "provider": "dalle3",
+            "settings": {"imageSize": "1024x1024", "videoDuration": 10, "quality": "high"},
+        },
+    },
+}
 JOB_EXAMPLE: dict[str, Any] = {
     "id": "job_abc123",
     "prompt": "A majestic mountain landscape at golden hour",
