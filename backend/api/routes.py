@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -48,14 +48,14 @@ def errors(*statuses: int) -> dict[int | str, dict]:
 
 
 #: The list's 200: its header.
-LIST_HEADERS = {
+LIST_HEADERS: dict[str, Any] = {
     "headers": {
         "X-Total-Count": {"description": "How many jobs match, on every page.", "schema": {"type": "integer", "minimum": 0}}
     }
 }
 #: The download takes the owner's token or a signed link (`expires`, `signature`) without one: `{}`
 #: in the security requirements says that no header is one of the ways in.
-SIGNED_LINK_OR_TOKEN = {"security": [{}]}
+SIGNED_LINK_OR_TOKEN: dict[str, Any] = {"security": [{}]}
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per

@@ -241,7 +241,7 @@ class JobFailedEvent(TypedDict):
 #: An event, as /ws sends it and GET /api/v1/jobs/{id}/events lists it.
 Event = Annotated[JobUpdateEvent | StepUpdateEvent | JobCompletedEvent | JobFailedEvent, Field(discriminator="type")]
 
-STATUS_EXAMPLE = {
+STATUS_EXAMPLE: dict[str, Any] = {
     "dalle3_available": True,
     "flux1_available": False,
     "runway_available": True,
