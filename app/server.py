@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 from fastapi.middleware.gzip import GZipMiddleware
@@ -13,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
 from backend.api import mount_api
+from backend.api.docs import serve_api_docs
 from backend.api.hosts import AllowedHosts
 from backend.auth import load_storage_secret
 from backend.observability.logs import configure_logging
@@ -36,6 +38,7 @@ def serve(settings: Settings, *, native: bool = False) -> None:
     # Innermost of ours, so that RequestLogMiddleware logs its refusals.
     app.add_middleware(AllowedHosts, allowed_hosts=settings.answered_hosts)
     mount_api(app, system)
+    serve_api_docs(app, title="promptreel API", summary="Prompt in, image and short video out.", version=version("promptreel"))
     storage_secret = load_storage_secret(settings)
     if "NICEGUI_STORAGE_PATH" not in os.environ:
         # NiceGUI keeps each browser's storage (a signed-in session's token fingerprint) under the
@@ -83,7 +86,6 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         # A request's line and headers must arrive within PROMPTREEL_HEADER_TIMEOUT_SECONDS (slowloris).
         http=with_header_timeout(settings.header_timeout_seconds),
         gzip_middleware_factory=compressing,
-        fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
     )
 
 

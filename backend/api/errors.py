@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -19,14 +17,6 @@ from backend.jobs.request import describe
 log = logging.getLogger(__name__)
 #: Paths that belong to the API (JSON errors); everything else is the studio's (HTML pages).
 API_PREFIXES = ("/api/", "/health", "/metrics", "/ws")
-
-
-class ErrorBody(BaseModel):
-    """The body of every error answer, as `error_response` writes it: documents the routes' 4xx/5xx in the OpenAPI."""
-
-    error: str = Field(description="What went wrong, in words for a person.")
-    code: str = Field(description="A stable UPPER_SNAKE code, e.g. JOB_NOT_FOUND, VALIDATION_ERROR, UNAUTHORIZED.")
-    details: dict[str, Any] = Field(description="Context for the code: the field at fault, the job id, a limit...")
 
 
 def error_response(

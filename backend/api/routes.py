@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from backend.api.errors import ErrorBody, error_response
+from backend.api.errors import error_response
+from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
 from backend.auth import LOCAL_USER, User
 from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
 from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
@@ -44,6 +45,17 @@ ERROR_STATUSES = {
 def errors(*statuses: int) -> dict[int | str, dict]:
     """`responses=` for a route: these error statuses, documented with the ErrorBody model."""
     return {status: {"model": ErrorBody, "description": ERROR_STATUSES[status]} for status in statuses}
+
+
+#: The list's 200: its header.
+LIST_HEADERS: dict[str, Any] = {
+    "headers": {
+        "X-Total-Count": {"description": "How many jobs match, on every page.", "schema": {"type": "integer", "minimum": 0}}
+    }
+}
+#: The download takes the owner's token or a signed link (`expires`, `signature`) without one: `{}`
+#: in the security requirements says that no header is one of the ways in.
+SIGNED_LINK_OR_TOKEN: dict[str, Any] = {"security": [{}]}
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per
@@ -95,12 +107,12 @@ def present(record: JobRecord, request: Request, system: System) -> dict:
 
 
 def job_response(record: JobRecord, request: Request, system: System, status_code: int = 200) -> JSONResponse:
-    """`present` as the answer itself: FastAPI would validate and re-encode a dict we built (the
-    routes keep `response_model=dict`, so the OpenAPI document is unchanged)."""
+    """`present` as the answer itself: FastAPI would validate and re-encode a dict we built. The
+    routes' `response_model` documents it (backend/api/schemas.py); a returned response is sent as is."""
     return JSONResponse(present(record, request, system), status_code)
 
 
-@router.get("/health", tags=["system"], responses=errors(503))
+@router.get("/health", tags=["system"], response_model=HealthBody, responses=errors(503))
 async def health(system: SystemDep) -> Response:
     """200 when the job store answers and the media storage takes a write; 503 naming what failed."""
     # Both checks block (a query, a file or S3 call): in threads, side by side.
@@ -120,7 +132,12 @@ async def health(system: SystemDep) -> Response:
 
 
 @router.post(
-    "/api/v1/generate", tags=["jobs"], status_code=201, response_model=dict, responses=errors(400, 401, 413, 422, 429, 503)
+    "/api/v1/generate",
+    tags=["jobs"],
+    status_code=201,
+    response_model=Job,
+    responses=errors(400, 401, 413, 422, 429, 503),
+    openapi_extra={"requestBody": {"content": {"application/json": {"examples": GENERATE_EXAMPLES}}}},
 )
 async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
@@ -128,10 +145,9 @@ async def generate(body: GenerateRequest, request: Request, system: SystemDep, u
     return job_response(record, request, system, 201)
 
 
-@router.get("/api/v1/jobs", tags=["jobs"], responses=errors(401, 422, 429))
+@router.get("/api/v1/jobs", tags=["jobs"], response_model=list[Job], responses={200: LIST_HEADERS, **errors(401, 422, 429)})
 async def list_jobs(
     request: Request,
-    response: Response,
     system: SystemDep,
     user: UserDep,
     status: Annotated[
@@ -140,21 +156,20 @@ async def list_jobs(
     q: Annotated[str | None, Query(max_length=200, description="Only jobs whose prompt contains this text.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
-) -> list[dict]:
+) -> JSONResponse:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
     records, total = system.store.list(
         statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, owner=user.name
     )
-    response.headers["X-Total-Count"] = str(total)
-    return [present(record, request, system) for record in records]
+    return JSONResponse([present(record, request, system) for record in records], headers={"X-Total-Count": str(total)})
 
 
-@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=dict, responses=errors(401, 404, 422, 429))
+@router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, responses=errors(401, 404, 422, 429))
 async def get_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     return job_response(system.jobs.get(job_id, user), request, system)
 
 
-@router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], responses=errors(401, 404, 422, 429))
+@router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], response_model=list[Event], responses=errors(401, 404, 422, 429))
 async def job_events(
     job_id: str,
     request: Request,
@@ -164,28 +179,30 @@ async def job_events(
         int, Query(ge=0, le=MAX_QUERY_INT, description="Only events numbered above this `seq` (the last one the client saw).")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 1000,
-) -> list[dict]:
+) -> JSONResponse:
     """The job's stored events in order, each as /ws sends it, with its `seq`: a client that lost
     its WebSocket reads what it missed, then listens again."""
     system.jobs.get(job_id, user)  # 404 for a job that does not exist (or is someone else's)
     base = base_url(request, system)
-    return [
-        {**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)}
-        for event in system.event_log.after(job_id, after, limit)
-    ]
+    return JSONResponse(
+        [
+            {**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)}
+            for event in system.event_log.after(job_id, after, limit)
+        ]
+    )
 
 
-@router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], responses=errors(401, 404, 409, 422, 429))
-async def cancel_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> dict:
+@router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, responses=errors(401, 404, 409, 422, 429))
+async def cancel_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
     """Cancel a pending or running job, and its provider's remote task; answers the cancelled job."""
     record = await system.jobs.cancel(job_id, user)
-    return present(record, request, system)
+    return job_response(record, request, system)
 
 
-@router.get("/api/v1/status", tags=["system"], responses=errors(401, 429))
-async def status(system: SystemDep, user: UserDep) -> dict:
+@router.get("/api/v1/status", tags=["system"], response_model=StatusBody, responses=errors(401, 429))
+async def status(system: SystemDep, user: UserDep) -> JSONResponse:
     await system.providers.check_keys()  # the first key checks' answers: 0.8 s at most, once
-    return system.jobs.status().public()
+    return JSONResponse(system.jobs.status().public())
 
 
 DOWNLOAD_RESPONSES = {
@@ -197,8 +214,20 @@ DOWNLOAD_RESPONSES = {
 
 
 # GET and HEAD as two routes (not one api_route): each gets its own operationId in the OpenAPI.
-@router.get("/api/v1/jobs/{job_id}/download/{type}", tags=["jobs"], response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
-@router.head("/api/v1/jobs/{job_id}/download/{type}", tags=["jobs"], response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
+@router.get(
+    "/api/v1/jobs/{job_id}/download/{type}",
+    tags=["jobs"],
+    response_class=FileResponse,
+    responses=DOWNLOAD_RESPONSES,
+    openapi_extra=SIGNED_LINK_OR_TOKEN,
+)
+@router.head(
+    "/api/v1/jobs/{job_id}/download/{type}",
+    tags=["jobs"],
+    response_class=FileResponse,
+    responses=DOWNLOAD_RESPONSES,
+    openapi_extra=SIGNED_LINK_OR_TOKEN,
+)
 async def download(
     job_id: str,
     type: Literal["image", "video"],
