@@ -1,7 +1,7 @@
 """API overhead: pairs per second and latency of `POST /api/v1/generate` then `GET /api/v1/jobs/{id}`,
 against a bare FastAPI app doing one SQLite insert and one read.
 
-    .venv/bin/python bench/bench_api.py [--concurrency 16] [--warmup 3] [--seconds 10] [--runs 1]
+    .venv/bin/python -m bench.api [--concurrency 16] [--warmup 3] [--seconds 10] [--runs 1]
                                         [--only baseline,held,running] [--keep-cookies]
 
 Three servers, each started in its own process on a fresh data dir, the same Python and the same
@@ -10,7 +10,7 @@ what NiceGUI's ui.run uses):
 - baseline: a bare FastAPI app that validates the body (GenerateRequest), inserts one `jobs` row
   (the project's Job model and engine: WAL and the same pragmas), reads it back by id and answers
   it as JSON: what any FastAPI app on this stack pays at the least;
-- held: `bench/harness.py serve` (promptreel serve, fake `local` providers) whose image step takes
+- held: `python -m bench.harness serve` (promptreel serve, fake `local` providers) whose image step takes
   an hour, with one local slot: every job waits in the queue, so the figure is the request path
   (auth, limits, request log, metrics, NiceGUI's middleware, store, events) with the runner idle;
 - running: zero-latency fakes and no provider limit: every job created runs at once in the
@@ -19,7 +19,7 @@ what NiceGUI's ui.run uses):
   created take to finish. This is the product's real overhead: the figure that counts.
 Rate limit 10^9 per minute (its code runs, it never refuses), PROMPTREEL_MAX_QUEUED_JOBS 10^9.
 
-Load: a separate process (`bench_api.py load`) with `--concurrency` asyncio clients on aiohttp,
+Load: a separate process (`python -m bench.api load`) with `--concurrency` asyncio clients on aiohttp,
 keep-alive, no cookie jar (a script's client, like curl or requests; --keep-cookies keeps NiceGUI's
 session cookie); `--warmup` seconds not counted, then `--seconds` measured. Printed per server:
 pairs/s, pair latency p50/p99, and the server's CPU ms per pair (steadier than wall time on a
@@ -48,12 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, free_python, percentile, result, summary_ms
-from proc_cpu import process_cpu
-
-sys.path.insert(0, str(ROOT))
 from backend.jobs.request import GenerateRequest
-from tests.conftest import Server, free_port
+from bench.harness import ROOT, free_python, percentile, result, summary_ms
+from bench.proc_cpu import process_cpu
+from tests.support.server import Server, free_port
 
 TARGET_SHARE = 0.5
 UNLIMITED = str(10**9)
@@ -194,14 +192,12 @@ class Measurement:
 
 
 def start_server(scenario: str, data_dir: Path, port: int) -> Server:
-    bench = Path(__file__).resolve().parent
     if scenario == "baseline":
-        return Server(
-            data_dir, port, command=[str(bench / "bench_api.py"), "baseline-serve", "--data-dir", str(data_dir)]
-        ).start()
+        return Server(data_dir, port, command=["-m", "bench.api", "baseline-serve", "--data-dir", str(data_dir)]).start()
     image_seconds = "3600" if scenario == "held" else "0"
     command = [
-        str(bench / "harness.py"),
+        "-m",
+        "bench.harness",
         "serve",
         "--image-seconds",
         image_seconds,
@@ -241,7 +237,8 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
         loader = subprocess.Popen(
             [
                 free_python(),
-                str(Path(__file__).resolve()),
+                "-m",
+                "bench.api",
                 "load",
                 "--url",
                 f"http://127.0.0.1:{port}",
@@ -253,6 +250,7 @@ def measure(scenario: str, options: argparse.Namespace, workdir: Path) -> Measur
                 str(options.seconds),
                 *(["--keep-cookies"] if options.keep_cookies else []),
             ],
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -340,14 +338,14 @@ def report(runs: dict[str, list[Measurement]], options: argparse.Namespace) -> N
 
 def main() -> None:
     if sys.argv[1:2] == ["baseline-serve"]:
-        parser = argparse.ArgumentParser(prog="bench_api.py baseline-serve")
+        parser = argparse.ArgumentParser(prog="python -m bench.api baseline-serve")
         parser.add_argument("--port", type=int, required=True)
         parser.add_argument("--data-dir", type=Path, required=True)
         options = parser.parse_args(sys.argv[2:])
         baseline_serve(options.port, options.data_dir)
         return
     if sys.argv[1:2] == ["load"]:
-        parser = argparse.ArgumentParser(prog="bench_api.py load")
+        parser = argparse.ArgumentParser(prog="python -m bench.api load")
         parser.add_argument("--url", required=True)
         parser.add_argument("--concurrency", type=int, required=True)
         parser.add_argument("--warmup", type=float, required=True)
@@ -358,7 +356,9 @@ def main() -> None:
         print(json.dumps(outcome), flush=True)
         return
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.api", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="clients sending pairs at once (default 16)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window (default 3)")
     parser.add_argument("--seconds", type=float, default=10.0, help="the measured window (default 10)")

@@ -1,6 +1,6 @@
 """How fast a cancel stops a running local video step, against the time of one frame.
 
-    .venv/bin/python bench/bench_cancel.py [--runs 5]
+    .venv/bin/python -m bench.cancel [--runs 5]
 
 Measured: from JobService.cancel() during the video step to the job stored as cancelled; and
 from setting a render's cancel event to the render thread giving up. Baseline, in the same run:
@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.jobs.request import validate_request
 from backend.providers.base import StepCancelled
@@ -78,7 +75,7 @@ def render_thread_stop() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m bench.cancel")
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
     results = []

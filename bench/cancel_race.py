@@ -1,6 +1,6 @@
 """Issue 12's done-when check: a cancel on one instance against a job another process runs.
 
-    .venv/bin/python bench/bench_cancel_race.py [--rounds 20]
+    .venv/bin/python -m bench.cancel_race [--rounds 20]
 
 Two `promptreel serve` instances (A, B) on one throwaway PostgreSQL, local providers, a 5 s
 video: a job is created on A, and once A reports it `generating_video` at a point between 30%
@@ -20,18 +20,18 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.cluster import Cluster
-from tests.conftest import Server, local_job, new_database, open_stream
-from tests.postgres import stop as stop_postgres
+from tests.support.cluster import Cluster
+from tests.support.jobs import local_job
+from tests.support.postgres import new_database
+from tests.support.postgres import stop as stop_postgres
+from tests.support.server import Server
+from tests.support.streams import open_stream
 
 FINISHED = {"completed", "failed", "cancelled"}
 STOP_LOG_TIMEOUT = 10.0
@@ -132,7 +132,9 @@ def owner_log_of(servers: list[Server]) -> Any:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cancel_race", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     results = {}

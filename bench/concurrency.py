@@ -1,8 +1,8 @@
 """1,000 jobs submitted at once: wall time against the ideal, and the server's peak memory.
 
-    .venv/bin/python bench/bench_concurrency.py [--jobs 1000] [--image-seconds 1] [--video-seconds 2]
+    .venv/bin/python -m bench.concurrency [--jobs 1000] [--image-seconds 1] [--video-seconds 2]
 
-Method. One real server process (`bench/harness.py serve`: `promptreel serve` with fixed-latency
+Method. One real server process (`python -m bench.harness serve`: `promptreel serve` with fixed-latency
 fake providers in place of `local`, no provider limit, rate limit off, queue limit above the job
 count, a fresh SQLite data folder). A client process connects to /ws, then sends all the
 `POST /api/v1/generate` requests at once (64 connections) and waits for every job's
@@ -22,18 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import websockets
-from harness import ROOT, median, percentile, result
-from proc_cpu import process_cpu
 
-sys.path.insert(0, str(ROOT))
-from tests.conftest import Server
+from bench.harness import median, percentile, result
+from bench.proc_cpu import process_cpu
+from tests.support.server import Server
 
 CONNECTIONS = 64
 MAX_RSS_MB = 400
@@ -97,7 +95,9 @@ async def submit_all(server: Server, jobs: int) -> tuple[float, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.concurrency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--image-seconds", type=float, default=1.0)
     parser.add_argument("--video-seconds", type=float, default=2.0)
@@ -108,7 +108,8 @@ def main() -> None:
         server = Server(
             Path(folder) / "data",
             command=[
-                str(ROOT / "bench" / "harness.py"),
+                "-m",
+                "bench.harness",
                 "serve",
                 "--image-seconds",
                 str(options.image_seconds),

@@ -1,6 +1,6 @@
 """/ws fan-out: how late 200 WebSocket clients hear the events of 100 running jobs.
 
-    .venv/bin/python bench/bench_fanout.py [--clients 200] [--jobs 100] [--client-processes 2]
+    .venv/bin/python -m bench.fanout [--clients 200] [--jobs 100] [--client-processes 2]
                                            [--image-seconds 1] [--video-seconds 2]
 
 Measured: `promptreel serve` (bench/fanout_servers.py product: fixed-latency fake providers, no
@@ -32,12 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import ROOT, free_python, percentile, result, summary_ms
-from proc_cpu import process_cpu
-
-from tests.conftest import Server, free_port
+from bench.harness import ROOT, free_python, percentile, result, summary_ms
+from bench.proc_cpu import process_cpu
+from tests.support.server import Server, free_port
 
 TARGET_P99 = 0.100
 #: How long the clients wait for the last job to end before they give up (s).
@@ -93,7 +90,8 @@ def start_clients(url: str, options: argparse.Namespace, folder: Path) -> list[t
         out = folder / f"client-{index}.json"
         command = [
             free_python(),
-            __file__,
+            "-m",
+            "bench.fanout",
             "client",
             "--url",
             url,
@@ -187,7 +185,8 @@ def measure_product(options: argparse.Namespace, folder: Path) -> tuple[Measured
     """The product run; also the replay for the baseline: (seconds after the first event, text)."""
     port, times = free_port(), folder / "product-times.json"
     command = [
-        str(ROOT / "bench" / "fanout_servers.py"),
+        "-m",
+        "bench.fanout_servers",
         "product",
         "--times",
         str(times),
@@ -228,7 +227,8 @@ def measure_bare(options: argparse.Namespace, folder: Path, replay: list[tuple[f
     port, times, replay_path = free_port(), folder / "bare-times.json", folder / "replay.json"
     replay_path.write_text(json.dumps(replay))
     command = [
-        str(ROOT / "bench" / "fanout_servers.py"),
+        "-m",
+        "bench.fanout_servers",
         "bare",
         "--times",
         str(times),
@@ -248,14 +248,16 @@ def measure_bare(options: argparse.Namespace, folder: Path, replay: list[tuple[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fanout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=200, help="/ws connections (default 200)")
     parser.add_argument("--jobs", type=int, default=100, help="jobs posted at once (default 100)")
     parser.add_argument("--client-processes", type=int, default=2, help="processes the connections are shared by (default 2)")
     parser.add_argument("--image-seconds", type=float, default=1.0, help="fake image latency (default 1)")
     parser.add_argument("--video-seconds", type=float, default=2.0, help="fake video latency (default 2)")
     if sys.argv[1:2] == ["client"]:
-        client = argparse.ArgumentParser(prog="bench_fanout.py client")
+        client = argparse.ArgumentParser(prog="python -m bench.fanout client")
         client.add_argument("--url", required=True)
         client.add_argument("--connections", type=int, required=True)
         client.add_argument("--jobs", type=int, required=True)

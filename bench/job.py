@@ -1,6 +1,6 @@
 """End-to-end time of a local 5 s job, against the bare renderer in the same run.
 
-    .venv/bin/python bench/bench_job.py [--runs 3]
+    .venv/bin/python -m bench.job [--runs 3]
 
 Baseline: render_scene + animate_image called directly (no store, no events, no queue).
 Measured: the same prompt and seed through System -> JobService -> Pipeline, as the API runs it.
@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.jobs.request import validate_request
 from backend.render.animate import animate_image
@@ -49,7 +46,7 @@ async def through_pipeline(folder: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m bench.job")
     parser.add_argument("--runs", type=int, default=3)
     runs = parser.parse_args().runs
     bare, piped = [], []

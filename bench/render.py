@@ -1,6 +1,6 @@
 """Time the `local` renderers against baselines measured in the same run.
 
-    .venv/bin/python bench/bench_render.py [--rounds 3] [--repeats 2]
+    .venv/bin/python -m bench.render [--rounds 3] [--repeats 2]
 
 Measured:
 - render_scene at 1024x1024 (the size a square job asks for) for each of five prompts, each the
@@ -28,22 +28,19 @@ import argparse
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import av
-from harness import result
 from PIL import Image
-from proc_cpu import machine_busy
 
 from backend.providers.local import PNG_COMPRESS_LEVEL
 from backend.render.animate import CameraMove, FramePainter, animate_image, fit_source, open_stream
 from backend.render.scene import render_scene
+from bench.harness import result
+from bench.proc_cpu import machine_busy
 
 PROMPTS = (
     "A majestic mountain landscape at golden hour",
@@ -158,7 +155,9 @@ def bench_video(rounds: int, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.render", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3, help="animator / bare encode pairs, alternating (default 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per prompt, the best counts (default 2)")
     options = parser.parse_args()

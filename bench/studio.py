@@ -1,6 +1,6 @@
 """Store scaling: the studio's first page and GET /api/v1/jobs with 100, 10,000 and 100,000 jobs.
 
-    .venv/bin/python bench/bench_studio.py [--sizes 100,10000,100000] [--loads 7] [--requests 40] [--postgres] [--keep]
+    .venv/bin/python -m bench.studio [--sizes 100,10000,100000] [--loads 7] [--requests 40] [--postgres] [--keep]
 
 The claims checked: the studio (`/`) is usable in under 1.5 s with 10,000 jobs in the store, and
 the first page of the studio and of GET /api/v1/jobs take as long with 100,000 jobs as with 100
@@ -11,7 +11,7 @@ filled with bulk INSERTs (jobs and their two steps, not through the API): realis
 minute back in time, 85% completed, 8% failed, 7% cancelled, owners mixed (none, alice, bob,
 carol), prompts of eight words from a small vocabulary; the newest completed ones have a real
 tiny PNG and MP4. No job is unfinished, so the server resumes nothing at its start. One real
-server per size (`python -m app serve`, tests.conftest.Server), all started before measuring,
+server per size (`python -m app serve`, tests.support.server.Server), all started before measuring,
 and every measurement taken in rounds that visit each size in turn, so a burst of load from
 other processes on the machine hits all sizes alike.
 
@@ -48,7 +48,6 @@ import contextlib
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,16 +56,15 @@ from pathlib import Path
 
 import httpx
 from playwright.sync_api import Browser, sync_playwright
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness import result, tiny_mp4, tiny_png
 from sqlalchemy import Engine, insert, text
 
 from backend.store.database import create_db_engine, migrate
 from backend.store.jobs import JobStore
 from backend.store.models import UNFINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, Server, new_database
+from bench.harness import result, tiny_mp4, tiny_png
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.postgres import new_database
+from tests.support.server import Server
 
 USABLE_TARGET_S = 1.5
 FLAT_TARGET = 1.5
@@ -327,6 +325,7 @@ def bench_postgres(sizes: list[int], requests: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
+        prog="python -m bench.studio",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),

@@ -1,7 +1,7 @@
 """Does the server slow down with many studio tabs open? Same jobs, 0 tabs against N tabs.
 
-    .venv/bin/python bench/bench_tabs.py [--tabs 40] [--runs 2] [--nice 19] [--keep]
-    .venv/bin/python bench/bench_tabs.py --tabs 20 --jobs 50 --image-seconds 1 --video-seconds 2
+    .venv/bin/python -m bench.tabs [--tabs 40] [--runs 2] [--nice 19] [--keep]
+    .venv/bin/python -m bench.tabs --tabs 20 --jobs 50 --image-seconds 1 --video-seconds 2
 
 The claim checked: "forty open studio tabs must not slow the server down noticeably". Target:
 while the tabs are open and the jobs run, GET /api/v1/status answers within 1 s at p99, and no
@@ -14,11 +14,11 @@ cause of overload at once). The server's CPU with the tabs, the no-tab baseline 
 ratio are printed next to it (in the RESULT line too), as the measure of what the tabs cost.
 
 `--jobs N` runs N jobs at once per run instead of one. With `--image-seconds`/`--video-seconds`
-the server is `bench/harness.py serve` with the fixed-latency fake providers as `local` (no
+the server is `python -m bench.harness serve` with the fixed-latency fake providers as `local` (no
 provider limit, no rate limit): the jobs then cost the server little CPU of their own, so what
 the tabs cost shows; without them, the real local renderer runs the jobs one at a time.
 
-Method. One real server (`python -m app serve`, started by tests.conftest.Server in a
+Method. One real server (`python -m app serve`, started by tests.support.server.Server in a
 subprocess with a fresh data folder). A warm-up run (the same jobs) comes first and is not
 counted. Then, per condition, the same local jobs (the mountain prompt, seed 1, 5 s video) are
 started with POST /api/v1/generate and awaited as `job_completed` on /ws; every wait is on an
@@ -81,22 +81,22 @@ import os
 import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
-from harness import percentile, result
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
-from proc_cpu import children, machine_busy, tree_cpu
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, EventStream, Server, ends_job, local_job, open_stream
+from bench.harness import percentile, result
+from bench.proc_cpu import children, machine_busy, tree_cpu
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.jobs import local_job
+from tests.support.server import Server
+from tests.support.streams import EventStream, ends_job, open_stream
 
 PROMPT = "A majestic mountain landscape at golden hour"
 JOB_TIMEOUT = 180.0
@@ -108,7 +108,6 @@ OPEN_CONCURRENCY = 4
 STATUS_PAUSE = 0.1
 #: "Not noticeably": GET /api/v1/status answers within this at p99 while the tabs are open (s).
 STATUS_P99_TARGET = 1.0
-HARNESS = Path(__file__).resolve().parent / "harness.py"
 
 
 # -- the browser's priority (CPU readings: bench/proc_cpu.py) ------------------------------
@@ -322,7 +321,7 @@ def make_server(data_dir: Path, jobs: int, latencies: tuple[float, float] | None
     """The real server with the real local renderer, or with the fixed-latency fakes (image, video seconds)."""
     if latencies is None:
         return Server(data_dir, PROMPTREEL_RATE_LIMIT_PER_MINUTE="0")
-    command = [str(HARNESS), "serve", "--image-seconds", str(latencies[0]), "--video-seconds", str(latencies[1])]
+    command = ["-m", "bench.harness", "serve", "--image-seconds", str(latencies[0]), "--video-seconds", str(latencies[1])]
     return Server(data_dir, command=command, PROMPTREEL_RATE_LIMIT_PER_MINUTE="0", PROMPTREEL_LOCAL_CONCURRENCY=str(max(1, jobs)))
 
 
@@ -415,6 +414,7 @@ async def bench(
 
 def main() -> None:
     parser = argparse.ArgumentParser(
+        prog="python -m bench.tabs",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),

@@ -1,9 +1,9 @@
 """Jobs per second with one `promptreel worker` and with two, on fake providers of fixed latency.
 
-    .venv/bin/python bench/bench_workers.py [--jobs 40] [--concurrency 4] [--runs 1]
+    .venv/bin/python -m bench.workers [--jobs 40] [--concurrency 4] [--runs 1]
                                             [--image-latency 0.5] [--video-seconds 1.0] [--keep]
 
-Set-up, once: a fresh PostgreSQL database (tests.conftest.new_database), one API instance
+Set-up, once: a fresh PostgreSQL database (tests.support.postgres.new_database), one API instance
 (`python -m app serve`, PROMPTREEL_TASK_ENGINE=procrastinate), and the fake providers in this
 process: fake OpenAI answers every DALL-E 3 image after `--image-latency` seconds, fake Runway
 takes `--video-seconds` from a task's creation to SUCCEEDED however often it is polled. So a job
@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -49,15 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
-from proc_cpu import machine_busy, process_cpu
 from sqlalchemy import create_engine, text
 
-from tests.cluster import Worker, cluster_env
-from tests.conftest import EventStream, Server, ends_job, new_database, open_stream
+from bench.proc_cpu import machine_busy, process_cpu
 from tests.fakes import FakeOpenAI, FakeRunway, provider_env
+from tests.support.cluster import Worker, cluster_env
+from tests.support.postgres import new_database
+from tests.support.server import Server
+from tests.support.streams import EventStream, ends_job, open_stream
 
 JOB_TIMEOUT = 300.0
 
@@ -397,7 +396,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40, help="jobs submitted at once per measurement (default 40)")
     parser.add_argument("--concurrency", type=int, default=4, help="each worker's --concurrency (default 4)")
     parser.add_argument("--runs", type=int, default=1, help="measurements per set-up (default 1)")
