@@ -105,7 +105,7 @@ def use_fixed_latency_providers(image_seconds: float, video_seconds: float) -> N
 
     tiny_png(), tiny_mp4()  # made before the clock starts
     registry.LocalImageProvider = lambda: FixedLatencyImage(image_seconds)  # type: ignore[assignment,misc]
-    registry.LocalVideoProvider = lambda: FixedLatencyVideo(video_seconds)  # type: ignore[assignment,misc]
+    registry.LocalVideoProvider = lambda limits: FixedLatencyVideo(video_seconds)  # type: ignore[assignment,misc]
 
 
 def percentile(values: Sequence[float], share: float) -> float:
