@@ -324,7 +324,7 @@ async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: S
         studio.system.bus.publish("step_update", job.id, step_data(updated))
         job.progress = 30 + int(percent * 0.7)
         studio.system.bus.publish("job_update", job.id, job_update_data(job))
-    # 198 events reach each tab in one flush (what that costs the server: bench/bench_tabs.py)
+    # 198 events reach each tab in one flush (what that costs the server: bench/tabs.py)
     await after_flush([studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists))
     assert [jobs.reloads for jobs in lists] == reloads, "progress never re-reads the list"
     # closing tabs removes their listeners
