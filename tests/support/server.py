@@ -92,15 +92,15 @@ class Server:
     def start(self, ready_path: str = "/health") -> Server:
         """Start, and wait until `ready_path` answers 200 (`/docs` for a server meant to be unhealthy)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, *self.command, "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        with self.log_path.open("a") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, *self.command, "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         wait_until_answers(f"{self.url}{ready_path}", self.process, self.log_path, "server")
         return self
 
