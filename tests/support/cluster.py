@@ -58,7 +58,7 @@ class Worker:
 
     def _copy_output(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        with self.log_path.open("a") as log:
+        with process.stdout, self.log_path.open("a") as log:  # the pipe closes at the worker's end
             for line in process.stdout:
                 log.write(line)
                 log.flush()
