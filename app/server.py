@@ -81,7 +81,7 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         log_config=None,
         access_log=False,
         # Compressing every frame was about 45% of the server's CPU in a /ws fan-out to 200 clients
-        # (bench/bench_fanout.py), for frames of a few hundred bytes.
+        # (bench/fanout.py), for frames of a few hundred bytes.
         ws_per_message_deflate=False,
         # A request's line and headers must arrive within PROMPTREEL_HEADER_TIMEOUT_SECONDS (slowloris).
         http=with_header_timeout(settings.header_timeout_seconds),

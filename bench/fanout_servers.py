@@ -1,7 +1,7 @@
-"""The two servers bench_fanout.py compares, each noting the wall-clock moment it produced every event.
+"""The two servers bench/fanout.py compares, each noting the wall-clock moment it produced every event.
 
-    python bench/fanout_servers.py product --times FILE [--image-seconds 1 --video-seconds 2] [serve options]
-    python bench/fanout_servers.py bare --times FILE --replay FILE --clients N --port PORT
+    python -m bench.fanout_servers product --times FILE [--image-seconds 1 --video-seconds 2] [serve options]
+    python -m bench.fanout_servers bare --times FILE --replay FILE --clients N --port PORT
 
 `product`: `promptreel serve` with the fixed-latency providers (bench/harness.py), its event bus
 wrapped (not changed) so that every event delivered to the listeners is noted as
@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from harness import _serve
+
+from bench.harness import _serve
 
 
 def serve_product(times_path: Path, serve_argv: list[str]) -> None:
@@ -132,7 +130,9 @@ def serve_bare(times_path: Path, replay_path: Path, clients: int, port: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fanout_servers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     product = commands.add_parser("product", help="promptreel serve with the fixed-latency providers, its events noted")
     product.add_argument("--times", type=Path, required=True)

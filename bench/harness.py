@@ -5,7 +5,7 @@ The fake providers stand in for the `local` ones (so no key, no price and no key
 involved) and take a fixed time, so a benchmark measures promptreel's own work around them:
 the store, the events, the queue, the API. Their output is a real, tiny PNG and MP4.
 
-    python bench/harness.py serve --image-seconds 0 --video-seconds 0 [serve options]
+    python -m bench.harness serve --image-seconds 0 --video-seconds 0 [serve options]
 
 starts `promptreel serve` with those providers, for benchmarks that need a server process.
 """
@@ -24,8 +24,6 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from backend.providers.base import ImageRequest, ImageResult, StepContext, VideoRequest, VideoResult  # noqa: E402
 
@@ -107,7 +105,7 @@ def use_fixed_latency_providers(image_seconds: float, video_seconds: float) -> N
 
     tiny_png(), tiny_mp4()  # made before the clock starts
     registry.LocalImageProvider = lambda: FixedLatencyImage(image_seconds)  # type: ignore[assignment,misc]
-    registry.LocalVideoProvider = lambda: FixedLatencyVideo(video_seconds)  # type: ignore[assignment,misc]
+    registry.LocalVideoProvider = lambda limits: FixedLatencyVideo(video_seconds)  # type: ignore[assignment,misc]
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -145,7 +143,7 @@ def free_python() -> str:
 def _serve(argv: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="harness.py serve")
+    parser = argparse.ArgumentParser(prog="python -m bench.harness serve")
     parser.add_argument("--image-seconds", type=float, default=0.0)
     parser.add_argument("--video-seconds", type=float, default=0.0)
     options, rest = parser.parse_known_args(argv)

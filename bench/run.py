@@ -22,8 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+ROOT = Path(__file__).resolve().parent.parent
 #: The suite (issue 7's targets), with the options each runs with here.
 SUITE = {
     "api": [],
@@ -59,10 +58,10 @@ def commit() -> str:
 
 def run(name: str, arguments: list[str]) -> tuple[list[list[str]], int, float]:
     """Run one benchmark, echoing its output; its RESULT rows, exit code and duration."""
-    print(f"\n=== bench_{name}.py {' '.join(arguments)} ===", flush=True)
+    print(f"\n=== bench.{name} {' '.join(arguments)} ===", flush=True)
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, str(BENCH / f"bench_{name}.py"), *arguments],
+        [sys.executable, "-m", f"bench.{name}", *arguments],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -78,7 +77,9 @@ def run(name: str, arguments: list[str]) -> tuple[list[list[str]], int, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: {' '.join(SUITE)})")
     parser.add_argument("--all", action="store_true", help=f"also {' '.join(OLDER)}")
     parser.add_argument("--output", type=Path, help="write the Markdown table to this file too")
@@ -93,7 +94,7 @@ def main() -> int:
     for name in names:
         rows, code, seconds = run(name, known[name])
         table += [f"| {' | '.join(row)} |" for row in rows]
-        print(f"=== bench_{name}.py: exit {code}, {seconds:.0f} s ===", flush=True)
+        print(f"=== bench.{name}: exit {code}, {seconds:.0f} s ===", flush=True)
         if code != 0:
             failures.append(name)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

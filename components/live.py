@@ -23,7 +23,7 @@ from backend.events.bus import Event, EventBus
 log = logging.getLogger(__name__)
 
 #: Seconds between two flushes of a tab at most, however many events arrive: what each open
-#: tab costs the server grows with its flushes (bench/bench_tabs.py measures it).
+#: tab costs the server grows with its flushes (bench/tabs.py measures it).
 FLUSH_INTERVAL = 0.5
 
 Handler = Callable[[list[Event]], Any]

@@ -41,7 +41,7 @@ def mount_api(app: FastAPI, system: System) -> None:
 
 
 #: Served by the API alone, besides every path under /api/. Not /ws: a session pays the stack once,
-#: and its timing under a client that stops reading is what tests/test_limits.py pins down.
+#: and its timing under a client that stops reading is what tests/api/test_limits.py pins down.
 API_PATHS = frozenset({"/health", "/metrics"})
 
 
@@ -76,7 +76,7 @@ def serve_api_without_studio_middleware(app: FastAPI) -> None:
     """NiceGUI wraps every request in three BaseHTTPMiddlewares and a session cookie, and for a
     client without that cookie (any script) makes a user storage per request that it never drops.
     The API needs none of it (tokens, no cookies), and it was half of the server's CPU per
-    generate + get pair (bench/bench_api.py).
+    generate + get pair (bench/api.py).
 
     The stacks are built when the first request comes, so NiceGUI's middleware (added by ui.run,
     after this) is known; the API's keeps the rest (ours, GZip, FastAPI's own) in the same order.

@@ -59,7 +59,7 @@ SIGNED_LINK_OR_TOKEN: dict[str, Any] = {"security": [{}]}
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per
-# request that cost more than the whole dependency (bench/bench_api.py).
+# request that cost more than the whole dependency (bench/api.py).
 async def get_system(request: Request) -> System:
     return request.app.state.system
 

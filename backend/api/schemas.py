@@ -3,7 +3,7 @@ and error bodies. They document the routes (`response_model=`, `responses=`) and
 
 The data itself is built elsewhere (backend/jobs/public.py for jobs and events, JobService's status,
 api/errors.py's error_response) and sent as it was built: the routes return a JSONResponse, so these
-types never filter, reorder or fill in a key on the wire. tests/test_api_schema.py holds the live
+types never filter, reorder or fill in a key on the wire. tests/api/test_api_schema.py holds the live
 answers to them, key for key, and runs Schemathesis's checks against /openapi.json.
 
 TypedDicts rather than models: a key that is sometimes absent (`metadata.mediaExpiredAt`, a

@@ -47,7 +47,7 @@ API_ANSWER_BYTES = 4 * 2**20
 @cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context for every provider client: building one loads the CA bundle, about 40 ms
-    of CPU on the event loop, which each new client used to pay (bench_workers' profile)."""
+    of CPU on the event loop, which each new client used to pay (bench/workers.py's profile)."""
     return httpx.create_ssl_context()
 
 

@@ -1,0 +1,1 @@
+"""The studio: in Chromium, through NiceGUI's simulated user, and in the native window."""
