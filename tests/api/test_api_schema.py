@@ -37,7 +37,6 @@ from backend.jobs.request import GenerateRequest
 from backend.store.jobs import JobRecord
 from backend.store.models import Job as JobRow
 from backend.store.models import JobStatus, JobStep, StepKind, StepStatus
-
 from tests.support.jobs import local_job
 from tests.support.server import Server
 from tests.support.streams import ends_job
