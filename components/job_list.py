@@ -118,7 +118,7 @@ class JobList:
                     .mark("pager")
                 )
         self.reload()
-        client_feed(system.bus).subscribe(self._on_events, accept=self._may_concern)
+        client_feed(system.jobs).subscribe(self._on_events, accept=self._may_concern)
 
     # -- reading the store ------------------------------------------------------------
 
@@ -141,12 +141,12 @@ class JobList:
         self._render_chrome(pages)
 
     def _read(self) -> tuple[list[JobRecord], int]:
-        return self.system.store.list(
+        return self.system.jobs.list(
+            self.user,
             statuses=self.statuses,
             search=self.search or None,
             limit=self.page_size,
             offset=(self.page - 1) * self.page_size,
-            owner=self.user.name,
         )
 
     def _request_reload(self) -> None:

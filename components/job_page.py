@@ -178,7 +178,7 @@ class JobDetail:
                         self.cost_total = _kv("Total")
                     self.cost_total.classes("text-lg font-bold")
         self.render()
-        client_feed(system.bus).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
+        client_feed(system.jobs).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
 
     # -- building -------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class JobDetail:
             return
         if self.removed:
             return
-        record = self.system.store.get(self.job_id)
+        record = self.system.jobs.find(self.job_id, self.user)
         if record is None:
             self._show_removed()
             return

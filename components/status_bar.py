@@ -84,7 +84,7 @@ class StatusBar:
         self._show_providers(image, video)
         self.refresh()
         # Active jobs and the queue change only when a job changes status, not with its progress.
-        client_feed(system.bus).subscribe(self._on_job_events, accept=self._changes_status)
+        client_feed(system.jobs).subscribe(self._on_job_events, accept=self._changes_status)
         # Built just now: the first tick is due an interval from now, not at once.
         ui.timer(LOAD_REFRESH_SECONDS, self.refresh, immediate=False)
         # A key check's answer changes availability without a job event: show it when it comes.

@@ -31,7 +31,7 @@ from components import job_list as job_list_module
 from components import status_bar as status_bar_module
 from components.job_card import JobCard
 from components.job_list import JobList
-from components.live import feed_of, listener_count
+from components.live import client_feed
 from components.status_bar import StatusBar
 
 from .conftest import local_job
@@ -41,10 +41,35 @@ from .conftest import local_job
 RETRIES = int(3 / 0.1)
 
 
-async def after_flush(users: list[User], check, timeout: float = 10.0) -> None:
+def next_flush(system: System, user: User) -> asyncio.Future[None]:
+    """Done once the tab's next flush (components/live.py) has updated its page."""
+    with user.client:
+        return client_feed(system.jobs).next_flush()
+
+
+def listeners(system: System, monkeypatch: pytest.MonkeyPatch) -> set[object]:
+    """The listeners added to the job events from now on and not stopped yet (an open tab has one)."""
+    live: set[object] = set()
+    listen = system.jobs.listen
+
+    def counted(callback):
+        stop = listen(callback)
+        live.add(callback)
+
+        def stop_counted() -> None:
+            live.discard(callback)
+            stop()
+
+        return stop_counted
+
+    monkeypatch.setattr(system.jobs, "listen", counted)
+    return live
+
+
+async def after_flush(system: System, users: list[User], check, timeout: float = 10.0) -> None:
     """Await the tabs' next flush (it is due FLUSH_INTERVAL after the events), then check what it showed."""
     if not check():
-        flushes = [feed_of(user.client).next_flush() for user in users]
+        flushes = [next_flush(system, user) for user in users]
         await asyncio.wait_for(asyncio.gather(*flushes), timeout)
     assert check(), "the view did not update"
 
@@ -242,7 +267,7 @@ async def test_job_created_elsewhere_appears_and_updates_in_place(studio: Studio
     # progress events change the card's elements; the page is not read again
     reloads = jobs.reloads
     await studio.system.runner.wait(record.job.id)
-    await after_flush([studio.user], lambda: card.job["status"] == "completed")
+    await after_flush(studio.system, [studio.user], lambda: card.job["status"] == "completed")
     assert card.view["statusLabel"] == "Completed"
     assert card.view["progress"] == 100
     assert card.view["thumbnail"].endswith(f"{record.job.id}.jpg")
@@ -265,7 +290,7 @@ async def test_a_burst_of_new_jobs_re_points_the_cards_and_reads_the_page_a_few_
             job = stored_job(studio.system, f"A new lantern study {len(newest)}", status="pending")
             studio.system.bus.publish("job_update", job.id, job_update_data(job))
             newest.append(job.id)
-        await asyncio.wait_for(feed_of(studio.user.client).next_flush(), 10)
+        await asyncio.wait_for(next_flush(studio.system, studio.user), 10)
     await studio.user.should_see(f"A new lantern study {len(newest) - 1}", retries=RETRIES)
     elapsed = time.monotonic() - started
     assert set(jobs.cards.values()) == cards, "the same card elements show the new jobs"
@@ -306,17 +331,17 @@ async def test_pagination_filter_and_search_read_one_page(studio: Studio, monkey
     await studio.user.should_see(marker="empty-state", content="Nothing matches")
 
 
-async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: Studio):
+async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: Studio, monkeypatch: pytest.MonkeyPatch):
     """Forty open studio tabs: each event costs a filter and an append per tab; cards update in place."""
     job = stored_job(studio.system, "A slow glacier", status=JobStatus.GENERATING_VIDEO.value)
     await studio.user.open("/")
-    before = listener_count(studio.system.bus)
     users = []
+    live = listeners(studio.system, monkeypatch)
     for _ in range(39):
         other = User(studio.user.http_client)
         await other.open("/")
         users.append(other)
-    assert listener_count(studio.system.bus) == before + 39, "one bus listener per tab"
+    assert len(live) == 39, "one listener per tab"
     lists = _JOB_LISTS[-40:]
     reloads = [jobs.reloads for jobs in lists]
     updated = studio.system.store.update_step(job.id, StepKind.VIDEO, status="running", progress=0)
@@ -326,12 +351,14 @@ async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: S
         job.progress = 30 + int(percent * 0.7)
         studio.system.bus.publish("job_update", job.id, job_update_data(job))
     # 198 events reach each tab in one flush (what that costs the server: bench/bench_tabs.py)
-    await after_flush([studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists))
+    await after_flush(
+        studio.system, [studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists)
+    )
     assert [jobs.reloads for jobs in lists] == reloads, "progress never re-reads the list"
     # closing tabs removes their listeners
     for other in users:
         other.client.delete()
-    assert listener_count(studio.system.bus) == before
+    assert not live
 
 
 async def test_job_page_shows_settings_cost_and_error(studio: Studio):
@@ -429,7 +456,7 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     # a job event makes every open tab refresh its status (as a DALL-E job failing on the key would)
     (status,) = _STATUS_BARS
     refreshes = status.refreshes
-    flushed = feed_of(studio.user.client).next_flush()
+    flushed = next_flush(studio.system, studio.user)
     studio.system.bus.publish("job_failed", "job_elsewhere", {"id": "job_elsewhere", "status": "failed", "error": REFUSED[1]})
     await asyncio.wait_for(flushed, 10)
     assert status.refreshes == refreshes + 1, "a job's new status refreshes the header once, at the flush"
