@@ -36,12 +36,6 @@ from .job_card import JobData, set_prop, set_visible
 from .live import client_feed
 from .session import media_link
 
-SETTING_LABELS = {
-    "imageSize": "Image size",
-    "videoDuration": "Video length",
-    "quality": "Quality",
-    "seed": "Seed",
-}
 #: Metadata keys shown in their own rows above; the rest are listed as provider extras.
 KNOWN_METADATA = {
     "imageSize",

@@ -19,7 +19,6 @@ from .status_bar import StatusBar
 VIOLET = "#7c3aed"
 PINK = "#db2777"
 AMBER = "#f59e0b"
-INK = "#1e1b4b"
 
 #: Quasar's named colors, so `color=primary` etc. follow the project's palette.
 PALETTE = {
