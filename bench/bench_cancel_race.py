@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.store.models import FINISHED_STATUSES
 from tests.cluster import Cluster
 from tests.conftest import Server, local_job, new_database, open_stream
 from tests.postgres import stop as stop_postgres
 
-FINISHED = {"completed", "failed", "cancelled"}
 STOP_LOG_TIMEOUT = 10.0
 
 
@@ -54,7 +54,7 @@ def changed_after_finish(events: list[dict[str, Any]], final_status: str) -> boo
             event["data"].get("status") if event["type"] == "job_update" else None
         )
         if first is None:
-            first = status if status in FINISHED else None
+            first = status if status in FINISHED_STATUSES else None
         elif status is not None and status != first:
             return True
     return first is not None and final_status != first
