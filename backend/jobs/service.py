@@ -161,19 +161,6 @@ class JobService:
         user's, a removed one too: nothing is read."""
         return user.name is None or self.find(job_id, user) is not None
 
-    def list(
-        self,
-        user: User = LOCAL_USER,
-        *,
-        statuses: Iterable[str] = (),
-        search: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> tuple[list[JobRecord], int]:
-        """One page of `user`'s jobs, newest first, in `statuses` (none: all) and with `search` in
-        the prompt, and how many match in all."""
-        return self.store.list(statuses=statuses, search=search, limit=limit, offset=offset, owner=user.name)
-
     def events(self, job_id: str, user: User, after: int, limit: int) -> list[Event]:
         """The job's stored events numbered above `after`, in order; JobNotFound as `get`."""
         self.get(job_id, user)
@@ -192,6 +179,20 @@ class JobService:
     def check_store(self) -> None:
         """Raise when the job store does not answer (/health)."""
         self.store.ping()
+
+    # After the methods that annotate with the builtin `list`, which this name hides in the class body.
+    def list(
+        self,
+        user: User = LOCAL_USER,
+        *,
+        statuses: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        """One page of `user`'s jobs, newest first, in `statuses` (none: all) and with `search` in
+        the prompt, and how many match in all."""
+        return self.store.list(statuses=statuses, search=search, limit=limit, offset=offset, owner=user.name)
 
     async def cancel(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
         """Cancel the job; the answer is the truth, since finished is final (JobStore): once this
