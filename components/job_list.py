@@ -67,7 +67,6 @@ class JobList:
         self.search = ""
         self.cards: dict[str, JobCard] = {}
         self._seen: dict[str, str] = {}
-        self.reloads = 0  # how often the page was read again (tests watch this stays low)
         self._loop = asyncio.get_running_loop()
         self._last_reload = float("-inf")
         self._reload_handle: asyncio.TimerHandle | None = None
@@ -130,7 +129,6 @@ class JobList:
         """Read the current page (and the total) again and show it, keeping the cards that stay."""
         self._cancel_reload()
         self._last_reload = self._loop.time()
-        self.reloads += 1
         records, total = self._read()
         pages = max(1, -(-total // self.page_size))
         if self.page > pages:  # the page emptied (removals, a narrower filter): show the last one
