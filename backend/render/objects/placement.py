@@ -42,8 +42,6 @@ def side_shade(scene: Scene, base: RGB | np.ndarray, cx: float, half: float, rou
     return colour
 
 
-
-
 def on_water(scene: Scene) -> bool:
     return "water" in scene.spec.elements
 
