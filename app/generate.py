@@ -39,7 +39,7 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         if event["jobId"] == job_id and event["type"] == "step_update":
             progress.update(bars[event["data"]["id"]], completed=event["data"]["progress"])
 
-    stop_listening = system.bus.listen(on_event)
+    stop_listening = system.jobs.listen(on_event)
     console.print(f"job [bold]{job_id}[/] · {request.provider} → {record.job.video_provider} · seed {record.job.seed}")
     try:
         with progress:
@@ -52,7 +52,7 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         stop_listening()
         await system.stop()
 
-    job = system.store.get(job_id).job  # type: ignore[union-attr]
+    job = system.jobs.get(job_id).job
     if job.status != JobStatus.COMPLETED:
         console.print(f"[red]job {job.status}[/]: {job.error or ''}")
         return 1

@@ -6,17 +6,15 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.settings import Settings
-from backend.store.database import create_db_engine, migrate
-from backend.store.jobs import JobStore
+from backend.system import System
 
 STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "yellow"}
 
 
 def print_jobs(settings: Settings, *, limit: int, status: str | None) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_db_engine(settings.resolved_database_url)
-    migrate(engine)
-    records, total = JobStore(engine).list(statuses=[status] if status else [], limit=limit)
+    system = System(settings, run_here=True)  # nothing starts: only its JobService is read
+    system.migrate()
+    records, total = system.jobs.list(statuses=[status] if status else [], limit=limit)
     table = Table(title=f"{len(records)} of {total} job(s), newest first")
     for column in ("id", "created (UTC)", "status", "progress", "provider", "cost"):
         table.add_column(column, no_wrap=True)
@@ -37,4 +35,4 @@ def print_jobs(settings: Settings, *, limit: int, status: str | None) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # piped into grep or a file: never cut the columns
     console.print(table)
-    engine.dispose()
+    system.engine.dispose()

@@ -49,7 +49,7 @@ def register_pages(system: System) -> None:
                 system.auth.check(f"{THUMBNAIL_ROUTE}/{job_id}.jpg", expires, signature)
             except ApiError as error:
                 return JSONResponse(error.body(), status_code=error.status_code)
-        record = system.store.get(job_id)
+        record = system.jobs.find(job_id)  # the signature was issued to someone who may see the job
         if record is None or not record.job.image_path or record.job.media_expired_at is not None:
             return Response(status_code=404)
         data = thumbnails.get(job_id)
@@ -102,9 +102,7 @@ def register_pages(system: System) -> None:
         if user is None:
             return RedirectResponse("/login")
         await system.providers.check_keys()
-        record = system.store.get(job_id)
-        if record is not None and not user.may_see(record.job.owner):
-            record = None  # someone else's job: as if it did not exist
+        record = system.jobs.find(job_id, user)  # someone else's job: as if it did not exist
         title = f"{record.job.prompt[:60]} · promptreel" if record else "Job not found · promptreel"
         with frame(system, title):
             if record is None:

@@ -47,7 +47,7 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         Storage.path = (settings.data_dir / SESSIONS_DIR).resolve()
     # NiceGUI's session cookie, added here rather than by ui.run so that SessionGuard sits between it
     # and NiceGUI's storage middleware (which ui.run then appends, innermost).
-    app.add_middleware(SessionGuard)
+    app.add_middleware(SessionGuard, renewals=system.auth.renewals)
     app.add_middleware(SessionMiddleware, secret_key=storage_secret, same_site="lax")
     app.add_middleware(SecureSessionCookie)
     app.on_startup(system.start)

@@ -9,6 +9,9 @@ authentication off every caller is the same local user (`User(None)`), who owns 
 
 Media URLs carry `expires` and an HMAC `signature` of their path and expiry, so they work in
 `<img>`/`<video>` without a header; a changed or expired signature is refused.
+
+Signing in and out of the studio gives the browser a new session id through a one-time ticket
+(`SessionRenewals`, kept by the Authenticator; components/session.py uses it).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
-from backend.errors import SignatureInvalid, TooManyWrongTokens, Unauthorized
+from backend.errors import SignatureInvalid, TooManyWrongTokens
 from backend.rate_limit import RateLimiter
 from backend.settings import Settings
 
@@ -32,6 +37,8 @@ SECRET_KEY_FILE = "secret_key"
 STORAGE_SECRET_FILE = "storage_secret"
 #: Signed URLs expire on multiples of this many seconds (at most this much after their due time).
 URL_EXPIRY_STEP = 600
+#: Seconds a session renewal ticket works; the browser follows it at once.
+RENEWAL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,39 @@ def client_key(client: str) -> str:
     return client
 
 
+@dataclass(frozen=True)
+class Renewal:
+    session_id: str  # the session it was made for: only that browser may take it up
+    data: dict[str, Any]  # the new session's storage
+    then: str  # where the browser goes next
+    expires: float
+
+
+class SessionRenewals:
+    """One-time tickets, each giving one studio session a new id holding `data` (sign-in, sign-out)."""
+
+    def __init__(self, seconds: float = RENEWAL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self._tickets: dict[str, Renewal] = {}
+
+    def issue(self, session_id: str, data: dict[str, Any], then: str) -> str:
+        """A ticket for the session `session_id`, valid `seconds`; the expired ones are dropped."""
+        now = self._clock()
+        for ticket in [ticket for ticket, renewal in self._tickets.items() if renewal.expires < now]:
+            del self._tickets[ticket]
+        ticket = secrets.token_urlsafe(32)
+        self._tickets[ticket] = Renewal(session_id, data, then, now + self.seconds)
+        return ticket
+
+    def take(self, ticket: str, session_id: object) -> Renewal | None:
+        """The ticket's renewal, once, if it was issued to `session_id` and has not expired."""
+        renewal = self._tickets.pop(ticket, None)
+        if renewal is None or renewal.session_id != session_id or renewal.expires < self._clock():
+            return None
+        return renewal
+
+
 class Authenticator:
     def __init__(self, settings: Settings):
         self._tokens = [(token.encode(), name) for token, name in settings.users.items()]
@@ -98,6 +138,8 @@ class Authenticator:
         self.url_seconds = settings.media_url_seconds
         self._key = load_secret_key(settings)
         self._failures = RateLimiter(settings.auth_failures_per_minute)  # wrong tokens per client address
+        #: The studio's sign-in and sign-out tickets (components/session.py).
+        self.renewals = SessionRenewals()
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -137,14 +179,6 @@ class Authenticator:
             if fingerprint and hmac.compare_digest(self.fingerprint(known.decode()).encode(), fingerprint.encode()):
                 found = name
         return User(found) if found is not None else None
-
-    def user_for_header(self, authorization: str | None, client: str | None = None) -> User:
-        """The user of an `Authorization: Bearer` header, or Unauthorized (TooManyWrongTokens: see user_for)."""
-        scheme, _, token = (authorization or "").partition(" ")
-        user = self.user_for(token.strip() if scheme.lower() == "bearer" else None, client)
-        if user is None:
-            raise Unauthorized() if not authorization else Unauthorized("The API token is not valid.")
-        return user
 
     # -- signed media URLs --------------------------------------------------------------------
 

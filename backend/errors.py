@@ -62,11 +62,6 @@ class ProviderNotConfigured(ApiError):
         super().__init__(message, {"field": "provider", "provider": provider, "missing": missing_setting})
 
 
-class ValidationFailed(ApiError):
-    status_code = 422
-    code = "VALIDATION_ERROR"
-
-
 class JobBusy(ApiError):
     status_code = 409
     code = "JOB_BUSY"

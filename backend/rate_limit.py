@@ -56,9 +56,6 @@ class RateLimiter:
             while len(calls) > self.per_minute:  # a key holds at most `per_minute` times
                 calls.popleft()
 
-    def tracked_users(self) -> int:
-        return len(self._calls)
-
     def _window(self, key: Hashable) -> deque[float]:
         now = self._clock()
         self._sweep(now)

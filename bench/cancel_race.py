@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backend.store.models import FINISHED_STATUSES
 from tests.support.cluster import Cluster
 from tests.support.jobs import local_job
 from tests.support.postgres import new_database
@@ -33,7 +34,6 @@ from tests.support.postgres import stop as stop_postgres
 from tests.support.server import Server
 from tests.support.streams import open_stream
 
-FINISHED = {"completed", "failed", "cancelled"}
 STOP_LOG_TIMEOUT = 10.0
 
 
@@ -54,7 +54,7 @@ def changed_after_finish(events: list[dict[str, Any]], final_status: str) -> boo
             event["data"].get("status") if event["type"] == "job_update" else None
         )
         if first is None:
-            first = status if status in FINISHED else None
+            first = status if status in FINISHED_STATUSES else None
         elif status is not None and status != first:
             return True
     return first is not None and final_status != first

@@ -10,7 +10,7 @@ from backend.store.models import JobStatus
 #: `backend.store.models`' groups of statuses as plain strings (what the public job data and the events carry).
 UNFINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in models.UNFINISHED_STATUSES)  # queued or running
 ACTIVE_STATUSES: tuple[str, ...] = tuple(status.value for status in models.ACTIVE_STATUSES)  # a step is running
-FINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus if status.finished)
+FINISHED_STATUSES: tuple[str, ...] = tuple(status.value for status in models.FINISHED_STATUSES)  # final
 
 STATUS_LABELS = {
     JobStatus.PENDING.value: "Queued",

@@ -67,7 +67,6 @@ class JobList:
         self.search = ""
         self.cards: dict[str, JobCard] = {}
         self._seen: dict[str, str] = {}
-        self.reloads = 0  # how often the page was read again (tests watch this stays low)
         self._loop = asyncio.get_running_loop()
         self._last_reload = float("-inf")
         self._reload_handle: asyncio.TimerHandle | None = None
@@ -118,7 +117,7 @@ class JobList:
                     .mark("pager")
                 )
         self.reload()
-        client_feed(system.bus).subscribe(self._on_events, accept=self._may_concern)
+        client_feed(system.jobs).subscribe(self._on_events, accept=self._may_concern)
 
     # -- reading the store ------------------------------------------------------------
 
@@ -130,7 +129,6 @@ class JobList:
         """Read the current page (and the total) again and show it, keeping the cards that stay."""
         self._cancel_reload()
         self._last_reload = self._loop.time()
-        self.reloads += 1
         records, total = self._read()
         pages = max(1, -(-total // self.page_size))
         if self.page > pages:  # the page emptied (removals, a narrower filter): show the last one
@@ -141,12 +139,12 @@ class JobList:
         self._render_chrome(pages)
 
     def _read(self) -> tuple[list[JobRecord], int]:
-        return self.system.store.list(
+        return self.system.jobs.list(
+            self.user,
             statuses=self.statuses,
             search=self.search or None,
             limit=self.page_size,
             offset=(self.page - 1) * self.page_size,
-            owner=self.user.name,
         )
 
     def _request_reload(self) -> None:

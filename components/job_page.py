@@ -36,12 +36,6 @@ from .job_card import JobData, set_prop, set_visible
 from .live import client_feed
 from .session import media_link
 
-SETTING_LABELS = {
-    "imageSize": "Image size",
-    "videoDuration": "Video length",
-    "quality": "Quality",
-    "seed": "Seed",
-}
 #: Metadata keys shown in their own rows above; the rest are listed as provider extras.
 KNOWN_METADATA = {
     "imageSize",
@@ -178,7 +172,7 @@ class JobDetail:
                         self.cost_total = _kv("Total")
                     self.cost_total.classes("text-lg font-bold")
         self.render()
-        client_feed(system.bus).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
+        client_feed(system.jobs).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
 
     # -- building -------------------------------------------------------------------
 
@@ -417,7 +411,7 @@ class JobDetail:
             return
         if self.removed:
             return
-        record = self.system.store.get(self.job_id)
+        record = self.system.jobs.find(self.job_id, self.user)
         if record is None:
             self._show_removed()
             return

@@ -1,6 +1,6 @@
 """The bridge from the event bus to one browser tab: collect cheaply, flush a few times a second.
 
-Each open page has one `ClientFeed`: a single listener on `system.bus`. The listener runs on
+Each open page has one `ClientFeed`: a single listener on the job events (`JobService.listen`). The listener runs on
 the event loop inside the pipeline's publish call, so it only filters and appends the event
 to a list; the first event of a burst schedules one flush `FLUSH_INTERVAL` seconds later, and
 that flush hands every collected event to the page's handlers, which update just the elements
@@ -18,7 +18,8 @@ from typing import Any
 
 from nicegui import Client, ui
 
-from backend.events.bus import Event, EventBus
+from backend.events.bus import Event
+from backend.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class _Subscriber:
 class ClientFeed:
     """One tab's view of the event bus."""
 
-    def __init__(self, bus: EventBus, client: Client, interval: float = FLUSH_INTERVAL):
+    def __init__(self, jobs: JobService, client: Client, interval: float = FLUSH_INTERVAL):
         self.client = client
         self.interval = interval
         self._subscribers: list[_Subscriber] = []
@@ -48,7 +49,7 @@ class ClientFeed:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
         self._closed = False
-        self._unsubscribe = bus.listen(self._receive)
+        self._unsubscribe = jobs.listen(self._receive)
         client.on_delete(self.close)
 
     def subscribe(self, handler: Handler, accept: Accept | None = None) -> None:
@@ -108,21 +109,11 @@ class ClientFeed:
 _FEED_ATTRIBUTE = "_promptreel_feed"
 
 
-def client_feed(bus: EventBus) -> ClientFeed:
+def client_feed(jobs: JobService) -> ClientFeed:
     """The feed of the current page's client, made on first use."""
     client = ui.context.client
     feed = getattr(client, _FEED_ATTRIBUTE, None)
     if feed is None or feed._closed:
-        feed = ClientFeed(bus, client)
+        feed = ClientFeed(jobs, client)
         setattr(client, _FEED_ATTRIBUTE, feed)
     return feed
-
-
-def feed_of(client: Client) -> ClientFeed:
-    """The feed a page made for `client` (the tests await its flushes)."""
-    return getattr(client, _FEED_ATTRIBUTE)
-
-
-def listener_count(bus: EventBus) -> int:
-    """How many in-process listeners the bus has (the tests check that closed tabs let go)."""
-    return len(bus._callbacks)

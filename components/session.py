@@ -13,10 +13,7 @@ renews the id (`renewal_link`), so a cookie planted before sign-in never becomes
 
 from __future__ import annotations
 
-import secrets
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +21,7 @@ from nicegui import app, context
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.auth import User
+from backend.auth import Renewal, SessionRenewals, User
 from backend.system import System
 
 SESSION_KEY = "token_fingerprint"
@@ -32,20 +29,7 @@ SESSION_COOKIE = "session"  # Starlette's default name, as NiceGUI uses it
 #: A browser takes up its renewed session here (the cookie can only change on an HTTP answer,
 #: and sign-in happens over the page's socket).
 RENEW_PATH = "/session/renew"
-#: Seconds a renewal link works; the browser follows it at once.
-RENEWAL_SECONDS = 60.0
 _RENEWAL_SCOPE_KEY = "promptreel.renewal"
-
-
-@dataclass(frozen=True)
-class Renewal:
-    session_id: str  # the session it was made for: only that browser may take it up
-    data: dict[str, Any]  # the new session's storage
-    then: str  # where the browser goes next
-    expires: float
-
-
-_renewals: dict[str, Renewal] = {}
 
 
 def studio_user(system: System) -> User | None:
@@ -59,24 +43,20 @@ def sign_in(system: System, token: str, client: str) -> str | None:
     once it sent too many."""
     if system.auth.user_for(token.strip(), client) is None:
         return None
-    return renewal_link({SESSION_KEY: system.auth.fingerprint(token.strip())}, then="/")
+    return renewal_link(system, {SESSION_KEY: system.auth.fingerprint(token.strip())}, then="/")
 
 
-def sign_out() -> str:
+def sign_out(system: System) -> str:
     """Where to send the browser: a new session that is not signed in."""
-    return renewal_link({}, then="/login")
+    return renewal_link(system, {}, then="/login")
 
 
-def renewal_link(data: dict[str, Any], then: str) -> str:
+def renewal_link(system: System, data: dict[str, Any], then: str) -> str:
     """Empty this browser's session storage now; the returned link gives it a fresh session id
     holding `data` (and its dark-mode choice) and goes on to `then`. Called in a page's event handler."""
-    now = time.monotonic()
-    for ticket in [ticket for ticket, renewal in _renewals.items() if renewal.expires < now]:
-        del _renewals[ticket]
     old = app.storage.user
     kept = {"dark": old["dark"]} if "dark" in old else {}
-    ticket = secrets.token_urlsafe(32)
-    _renewals[ticket] = Renewal(context.client.request.session["id"], {**kept, **data}, then, now + RENEWAL_SECONDS)
+    ticket = system.auth.renewals.issue(context.client.request.session["id"], {**kept, **data}, then)
     old.clear()  # the old id keeps nothing: whoever else holds it holds an empty session (its file is removed)
     return f"{RENEW_PATH}?ticket={ticket}"
 
@@ -107,10 +87,11 @@ class SessionGuard:
 
     An id NiceGUI would not have issued (a forged cookie: `../` segments and the like) is dropped
     and the browser starts a fresh session: nothing is read, written or deleted under that name,
-    even if the storage secret leaked. At RENEW_PATH a valid ticket gives the session a new id."""
+    even if the storage secret leaked. At RENEW_PATH a valid ticket of `renewals` gives the session a new id."""
 
-    def __init__(self, app_: ASGIApp):
+    def __init__(self, app_: ASGIApp, renewals: SessionRenewals):
         self.app = app_
+        self.renewals = renewals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = scope.get("session")
@@ -119,8 +100,8 @@ class SessionGuard:
                 session.clear()  # NiceGUI gives the request a fresh id; the cookie is rewritten
             elif scope["type"] == "http" and scope["path"] == RENEW_PATH:
                 tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket", [])
-                renewal = _renewals.pop(tickets[0], None) if tickets else None
-                if renewal is not None and renewal.session_id == session.get("id") and renewal.expires >= time.monotonic():
+                renewal = self.renewals.take(tickets[0], session.get("id")) if tickets else None
+                if renewal is not None:
                     session["id"] = str(uuid.uuid4())
                     scope[_RENEWAL_SCOPE_KEY] = renewal
         await self.app(scope, receive, send)

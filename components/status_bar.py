@@ -45,8 +45,6 @@ class StatusBar:
         self._providers: tuple[tuple[ProviderInfo, ...], tuple[ProviderInfo, ...]] | None = None
         self._provider_handlers: list[ProvidersHandler] = []
         self._statuses: dict[str, str | None] = {}  # the last status shown per job, to skip progress-only events
-        #: How many times the bar re-read the status (the tests check that a job event makes it).
-        self.refreshes = 0
         image, video = self._read_providers()
         # One chip per provider name; "local" serves both steps.
         names = list(dict.fromkeys(info.name for info in image + video))
@@ -84,7 +82,7 @@ class StatusBar:
         self._show_providers(image, video)
         self.refresh()
         # Active jobs and the queue change only when a job changes status, not with its progress.
-        client_feed(system.bus).subscribe(self._on_job_events, accept=self._changes_status)
+        client_feed(system.jobs).subscribe(self._on_job_events, accept=self._changes_status)
         # Built just now: the first tick is due an interval from now, not at once.
         ui.timer(LOAD_REFRESH_SECONDS, self.refresh, immediate=False)
         # A key check's answer changes availability without a job event: show it when it comes.
@@ -121,7 +119,6 @@ class StatusBar:
         return lambda: self._provider_handlers.remove(handler) if handler in self._provider_handlers else None
 
     def refresh(self) -> None:
-        self.refreshes += 1
         # The providers first: this read is the one that finds a stale verdict and starts its check,
         # so what the bar shows is one consistent reading, and the check's answer comes through
         # `_availability_changed` (jobs.status() reads them too, but only for its own counters).

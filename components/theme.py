@@ -19,7 +19,6 @@ from .status_bar import StatusBar
 VIOLET = "#7c3aed"
 PINK = "#db2777"
 AMBER = "#f59e0b"
-INK = "#1e1b4b"
 
 #: Quasar's named colors, so `color=primary` etc. follow the project's palette.
 PALETTE = {
@@ -232,7 +231,7 @@ def frame(system: System, title: str = "promptreel") -> Iterator[StatusBar]:
         ).classes("gt-xs").tooltip("REST API docs")
         DarkModeToggle()
         if system.auth.enabled:
-            ui.button(icon="logout", on_click=_sign_out, color=None).props(
+            ui.button(icon="logout", on_click=lambda: _sign_out(system), color=None).props(
                 'flat round aria-label="Sign out" data-testid=sign-out'
             ).tooltip("Sign out")
     main = ui.element("main").classes("w-full max-w-[1400px] mx-auto px-3 sm:px-4 md:px-6 py-5 md:py-7 flex flex-col gap-6")
@@ -241,5 +240,5 @@ def frame(system: System, title: str = "promptreel") -> Iterator[StatusBar]:
         yield status
 
 
-def _sign_out() -> None:
-    ui.navigate.to(sign_out())  # a new session's link, which goes on to /login
+def _sign_out(system: System) -> None:
+    ui.navigate.to(sign_out(system))  # a new session's link, which goes on to /login

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import HTTPConnection
 
+from backend.api.deps import Credentials, JobDep, SystemDep, UserDep, authenticate
 from backend.api.errors import error_response
 from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
-from backend.auth import LOCAL_USER, User
-from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable, Unauthorized
+from backend.auth import LOCAL_USER
+from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable
 from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
 from backend.jobs.request import GenerateRequest
 from backend.media.store import MediaStorageError
@@ -58,45 +57,6 @@ LIST_HEADERS: dict[str, Any] = {
 SIGNED_LINK_OR_TOKEN: dict[str, Any] = {"security": [{}]}
 
 
-# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per
-# request that cost more than the whole dependency (bench/api.py).
-async def get_system(request: Request) -> System:
-    return request.app.state.system
-
-
-SystemDep = Annotated[System, Depends(get_system)]
-#: `Authorization: Bearer <token>`; shown in /docs, checked by `current_user` (auto_error off: our error format).
-bearer = HTTPBearer(auto_error=False, description="API_TOKEN / one of API_TOKENS (only when authentication is on)")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-
-
-def client_address(connection: HTTPConnection) -> str:
-    """The client's address, whose wrong tokens are counted: the connection's peer, or the
-    X-Forwarded-For of a proxy uvicorn trusts (FORWARDED_ALLOW_IPS, loopback by default)."""
-    return connection.client.host if connection.client else "unknown"
-
-
-def user_of(credentials: HTTPAuthorizationCredentials | None, system: System, request: Request) -> User | None:
-    return system.auth.user_for(credentials.credentials if credentials else None, client_address(request))
-
-
-def authenticate(request: Request, system: System, credentials: HTTPAuthorizationCredentials | None) -> User:
-    """The caller (authentication on), or the one local user (off); 401 for a missing or wrong token,
-    429 for an address that sent too many wrong ones within a minute."""
-    user = user_of(credentials, system, request)
-    if user is None:
-        raise Unauthorized("The API token is not valid.") if credentials else Unauthorized()
-    request.state.user = user  # for the request log
-    return user
-
-
-async def current_user(request: Request, system: SystemDep, credentials: Credentials) -> User:
-    return authenticate(request, system, credentials)
-
-
-UserDep = Annotated[User, Depends(current_user)]
-
-
 def base_url(request: Request, system: System) -> str:
     return system.settings.public_url or str(request.base_url)
 
@@ -117,7 +77,7 @@ async def health(system: SystemDep) -> Response:
     """200 when the job store answers and the media storage takes a write; 503 naming what failed."""
     # Both checks block (a query, a file or S3 call): in threads, side by side.
     store, media = await asyncio.gather(
-        asyncio.to_thread(system.store.ping), asyncio.to_thread(system.media.check), return_exceptions=True
+        asyncio.to_thread(system.jobs.check_store), asyncio.to_thread(system.media.check), return_exceptions=True
     )
     checks = {"store": "ok" if store is None else "failed", "media": "ok" if media is None else "failed"}
     if isinstance(store, BaseException):
@@ -158,15 +118,13 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> JSONResponse:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
-    records, total = system.store.list(
-        statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, owner=user.name
-    )
+    records, total = system.jobs.list(user, statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset)
     return JSONResponse([present(record, request, system) for record in records], headers={"X-Total-Count": str(total)})
 
 
 @router.get("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, responses=errors(401, 404, 422, 429))
-async def get_job(job_id: str, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
-    return job_response(system.jobs.get(job_id, user), request, system)
+async def get_job(record: JobDep, request: Request, system: SystemDep) -> JSONResponse:
+    return job_response(record, request, system)
 
 
 @router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"], response_model=list[Event], responses=errors(401, 404, 422, 429))
@@ -182,14 +140,10 @@ async def job_events(
 ) -> JSONResponse:
     """The job's stored events in order, each as /ws sends it, with its `seq`: a client that lost
     its WebSocket reads what it missed, then listens again."""
-    system.jobs.get(job_id, user)  # 404 for a job that does not exist (or is someone else's)
+    # Read here, not by JobDep: a bad `after` or `limit` answers 422 before a missing job's 404.
+    events = system.jobs.events(job_id, user, after, limit)  # 404 for a job that does not exist (or is someone else's)
     base = base_url(request, system)
-    return JSONResponse(
-        [
-            {**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)}
-            for event in system.event_log.after(job_id, after, limit)
-        ]
-    )
+    return JSONResponse([{**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)} for event in events])
 
 
 @router.delete("/api/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, responses=errors(401, 404, 409, 422, 429))

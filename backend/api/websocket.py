@@ -16,9 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from backend.api.deps import client_address
 from backend.api.errors import error_response
 from backend.api.hosts import origin_allowed
-from backend.api.routes import client_address
 from backend.auth import Authenticator
 from backend.errors import TooManyWrongTokens
 from backend.events.bus import SubscriberTooSlow, Subscription
@@ -104,12 +104,12 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     max_jobs = system.settings.max_ws_subscriptions
 
     def may_see(job_id: str) -> bool:
-        if user.name is None:
-            return True
-        if job_id not in visible:
-            record = system.store.get(job_id)
-            visible[job_id] = record is not None and user.may_see(record.job.owner)
-        return visible[job_id]
+        seen = visible.get(job_id)
+        if seen is None:
+            seen = system.jobs.may_see(job_id, user)
+            if user.name is not None:  # authentication off: nothing read, nothing to remember
+                visible[job_id] = seen
+        return seen
 
     async def send_texts(texts: list[str]) -> None:
         # A client that stops reading would hold this send forever (its TCP buffer full): it is
@@ -161,7 +161,7 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
             else:
                 await send(_error(f"Unknown message type {kind!r}: use subscribe, unsubscribe or ping.", field="type"))
 
-    with system.bus.subscribe() as subscription:
+    with system.jobs.subscribe() as subscription:
         tasks = {asyncio.create_task(forward(subscription)), asyncio.create_task(receive())}
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

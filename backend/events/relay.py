@@ -45,7 +45,6 @@ class EventRelay:
         self.event_log = event_log
         #: Set while the LISTEN connection is up (tests wait on it).
         self.listening = asyncio.Event()
-        self.reconnections = 0
         self._last_seq: OrderedDict[str, int] = OrderedDict()
         self._heard_at: datetime | None = None  # store clock of the last event heard
         self._task: asyncio.Task[None] | None = None
@@ -78,7 +77,6 @@ class EventRelay:
             self.listening.clear()
             await asyncio.sleep(delay)  # backoff between attempts: a clock, not a wait for an event
             delay = min(delay * 2, MAX_RECONNECT_DELAY)
-            self.reconnections += 1
 
     async def _listen(self) -> None:
         # Keepalives: a connection cut without a FIN (a dead host) is noticed within about 25 s.

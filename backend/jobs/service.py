@@ -1,4 +1,9 @@
-"""JobService: what a user can do with jobs, the same for the API, the studio and the CLI."""
+"""JobService: what a user can do with jobs, the same for the API, the studio and the CLI.
+
+It is the one entry for every read and write of jobs: the routes, /ws, the studio's pages and
+components and the CLI reach the job store and the event log only through it, and `find` is
+the one owner check they all share.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import asyncio
 import contextlib
 import os
 import secrets
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
-from backend.events.bus import EventBus
+from backend.events.bus import EventBus, Subscription
+from backend.events.log import Event, EventLog
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
@@ -56,6 +64,7 @@ class JobService:
         media: MediaStore,
         max_queued_jobs: int = 1000,
         rate_limiter: RateLimiter | None = None,
+        event_log: EventLog | None = None,
     ):
         self.max_queued_jobs = max_queued_jobs
         #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
@@ -66,6 +75,7 @@ class JobService:
         self.providers = providers
         self.bus = bus
         self.media = media
+        self.event_log = event_log or bus.event_log
 
     def _check_providers(self, request: GenerateRequest) -> str:
         """The video provider to use. Refuses, before anything is stored, a provider that is not
@@ -131,12 +141,58 @@ class JobService:
         await self.queue.enqueue(job.id)
         return record
 
-    def get(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
-        """The job, if `user` may see it: another user's job answers as if it did not exist."""
+    def find(self, job_id: str, user: User = LOCAL_USER) -> JobRecord | None:
+        """The job, if `user` may see it; None when it does not exist or is someone else's.
+        The one owner check: REST, /ws and the studio all ask here."""
         record = self.store.get(job_id)
         if record is None or not user.may_see(record.job.owner):
+            return None
+        return record
+
+    def get(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
+        """The job, if `user` may see it: another user's job answers as if it did not exist."""
+        record = self.find(job_id, user)
+        if record is None:
             raise JobNotFound(job_id)
         return record
+
+    def may_see(self, job_id: str, user: User) -> bool:
+        """Whether `user` may see the job's events. With authentication off every job is the local
+        user's, a removed one too: nothing is read."""
+        return user.name is None or self.find(job_id, user) is not None
+
+    def events(self, job_id: str, user: User, after: int, limit: int) -> list[Event]:
+        """The job's stored events numbered above `after`, in order; JobNotFound as `get`."""
+        self.get(job_id, user)
+        assert self.event_log is not None, "the service reads events from the bus's log"
+        return self.event_log.after(job_id, after, limit)
+
+    def subscribe(self) -> AbstractContextManager[Subscription]:
+        """Every job's events as they happen, queued for one reader (/ws); filter by `may_see`."""
+        return self.bus.subscribe()
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback` for every job's event as it happens (on the event loop); returns the
+        function that stops it. The studio's tabs and the CLI's progress bars listen here."""
+        return self.bus.listen(callback)
+
+    def check_store(self) -> None:
+        """Raise when the job store does not answer (/health)."""
+        self.store.ping()
+
+    # After the methods that annotate with the builtin `list`, which this name hides in the class body.
+    def list(
+        self,
+        user: User = LOCAL_USER,
+        *,
+        statuses: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        """One page of `user`'s jobs, newest first, in `statuses` (none: all) and with `search` in
+        the prompt, and how many match in all."""
+        return self.store.list(statuses=statuses, search=search, limit=limit, offset=offset, owner=user.name)
 
     async def cancel(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
         """Cancel the job; the answer is the truth, since finished is final (JobStore): once this

@@ -29,7 +29,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-# Between one and two times the limit Pillow only warns; check_image refuses those itself.
+# Between one and two times the limit Pillow only warns; open_image refuses those itself.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 #: The decoders of IMAGE_FORMATS, to read an image's size from its header past Pillow's own guard.
@@ -112,9 +112,3 @@ def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> 
         if width * height > limits.image_pixels:
             raise MediaRejected(f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed")
         yield image
-
-
-def check_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> tuple[str, tuple[int, int]]:
-    """(format, size) of an image within the limits, from its header alone; raises MediaRejected."""
-    with open_image(source, limits, whose=whose) as image:
-        return str(image.format), image.size

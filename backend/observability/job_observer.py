@@ -12,7 +12,7 @@ from sqlalchemy import Row, bindparam, select
 from backend.events.bus import Event, EventBus
 from backend.observability.logs import log_event
 from backend.observability.metrics import Metrics
-from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus
+from backend.store.models import FINISHED_STATUSES, Job, JobStatus, JobStep, StepKind, StepStatus
 
 if TYPE_CHECKING:
     from backend.jobs.queue import JobQueue
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ENDED_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED})
-FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.finished)
 _JOBS = Job.__table__  # type: ignore[attr-defined]
 #: What the job's lines name that its events do not carry: read once per job, not the whole record per line.
 _STEPS = JobStep.__table__  # type: ignore[attr-defined]

@@ -17,12 +17,6 @@ Light = Literal["golden", "sunset", "dawn", "day", "night"]
 Weather = Literal["clear", "fog", "storm"]
 Mood = Literal["neutral", "calm", "epic", "dreamy", "moody", "vibrant"]
 
-#: Every name SceneSpec.elements can hold.
-ELEMENTS = (
-    "mountains", "hills", "city", "neon", "water", "lake", "beach", "forest",
-    "desert", "space", "planet", "snow", "field", "clouds", "stars",
-)  # fmt: skip
-
 # A keyword matches a whole word or, if it has a space, a whole phrase.
 LIGHT_WORDS: dict[Light, tuple[str, ...]] = {
     "golden": ("golden hour", "golden-hour", "magic hour", "golden light", "late afternoon", "warm light"),

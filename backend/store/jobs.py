@@ -28,7 +28,17 @@ from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, SQLModel, col, select
 
-from backend.store.models import UNFINISHED_STATUSES, Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
+from backend.store.models import (
+    FINISHED_STATUSES,
+    UNFINISHED_STATUSES,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobStep,
+    StepKind,
+    StepStatus,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,6 @@ class JobRecord:
 
 
 _STEP_ORDER = {StepKind.IMAGE.value: 0, StepKind.VIDEO.value: 1}
-FINISHED = tuple(status.value for status in JobStatus if status.finished)
 OPEN_STEP_STATUSES = (StepStatus.PENDING.value, StepStatus.RUNNING.value)
 
 
@@ -100,7 +109,7 @@ def _steps_in_order(rows: Iterable[Row[Any]]) -> tuple[JobStep, ...]:
 _GET_JOB = core_select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 _GET_STATUS = core_select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
 _GET_STEPS = core_select(STEPS).where(STEPS.c.job_id == bindparam("job_id"))  # a SELECT: any name will do
-_UNFINISHED_JOB = JOBS.c.status.not_in(_constants(FINISHED))
+_UNFINISHED_JOB = JOBS.c.status.not_in(_constants(status.value for status in FINISHED_STATUSES))
 #: A step still open, of a job not finished (the EXISTS: a PK lookup).
 _OPEN_STEP = (
     STEPS.c.status.in_(_constants(OPEN_STEP_STATUSES)),
@@ -473,7 +482,7 @@ class JobStore:
 
     def media_to_expire(self, older_than: datetime, limit: int) -> list[str]:
         """Finished jobs last changed before `older_than` whose media retention has not removed yet, oldest first."""
-        finished = [status.value for status in JobStatus if status.finished]
+        finished = [status.value for status in FINISHED_STATUSES]
         with self._session() as session:
             return list(
                 session.exec(

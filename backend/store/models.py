@@ -46,11 +46,14 @@ class JobStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in FINISHED_STATUSES
 
 
 ACTIVE_STATUSES = (JobStatus.GENERATING_IMAGE, JobStatus.GENERATING_VIDEO)
 UNFINISHED_STATUSES = (JobStatus.PENDING, *ACTIVE_STATUSES)
+#: Final: a job that reached one of these never changes status again. A tuple, not a set: a
+#: status string is found in it too (an Enum member does not hash as its value).
+FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class StepStatus(StrEnum):

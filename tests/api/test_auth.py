@@ -16,7 +16,7 @@ import pytest
 import websockets
 from PIL import Image
 
-from backend.auth import Authenticator
+from backend.auth import Authenticator, SessionRenewals
 from backend.errors import SignatureInvalid
 from backend.settings import Settings
 from tests.support.jobs import local_job
@@ -64,6 +64,22 @@ def test_authenticator_signs_and_refuses_changed_or_expired_links(tmp_path: Path
     assert again.sign(path, now=1_000_000) == signed
     off = Authenticator(Settings(PROMPTREEL_DATA_DIR=tmp_path))
     assert not off.enabled and off.user_for(None).name is None
+
+
+def test_a_session_renewal_ticket_works_once_for_its_own_session_until_it_expires():
+    """The studio's sign-in and sign-out tickets (the browser side: tests/test_security_sessions.py)."""
+    now = [1000.0]
+    renewals = SessionRenewals(seconds=60, clock=lambda: now[0])
+    planted = renewals.issue("session-a", {"token_fingerprint": "f"}, then="/")
+    assert renewals.take(planted, "session-b") is None, "another browser's session cannot take it"
+    assert renewals.take(planted, "session-a") is None, "and that try used it up"
+    ticket = renewals.issue("session-a", {"token_fingerprint": "f"}, then="/")
+    renewal = renewals.take(ticket, "session-a")
+    assert renewal is not None and renewal.data == {"token_fingerprint": "f"} and renewal.then == "/"
+    assert renewals.take(ticket, "session-a") is None, "once"
+    late = renewals.issue("session-a", {}, then="/login")
+    now[0] += 60.5
+    assert renewals.take(late, "session-a") is None, "expired"
 
 
 def test_requests_without_a_valid_token_are_refused(secured: Server):

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,28 +82,43 @@ def test_users_have_separate_windows_and_none_is_one_shared_user():
         assert refusal(limiter, user).details["limit"] == 2
 
 
+class Caller:
+    """A key that tells when the limiter lets go of it (a WeakSet holds only the ones still referenced)."""
+
+
 def test_zero_turns_the_limit_off():
     limiter = RateLimiter(0, clock=FakeClock())
+    held: weakref.WeakSet[Caller] = weakref.WeakSet()
     for _ in range(1000):
-        limiter.check("alice")
-    assert limiter.tracked_users() == 0
+        caller = Caller()
+        held.add(caller)
+        limiter.check(caller)
+    del caller
+    assert len(held) == 0, "nothing counted, nothing kept"
 
 
 def test_memory_follows_recent_users_only():
     clock = FakeClock()
     limiter = RateLimiter(5, clock=clock)
+    held: weakref.WeakSet[Caller] = weakref.WeakSet()
     most = 0
     for second in range(2000):  # a new user every second for half an hour
         clock.now = 1000 + second
-        limiter.check(f"user{second}")
-        most = max(most, limiter.tracked_users())
+        caller = Caller()
+        held.add(caller)
+        limiter.check(caller)
+        del caller
+        most = max(most, len(held))
     # Idle users are forgotten once a window: at most the last two windows' users are held.
     assert most <= 2 * WINDOW_SECONDS + 1
     for _ in range(5):
         limiter.check("hammer")
-    for _ in range(10_000):
+    for _ in range(59):  # refused all the next minute...
+        clock.now += 1
         refusal(limiter, "hammer")
-    assert len(limiter._calls["hammer"]) == 5  # refused calls are not kept: a user holds at most `limit` times
+    clock.now += 1
+    for _ in range(5):  # ...and free once the first five are a minute old: the refusals were not counted
+        limiter.check("hammer")
 
 
 def test_concurrent_checks_never_let_more_through():

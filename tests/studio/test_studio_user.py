@@ -31,7 +31,7 @@ from components import job_list as job_list_module
 from components import status_bar as status_bar_module
 from components.job_card import JobCard
 from components.job_list import JobList
-from components.live import feed_of, listener_count
+from components.live import client_feed
 from components.status_bar import StatusBar
 from tests.support.jobs import local_job
 
@@ -40,10 +40,48 @@ from tests.support.jobs import local_job
 RETRIES = int(3 / 0.1)
 
 
-async def after_flush(users: list[User], check, timeout: float = 10.0) -> None:
+def next_flush(system: System, user: User) -> asyncio.Future[None]:
+    """Done once the tab's next flush (components/live.py) has updated its page."""
+    with user.client:
+        return client_feed(system.jobs).next_flush()
+
+
+def listeners(system: System, monkeypatch: pytest.MonkeyPatch) -> set[object]:
+    """The listeners added to the job events from now on and not stopped yet (an open tab has one)."""
+    live: set[object] = set()
+    listen = system.jobs.listen
+
+    def counted(callback):
+        stop = listen(callback)
+        live.add(callback)
+
+        def stop_counted() -> None:
+            live.discard(callback)
+            stop()
+
+        return stop_counted
+
+    monkeypatch.setattr(system.jobs, "listen", counted)
+    return live
+
+
+def page_reads(system: System, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The pages of jobs read from now on (JobService.list calls: every open list's reads)."""
+    reads: list[dict] = []
+    read = system.jobs.list
+
+    def counted(*args, **kwargs):
+        reads.append(kwargs)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(system.jobs, "list", counted)
+    return reads
+
+
+async def after_flush(system: System, users: list[User], check, timeout: float = 10.0) -> None:
     """Await the tabs' next flush (it is due FLUSH_INTERVAL after the events), then check what it showed."""
     if not check():
-        flushes = [feed_of(user.client).next_flush() for user in users]
+        flushes = [next_flush(system, user) for user in users]
         await asyncio.wait_for(asyncio.gather(*flushes), timeout)
     assert check(), "the view did not update"
 
@@ -230,26 +268,28 @@ async def test_dice_gives_a_seed_that_the_job_keeps(studio: Studio):
     await studio.system.jobs.cancel(record.job.id)
 
 
-async def test_job_created_elsewhere_appears_and_updates_in_place(studio: Studio):
+async def test_job_created_elsewhere_appears_and_updates_in_place(studio: Studio, monkeypatch: pytest.MonkeyPatch):
     await studio.user.open("/")
     jobs = _JOB_LISTS[-1]
-    reloads = jobs.reloads
+    reads = page_reads(studio.system, monkeypatch)
     record = await studio.system.jobs.create(validate_request(local_job("A lighthouse in a storm")))
     await studio.user.should_see("A lighthouse in a storm", retries=RETRIES)
-    assert jobs.reloads == reloads + 1, "a new job reads the page once"
+    assert len(reads) == 1, "a new job reads the page once"
     card: JobCard = jobs.cards[record.job.id]
     # progress events change the card's elements; the page is not read again
-    reloads = jobs.reloads
+    reads.clear()
     await studio.system.runner.wait(record.job.id)
-    await after_flush([studio.user], lambda: card.job["status"] == "completed")
+    await after_flush(studio.system, [studio.user], lambda: card.job["status"] == "completed")
     assert card.view["statusLabel"] == "Completed"
     assert card.view["progress"] == 100
     assert card.view["thumbnail"].endswith(f"{record.job.id}.jpg")
     assert card.view["video"] == f"/api/v1/jobs/{record.job.id}/download/video"
-    assert jobs.reloads == reloads, "progress events must not reload the list"
+    assert not reads, "progress events must not reload the list"
 
 
-async def test_a_burst_of_new_jobs_re_points_the_cards_and_reads_the_page_a_few_times(studio: Studio):
+async def test_a_burst_of_new_jobs_re_points_the_cards_and_reads_the_page_a_few_times(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+):
     """New jobs arriving flush after flush: the page is read at most once per RELOAD_INTERVAL, and
     its twenty cards are re-pointed at the newest jobs rather than deleted and made again."""
     for index in range(20):
@@ -257,21 +297,21 @@ async def test_a_burst_of_new_jobs_re_points_the_cards_and_reads_the_page_a_few_
     await studio.user.open("/")
     jobs = _JOB_LISTS[-1]
     cards = set(jobs.cards.values())
-    reloads, started = jobs.reloads, time.monotonic()
+    reads, started = page_reads(studio.system, monkeypatch), time.monotonic()
     flushes, newest = 6, []
     for _ in range(flushes):  # a few new jobs per flush, as a burst of POSTs brings them
         for _ in range(5):
             job = stored_job(studio.system, f"A new lantern study {len(newest)}", status="pending")
             studio.system.bus.publish("job_update", job.id, job_update_data(job))
             newest.append(job.id)
-        await asyncio.wait_for(feed_of(studio.user.client).next_flush(), 10)
+        await asyncio.wait_for(next_flush(studio.system, studio.user), 10)
     await studio.user.should_see(f"A new lantern study {len(newest) - 1}", retries=RETRIES)
     elapsed = time.monotonic() - started
     assert set(jobs.cards.values()) == cards, "the same card elements show the new jobs"
     assert list(jobs.cards) == newest[::-1][:20]
     assert [card.view["id"] for card in jobs.cards.values()] == newest[::-1][:20]
     # without the interval every flush would read the page: `flushes` reads in about half as many seconds
-    assert jobs.reloads - reloads <= elapsed / job_list_module.RELOAD_INTERVAL + 1, (jobs.reloads - reloads, elapsed)
+    assert len(reads) <= elapsed / job_list_module.RELOAD_INTERVAL + 1, (len(reads), elapsed)
 
 
 async def test_pagination_filter_and_search_read_one_page(studio: Studio, monkeypatch: pytest.MonkeyPatch):
@@ -305,19 +345,19 @@ async def test_pagination_filter_and_search_read_one_page(studio: Studio, monkey
     await studio.user.should_see(marker="empty-state", content="Nothing matches")
 
 
-async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: Studio):
+async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: Studio, monkeypatch: pytest.MonkeyPatch):
     """Forty open studio tabs: each event costs a filter and an append per tab; cards update in place."""
     job = stored_job(studio.system, "A slow glacier", status=JobStatus.GENERATING_VIDEO.value)
     await studio.user.open("/")
-    before = listener_count(studio.system.bus)
     users = []
+    live = listeners(studio.system, monkeypatch)
     for _ in range(39):
         other = User(studio.user.http_client)
         await other.open("/")
         users.append(other)
-    assert listener_count(studio.system.bus) == before + 39, "one bus listener per tab"
+    assert len(live) == 39, "one listener per tab"
     lists = _JOB_LISTS[-40:]
-    reloads = [jobs.reloads for jobs in lists]
+    reads = page_reads(studio.system, monkeypatch)
     updated = studio.system.store.update_step(job.id, StepKind.VIDEO, status="running", progress=0)
     for percent in range(1, 100):
         updated.progress = percent
@@ -325,12 +365,14 @@ async def test_forty_tabs_cost_little_per_event_and_let_go_when_closed(studio: S
         job.progress = 30 + int(percent * 0.7)
         studio.system.bus.publish("job_update", job.id, job_update_data(job))
     # 198 events reach each tab in one flush (what that costs the server: bench/tabs.py)
-    await after_flush([studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists))
-    assert [jobs.reloads for jobs in lists] == reloads, "progress never re-reads the list"
+    await after_flush(
+        studio.system, [studio.user, *users], lambda: all(jobs.cards[job.id].view["progress"] == 99 for jobs in lists)
+    )
+    assert not reads, "progress never re-reads the list"
     # closing tabs removes their listeners
     for other in users:
         other.client.delete()
-    assert listener_count(studio.system.bus) == before
+    assert not live
 
 
 async def test_job_page_shows_settings_cost_and_error(studio: Studio):
@@ -427,11 +469,13 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     monkeypatch.setattr(registry, "KEY_OK_TTL", 0.0)
     # a job event makes every open tab refresh its status (as a DALL-E job failing on the key would)
     (status,) = _STATUS_BARS
-    refreshes = status.refreshes
-    flushed = feed_of(studio.user.client).next_flush()
+    status_reads = []
+    read_status = studio.system.jobs.status
+    monkeypatch.setattr(studio.system.jobs, "status", lambda: status_reads.append(1) or read_status())
+    flushed = next_flush(studio.system, studio.user)
     studio.system.bus.publish("job_failed", "job_elsewhere", {"id": "job_elsewhere", "status": "failed", "error": REFUSED[1]})
     await asyncio.wait_for(flushed, 10)
-    assert status.refreshes == refreshes + 1, "a job's new status refreshes the header once, at the flush"
+    assert len(status_reads) == 1, "a job's new status refreshes the header once, at the flush"
     # that refresh read the stale verdict (the cache answers at once) and started the key check
     # behind it; the header shows the check's answer as soon as it comes
     await providers_shown(status, lambda: not provider_chip(studio, "dalle3")[0])

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from backend.media.checks import MediaLimits, MediaRejected, check_image
+from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.media.local import LocalMediaStore
 from backend.providers.base import ProviderError, VideoRequest
 from backend.providers.dalle3 import DalleImageProvider
@@ -374,17 +374,23 @@ async def test_a_pinned_request_keeps_the_tls_name_check(tls_files: tuple[int, s
 # -- the shared image check, and thumbnails ------------------------------------------------------
 
 
+def check_image(source: io.BytesIO, limits: MediaLimits) -> tuple[str | None, tuple[int, int]]:
+    """(format, size) of an image within the limits, as the providers and the media store open it."""
+    with open_image(source, limits, whose="the image") as image:
+        return image.format, image.size
+
+
 def test_the_image_check_reads_only_the_header(tmp_path: Path):
     limits = MediaLimits()
-    assert check_image(io.BytesIO(png_image(1792, 1024)), limits, whose="the image") == ("PNG", (1792, 1024))
+    assert check_image(io.BytesIO(png_image(1792, 1024)), limits) == ("PNG", (1792, 1024))
     with pytest.raises(MediaRejected, match=r"the image is 5000x4000 pixels, more than the 16.8 megapixels allowed"):
-        check_image(io.BytesIO(solid_png(5000, 4000)), limits, whose="the image")
+        check_image(io.BytesIO(solid_png(5000, 4000)), limits)
     jpeg = io.BytesIO()
     Image.new("RGB", (20000, 1000)).save(jpeg, format="JPEG")  # past Pillow's own guard: its size is read from the header
     with pytest.raises(MediaRejected, match=r"the image is 20000x1000 pixels, more than the 16.8 megapixels allowed"):
-        check_image(jpeg, limits, whose="the image")
+        check_image(jpeg, limits)
     with pytest.raises(MediaRejected, match=r"more than the 1 MB allowed"):
-        check_image(io.BytesIO(bytes(2 * 2**20)), MediaLimits(image_bytes=2**20), whose="the image")
+        check_image(io.BytesIO(bytes(2 * 2**20)), MediaLimits(image_bytes=2**20))
 
 
 async def test_concurrent_thumbnails_of_an_oversized_stored_image_decode_nothing(fresh_server: Server):

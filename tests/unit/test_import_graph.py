@@ -1,8 +1,12 @@
-"""No import cycles in app/, components/ and backend/.
+"""No import cycles in app/, components/ and backend/; no way around JobService.
 
 The graph is built from the source with `ast`, not by importing: every import counts, at module
 level, inside functions and under `if TYPE_CHECKING:`, because each of them is a dependency one
 module has on another and a cycle among them means the two cannot be understood (or moved) apart.
+
+The studio, the CLI and the HTTP face read and write jobs only through `JobService`
+(backend/jobs/service.py), which holds the one owner check: none of them touches the job store,
+the event log or the event bus itself.
 """
 
 from __future__ import annotations
@@ -12,6 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("app", "components", "backend")
+#: Folders whose modules go through JobService for every read and write of jobs.
+SERVICE_USERS = ("app", "components", "backend/api")
+#: What they must not reach: System's attributes and the classes behind JobService.
+STORE_ATTRIBUTES = frozenset({"store", "event_log", "bus"})
+STORE_CLASSES = frozenset({"JobStore", "EventLog", "EventBus"})
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -140,3 +149,47 @@ def test_cycle_finder_sees_every_kind_of_import(tmp_path):
     assert graph["pkg.sub.c"] == set()  # its own package's __init__ is already running: not an edge
     (tmp_path / "pkg" / "sub" / "__init__.py").write_text("from pkg import d\n")
     assert find_cycles(import_graph(tmp_path, ("pkg",))) == [["pkg.a", "pkg.b", "pkg.sub", "pkg.d", "pkg.a"]]
+
+
+def bypasses(source: str, filename: str = "<source>") -> list[str]:
+    """Where `source` reaches the job store, the event log or the bus other than through JobService:
+    `<anything>.store`/`.event_log`/`.bus`, or the classes themselves (imported or named); in source order."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Attribute) and node.attr in STORE_ATTRIBUTES:
+            found.append((node.lineno, node.col_offset, f".{node.attr}"))
+        elif isinstance(node, ast.Name) and node.id in STORE_CLASSES:
+            found.append((node.lineno, node.col_offset, node.id))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            found += [
+                (node.lineno, node.col_offset, f"import {alias.name}") for alias in node.names if alias.name in STORE_CLASSES
+            ]
+    return [f"{filename}:{line}: {what}" for line, _, what in sorted(found)]
+
+
+def test_studio_cli_and_api_go_through_the_job_service():
+    found = []
+    for folder in SERVICE_USERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            found += bypasses(path.read_text(), str(path.relative_to(ROOT)))
+    assert not found, "around JobService:\n" + "\n".join(found)
+
+
+def test_bypass_finder_sees_attributes_names_and_imports():
+    source = (
+        "from backend.store.jobs import JobRecord, JobStore\n"
+        "from backend.store.models import JobStatus\n"
+        "def read(system, self):\n"
+        "    system.store.get('x')\n"
+        "    self.system.event_log.after('x', 0, 10)\n"
+        "    JobStore(system.engine)\n"
+        "    return system.jobs.get('x'), system.bus\n"
+    )
+    assert [where.partition(": ")[2] for where in bypasses(source)] == [
+        "import JobStore",
+        ".store",
+        ".event_log",
+        "JobStore",
+        ".bus",
+    ]
+    assert bypasses("from backend.store.models import JobStatus\nsystem.jobs.list(user)\n") == []

@@ -42,14 +42,6 @@ def side_shade(scene: Scene, base: RGB | np.ndarray, cx: float, half: float, rou
     return colour
 
 
-def land_at(scene: Scene, x: float) -> float:
-    """Where the ground meets the sky (or the water) at column x: the nearest hill's crest, else the horizon."""
-    xi = int(np.clip(x, 0, scene.w - 1))
-    if scene.hill_ridges:
-        return float(scene.hill_ridges[-1][xi])
-    return float(scene.horizon)
-
-
 def on_water(scene: Scene) -> bool:
     return "water" in scene.spec.elements
 
