@@ -109,10 +109,12 @@ class JobDetail:
                         'outline no-caps color=primary aria-label="Run again with the same settings" data-testid=rerun'
                     )
                     self.image_button = ui.button("Image", icon="download", color=None).props(
-                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "image"))}" download aria-label="Download image" data-testid=download-image'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "image"))}" download'
+                        ' aria-label="Download image" data-testid=download-image'
                     )
                     self.video_button = ui.button("Video", icon="download", color=None).props(
-                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download aria-label="Download video" data-testid=download-video'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download'
+                        ' aria-label="Download video" data-testid=download-video'
                     )
                     ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
                         'flat round aria-label="Remove from history" data-testid=remove'

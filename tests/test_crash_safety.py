@@ -111,10 +111,8 @@ async def test_a_crash_with_jobs_in_every_phase_loses_nothing(tmp_path: Path):
         with second.client() as api:
             # Before A's video is remade, its download is "not ready", never the half-file.
             early = api.get(f"/api/v1/jobs/{a['id']}/download/video")
-            assert (
-                (early.status_code == 200
-                and decoded_frames(early.content) == 10 * 24)
-                or (early.status_code == 404 and early.json()["code"] == "MEDIA_NOT_READY")
+            assert (early.status_code == 200 and decoded_frames(early.content) == 10 * 24) or (
+                early.status_code == 404 and early.json()["code"] == "MEDIA_NOT_READY"
             ), early.status_code
             for job in (a, b, c):
                 if api.get(f"/api/v1/jobs/{job['id']}").json()["status"] != "completed":

@@ -184,7 +184,8 @@ class ProcrastinateQueue:
                 text(
                     "SELECT j.id FROM jobs j"
                     " WHERE j.status = ANY(:statuses) AND j.created_at < now() - make_interval(secs => :grace)"
-                    " AND (j.worker_id IS NULL OR j.heartbeat_at IS NULL OR j.heartbeat_at < now() - make_interval(secs => :stalled))"
+                    " AND (j.worker_id IS NULL OR j.heartbeat_at IS NULL"
+                    " OR j.heartbeat_at < now() - make_interval(secs => :stalled))"
                     " AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p"
                     "   WHERE p.lock = j.id AND p.queue_name = :queue AND p.status IN ('todo', 'doing'))"
                     " ORDER BY j.created_at"

@@ -208,7 +208,7 @@ class FramePainter:
         self.sheen.light_luma(luma, t, out=luma)
         lut = self.sheen.chroma_lut(t)
         chroma_maps = camera_maps(self.source_size, self.size, 2, self.move, e)  # one warp for U and V
-        for source, plane in zip(self.planes[1:], chroma):
+        for source, plane in zip(self.planes[1:], chroma, strict=True):
             warp(source, chroma_maps, out=plane)
             cv2.LUT(plane, lut, dst=plane)
         return frame

@@ -374,7 +374,7 @@ def _picker(digest: int):
 
 
 def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(x + (y - x) * t for x, y in zip(a, b))  # type: ignore[return-value]
+    return tuple(x + (y - x) * t for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
 def _map_palette(p: Palette, fn) -> Palette:

@@ -26,7 +26,7 @@ def paint_lighthouse(scene: Scene) -> None:
     face = [(lip, top + u * 0.01), (lip + u * 0.02, top + u * 0.06), (lip + u * 0.035, top + u * 0.07),
             (lip + u * 0.05, (top + foot_y) / 2), (lip + u * 0.075, (top + foot_y) / 2 + u * 0.02),
             (lip + u * 0.09, foot_y), (lip + u * 0.14, scene.h + 2)]  # fmt: skip
-    pts += face + [(edge_x, scene.h + 2)]
+    pts += [*face, (edge_x, scene.h + 2)]
     if not left:
         pts = [(scene.w - x, y) for x, y in pts]
     x0 = min(x for x, _ in pts)
