@@ -405,7 +405,8 @@ class Pipeline:
 
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
         kind = run.kind if run is not None else StepKind.IMAGE
-        note, fields = f"failed: {reason}", {"error": f"{kind.title.capitalize()} failed: {reason}"}
+        note = f"failed: {reason}"
+        fields: dict[str, Any] = {"error": f"{kind.label.capitalize()} failed: {reason}"}
         charge = self._unfetched_charge(job_id, run)
         if charge is not None:  # the provider's work succeeded and was paid for; taking its result failed
             assert run is not None
