@@ -476,7 +476,8 @@ def conifer(x: float, base: float, height: float, rng: np.random.Generator) -> l
     """A fir silhouette: many drooping tiers of uneven branches, so no two trees match."""
     tiers = int(rng.integers(7, 12))
     half = height * rng.uniform(0.17, 0.24)
-    right, left = [], []
+    right: list[tuple[float, float]] = []
+    left: list[tuple[float, float]] = []
     for k in range(tiers):
         t = (k + 1) / tiers
         y = base - height + height * 0.92 * t
