@@ -194,7 +194,7 @@ async def status(system: SystemDep, user: UserDep) -> dict:
     return system.jobs.status().public()
 
 
-DOWNLOAD_RESPONSES = {
+DOWNLOAD_RESPONSES: dict[int | str, dict] = {
     200: {"description": "The PNG or MP4, as an attachment.", "content": {"image/png": {}, "video/mp4": {}}},
     206: {"description": "The byte range the Range header asked for.", "content": {"image/png": {}, "video/mp4": {}}},
     307: {"description": "With S3 media: a short-lived presigned URL of the file."},
