@@ -52,7 +52,9 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         stop_listening()
         await system.stop()
 
-    job = system.store.get(job_id).job  # type: ignore[union-attr]
+    finished = system.store.get(job_id)
+    assert finished is not None  # the job was made and run just now, by this process
+    job = finished.job
     if job.status != JobStatus.COMPLETED:
         console.print(f"[red]job {job.status}[/]: {job.error or ''}")
         return 1

@@ -83,7 +83,8 @@ def serve(settings: Settings, *, native: bool = False) -> None:
         # A request's line and headers must arrive within PROMPTREEL_HEADER_TIMEOUT_SECONDS (slowloris).
         http=with_header_timeout(settings.header_timeout_seconds),
         gzip_middleware_factory=compressing,
-        fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},
+        # NiceGUI reads each key with .get (its DocsConfig should be total=False)
+        fastapi_docs={"title": "promptreel API", "summary": "Prompt in, image and short video out."},  # type: ignore[arg-type]
     )
 
 

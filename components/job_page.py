@@ -79,8 +79,8 @@ class JobDetail:
         self.job = job
         self.job_id = job["id"]
         self.removed = False
-        self.video = None
-        self.image = None
+        self.video: ui.video | None = None
+        self.image: ui.element | None = None
 
         with ui.row().classes("w-full items-center justify-between"):
             ui.link("← All jobs", "/").classes("text-sm font-semibold text-primary no-underline").props(
@@ -299,6 +299,7 @@ class JobDetail:
         status = job["status"]
         for placeholder, kind in ((self.video_placeholder, "video"), (self.image_placeholder, "image")):
             text = placeholder.default_slot.children[1]
+            assert isinstance(text, ui.label)  # the placeholder's icon, then its label
             if kind == "image" and self.image is not None and not self.image.visible:
                 text.text = "The image file is no longer in the media store."
             elif status == "failed":
@@ -357,8 +358,9 @@ class JobDetail:
         job = self.job
         meta = job.get("metadata") or {}
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"
+        provider: str = job["provider"]
         rows: list[tuple[str, str]] = [
-            ("Image provider", PROVIDER_LABELS.get(job["provider"], job["provider"])),
+            ("Image provider", PROVIDER_LABELS.get(provider, provider)),
             ("Image model", meta.get("imageModel") or unknown),
             ("Video provider", PROVIDER_LABELS.get(meta.get("videoProvider") or "", meta.get("videoProvider") or "—")),
             ("Video model", meta.get("videoModel") or unknown),
@@ -398,13 +400,9 @@ class JobDetail:
     def _estimate(self) -> float | None:
         meta = self.job.get("metadata") or {}
         try:
-            settings = GenerateSettings.model_construct(
-                imageSize=meta.get("imageSize"),
-                videoDuration=meta.get("videoDuration"),
-                quality=meta.get("quality"),
-                seed=None,
-                videoProvider=meta.get("videoProvider"),
-            )
+            # The stored job's own values, not validated again: a missing one makes the estimate fail.
+            stored: dict[str, Any] = {key: meta.get(key) for key in ("imageSize", "videoDuration", "quality")}
+            settings = GenerateSettings.model_construct(**stored, seed=None, videoProvider=meta.get("videoProvider"))
             return self.system.jobs.estimate(
                 GenerateRequest.model_construct(prompt="", provider=self.job["provider"], settings=settings)
             )["total"]
