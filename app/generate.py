@@ -27,7 +27,7 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         TimeElapsedColumn(),
         console=console,
     )
-    bars: dict[str, TaskID] = {kind.value: progress.add_task(kind.title, total=100) for kind in StepKind}
+    bars: dict[str, TaskID] = {kind.value: progress.add_task(kind.label, total=100) for kind in StepKind}
     try:
         record = await system.jobs.create(request)
     except Exception:

@@ -36,11 +36,11 @@ class HeaderDeadline:
         self._arrived: Any = None  # the last request cycle that arrived whole
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]  # a mixin: uvicorn's protocol has it
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)  # type: ignore[misc]
+        super().data_received(data)  # type: ignore[misc]  # a mixin: uvicorn's protocol has it
         if self.transport.get_protocol() is not self:  # the connection is a WebSocket now
             self._disarm()
             return
@@ -52,13 +52,13 @@ class HeaderDeadline:
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        super().on_response_complete()  # type: ignore[misc]  # a mixin: uvicorn's protocol has it
         if self.timeout_keep_alive_task is not None:  # idle, waiting for the next request (none pipelined)
             self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)  # type: ignore[misc]  # a mixin: uvicorn's protocol has it
 
     def _arm(self) -> None:
         self._disarm()

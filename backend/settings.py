@@ -131,7 +131,8 @@ class Settings(BaseSettings):
             )
         if "*" in self.cors_origins:
             raise ValueError(
-                "PROMPTREEL_CORS_ORIGINS='*' would let every website call the API with its visitors' cookies: list the origins instead"
+                "PROMPTREEL_CORS_ORIGINS='*' would let every website call the API with its visitors' cookies:"
+                " list the origins instead"
             )
         for pattern in self.allowed_hosts:
             if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import tempfile
 import threading
@@ -51,7 +52,7 @@ async def cancel_through_service(folder: Path) -> tuple[float, float]:
     answered = time.perf_counter() - start
     assert system.store.get(job_id).job.status == "cancelled"
     await system.stop()
-    return answered, statistics.median(b - a for a, b in zip(ticks, ticks[1:]))
+    return answered, statistics.median(b - a for a, b in itertools.pairwise(ticks))
 
 
 def render_thread_stop() -> float:
@@ -89,13 +90,16 @@ def main() -> None:
     frame = statistics.median(r[1] for r in results)
     print(f"one progress tick of a 10 s video (baseline): median {frame * 1000:.1f} ms")
     print(
-        f"cancel() until the job is stored cancelled:   median {statistics.median(answered) * 1000:.1f} ms, worst {max(answered) * 1000:.1f} ms over {runs} runs"
+        f"cancel() until the job is stored cancelled:   median {statistics.median(answered) * 1000:.1f} ms,"
+        f" worst {max(answered) * 1000:.1f} ms over {runs} runs"
     )
     print(
-        f"cancel event until the render thread stops:  median {statistics.median(stops) * 1000:.1f} ms, worst {max(stops) * 1000:.1f} ms"
+        f"cancel event until the render thread stops:  median {statistics.median(stops) * 1000:.1f} ms,"
+        f" worst {max(stops) * 1000:.1f} ms"
     )
     print(
-        f"ratios to one tick: cancel {statistics.median(answered) / frame:.2f}, thread stop {statistics.median(stops) / frame:.2f}"
+        f"ratios to one tick: cancel {statistics.median(answered) / frame:.2f},"
+        f" thread stop {statistics.median(stops) / frame:.2f}"
     )
 
 

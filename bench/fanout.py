@@ -146,7 +146,8 @@ class Measured:
     def describe(self, what: str) -> str:
         missing = self.expected - len(self.delays)
         return (
-            f"{what}: {self.events} events x clients = {len(self.delays)} frames ({missing} missing), delay {summary_ms(self.delays)}\n"
+            f"{what}: {self.events} events x clients = {len(self.delays)} frames ({missing} missing),"
+            f" delay {summary_ms(self.delays)}\n"
             f"  CPU seconds while the events flowed: server {self.server_cpu:.1f}, clients {self.client_cpu:.1f}"
         )
 

@@ -118,7 +118,10 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 def summary_ms(values: Sequence[float]) -> str:
     """p50 / p99 / max of durations in seconds, in milliseconds."""
-    return f"p50 {percentile(values, 0.5) * 1000:.1f} ms, p99 {percentile(values, 0.99) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms"
+    return (
+        f"p50 {percentile(values, 0.5) * 1000:.1f} ms, p99 {percentile(values, 0.99) * 1000:.1f} ms,"
+        f" max {max(values) * 1000:.1f} ms"
+    )
 
 
 def median(values: Sequence[float]) -> float:

@@ -47,7 +47,10 @@ def machine() -> str:
     memory_kb = next(
         int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
     )
-    return f"{os.cpu_count()} cores ({model}), {memory_kb / 1024 / 1024:.0f} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory_kb / 1024 / 1024:.0f} GiB,"
+        f" Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def commit() -> str:

@@ -301,7 +301,10 @@ def report(results: dict[int, list[Measurement]], jobs: int, concurrency: int, p
         f"{jobs} jobs (dalle3 + runway 5 s), per-job provider latency {per_job:.2f} s, --concurrency {concurrency}, "
         f"{len(next(iter(results.values())))} run(s), {cpus} CPUs"
     )
-    header = f"{'workers':>7} {'slots':>5} {'wall s':>7} {'jobs/s':>7} {'ideal s':>7} {'ideal/s':>7} {'% ideal':>7} {'p50 s':>6} {'p95 s':>6}"
+    header = (
+        f"{'workers':>7} {'slots':>5} {'wall s':>7} {'jobs/s':>7} {'ideal s':>7} {'ideal/s':>7}"
+        f" {'% ideal':>7} {'p50 s':>6} {'p95 s':>6}"
+    )
     print(header)
     print("-" * len(header))
     for workers, slots, wall, rate, ideal_wall, ideal_rate, p50, p95 in rows:

@@ -81,7 +81,7 @@ class ProviderSelect(ui.select):
 
     def _update_options(self) -> None:
         super()._update_options()
-        for option, name in zip(self._props["options"], self._values):
+        for option, name in zip(self._props["options"], self._values, strict=True):
             reason = self._reasons.get(name)
             if reason:
                 option["disable"] = True
@@ -175,7 +175,8 @@ class JobForm:
                     .classes("grow")
                     .mark("seed")
                     .props(
-                        'outlined clearable inputmode=numeric aria-label="Seed (empty for random)" data-testid=seed hint="Empty = random"'
+                        'outlined clearable inputmode=numeric aria-label="Seed (empty for random)" data-testid=seed'
+                        ' hint="Empty = random"'
                     )
                 )
                 ui.button(icon="casino", on_click=self.roll_seed).props(

@@ -73,8 +73,8 @@ class JobDetail:
         self.job = job
         self.job_id = job["id"]
         self.removed = False
-        self.video = None
-        self.image = None
+        self.video: ui.video | None = None
+        self.image: ui.element | None = None
 
         with ui.row().classes("w-full items-center justify-between"):
             ui.link("← All jobs", "/").classes("text-sm font-semibold text-primary no-underline").props(
@@ -103,10 +103,12 @@ class JobDetail:
                         'outline no-caps color=primary aria-label="Run again with the same settings" data-testid=rerun'
                     )
                     self.image_button = ui.button("Image", icon="download", color=None).props(
-                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "image"))}" download aria-label="Download image" data-testid=download-image'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "image"))}" download'
+                        ' aria-label="Download image" data-testid=download-image'
                     )
                     self.video_button = ui.button("Video", icon="download", color=None).props(
-                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download aria-label="Download video" data-testid=download-video'
+                        f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download'
+                        ' aria-label="Download video" data-testid=download-video'
                     )
                     ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
                         'flat round aria-label="Remove from history" data-testid=remove'
@@ -291,6 +293,7 @@ class JobDetail:
         status = job["status"]
         for placeholder, kind in ((self.video_placeholder, "video"), (self.image_placeholder, "image")):
             text = placeholder.default_slot.children[1]
+            assert isinstance(text, ui.label)  # the placeholder's icon, then its label
             if kind == "image" and self.image is not None and not self.image.visible:
                 text.text = "The image file is no longer in the media store."
             elif status == "failed":
@@ -349,8 +352,9 @@ class JobDetail:
         job = self.job
         meta = job.get("metadata") or {}
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"
+        provider: str = job["provider"]
         rows: list[tuple[str, str]] = [
-            ("Image provider", PROVIDER_LABELS.get(job["provider"], job["provider"])),
+            ("Image provider", PROVIDER_LABELS.get(provider, provider)),
             ("Image model", meta.get("imageModel") or unknown),
             ("Video provider", PROVIDER_LABELS.get(meta.get("videoProvider") or "", meta.get("videoProvider") or "—")),
             ("Video model", meta.get("videoModel") or unknown),
@@ -390,13 +394,9 @@ class JobDetail:
     def _estimate(self) -> float | None:
         meta = self.job.get("metadata") or {}
         try:
-            settings = GenerateSettings.model_construct(
-                imageSize=meta.get("imageSize"),
-                videoDuration=meta.get("videoDuration"),
-                quality=meta.get("quality"),
-                seed=None,
-                videoProvider=meta.get("videoProvider"),
-            )
+            # The stored job's own values, not validated again: a missing one makes the estimate fail.
+            stored: dict[str, Any] = {key: meta.get(key) for key in ("imageSize", "videoDuration", "quality")}
+            settings = GenerateSettings.model_construct(**stored, seed=None, videoProvider=meta.get("videoProvider"))
             return self.system.jobs.estimate(
                 GenerateRequest.model_construct(prompt="", provider=self.job["provider"], settings=settings)
             )["total"]

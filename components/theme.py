@@ -39,12 +39,14 @@ CSS = """
 @font-face {
   font-family: 'Inter Variable'; font-style: normal; font-display: swap; font-weight: 100 900;
   src: url(/assets/fonts/inter-latin-wght-normal.woff2) format('woff2-variations');
-  unicode-range: U+0000-00FF,U+0131,U+0152-0153,U+02BB-02BC,U+02C6,U+02DA,U+02DC,U+0304,U+0308,U+0329,U+2000-206F,U+20AC,U+2122,U+2191,U+2193,U+2212,U+2215,U+FEFF,U+FFFD;
+  unicode-range: U+0000-00FF,U+0131,U+0152-0153,U+02BB-02BC,U+02C6,U+02DA,U+02DC,U+0304,U+0308,U+0329,U+2000-206F,
+    U+20AC,U+2122,U+2191,U+2193,U+2212,U+2215,U+FEFF,U+FFFD;
 }
 @font-face {
   font-family: 'Inter Variable'; font-style: normal; font-display: swap; font-weight: 100 900;
   src: url(/assets/fonts/inter-latin-ext-wght-normal.woff2) format('woff2-variations');
-  unicode-range: U+0100-02BA,U+02BD-02C5,U+02C7-02CC,U+02CE-02D7,U+02DD-02FF,U+0304,U+0308,U+0329,U+1D00-1DBF,U+1E00-1E9F,U+1EF2-1EFF,U+2020,U+20A0-20AB,U+20AD-20C0,U+2113,U+2C60-2C7F,U+A720-A7FF;
+  unicode-range: U+0100-02BA,U+02BD-02C5,U+02C7-02CC,U+02CE-02D7,U+02DD-02FF,U+0304,U+0308,U+0329,U+1D00-1DBF,
+    U+1E00-1E9F,U+1EF2-1EFF,U+2020,U+20A0-20AB,U+20AD-20C0,U+2113,U+2C60-2C7F,U+A720-A7FF;
 }
 :root {
   --pr-violet: #7c3aed; --pr-pink: #db2777; --pr-amber: #f59e0b; --pr-ink: #1e1b4b;
@@ -76,7 +78,8 @@ body.body--dark .pr-header { background: rgba(13, 11, 23, 0.78) !important; colo
 body.body--dark .pr-card { box-shadow: 0 1px 2px rgba(0, 0, 0, 0.3), 0 12px 32px -16px rgba(0, 0, 0, 0.7) !important; }
 .pr-section-title { font-weight: 700; font-size: 1.05rem; letter-spacing: -0.01em; }
 .pr-muted { color: var(--pr-muted); }
-.pr-card.pr-alert-error { border-left: 4px solid #dc2626; background: linear-gradient(90deg, rgba(220, 38, 38, 0.07), transparent 40%), var(--pr-surface) !important; }
+.pr-card.pr-alert-error { border-left: 4px solid #dc2626;
+  background: linear-gradient(90deg, rgba(220, 38, 38, 0.07), transparent 40%), var(--pr-surface) !important; }
 .pr-card.pr-alert-warning { border-left: 4px solid #f59e0b; }
 .pr-mono { font-family: 'DejaVu Sans Mono', ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .q-btn.pr-gradient-btn { background: var(--pr-gradient) !important; color: white !important; font-weight: 650;
@@ -125,7 +128,8 @@ body.body--dark .pr-error-text { color: #fca5a5; }
 .pr-log { font-size: 0.74rem; line-height: 1.5; white-space: pre-wrap; word-break: break-word; max-height: 220px; overflow: auto;
   background: rgba(30, 27, 75, 0.04); border-radius: 10px; padding: 8px 10px; }
 body.body--dark .pr-log { background: rgba(255, 255, 255, 0.04); }
-.pr-media { width: 100%; max-height: 66vh; object-fit: contain; border-radius: 14px; overflow: hidden; background: #0d0b17; display: block; }
+.pr-media { width: 100%; max-height: 66vh; object-fit: contain; border-radius: 14px; overflow: hidden; background: #0d0b17;
+  display: block; }
 .pr-image { width: auto; max-width: 100%; margin: 0 auto; background: transparent; }
 .q-timeline__title { font-size: 1rem; font-weight: 650; margin-bottom: 6px; }
 .q-timeline__subtitle { font-size: 0.68rem; letter-spacing: 0.06em; }

@@ -93,4 +93,4 @@ def serve_api_without_studio_middleware(app: FastAPI) -> None:
             app.user_middleware = everything
         return ApiOrStudio(api, studio)
 
-    app.build_middleware_stack = build_both  # type: ignore[method-assign]
+    app.build_middleware_stack = build_both  # type: ignore[method-assign]  # Starlette has no hook for this

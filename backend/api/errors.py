@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -46,6 +47,14 @@ def _code_for(status_code: int) -> str:
         return "HTTP_ERROR"
 
 
+async def _page(
+    handler: Callable[[Request, Any], Response | Awaitable[Response]], request: Request, error: Exception
+) -> Response:
+    """NiceGUI's own page for the error; Starlette lets a handler be a plain or an async function."""
+    answer = handler(request, error)
+    return answer if isinstance(answer, Response) else await answer
+
+
 def install_error_handlers(app: FastAPI) -> None:
     # NiceGUI renders its own HTML pages for 404 and 500; keep those for pages, answer JSON for the API.
     page_not_found = app.exception_handlers.get(404)
@@ -68,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         path = request.url.path
         if error.status_code == 404 and page_not_found is not None and not path.startswith(API_PREFIXES):
-            return await page_not_found(request, error)
+            return await _page(page_not_found, request, error)
         message = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
         if error.status_code == 404 and message == "Not Found":
             message = f"No such route: {request.method} {path}"
@@ -80,11 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected_error(request: Request, error: Exception) -> Response:
         if page_error is not None and not request.url.path.startswith(API_PREFIXES):
-            return await page_error(request, error)
+            return await _page(page_error, request, error)
         log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(500, "Something went wrong on the server; the error is in its log.", "INTERNAL_ERROR")
 
     app.add_exception_handler(Exception, unexpected_error)
+    # Starlette types every handler as taking any Exception; each of these gets only its own class.
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

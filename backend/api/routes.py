@@ -28,7 +28,10 @@ MAX_EVENT_PAGE = 5000
 MAX_QUERY_INT = 2**31 - 1
 #: What each documented error status means; every one answers the ErrorBody format.
 ERROR_STATUSES = {
-    400: "PROVIDER_UNAVAILABLE or PRICE_UNKNOWN: this server cannot run the chosen provider or model; BAD_REQUEST: an unreadable body.",
+    400: (
+        "PROVIDER_UNAVAILABLE or PRICE_UNKNOWN: this server cannot run the chosen provider or model;"
+        " BAD_REQUEST: an unreadable body."
+    ),
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
     404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet.",
@@ -36,7 +39,10 @@ ERROR_STATUSES = {
     410: "MEDIA_EXPIRED: media retention removed the file; the job itself is kept.",
     413: "PAYLOAD_TOO_LARGE: the request body is over PROMPTREEL_MAX_BODY_BYTES.",
     422: "VALIDATION_ERROR: `details.errors` lists each field at fault.",
-    429: "RATE_LIMITED: too many jobs within a minute, or too many wrong tokens from this address; Retry-After says when to try again.",
+    429: (
+        "RATE_LIMITED: too many jobs within a minute, or too many wrong tokens from this address;"
+        " Retry-After says when to try again."
+    ),
     503: "QUEUE_FULL, STORE_UNAVAILABLE or MEDIA_UNAVAILABLE: try again later.",
 }
 
@@ -159,7 +165,7 @@ async def status(system: SystemDep, user: UserDep) -> JSONResponse:
     return JSONResponse(system.jobs.status().public())
 
 
-DOWNLOAD_RESPONSES = {
+DOWNLOAD_RESPONSES: dict[int | str, dict] = {
     200: {"description": "The PNG or MP4, as an attachment.", "content": {"image/png": {}, "video/mp4": {}}},
     206: {"description": "The byte range the Range header asked for.", "content": {"image/png": {}, "video/mp4": {}}},
     307: {"description": "With S3 media: a short-lived presigned URL of the file."},

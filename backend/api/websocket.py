@@ -164,7 +164,7 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     with system.jobs.subscribe() as subscription:
         tasks = {asyncio.create_task(forward(subscription)), asyncio.create_task(receive())}
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = task.exception()
                 if isinstance(error, SubscriberTooSlow):

@@ -288,10 +288,10 @@ class Pipeline:
                 if image_path is None:
                     raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
                 output = self.media.video_output(job.id, staging)
-                request = VideoRequest(
+                video_request = VideoRequest(
                     prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output
                 )
-                video = await self.providers.video(job.video_provider).animate(request, run)
+                video = await self.providers.video(job.video_provider).animate(video_request, run)
                 run.billed_model = None  # the charge goes with the result now, kept or discarded
                 cost = _step_cost(job, run.kind, video.model)
                 async with self._kept_or_discarded(job.id, run, cost):
@@ -405,7 +405,8 @@ class Pipeline:
 
     async def _fail(self, job_id: str, run: StepRun | None, reason: str) -> None:
         kind = run.kind if run is not None else StepKind.IMAGE
-        note, fields = f"failed: {reason}", {"error": f"{kind.title.capitalize()} failed: {reason}"}
+        note = f"failed: {reason}"
+        fields: dict[str, Any] = {"error": f"{kind.label.capitalize()} failed: {reason}"}
         charge = self._unfetched_charge(job_id, run)
         if charge is not None:  # the provider's work succeeded and was paid for; taking its result failed
             assert run is not None
@@ -427,8 +428,9 @@ class Pipeline:
             return
         self._charge_unfetched(job_id, run)  # before the end is announced: GET then shows the cost
         if remote:
+            assert run is not None  # `remote` says there is a run with a remote task
             try:
-                await self._cancel_remote(job_id, run)  # type: ignore[arg-type]
+                await self._cancel_remote(job_id, run)
             finally:  # even if this task is cancelled again meanwhile: the end event must go out
                 record = self.store.get(job_id)
                 self._publish_job(record.job if record is not None else job)
@@ -460,9 +462,10 @@ class Pipeline:
     async def _tell_provider(self, run: StepRun) -> str:
         """Cancel the step's remote task at its provider; what happened, for the step's log."""
         try:
+            assert run.remote_id is not None  # only a step with a remote task gets here
             provider = self.providers.image(run.provider) if run.kind is StepKind.IMAGE else self.providers.video(run.provider)
             # Shielded: the task that runs this is itself being cancelled.
-            await asyncio.wait_for(asyncio.shield(provider.cancel_remote(run.remote_id)), REMOTE_CANCEL_TIMEOUT)  # type: ignore[arg-type]
+            await asyncio.wait_for(asyncio.shield(provider.cancel_remote(run.remote_id)), REMOTE_CANCEL_TIMEOUT)
             return f"remote task {run.remote_id} cancelled at {run.provider}"
         except Exception as error:  # the job stays cancelled; the log says what happened remotely
             return f"could not cancel remote task {run.remote_id}: {error}"

@@ -74,7 +74,9 @@ def ensure_schema(engine: Engine) -> None:
         if connection.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
             # On the driver's connection, in this transaction: psycopg runs a query without parameters as
             # it is, where SQLAlchemy would read the schema's '%' signs as placeholders.
-            connection.connection.driver_connection.execute(SchemaManager.get_schema())  # type: ignore[union-attr]
+            driver_connection = connection.connection.driver_connection
+            assert driver_connection is not None  # an open connection has its psycopg connection
+            driver_connection.execute(SchemaManager.get_schema())
 
 
 class ProcrastinateQueue:
@@ -113,6 +115,7 @@ class ProcrastinateQueue:
         finished, stop_listening = self._finished_event(job_id)
         try:
             for job in [*waiting, *running]:
+                assert job.id is not None  # a listed job is stored, so it has its id
                 await manager.cancel_job_by_id_async(job.id, abort=True)
             if running and self._owner_alive(job_id):
                 with contextlib.suppress(TimeoutError):
@@ -184,7 +187,8 @@ class ProcrastinateQueue:
                 text(
                     "SELECT j.id FROM jobs j"
                     " WHERE j.status = ANY(:statuses) AND j.created_at < now() - make_interval(secs => :grace)"
-                    " AND (j.worker_id IS NULL OR j.heartbeat_at IS NULL OR j.heartbeat_at < now() - make_interval(secs => :stalled))"
+                    " AND (j.worker_id IS NULL OR j.heartbeat_at IS NULL"
+                    " OR j.heartbeat_at < now() - make_interval(secs => :stalled))"
                     " AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p"
                     "   WHERE p.lock = j.id AND p.queue_name = :queue AND p.status IN ('todo', 'doing'))"
                     " ORDER BY j.created_at"

@@ -47,7 +47,7 @@ def settings_of(job: Job) -> dict[str, Any]:
 def step_data(step: JobStep) -> dict[str, Any]:
     return {
         "id": step.kind,
-        "name": StepKind(step.kind).title,
+        "name": StepKind(step.kind).label,
         "status": step.status,
         "progress": step.progress,
         "startTime": iso(step.started_at),

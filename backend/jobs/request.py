@@ -7,6 +7,7 @@ refuses the same things with the same words.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,7 +57,7 @@ def field_name(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def describe(errors: list[dict[str, Any]]) -> tuple[str, str]:
+def describe(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """The first problem as one readable sentence, and the field it is about."""
     first = errors[0]
     field = field_name(tuple(first.get("loc", ())))

@@ -103,8 +103,8 @@ def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> 
     try:
         image = Image.open(source, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as error:  # more than twice Pillow's limit
-        size = _declared_size(source, error)
-        raise MediaRejected(f"{whose} is {size}, more than the {megapixels(limits.image_pixels)} allowed") from None
+        declared = _declared_size(source, error)
+        raise MediaRejected(f"{whose} is {declared}, more than the {megapixels(limits.image_pixels)} allowed") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise NotAnImage(f"{whose} is not a PNG, JPEG or WebP image") from error
     with image:

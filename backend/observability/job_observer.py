@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ENDED_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED})
-_JOBS = Job.__table__  # type: ignore[attr-defined]
+_JOBS = Job.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ without declaring it
 #: What the job's lines name that its events do not carry: read once per job, not the whole record per line.
 _STEPS = JobStep.__table__  # type: ignore[attr-defined]
 _STEP_TIMES = select(_STEPS.c.started_at, _STEPS.c.ended_at).where(

@@ -56,7 +56,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler.promptreel_json = True  # type: ignore[attr-defined]
+    handler.promptreel_json = True  # type: ignore[attr-defined]  # our mark, found by getattr above
     root.addHandler(handler)
     root.setLevel(level)
     for name in QUIET_LOGGERS:

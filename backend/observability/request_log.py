@@ -74,8 +74,9 @@ class RequestLogMiddleware:
         fields["client"] = client[0] if client else None
         state = scope.get("state")
         user = state.get("user") if isinstance(state, dict) else None  # set by authentication, when it ran
-        if getattr(user, "name", None) is not None:
-            fields["user"] = user.name  # type: ignore[union-attr]
+        name = getattr(user, "name", None)
+        if name is not None:
+            fields["user"] = name
         event = "http_request" if scope["type"] == "http" else "websocket"
         level = logging.ERROR if status is not None and status >= 500 else logging.INFO
         log_event(log, event, level, **fields)

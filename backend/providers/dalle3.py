@@ -79,7 +79,7 @@ class DalleImageProvider:
             api_key=self.settings.openai_api_key,
             base_url=self.base_url,
             max_retries=0,
-            timeout=self.timeout,
+            timeout=self.timeout,  # type: ignore[arg-type]  # typed as httpx2's Timeout; openai converts an httpx one
             # max_bytes None: generate() streams the answer under its own cap
             http_client=openai.DefaultAsyncHttpxClient(
                 verify=tls_context(), event_hooks=ProviderAnswers(self.name, "OpenAI", None).hooks()
@@ -113,7 +113,7 @@ class DalleImageProvider:
                         size=size,
                         quality=quality,
                         n=1,
-                        response_format="b64_json",  # type: ignore[arg-type]
+                        response_format="b64_json",
                     ) as answer:
                         body = bytearray()
                         try:

@@ -113,7 +113,8 @@ class FluxImageProvider(RemoteTaskProvider):
         if status == 404:
             return ProviderError(
                 self.name,
-                f"Replicate does not know this while {what} (404): {detail}; check the FLUX model settings and REPLICATE_BASE_URL",
+                f"Replicate does not know this while {what} (404): {detail};"
+                " check the FLUX model settings and REPLICATE_BASE_URL",
             )
         if status in (400, 422):
             return ProviderError(self.name, f"Replicate refused the input ({status}): {detail}")

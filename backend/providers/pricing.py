@@ -5,6 +5,8 @@ Every figure names its public source. Prices change: update the figure and its s
 
 from __future__ import annotations
 
+from typing import Literal
+
 # DALL-E 3, per image, by quality and size.
 # Source: https://openai.com/api/pricing/ ("DALL·E 3: Standard 1024×1024 $0.040, 1024×1792 and
 # 1792×1024 $0.080; HD 1024×1024 $0.080, 1024×1792 and 1792×1024 $0.120").
@@ -39,7 +41,7 @@ RUNWAY_CREDITS_PER_SECOND: dict[str, int] = {
 RUNWAY_USD_PER_CREDIT = 0.01
 
 #: DALL-E's own names for the two qualities this project offers.
-DALLE3_QUALITY = {"standard": "standard", "high": "hd"}
+DALLE3_QUALITY: dict[str, Literal["standard", "hd"]] = {"standard": "standard", "high": "hd"}
 
 
 class UnknownPrice(LookupError):

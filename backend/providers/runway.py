@@ -92,7 +92,10 @@ def image_data_uri(
             candidate.save(buffer, format="JPEG", quality=quality, optimize=True)
             uri = f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}"
             if len(uri) <= limit:
-                note = f"re-encoded as JPEG quality {quality} ({len(buffer.getvalue()) // 1024} KB) to fit Runway's 5 MB data URI limit"
+                note = (
+                    f"re-encoded as JPEG quality {quality} ({len(buffer.getvalue()) // 1024} KB)"
+                    " to fit Runway's 5 MB data URI limit"
+                )
                 if candidate.size != rgb.size:
                     note += f", scaled to {candidate.size[0]}x{candidate.size[1]}"
                 return uri, rgb.size, note

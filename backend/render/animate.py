@@ -171,23 +171,24 @@ def fit_source(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     w, h = image.size
     if w / h > aspect:
         crop_w = h * aspect
-        box = ((w - crop_w) / 2, 0, (w + crop_w) / 2, h)
+        box: tuple[float, float, float, float] = ((w - crop_w) / 2, 0, (w + crop_w) / 2, h)
     else:
         crop_h = w / aspect
         box = (0, (h - crop_h) / 2, w, (h + crop_h) / 2)
-    return image.resize((2 * round(width * MARGIN / 2), 2 * round(height * MARGIN / 2)), Image.LANCZOS, box=box)
+    return image.resize((2 * round(width * MARGIN / 2), 2 * round(height * MARGIN / 2)), Image.Resampling.LANCZOS, box=box)
 
 
 def yuv_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Y, U and V of an RGB image as 8-bit arrays, converted as the encoder would (swscale, BT.601)."""
     frame = av.VideoFrame.from_image(image).reformat(format="yuv420p")
-    return tuple(np.ascontiguousarray(plane_array(frame, i)) for i in range(3))  # type: ignore[return-value]
+    y, u, v = (np.ascontiguousarray(plane_array(frame, i)) for i in range(3))
+    return y, u, v
 
 
 def plane_array(frame: av.VideoFrame, index: int) -> np.ndarray:
     """A writable view of one plane of a frame, without its row padding."""
     plane = frame.planes[index]
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 class FramePainter:
@@ -208,7 +209,7 @@ class FramePainter:
         self.sheen.light_luma(luma, t, out=luma)
         lut = self.sheen.chroma_lut(t)
         chroma_maps = camera_maps(self.source_size, self.size, 2, self.move, e)  # one warp for U and V
-        for source, plane in zip(self.planes[1:], chroma):
+        for source, plane in zip(self.planes[1:], chroma, strict=True):
             warp(source, chroma_maps, out=plane)
             cv2.LUT(plane, lut, dst=plane)
         return frame
@@ -292,7 +293,7 @@ class LightSweep:
         width, _ = self.size
         progress = ease(t) if self.move.sweep_forward else 1 - ease(t)
         left = round(self.travel * (1 - progress))
-        above_black = cv2.subtract(luma, 16)
+        above_black = cv2.subtract(luma, 16)  # type: ignore[call-overload]  # OpenCV's stubs leave out a scalar operand
         gain = self.gain[:, left : left + width]
         cv2.multiply(above_black, gain, dst=above_black, scale=self.breathe(t), dtype=cv2.CV_8U)
         cv2.add(above_black, 16, dst=out)

@@ -65,7 +65,7 @@ class Scene:
         return Image.fromarray(np.clip(self.img * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def smoothstep(edge0: float, edge1: float, x: np.ndarray | float) -> np.ndarray:
+def smoothstep(edge0: float, edge1: float | np.ndarray, x: np.ndarray | float) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -90,7 +90,7 @@ def resize(a: np.ndarray, width: int, height: int, exact: bool = False) -> np.nd
         return cv2.resize(np.ascontiguousarray(a, F32), (width, height), interpolation=cv2.INTER_CUBIC)
     if a.ndim == 3:
         return np.stack([resize(a[..., c], width, height, exact) for c in range(a.shape[2])], axis=-1)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(a, F32)).resize((width, height), Image.BICUBIC))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, F32)).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def blur(a: np.ndarray, radius: float) -> np.ndarray:
@@ -107,7 +107,7 @@ def noise2d(
     cx, cy = max(1, round(cells_x)), max(1, round(cells_y))
     grid = rng.random((cy + 3, cx + 3), dtype=F32)
     rows = height if rows is None else rows
-    img = Image.fromarray(grid).resize((width, rows), Image.BICUBIC, box=(1, 1, cx + 1, 1 + cy * rows / height))
+    img = Image.fromarray(grid).resize((width, rows), Image.Resampling.BICUBIC, box=(1, 1, cx + 1, 1 + cy * rows / height))
     return np.asarray(img)
 
 
@@ -184,7 +184,7 @@ def shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 def int_hash(*parts: np.ndarray | int) -> np.ndarray:
     """A vectorised integer hash to 0..1, for per-window / per-building randomness."""
-    h = np.uint32(2166136261)
+    h: np.ndarray = np.asarray(2166136261, np.uint32)
     for p in parts:
         h = (h ^ np.asarray(p).astype(np.uint32)) * np.uint32(16777619)
         h ^= h >> np.uint32(13)

@@ -356,7 +356,7 @@ def paint_flowers(scene: Scene, ridge: np.ndarray, near: bool) -> None:
     xs = rng.uniform(0, scene.w, count)
     patches = noise2d(rng, scene.w // 8, (scene.h - top) // 8 + 1, 6, 3)  # flowers grow in drifts
     accents = [lit(np.asarray(a, F32) * 1.25, scene, 1.0) for a in p.accents]
-    for x, y, pick, jitter in zip(xs, ys, rng.integers(0, len(accents), count), rng.random(count)):
+    for x, y, pick, jitter in zip(xs, ys, rng.integers(0, len(accents), count), rng.random(count), strict=True):
         if y < ridge[int(x)] + 2 or patches[int(y - top) // 8, int(x) // 8] < 0.35 + 0.25 * jitter:
             continue
         closeness = (y - top) / (scene.h - top)
@@ -455,7 +455,7 @@ def neon_signs(
     sign = Image.new("RGB", (scene.w, rows.stop - rows.start))
     draw = ImageDraw.Draw(sign)
     accents = scene.spec.palette.accents
-    for left, width, top in zip(lefts, widths, tops):
+    for left, width, top in zip(lefts, widths, tops, strict=True):
         if rng.random() > 0.5 or width < 4:
             continue
         c = tuple(int(v * 255) for v in accents[rng.integers(0, len(accents))])
@@ -476,7 +476,8 @@ def conifer(x: float, base: float, height: float, rng: np.random.Generator) -> l
     """A fir silhouette: many drooping tiers of uneven branches, so no two trees match."""
     tiers = int(rng.integers(7, 12))
     half = height * rng.uniform(0.17, 0.24)
-    right, left = [], []
+    right: list[tuple[float, float]] = []
+    left: list[tuple[float, float]] = []
     for k in range(tiers):
         t = (k + 1) / tiers
         y = base - height + height * 0.92 * t
@@ -484,7 +485,7 @@ def conifer(x: float, base: float, height: float, rng: np.random.Generator) -> l
             w = half * (0.15 + 0.85 * t) * rng.uniform(0.75, 1.2)
             out += [(x + side * w, y + height * 0.015), (x + side * w * rng.uniform(0.3, 0.5), y - height * 0.035)]
     trunk = height * 0.025
-    return [(x, base - height)] + right[:-1] + [(x + trunk, base), (x - trunk, base)] + left[:-1][::-1]
+    return [(x, base - height), *right[:-1], (x + trunk, base), (x - trunk, base), *left[:-1][::-1]]
 
 
 def paint_trees(
@@ -646,7 +647,7 @@ def paint_storm(scene: Scene) -> None:
         draw = ImageDraw.Draw(rain)
         slant = rng.uniform(0.15, 0.35)
         for x, y, length in zip(rng.uniform(-100, scene.w, 1600), rng.uniform(0, scene.h, 1600),
-                                rng.uniform(15, 45, 1600)):  # fmt: skip
+                                rng.uniform(15, 45, 1600), strict=True):  # fmt: skip
             draw.line((x, y, x + length * slant, y + length), fill=int(rng.integers(30, 90)), width=1)
         alpha = np.asarray(rain.filter(ImageFilter.GaussianBlur(0.6)), F32) / 255
         scene.blend(mix(p.haze, (0.85, 0.88, 0.95), 0.5), alpha * 0.8)
@@ -667,7 +668,7 @@ def paint_snowfall(scene: Scene) -> None:
     rng = scene.rng("snowfall")
     flakes = Image.new("L", (scene.w, scene.h))
     draw = ImageDraw.Draw(flakes)
-    for x, y, r in zip(rng.uniform(0, scene.w, 1500), rng.uniform(0, scene.h, 1500), rng.pareto(4, 1500) + 1):
+    for x, y, r in zip(rng.uniform(0, scene.w, 1500), rng.uniform(0, scene.h, 1500), rng.pareto(4, 1500) + 1, strict=True):
         r = min(r * scene.unit * 0.001, scene.unit * 0.005)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=int(rng.integers(90, 220)))
     alpha = np.asarray(flakes.filter(ImageFilter.GaussianBlur(0.8)), F32) / 255

@@ -368,7 +368,8 @@ def _picker(digest: int):
 
 
 def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(x + (y - x) * t for x, y in zip(a, b))  # type: ignore[return-value]
+    red, green, blue = (x + (y - x) * t for x, y in zip(a, b, strict=True))
+    return red, green, blue
 
 
 def _map_palette(p: Palette, fn) -> Palette:
@@ -382,7 +383,8 @@ def _weather_palette(p: Palette, weather: Weather) -> Palette:
         return replace(p, brightness=p.brightness * 0.6)
     if weather == "fog":  # a pale veil: the sky and the distance melt into one soft haze
         haze = _mix(p.haze, _scale((0.84, 0.86, 0.88), 0.3 + p.brightness * 0.7), 0.5)
-        return replace(p, haze=haze, sky=tuple(_mix(c, haze, 0.55 + 0.1 * i) for i, c in enumerate(p.sky)))
+        zenith, middle, horizon = (_mix(c, haze, 0.55 + 0.1 * i) for i, c in enumerate(p.sky))
+        return replace(p, haze=haze, sky=(zenith, middle, horizon))
     return p
 
 
@@ -407,9 +409,11 @@ def _mood_palette(p: Palette, mood: Mood) -> Palette:
 
 
 def _scale(c: RGB, k: float) -> RGB:
-    return tuple(min(1.0, x * k) for x in c)  # type: ignore[return-value]
+    red, green, blue = (min(1.0, x * k) for x in c)
+    return red, green, blue
 
 
 def _desaturate(c: RGB, amount: float) -> RGB:
     grey = sum(c) / 3
-    return tuple(min(1.0, max(0.0, x + (grey - x) * amount)) for x in c)  # type: ignore[return-value]
+    red, green, blue = (min(1.0, max(0.0, x + (grey - x) * amount)) for x in c)
+    return red, green, blue

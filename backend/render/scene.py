@@ -104,4 +104,4 @@ def plan_layers(spec: SceneSpec) -> list[Callable[[Scene], None]]:
         layers.append(paint_storm)
     if "snow" in e and spec.weather != "clear":
         layers.append(paint_snowfall)
-    return layers + [paint_bloom, paint_finish]
+    return [*layers, paint_bloom, paint_finish]

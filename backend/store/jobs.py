@@ -15,15 +15,17 @@ unit of work cost about four times as much per call and bought nothing here (ben
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Row, Update, bindparam, case, delete, exists, func, insert, literal_column, or_, update
 from sqlalchemy import select as core_select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, SQLModel, col, select
@@ -82,14 +84,15 @@ class JobFinished(Exception):
 
 T = TypeVar("T", bound=SQLModel)
 configure_mappers()  # the instrumentation `_detached` relies on, set up before the first query would
-JOBS = Job.__table__
-STEPS = JobStep.__table__
+JOBS = Job.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ without declaring it
+STEPS = JobStep.__table__  # type: ignore[attr-defined]
 
 
 def _detached(model: type[T], row: Row[Any]) -> T:
     """A model from a row without the ORM's loading: `model_construct` skips validation (the row
     is the store's own), `setup_instance` gives it the instrumentation state attribute writes need."""
-    instance = model.model_construct(**row._mapping)
+    # pydantic's mypy plugin types model_construct on SQLModel itself as returning SQLModel, not T
+    instance = cast(T, model.model_construct(**row._mapping))
     manager_of_class(model).setup_instance(instance)
     return instance
 
@@ -354,7 +357,7 @@ class JobStore:
         *,
         connection: Connection | None = None,
         **fields: Any,
-    ) -> tuple[Job, list[JobStep]]:
+    ) -> tuple[Job, builtins.list[JobStep]]:
         """Finish a job and end its open steps, in one transaction: a running step gets
         `running_outcome` and `note` in its log, a pending one is cancelled. The job and the steps
         it ended; JobFinished when it had finished already (nothing written)."""
@@ -421,7 +424,7 @@ class JobStore:
         with self.engine.connect() as connection:
             return connection.execute(_COUNT_UNFINISHED).scalar_one()
 
-    def unfinished_ids(self, stale_before: datetime) -> list[str]:
+    def unfinished_ids(self, stale_before: datetime) -> builtins.list[str]:
         """Pending or running jobs that no live process owns, oldest first (the order they were asked for)."""
         with self._session() as session:
             return list(
@@ -440,7 +443,7 @@ class JobStore:
             )
             return result.rowcount == 1
 
-    def heartbeat(self, worker_id: str, job_ids: Iterable[str]) -> list[str]:
+    def heartbeat(self, worker_id: str, job_ids: Iterable[str]) -> builtins.list[str]:
         """Say `worker_id` still runs these jobs; returns those that were cancelled meanwhile
         (by another process: the API while `promptreel generate` runs the job, say)."""
         job_ids = list(job_ids)
@@ -476,11 +479,12 @@ class JobStore:
         with self._session() as session:
             session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
             session.execute(delete(JobStep).where(col(JobStep.job_id) == job_id))
-            result = session.execute(delete(Job).where(col(Job.id) == job_id))
+            # Session.execute is typed as Result; a DELETE's is a CursorResult, which has the rowcount
+            result = cast(CursorResult[Any], session.execute(delete(Job).where(col(Job.id) == job_id)))
             session.commit()
             return bool(result.rowcount)
 
-    def media_to_expire(self, older_than: datetime, limit: int) -> list[str]:
+    def media_to_expire(self, older_than: datetime, limit: int) -> builtins.list[str]:
         """Finished jobs last changed before `older_than` whose media retention has not removed yet, oldest first."""
         finished = [status.value for status in FINISHED_STATUSES]
         with self._session() as session:
@@ -503,10 +507,13 @@ class JobStore:
         """Record that retention removed the job's media (one conditional UPDATE); None when another
         process marked it first or the job is gone, so only one of them announces it."""
         with self._session() as session:
-            result = session.execute(
-                update(Job)
-                .where(col(Job.id) == job_id, col(Job.media_expired_at).is_(None))
-                .values(media_expired_at=when, updated_at=when)
+            result = cast(
+                CursorResult[Any],
+                session.execute(
+                    update(Job)
+                    .where(col(Job.id) == job_id, col(Job.media_expired_at).is_(None))
+                    .values(media_expired_at=when, updated_at=when)
+                ),
             )
             session.commit()
             return session.get(Job, job_id) if result.rowcount == 1 else None

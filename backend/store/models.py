@@ -69,7 +69,7 @@ class StepKind(StrEnum):
     VIDEO = "video_generation"
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:  # not `title`: that is str's own method
         return "Image Generation" if self is StepKind.IMAGE else "Video Generation"
 
 

@@ -114,7 +114,8 @@ def test_only_allowed_host_names_are_answered(named: Server):
                 refused = client.get(path, headers={"Host": host})
                 assert refused.status_code == 400, (host, path)
                 assert refused.json() == {
-                    "error": f"This service does not answer to the host {host!r}; its operator can add it to PROMPTREEL_ALLOWED_HOSTS.",
+                    "error": f"This service does not answer to the host {host!r};"
+                    " its operator can add it to PROMPTREEL_ALLOWED_HOSTS.",
                     "code": "HOST_NOT_ALLOWED",
                     "details": {"host": host},
                 }

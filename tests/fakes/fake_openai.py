@@ -65,7 +65,8 @@ def server_error() -> Reply:
 def content_policy() -> Reply:
     return error(
         400,
-        "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+        "Your request was rejected as a result of our safety system."
+        " Your prompt may contain text that is not allowed by our safety system.",
         code="content_policy_violation",
     )
 
@@ -119,7 +120,8 @@ class FakeOpenAI(FakeServer):
         if verdict is None:
             return error(
                 401,
-                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                "You didn't provide an API key. You need to provide your API key in an Authorization header"
+                " using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             ).response()
         if not verdict:
             return error(
@@ -147,7 +149,8 @@ class FakeOpenAI(FakeServer):
         except ValueError:
             return error(
                 400,
-                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
+                "We could not parse the JSON body of your request."
+                " (HINT: This likely means you aren't using your HTTP library correctly.)",
             ).response()
         if not isinstance(body, dict):
             return error(400, "Invalid type for the request body: expected an object.").response()
@@ -225,6 +228,9 @@ class FakeOpenAI(FakeServer):
             return reply
         name = request.path_params["name"]
         if self.urls_expired or name not in self.files:
-            body = '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>Signed expiry time has to be after signed start time</Message></Error>'
+            body = (
+                '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code>'
+                "<Message>Signed expiry time has to be after signed start time</Message></Error>"
+            )
             return Response(body, 403, media_type="application/xml")
         return Response(self.files[name], media_type="image/png")

@@ -279,7 +279,10 @@ class FakeReplicate(FakeServer):
             return  # still starting
         if prediction.polls == 2 or (prediction.outcome == "hold" and not prediction.released.is_set()):
             prediction.status, prediction.started_at = "processing", prediction.started_at or now()
-            prediction.logs = f"Using seed: {seed}\nrunning quantized prediction\n  0%|          | 0/4 [00:00<?, ?it/s]\n 50%|█████     | 2/4 [00:00<00:00,  7.41it/s]\n"
+            prediction.logs = (
+                f"Using seed: {seed}\nrunning quantized prediction\n"
+                "  0%|          | 0/4 [00:00<?, ?it/s]\n 50%|█████     | 2/4 [00:00<00:00,  7.41it/s]\n"
+            )
             return
         prediction.completed_at = now()
         if prediction.outcome == "nsfw":

@@ -426,7 +426,8 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
             timeout=JOB_TIMEOUT_MS,
         )
         page.wait_for_function(
-            "() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4"
+            "() => [...document.querySelectorAll('[data-testid=thumbnail]')]"
+            ".filter(i => i.complete && i.naturalWidth).length >= 4"
         )
         page.mouse.move(0, 0)
         shot(page, "studio-desktop", full_page=False)
@@ -448,7 +449,8 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
         page.evaluate("document.activeElement.blur()")
         expect(card(page, running["id"]).get_by_test_id("job-status")).to_have_text("Completed")
         page.wait_for_function(
-            "() => [...document.querySelectorAll('[data-testid=thumbnail]')].filter(i => i.complete && i.naturalWidth).length >= 4"
+            "() => [...document.querySelectorAll('[data-testid=thumbnail]')]"
+            ".filter(i => i.complete && i.naturalWidth).length >= 4"
         )
         shot(page, "studio-dark", full_page=False)
         page.get_by_label("Switch to light mode").click()

@@ -186,7 +186,7 @@ async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeRe
         with pytest.raises(ProviderError, match="answered compressed"):
             dalle.check_key()
         openai.script("images", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip, gzip"}))
-        with pytest.raises(ProviderError, match="^OpenAI answered compressed, which was not asked for; refused$"):
+        with pytest.raises(ProviderError, match=r"^OpenAI answered compressed, which was not asked for; refused$"):
             await dalle.generate(image_request(), RecordingContext())
 
 

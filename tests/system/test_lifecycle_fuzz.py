@@ -497,7 +497,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 # A step the canceller could not end (another process ran it) may only be closed as cancelled.
                 allowed = {outcome} if outcome in ENDED_STEP else {outcome, StepStatus.CANCELLED.value}
                 assert now.steps[kind] in allowed, (
-                    f"{ref.label} ({ref.id}) changed after it finished ({final.status}): step {kind} {outcome} -> {now.steps[kind]}"
+                    f"{ref.label} ({ref.id}) changed after it finished ({final.status}):"
+                    f" step {kind} {outcome} -> {now.steps[kind]}"
                 )
         if now.status == JobStatus.COMPLETED:
             assert set(now.steps.values()) == {StepStatus.COMPLETED.value}, (
@@ -511,7 +512,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             )
         if ref.final is not None:
             assert now.progress == ref.final.progress, (
-                f"{ref.label} ({ref.id}) changed after it finished ({ref.final.status}): progress {ref.final.progress} -> {now.progress}"
+                f"{ref.label} ({ref.id}) changed after it finished ({ref.final.status}):"
+                f" progress {ref.final.progress} -> {now.progress}"
             )
         assert (now.progress == 100) == (now.status == JobStatus.COMPLETED), (
             f"{ref.label} ({ref.id}) is {now.status} at progress {now.progress}: 100 is for completed jobs, and only them"
@@ -522,7 +524,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         charged = self._charged(ref)
         if ref.last is not None:
             assert now.image_cost + now.video_cost >= ref.last.image_cost + ref.last.video_cost, (
-                f"{ref.label} ({ref.id}) cost went down: {ref.last.image_cost}+{ref.last.video_cost} -> {now.image_cost}+{now.video_cost}"
+                f"{ref.label} ({ref.id}) cost went down:"
+                f" {ref.last.image_cost}+{ref.last.video_cost} -> {now.image_cost}+{now.video_cost}"
             )
         assert stored == charged, (
             f"{ref.label} ({ref.id}) costs (image, video) {stored} but its steps' delivered results charged {charged}"
@@ -553,7 +556,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             if ended_at is not None:
                 # Only retention speaks after the end: a job_update that repeats it (its media expired).
                 assert type_ == "job_update" and said == status and percent == progress, (
-                    f"{ref.label} ({ref.id}) event {seq} ({type_} {said} {percent}) after its {told[ended_at - 1][1]} (event {ended_at}): {told}"
+                    f"{ref.label} ({ref.id}) event {seq} ({type_} {said} {percent})"
+                    f" after its {told[ended_at - 1][1]} (event {ended_at}): {told}"
                 )
             if said is None:
                 continue

@@ -155,7 +155,7 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
             4242,
         )
         assert task.body["promptImage"].startswith("data:image/")
-        expected = tuple(int(part) for part in ratio.split(":")) + (duration * 24,)
+        expected = (*(int(part) for part in ratio.split(":")), duration * 24)
         assert video_size(media(studio, job["id"], "video")) == expected
         assert job["metadata"]["videoModel"] == "gen4_turbo" and job["metadata"]["runwayTaskId"] == task.id
         video_log = job["steps"][1]["log"]

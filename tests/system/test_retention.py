@@ -173,7 +173,8 @@ async def test_expired_media_answer_410_and_the_job_stays_listed(tmp_path: Path)
                 response = api.get(f"/api/v1/jobs/{job['id']}/download/{kind}")
                 assert response.status_code == 410, response.text
                 assert response.json() == {
-                    "error": f"The {kind} of job '{job['id']}' was removed on {expired_at} (media retention); the job itself is kept.",
+                    "error": f"The {kind} of job '{job['id']}' was removed on {expired_at} (media retention);"
+                    " the job itself is kept.",
                     "code": "MEDIA_EXPIRED",
                     "details": {"id": job["id"], "type": kind, "expiredAt": expired_at},
                 }

@@ -224,7 +224,7 @@ async def test_dalle3_does_not_repeat_a_request_that_timed_out_after_sending(ope
     hold = Hold()
     openai_fake.script("images", hold)
     try:
-        with pytest.raises(ProviderError, match="OpenAI did not answer the image request.*not requested again"):
+        with pytest.raises(ProviderError, match=r"OpenAI did not answer the image request.*not requested again"):
             await dalle(openai_fake, timeout=httpx.Timeout(0.5, connect=5)).generate(image_request(), RecordingContext())
     finally:
         hold.release()
@@ -552,7 +552,7 @@ async def test_runway_does_not_repeat_a_create_that_timed_out(runway_fake: FakeR
     hold = Hold()
     runway_fake.script("create", hold)
     try:
-        with pytest.raises(ProviderError, match="Runway did not answer the request to start the video.*not sent again"):
+        with pytest.raises(ProviderError, match=r"Runway did not answer the request to start the video.*not sent again"):
             await runway(runway_fake, timeout=httpx.Timeout(0.5, connect=5)).animate(video_request(tmp_path), RecordingContext())
     finally:
         hold.release()

@@ -194,7 +194,7 @@ def test_other_orientations(tmp_path, size, expected):
 def test_same_image_and_seed_give_identical_bytes_and_seeds_differ(tmp_path):
     image = still(320, 180)
     paths = [tmp_path / name for name in ("a.mp4", "b.mp4", "c.mp4")]
-    for path, seed in zip(paths, (5, 5, 6)):
+    for path, seed in zip(paths, (5, 5, 6), strict=True):
         animate_image(image, path, 1, seed=seed)
     a, b, c = (p.read_bytes() for p in paths)
     assert a == b and a != c

@@ -86,9 +86,10 @@ def test_upgrading_keeps_every_job(sqlite_url: str):
     with engine.begin() as connection:  # a job as that release stored it, without the later columns
         connection.execute(
             text(
-                "INSERT INTO jobs (id, prompt, provider, video_provider, status, progress, image_size, video_duration, quality, seed,"
-                " extra, image_cost, video_cost, created_at, updated_at) VALUES ('job_keepme0001', 'an old job', 'local', 'local',"
-                " 'completed', 100, '1024x1024', 5, 'standard', 1, '{}', 0, 0, '2026-01-01 10:00:00.000000', '2026-01-01 10:05:00.000000')"
+                "INSERT INTO jobs (id, prompt, provider, video_provider, status, progress, image_size, video_duration,"
+                " quality, seed, extra, image_cost, video_cost, created_at, updated_at)"
+                " VALUES ('job_keepme0001', 'an old job', 'local', 'local', 'completed', 100, '1024x1024', 5, 'standard', 1,"
+                " '{}', 0, 0, '2026-01-01 10:00:00.000000', '2026-01-01 10:05:00.000000')"
             )
         )
     migrate(engine)  # the start after an upgrade

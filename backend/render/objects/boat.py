@@ -66,9 +66,11 @@ def draw_sailboat(scene: Scene, x: float, y: float, size: float, rng: np.random.
                          (mx - wdt * 1.05, top + mh * 0.22)], side_shade(scene, sail, mx, wdt))  # fmt: skip
         else:  # main sail and jib
             sp.poly([(mx + facing * size * 0.02, y - mh), (mx + facing * size * 0.02, y - H * 2),
-                     (mx - facing * size * 0.5, y - H * 2)], side_shade(scene, sail, mx - facing * size * 0.25, size * 0.25))  # fmt: skip
+                     (mx - facing * size * 0.5, y - H * 2)],
+                    side_shade(scene, sail, mx - facing * size * 0.25, size * 0.25))  # fmt: skip
             sp.poly([(mx + facing * size * 0.04, y - mh * 0.92), (mx + facing * size * 0.42, y - H * 1.8),
-                     (mx + facing * size * 0.04, y - H * 1.8)], side_shade(scene, sail, mx + facing * size * 0.2, size * 0.2))  # fmt: skip
+                     (mx + facing * size * 0.04, y - H * 1.8)],
+                    side_shade(scene, sail, mx + facing * size * 0.2, size * 0.2))  # fmt: skip
     sp.commit(depth, reflect_at=y)
     if dark_out(scene):
         glow(scene, x + facing * L * 0.6, y - H * 2, size * 0.02 + 1, (1.0, 0.8, 0.5), 0.9)

@@ -26,7 +26,7 @@ def paint_lighthouse(scene: Scene) -> None:
     face = [(lip, top + u * 0.01), (lip + u * 0.02, top + u * 0.06), (lip + u * 0.035, top + u * 0.07),
             (lip + u * 0.05, (top + foot_y) / 2), (lip + u * 0.075, (top + foot_y) / 2 + u * 0.02),
             (lip + u * 0.09, foot_y), (lip + u * 0.14, scene.h + 2)]  # fmt: skip
-    pts += face + [(edge_x, scene.h + 2)]
+    pts += [*face, (edge_x, scene.h + 2)]
     if not left:
         pts = [(scene.w - x, y) for x, y in pts]
     x0 = min(x for x, _ in pts)
@@ -84,8 +84,8 @@ def paint_lighthouse(scene: Scene) -> None:
     night = dark_out(scene) or scene.spec.weather == "fog" or scene.spec.light == "dawn"
     lamp = np.asarray((1.0, 0.9, 0.6), F32) * (1.6 if night else 1.0)
     sp.rect(tx - tw * 0.85, lamp_top, tx + tw * 0.85, ttop - u * 0.006, lamp if night else body(scene, (0.5, 0.55, 0.6)))
-    for k in (-0.85, 0, 0.85):
-        sp.line([(tx + tw * k, lamp_top), (tx + tw * k, ttop - u * 0.006)], u * 0.0025, dark)
+    for at in (-0.85, 0, 0.85):
+        sp.line([(tx + tw * at, lamp_top), (tx + tw * at, ttop - u * 0.006)], u * 0.0025, dark)
     sp.poly([(tx - tw * 1.1, lamp_top), (tx + tw * 1.1, lamp_top), (tx, lamp_top - height * 0.07)], red * 0.8)
     # a keeper's cottage at its foot
     hx = tx + (1 if left else -1) * u * 0.06

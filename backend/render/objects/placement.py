@@ -18,7 +18,7 @@ def dark_out(scene: Scene) -> bool:
     return scene.spec.light in ("night", "sunset") or scene.spec.weather == "storm"
 
 
-def body(scene: Scene, albedo: RGB, amount: float = 1.0) -> np.ndarray:
+def body(scene: Scene, albedo: RGB | np.ndarray, amount: float = 1.0) -> np.ndarray:
     """An object's surface colour under the scene's light; after dark, a silhouette darker than the sky."""
     colour = lit(albedo, scene, amount)
     return colour * 0.55 if scene.spec.light == "night" else colour
@@ -66,8 +66,8 @@ def ground_spot(
         xs = slice(int(max(0, x - half)), int(min(scene.w, x + half)) + 1)
         return x, float(ridge[xs].max()) + 1, 0.55
     span = scene.h - scene.horizon
-    lo, hi = (0.42, 0.58) if "forest" in e else (0.12, 0.88)
-    x = slots.pick(rng, scene, half, lo, hi)
+    band = (0.42, 0.58) if "forest" in e else (0.12, 0.88)
+    x = slots.pick(rng, scene, half, *band)
     t = rng.uniform(*near)
     return x, scene.horizon + span * t, 0.5 + 0.5 * t
 

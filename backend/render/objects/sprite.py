@@ -24,8 +24,8 @@ class Sprite:
 
     def __init__(self, scene: Scene, x0: float, y0: float, x1: float, y1: float, ss: int = 3):
         self.scene, self.ss = scene, ss
-        self.x0, self.y0 = int(math.floor(x0)), int(math.floor(y0))
-        self.x1, self.y1 = int(math.ceil(x1)) + 1, int(math.ceil(y1)) + 1
+        self.x0, self.y0 = math.floor(x0), math.floor(y0)
+        self.x1, self.y1 = math.ceil(x1) + 1, math.ceil(y1) + 1
         w, h = (self.x1 - self.x0) * ss, (self.y1 - self.y0) * ss
         self.rgb = np.zeros((h, w, 3), F32)
         self.a = np.zeros((h, w), F32)
@@ -124,7 +124,7 @@ class Sprite:
     def _reflect(self, rgb: np.ndarray, a: np.ndarray, base: float) -> None:
         """Mirror the sprite about the water line `base`, darkened and broken by ripples."""
         scene = self.scene
-        b = int(round(base)) - self.y0  # sprite row of the water line
+        b = round(base) - self.y0  # sprite row of the water line
         n = min(b, scene.h - (self.y0 + b))
         if n <= 2:
             return
