@@ -35,6 +35,8 @@ from components.theme import frame
 RECONNECT_SECONDS = 15.0
 #: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
 THUMBNAIL_CACHE_SIZE = 500
+#: A search longer than this, from the URL, is cut (the search box itself has no use for more).
+MAX_SEARCH_LENGTH = 200
 
 
 def register_pages(system: System) -> None:
@@ -79,21 +81,22 @@ def register_pages(system: System) -> None:
         return None
 
     @ui.page("/", reconnect_timeout=RECONNECT_SECONDS)
-    async def studio() -> RedirectResponse | None:
+    async def studio(q: str = "", status: str = "all") -> RedirectResponse | None:
         user = studio_user(system)
         if user is None:
             return RedirectResponse("/login")
         # The providers' first key checks (at most a moment, once): a refused key shows from the start.
         await system.providers.check_keys()
-        with frame(system, "promptreel studio") as status:
+        with frame(system, "promptreel studio") as status_bar:
             with ui.element("div").classes(
                 "w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"
             ):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
                     form = JobForm(system, user=user)
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
-                    JobList(system, on_prefill=form.prefill, user=user)
-            status.on_providers_change(form.set_providers)
+                    jobs = JobList(system, on_prefill=form.prefill, user=user, search=q[:MAX_SEARCH_LENGTH], status=status)
+            form.on_created = jobs.reveal
+            status_bar.on_providers_change(form.set_providers)
         return None
 
     @ui.page("/jobs/{job_id}", reconnect_timeout=RECONNECT_SECONDS)

@@ -113,3 +113,17 @@ async def remove_job(
             ui.notify(error.message, type="warning")
         return False
     return True
+
+
+def job_started_toast(job_id: str, note: str = "") -> None:
+    """The one toast a new job gets: where it is, with an action that opens its page."""
+    ui.notify(
+        f"Job started.{' ' + note if note else ''}",
+        type="positive",
+        icon="movie_filter",
+        position="top",
+        timeout=4000,
+        actions=[
+            {"label": "Open", "color": "white", "href": f"/jobs/{job_id}", "noCaps": True, "aria-label": "Open the new job"}
+        ],
+    )

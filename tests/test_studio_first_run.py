@@ -1,0 +1,136 @@
+"""A first-time user's studio (issue 19): refusals in plain words, one click one job, the new
+job in view, what the local renderer understood, settings that do something, quiet logs.
+
+The API's side runs against a real server subprocess; the studio's side with NiceGUI's
+simulated user (the fixtures of tests/test_studio_user.py); the renderer's on real PNGs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from components.job_form import JobForm
+
+from . import test_studio_user
+from .conftest import Server, local_job
+from .test_studio_user import _JOB_LISTS, Studio, stored_job
+
+# The studio's fixtures (a System, the real pages, NiceGUI's simulated user), shared by name.
+studio = test_studio_user.studio
+provider_settings = test_studio_user.provider_settings
+key_check_answer = test_studio_user.key_check_answer
+openai_key_check = test_studio_user.openai_key_check
+
+#: Bad requests, the sentence a person reads for each, and the field `details` names.
+SENTENCES = [
+    ({**local_job(), "prompt": ""}, "Describe a scene first.", "prompt"),
+    ({"provider": "local"}, "Describe a scene first.", "prompt"),
+    ({**local_job(), "prompt": "  \n "}, "The prompt is only spaces; describe a scene in words.", "prompt"),
+    ({**local_job(), "prompt": "x" * 4001}, "The prompt is too long: at most 4,000 characters.", "prompt"),
+    (local_job(seed=-1), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
+    (local_job(seed=2**32), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
+    (local_job(seed="12"), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
+    (local_job(videoDuration=7), "The video lasts 5 or 10 seconds.", "settings.videoDuration"),
+    (local_job(imageSize="800x600"), "The image size is 1024x1024, 1792x1024 or 1024x1792.", "settings.imageSize"),
+    ({**local_job(), "provider": "midjourney"}, "Choose an image provider: dalle3, flux1 or local.", "provider"),
+    (local_job(colour="red"), "Unknown field 'settings.colour': remove it.", "settings.colour"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "sentence", "field"), SENTENCES, ids=[f"{field}-{i}" for i, (_, _, field) in enumerate(SENTENCES)]
+)
+def test_api_refuses_in_plain_words_and_names_the_field(shared_server: Server, body: dict, sentence: str, field: str):
+    with shared_server.client() as api:
+        response = api.post("/api/v1/generate", json=body)
+    assert response.status_code == 422
+    error = response.json()
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["error"] == sentence
+    assert error["details"]["field"] == field
+    assert error["details"]["errors"][0] == {"field": field, "message": sentence}
+
+
+# -- the studio, with NiceGUI's simulated user ---------------------------------------------------
+
+
+@pytest.fixture
+def forms(monkeypatch: pytest.MonkeyPatch) -> list[JobForm]:
+    """Every JobForm the pages build, newest last."""
+    made: list[JobForm] = []
+    original_init = JobForm.__init__
+
+    def remember(self: JobForm, *args, **kwargs) -> None:
+        original_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(JobForm, "__init__", remember)
+    return made
+
+
+async def test_one_click_one_job_and_the_button_waits_for_the_answer(studio: Studio, forms: list[JobForm]):
+    await studio.user.open("/")
+    (form,) = forms
+    studio.user.find(marker="prompt").type("A lighthouse at dusk")
+    create = studio.system.jobs.create
+    enabled_during_request = []
+
+    async def watched_create(*args, **kwargs):
+        enabled_during_request.append(form.button.enabled)
+        return await create(*args, **kwargs)
+
+    studio.system.jobs.create = watched_create  # type: ignore[method-assign]
+    # a double click: the second arrives while the first is in flight, or just after it answered
+    first, second = await asyncio.gather(form.submit(), form.submit())
+    third = await form.submit()
+    assert first is not None and second is None and third is None
+    assert enabled_during_request == [False], "the button is disabled while the request is in flight"
+    assert form.button.enabled
+    assert studio.system.store.list()[1] == 1, "one click, one job"
+    key = form.idempotency_key
+    assert len(key) == 32
+    # a different submission is a new job, with a key of its own
+    studio.user.find(marker="prompt").clear().type("A lighthouse at dawn")
+    assert await form.submit() is not None
+    assert studio.system.store.list()[1] == 2 and form.idempotency_key != key
+
+
+async def test_the_new_job_is_shown_even_under_a_filter_that_hides_it(studio: Studio, forms: list[JobForm]):
+    for index in range(3):
+        stored_job(studio.system, f"A harbour at night {index}")
+    # the search and the filter come from the URL (a reload or a shared link keeps them)
+    await studio.user.open("/?q=harbour&status=completed")
+    await studio.user.should_see(marker="job-summary", content="3 jobs match")
+    jobs = _JOB_LISTS[-1]
+    assert jobs.search_input.value == "harbour" and jobs.status_select.value == "completed"
+    studio.user.find(marker="prompt").type("A red hot-air balloon over dunes at sunrise")
+    record = await forms[-1].submit()
+    assert record is not None
+    assert record.job.id in jobs.cards, "the new job is on the page"
+    assert jobs.search == "" and jobs.filter == "all"
+    assert jobs.search_input.value == "" and jobs.status_select.value == "all"
+    assert studio.user.notify.contains("Job started. The search and status filter were cleared to show it.")
+    # with no filter in the way, the toast says nothing more
+    studio.user.notify.messages.clear()
+    studio.user.find(marker="prompt").clear().type("A snowy lake at dawn")
+    assert await forms[-1].submit() is not None
+    assert studio.user.notify.messages == ["Job started."]
+
+
+async def test_a_field_error_goes_when_the_field_changes(studio: Studio, forms: list[JobForm]):
+    await studio.user.open("/")
+    form = forms[-1]
+    assert await form.submit() is None
+    assert form.prompt.error == "Describe a scene first."
+    assert form.prompt.props["error"] is True and form.prompt.props["error-message"] == "Describe a scene first."
+    studio.user.find(marker="prompt").type("   ")
+    assert form.prompt.error is None, "typing clears the message"
+    assert await form.submit() is None
+    assert form.prompt.error == "The prompt is only spaces; describe a scene in words."
+    studio.user.find(marker="prompt").clear().type("A desert at noon")
+    studio.user.find(marker="seed").type("twelve")
+    assert await form.submit() is None
+    assert form.seed.error == "The seed is a whole number from 0 to 4,294,967,295." and form.prompt.error is None
+    assert studio.system.store.list()[1] == 0
