@@ -46,6 +46,13 @@ SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
 #: Seconds during which the same submission again is taken for a repeat of the first (no new job).
 REPEAT_WINDOW = 2.0
+#: Prompts the local renderer draws every word of (tests/test_render_understanding.py checks): one click fills the form.
+EXAMPLE_PROMPTS = (
+    "A red hot-air balloon over desert dunes at sunrise",
+    "A neon city at night in the rain",
+    "A snowy lake at dawn, pine forest and mountains",
+    "A lighthouse on the coast at golden hour, boats and gulls",
+)
 PLACEHOLDER = "A lighthouse on a basalt cliff at golden hour, waves rolling in, gulls in the wind…"
 
 #: The option template: the provider's name, and under an unavailable one, what to set.
@@ -149,6 +156,15 @@ class JobForm:
                     ui.label(f"0 / {MAX_PROMPT_LENGTH}").props("aria-live=polite data-testid=prompt-count").mark("prompt-count")
                 )
 
+            with ui.row().classes("w-full items-center gap-1.5 -mt-1").props("data-testid=examples") as self.examples:
+                ui.label("Try:").classes("text-xs pr-muted")
+                for example in EXAMPLE_PROMPTS:
+                    ui.chip(
+                        example.split(",")[0].removeprefix("A ").capitalize(),
+                        on_click=lambda example=example: self.use_example(example),
+                    ).props(f'dense clickable outline color=primary aria-label="Use the example prompt: {example}"').classes(
+                        "text-xs"
+                    ).mark("example")
             with ui.element("div").classes("w-full grid grid-cols-1 sm:grid-cols-2 gap-3"):
                 self.provider = ProviderSelect(image_infos, label="Image provider", value=first_available(image_infos))
                 self.provider.props("data-testid=image-provider").mark("image-provider")
@@ -277,6 +293,11 @@ class JobForm:
         self.seed.value = "" if meta.get("seed") is None else str(meta["seed"])
         self._show_error(None)
         self._update_estimate()
+        self.prompt.run_method("focus")
+
+    def use_example(self, prompt: str) -> None:
+        """Fill the prompt with an example the local renderer draws well (the other settings stay)."""
+        self.prompt.value = prompt
         self.prompt.run_method("focus")
 
     def roll_seed(self) -> None:

@@ -22,6 +22,7 @@ from backend.system import System
 
 from .format import (
     FINISHED_STATUSES,
+    LOCAL_RENDERER_HINT,
     STEP_STATUS_ICONS,
     UNFINISHED_STATUSES,
     between,
@@ -29,6 +30,7 @@ from .format import (
     money,
     status_classes,
     status_label,
+    understood,
     utc_time,
 )
 from .job_actions import cancel_job, remove_job, rerun_job
@@ -53,6 +55,8 @@ KNOWN_METADATA = {
     "videoModel",
     "videoWidth",
     "videoHeight",
+    "understoodWords",  # shown in the image card: what the local renderer drew
+    "notUnderstoodWords",
 }
 
 
@@ -165,6 +169,15 @@ class JobDetail:
                             self.steps[step["id"]] = self._step_entry(step)
             with ui.column().classes("gap-6 min-w-0"):
                 self.image_caption, self.image_box, self.image_placeholder = self._media_card("Image", "image")
+                with (
+                    ui.card()
+                    .classes("pr-card w-full p-4 gap-1")
+                    .props('flat aria-label="What the local renderer understood" data-testid=understood') as self.understood_card
+                ):
+                    ui.label("What the local renderer understood").classes("pr-section-title")
+                    self.drew = ui.label().classes("text-sm").props("data-testid=drew")
+                    self.not_understood = ui.label().classes("text-sm").props("data-testid=not-understood")
+                    self.understood_hint = ui.label(LOCAL_RENDERER_HINT).classes("text-xs pr-muted")
                 with ui.card().classes("pr-card w-full p-5 gap-3").props('flat aria-label="Settings"'):
                     ui.label("Settings used").classes("pr-section-title")
                     self.settings_list = ui.element("dl").classes("pr-kv").props("data-testid=settings")
@@ -351,7 +364,18 @@ class JobDetail:
             parts["log"].text = "\n".join(lines) if lines else "Nothing logged yet."
             parts["expansion"].text = f"Log ({len(lines)} line{'s' if len(lines) != 1 else ''})"
 
+    def _render_understood(self) -> None:
+        words = understood(self.job.get("metadata") or {})
+        set_visible(self.understood_card, words is not None)
+        if words is None:
+            return
+        drawn, not_understood = words
+        self.drew.text = f"Drew: {drawn}"
+        self.not_understood.text = f"Not understood: {not_understood or 'none, every word was drawn'}"
+        set_visible(self.understood_hint, bool(not_understood))
+
     def _render_settings(self) -> None:
+        self._render_understood()
         job = self.job
         meta = job.get("metadata") or {}
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"

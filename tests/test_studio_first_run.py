@@ -11,10 +11,11 @@ import asyncio
 
 import pytest
 
-from components.job_form import JobForm
+from backend.render.prompt_scene import understanding
+from components.job_form import EXAMPLE_PROMPTS, JobForm
 
 from . import test_studio_user
-from .conftest import Server, local_job
+from .conftest import EventStream, Server, local_job
 from .test_studio_user import _JOB_LISTS, Studio, stored_job
 
 # The studio's fixtures (a System, the real pages, NiceGUI's simulated user), shared by name.
@@ -134,3 +135,74 @@ async def test_a_field_error_goes_when_the_field_changes(studio: Studio, forms: 
     assert await form.submit() is None
     assert form.seed.error == "The seed is a whole number from 0 to 4,294,967,295." and form.prompt.error is None
     assert studio.system.store.list()[1] == 0
+
+
+# -- what the local renderer understood, over REST -------------------------------------------------
+
+
+def image_done(job_id: str):
+    def predicate(event: dict) -> bool:
+        data = event.get("data") or {}
+        return (
+            event.get("jobId") == job_id
+            and event["type"] == "step_update"
+            and data.get("id") == "image_generation"
+            and (data.get("status") in ("completed", "failed"))
+        )
+
+    return predicate
+
+
+async def test_a_local_job_records_which_words_it_drew(server: Server, events: EventStream):
+    with server.client() as api:
+        jobs = {}
+        for prompt, _, _ in UNDERSTOOD_PROMPTS:
+            response = api.post("/api/v1/generate", json=local_job(prompt, seed=7))
+            assert response.status_code == 201, response.text
+            jobs[prompt] = response.json()["id"]
+        for prompt, drawn, unknown in UNDERSTOOD_PROMPTS:
+            await events.until(image_done(jobs[prompt]))
+            job = api.get(f"/api/v1/jobs/{jobs[prompt]}").json()
+            assert job["metadata"]["understoodWords"] == drawn
+            assert job["metadata"]["notUnderstoodWords"] == unknown
+            log = next(step["log"] for step in job["steps"] if step["id"] == "image_generation")
+            assert f"not understood: {', '.join(unknown)}" in "\n".join(log)
+
+
+#: Issue 19's three prompts the local renderer cannot draw, and what it says of them.
+UNDERSTOOD_PROMPTS = [
+    ("a cat sleeping on a windowsill in the rain", ["rain"], ["cat", "sleeping", "windowsill"]),
+    ("a portrait of an old fisherman", [], ["portrait", "old", "fisherman"]),
+    ("a bowl of ramen on a wooden table", [], ["bowl", "ramen", "wooden", "table"]),
+]
+
+
+# -- what the local renderer understood, in the studio ---------------------------------------------
+
+
+async def test_card_and_job_page_say_what_the_local_renderer_drew(studio: Studio):
+    job = stored_job(
+        studio.system,
+        "a cat sleeping on a windowsill in the rain",
+        extra={"understoodWords": ["rain"], "notUnderstoodWords": ["cat", "sleeping", "windowsill"]},
+    )
+    await studio.user.open("/")
+    await studio.user.should_see("Drew: rain")
+    await studio.user.should_see("Not understood: cat, sleeping, windowsill")
+    card = _JOB_LISTS[-1].cards[job.id]
+    assert card.view["drew"] == "rain" and "DALL-E 3 or FLUX.1" in card.props["hint"]
+    await studio.user.open(f"/jobs/{job.id}")
+    await studio.user.should_see("What the local renderer understood")
+    await studio.user.should_see("Drew: rain")
+    await studio.user.should_see("Not understood: cat, sleeping, windowsill")
+    await studio.user.should_see("For other subjects choose DALL-E 3 or FLUX.1")
+
+
+async def test_an_example_prompt_fills_the_form_and_is_drawn_word_for_word(studio: Studio, forms: list[JobForm]):
+    await studio.user.open("/")
+    assert len(studio.user.find(marker="example").elements) == len(EXAMPLE_PROMPTS)
+    for example in EXAMPLE_PROMPTS:
+        label = example.split(",")[0].removeprefix("A ").capitalize()
+        studio.user.find(marker="example", content=label).click()
+        assert forms[-1].prompt.value == example
+        assert understanding(example)[1] == [], f"the local renderer cannot draw all of {example!r}"

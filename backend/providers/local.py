@@ -14,6 +14,7 @@ from typing import TypeVar
 from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext, VideoRequest, VideoResult
 from backend.render.animate import animate_image
+from backend.render.prompt_scene import understanding
 from backend.render.scene import render_scene
 
 T = TypeVar("T")
@@ -54,8 +55,11 @@ class LocalImageProvider:
             return buffer.getvalue()
 
         ctx.log(f"rendering a {request.width}x{request.height} scene on the CPU (seed {request.seed})")
+        drawn, unknown = understanding(request.prompt)
+        ctx.log(f"drew: {', '.join(drawn) or 'nothing it knows'}; not understood: {', '.join(unknown) or 'none'}")
         png = await run_in_thread(work, ctx)
-        return ImageResult(png=png, model=LOCAL_IMAGE_MODEL)
+        # What it understood goes into the job's metadata, for the studio and for REST clients.
+        return ImageResult(png=png, model=LOCAL_IMAGE_MODEL, metadata={"understoodWords": drawn, "notUnderstoodWords": unknown})
 
     async def cancel_remote(self, remote_id: str) -> None:  # nothing remote to cancel
         return None

@@ -1,0 +1,58 @@
+"""What the local renderer understood of a prompt, and colour words that reach their objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.render import objects, render_scene
+from backend.render.prompt_scene import understanding
+
+#: The three prompts of issue 19 that the renderer cannot draw, and what it says about them.
+UNDERSTOOD = [
+    ("a cat sleeping on a windowsill in the rain", ["rain"], ["cat", "sleeping", "windowsill"]),
+    ("a portrait of an old fisherman", [], ["portrait", "old", "fisherman"]),
+    ("a bowl of ramen on a wooden table", [], ["bowl", "ramen", "wooden", "table"]),
+    ("a red hot-air balloon over dunes at sunrise", ["red", "hot-air", "balloon", "dunes", "sunrise"], []),
+    ("Neon city at night in New York", ["neon", "city", "night", "new york"], []),
+]
+
+
+@pytest.mark.parametrize(("prompt", "drawn", "unknown"), UNDERSTOOD)
+def test_the_renderer_says_which_words_it_drew_and_which_it_could_not(prompt: str, drawn: list, unknown: list):
+    assert understanding(prompt) == (drawn, unknown)
+
+
+def balloon_pixels(prompt: str, seed: int, width: int = 384, height: int = 256) -> np.ndarray:
+    """The pixels the balloon painter changed: the scene rendered with and without it (0..1 RGB)."""
+    with_balloon = np.asarray(render_scene(prompt, seed, width, height), dtype=np.float64) / 255
+    painter = objects.PAINTERS["balloon"]
+    objects.PAINTERS["balloon"] = lambda scene: None
+    try:
+        without = np.asarray(render_scene(prompt, seed, width, height), dtype=np.float64) / 255
+    finally:
+        objects.PAINTERS["balloon"] = painter
+    return with_balloon[np.abs(with_balloon - without).sum(axis=2) > 0.3]
+
+
+def share_of_hue(pixels: np.ndarray, hue: float, width: float = 30) -> float:
+    """The share of `pixels` that are saturated and within `width` degrees of `hue`."""
+    top, bottom = pixels.max(axis=1), pixels.min(axis=1)
+    saturation = (top - bottom) / np.maximum(top, 1e-6)
+    r, g, b = pixels.T
+    hues = np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
+    return float(np.mean((np.abs((hues - hue + 180) % 360 - 180) < width) & (saturation > 0.3)))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "hue"), [("a red hot-air balloon", 5), ("a blue hot-air balloon at noon", 220), ("a green hot-air balloon", 130)]
+)
+def test_a_colour_word_colours_the_balloon_for_every_seed(prompt: str, hue: float):
+    """Most of what the balloon painter draws (its ropes and basket are brown) has the named hue,
+    whatever the seed chooses (the light, the balloon's place and size)."""
+    shares = {}
+    for seed in range(16):
+        pixels = balloon_pixels(prompt, seed)
+        assert len(pixels) > 200, f"seed {seed}: no balloon drawn"
+        shares[seed] = round(share_of_hue(pixels, hue), 2)
+    assert min(shares.values()) >= 0.6, f"the balloon is not {prompt.split()[1]} for every seed: {shares}"
