@@ -44,6 +44,12 @@ from .job_card import set_visible
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
+#: What "High" changes with each image provider (the video providers ignore the quality).
+QUALITY_HINTS = {
+    "local": "High: painted at 2× and scaled down, smoother edges and finer grain, about 4× the time.",
+    "dalle3": "High: DALL-E 3 “hd”, finer detail, at a higher price.",
+    "flux1": "High: FLUX1.1 [pro] instead of FLUX.1 [schnell], at a higher price.",
+}
 #: Seconds during which the same submission again is taken for a repeat of the first (no new job).
 REPEAT_WINDOW = 2.0
 #: Prompts the local renderer draws every word of (tests/test_render_understanding.py checks): one click fills the form.
@@ -199,8 +205,15 @@ class JobForm:
                 with ui.column().classes("gap-1"):
                     ui.label("Quality").classes("text-xs pr-muted")
                     self.quality = ui.toggle(QUALITY_LABELS, value="standard", on_change=self._update_estimate).props(
-                        'no-caps unelevated toggle-color=primary rounded aria-label="Quality" data-testid=quality'
+                        'no-caps unelevated toggle-color=primary rounded aria-label="Quality" '
+                        "aria-describedby=quality-hint data-testid=quality"
                     )
+            self.quality_hint = (
+                ui.label()
+                .classes("w-full -mt-2 text-xs pr-muted")
+                .props("id=quality-hint data-testid=quality-hint")
+                .mark("quality-hint")
+            )
             with ui.row().classes("w-full items-start gap-2 no-wrap"):
                 self.seed = (
                     ui.input(label="Seed", placeholder="random")
@@ -315,6 +328,7 @@ class JobForm:
         self._clear_field(self.prompt)
 
     def _update_estimate(self) -> None:
+        self.quality_hint.text = QUALITY_HINTS.get(self.provider.value, "")
         try:
             settings = GenerateSettings.model_construct(
                 imageSize=self.size.value,

@@ -1,10 +1,18 @@
-"""What the local renderer understood of a prompt, and colour words that reach their objects."""
+"""The local renderer for a first-time user: what it understood of a prompt, colour words that
+reach their objects, and a quality setting that changes something."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import threading
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from backend.providers.base import ImageRequest
+from backend.providers.local import LocalImageProvider
 from backend.render import objects, render_scene
 from backend.render.prompt_scene import understanding
 
@@ -56,3 +64,51 @@ def test_a_colour_word_colours_the_balloon_for_every_seed(prompt: str, hue: floa
         assert len(pixels) > 200, f"seed {seed}: no balloon drawn"
         shares[seed] = round(share_of_hue(pixels, hue), 2)
     assert min(shares.values()) >= 0.6, f"the balloon is not {prompt.split()[1]} for every seed: {shares}"
+
+
+# -- quality "high" means something for the local renderer -----------------------------------------
+
+
+class Step:
+    """A StepContext as the pipeline gives one, reduced to what the local provider uses."""
+
+    def __init__(self) -> None:
+        self.cancel_event = threading.Event()
+        self.remote_id = None
+        self.resumed = False
+        self.lines: list[str] = []
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def rendered(quality: str, prompt: str = "A lighthouse on the coast at golden hour, boats and gulls") -> tuple[np.ndarray, Step]:
+    step = Step()
+    request = ImageRequest(prompt=prompt, width=512, height=512, quality=quality, seed=3)
+    result = asyncio.run(LocalImageProvider().generate(request, step))
+    with Image.open(io.BytesIO(result.png)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float64), step
+
+
+def roughness(pixels: np.ndarray) -> float:
+    """Mean absolute Laplacian: the pixel-to-pixel jaggedness of edges and grain."""
+    return float(
+        np.abs(4 * pixels[1:-1, 1:-1] - pixels[:-2, 1:-1] - pixels[2:, 1:-1] - pixels[1:-1, :-2] - pixels[1:-1, 2:]).mean()
+    )
+
+
+def coarse(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(32, 16, 32, 16, 3).mean(axis=(1, 3))
+
+
+def test_high_quality_paints_the_same_scene_with_smoother_edges():
+    standard, standard_step = rendered("standard")
+    high, high_step = rendered("high")
+    assert standard.shape == high.shape == (512, 512, 3)
+    assert np.abs(coarse(standard) - coarse(high)).mean() < 4, "the same scene: same composition and colours"
+    assert roughness(high) < 0.8 * roughness(standard), "supersampled: smoother edges and finer grain"
+    assert "painted at 2x and scaled down (quality high)" in high_step.lines[0]
+    assert "painted at" not in standard_step.lines[0]

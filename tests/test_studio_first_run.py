@@ -206,3 +206,8 @@ async def test_an_example_prompt_fills_the_form_and_is_drawn_word_for_word(studi
         studio.user.find(marker="example", content=label).click()
         assert forms[-1].prompt.value == example
         assert understanding(example)[1] == [], f"the local renderer cannot draw all of {example!r}"
+
+
+async def test_the_form_says_what_high_quality_changes(studio: Studio):
+    await studio.user.open("/")
+    await studio.user.should_see(marker="quality-hint", content="High: painted at 2× and scaled down")
