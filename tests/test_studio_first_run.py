@@ -8,6 +8,9 @@ simulated user (the fixtures of tests/test_studio_user.py); the renderer's on re
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,7 @@ from backend.render.prompt_scene import understanding
 from components.job_form import EXAMPLE_PROMPTS, JobForm
 
 from . import test_studio_user
-from .conftest import EventStream, Server, local_job
+from .conftest import EventStream, Server, ends_job, local_job, open_stream
 from .test_studio_user import _JOB_LISTS, Studio, stored_job
 
 # The studio's fixtures (a System, the real pages, NiceGUI's simulated user), shared by name.
@@ -211,3 +214,34 @@ async def test_an_example_prompt_fills_the_form_and_is_drawn_word_for_word(studi
 async def test_the_form_says_what_high_quality_changes(studio: Studio):
     await studio.user.open("/")
     await studio.user.should_see(marker="quality-hint", content="High: painted at 2× and scaled down")
+
+
+# -- quiet by default --------------------------------------------------------------------------------
+
+
+async def test_answered_requests_are_not_logged_by_default_refusals_and_transitions_are(tmp_path: Path):
+    server = Server(tmp_path / "data").start()
+    try:
+        stream = await open_stream(server)
+        with server.client() as api:
+            job_id = api.post("/api/v1/generate", json=local_job("a snowy lake at dawn")).json()["id"]
+            await stream.until(ends_job(job_id))
+            for _ in range(5):
+                assert api.get(f"/api/v1/jobs/{job_id}").status_code == 200
+            assert api.get("/api/v1/jobs/job_missing").status_code == 404
+        await stream.connection.close()
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+    requests = [(line["method"], line["path"], line["status"]) for line in lines if line["event"] == "http_request"]
+    assert requests == [("GET", "/api/v1/jobs/job_missing", 404)], "only the refusal"
+    assert not [line for line in lines if line["event"] == "websocket"]
+    transitions = [line["status"] for line in lines if line["event"] == "job_transition" and line.get("job_id") == job_id]
+    assert transitions[-1] == "completed" and len(transitions) >= 3
+
+
+def test_the_readme_links_nothing_outside_the_repository():
+    root = Path(__file__).resolve().parent.parent
+    links = re.findall(r"\]\(([^)#\s]+)", (root / "README.md").read_text())
+    outside = [link for link in links if "://" not in link and not (root / link).resolve().is_relative_to(root)]
+    assert links and not outside, outside
