@@ -10,11 +10,15 @@ to the form's provider lists.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 
 from fastapi import Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse
-from nicegui import app, ui
+from nicegui import Client, app, ui
+from nicegui.page import page as nicegui_page
+from starlette.exceptions import HTTPException
 
 from backend.errors import ApiError
 from backend.jobs.public import job_data
@@ -22,7 +26,7 @@ from backend.system import System
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
 from components.job_list import JobList
-from components.job_page import JobDetail, not_found
+from components.job_page import JobDetail, not_found, unknown_route
 from components.login import login_page
 from components.session import RENEW_PATH, studio_user, take_up_renewal
 from components.theme import frame
@@ -72,6 +76,19 @@ def register_pages(system: System) -> None:
     async def renew_session(request: Request) -> RedirectResponse:
         """Sign-in and sign-out land here with a fresh session id (components/session.py)."""
         return RedirectResponse(take_up_renewal(request), status_code=303)
+
+    async def studio_not_found(request: Request, error: HTTPException) -> Response:
+        """A branded page for an unknown studio route, in the studio's frame (NiceGUI's own says
+        "HTTPException: 404"). Endpoints that are not pages keep their JSON answer, as in NiceGUI."""
+        endpoint = request.scope.get("endpoint")
+        if endpoint is not None and endpoint is not app and not request.scope.get("nicegui_page_path"):
+            return await http_exception_handler(request, error)
+        logging.getLogger("nicegui").warning(f"{request.url} not found")  # as NiceGUI logs it (without the query)
+        with Client(nicegui_page(""), request=request) as client, frame(system, "Page not found · promptreel"):
+            unknown_route(request.url.path)
+        return client.build_response(request, 404)
+
+    app.state.studio_not_found = studio_not_found
 
     @ui.page("/login")
     async def login() -> RedirectResponse | None:

@@ -76,6 +76,21 @@ def not_found(job_id: str) -> None:
         ).props("unelevated no-caps")
 
 
+def unknown_route(path: str) -> None:
+    """The studio's page for an address it does not have."""
+    with (
+        ui.card()
+        .classes("pr-card w-full max-w-xl mx-auto p-8 items-center text-center gap-3")
+        .props("flat data-testid=page-not-found")
+    ):
+        ui.icon("explore_off", size="56px").classes("text-primary")
+        ui.label("There is no such page").classes("text-xl font-bold")
+        ui.label(f"The studio has nothing at “{path[:200]}”. The link may be mistyped or out of date.").classes("pr-muted")
+        ui.button("Back to the studio", icon="arrow_back", on_click=lambda: ui.navigate.to("/"), color=None).classes(
+            "pr-gradient-btn mt-2"
+        ).props("unelevated no-caps")
+
+
 class JobDetail:
     def __init__(self, system: System, job: JobData, user: User = LOCAL_USER):
         self.system = system
@@ -118,8 +133,8 @@ class JobDetail:
                     self.video_button = ui.button("Video", icon="download", color=None).props(
                         f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download aria-label="Download video" data-testid=download-video'
                     )
-                    ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
-                        'flat round aria-label="Remove from history" data-testid=remove'
+                    ui.button("Remove", icon="delete_outline", on_click=self.confirm_remove, color=None).props(
+                        'flat no-caps aria-label="Remove from history" data-testid=remove'
                     ).tooltip("Remove from history")
             with ui.row().classes("w-full items-center gap-3 no-wrap"):
                 self.bar = (

@@ -276,7 +276,7 @@ def test_remove_with_confirmation_search_filter_and_dark_mode(page: Page, studio
     statuses = page.locator("[data-testid=job-status]").all_inner_texts()
     assert statuses and set(statuses) == {"Cancelled"}, statuses
     # dark mode is remembered across pages
-    page.get_by_label("Switch to dark mode").click()
+    page.get_by_test_id("dark-toggle").click()  # from "follows the system" (light here)
     dark = re.compile("body--dark")
     expect(page.locator("body")).to_have_class(dark)
     page.reload()
@@ -441,7 +441,7 @@ def test_gallery_screenshots_of_real_jobs(browser: Browser, tmp_path: Path):
         phone.close()
 
         assert wait_for_job(server, running["id"], ("completed", "failed", "cancelled"))["status"] == "completed"
-        page.get_by_label("Switch to dark mode").click()
+        page.get_by_test_id("dark-toggle").click()  # from "follows the system" (light here)
         expect(page.locator("body")).to_have_class(re.compile("body--dark"))
         page.mouse.move(0, 0)
         page.evaluate("document.activeElement.blur()")

@@ -245,3 +245,13 @@ def test_the_readme_links_nothing_outside_the_repository():
     links = re.findall(r"\]\(([^)#\s]+)", (root / "README.md").read_text())
     outside = [link for link in links if "://" not in link and not (root / link).resolve().is_relative_to(root)]
     assert links and not outside, outside
+
+
+def test_an_unknown_route_gets_the_studios_own_page(shared_server: Server):
+    with shared_server.client() as api:
+        page = api.get("/no/such/page")
+        api_route = api.get("/api/v1/no-such-route")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "There is no such page" in page.text and "Back to the studio" in page.text
+    assert "HTTPException" not in page.text
+    assert api_route.status_code == 404 and api_route.json()["code"] == "NOT_FOUND"  # the API still answers JSON

@@ -8,6 +8,7 @@ needs no pytest plugin and does not touch the other tests' configuration.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -363,8 +364,14 @@ async def test_unknown_job_page_is_friendly(studio: Studio):
 async def test_dark_mode_is_remembered(studio: Studio):
     await studio.user.open("/")
     (dark,) = studio.user.find(kind=ui.dark_mode).elements
-    assert dark.value is False
+    assert dark.value is None  # follows the system until the user chooses
+    studio.user.javascript_rules[re.compile(".*body--dark")] = lambda _: False  # the system shows light
     studio.user.find(marker="dark-toggle").click()
+    await studio.user.should_see(marker="dark-toggle")
+    for _ in range(RETRIES):  # the click asks the browser what it shows, then switches
+        if dark.value is not None:
+            break
+        await asyncio.sleep(0.1)
     assert dark.value is True
     await studio.user.open("/")  # a new page for the same browser
     (dark,) = studio.user.find(kind=ui.dark_mode).elements
