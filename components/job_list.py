@@ -255,6 +255,7 @@ class JobList:
 
     def _on_events(self, events: list[Event]) -> None:
         touched: set[str] = set()
+        imaged: set[str] = set()  # cards whose image step just completed: their metadata grew
         reload = False
         statuses = self.statuses
         for event in events:
@@ -265,6 +266,8 @@ class JobList:
             elif card is not None:
                 card.apply(event)
                 touched.add(job_id)
+                if kind == "step_update" and data.get("id") == "image_generation" and data.get("status") == "completed":
+                    imaged.add(job_id)
                 if statuses and card.job["status"] not in statuses:
                     reload = True  # it left the filter
             elif kind in JOB_EVENTS:
@@ -280,6 +283,10 @@ class JobList:
                     reload = True  # a new job: it goes on top
         for job_id in touched:
             self.cards[job_id].render()
+        for job_id in imaged:  # what the local renderer drew is in the metadata, not in the events
+            record = self.system.store.get(job_id)
+            if record is not None and job_id in self.cards:
+                self.cards[job_id].show(job_data(record))
         if reload:
             self._request_reload()
 
