@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from backend.jobs.request import validate_request
 from backend.render.prompt_scene import understanding
 from components.job_form import EXAMPLE_PROMPTS, JobForm
 
 from . import test_studio_user
 from .conftest import EventStream, Server, ends_job, local_job, open_stream
-from .test_studio_user import _JOB_LISTS, Studio, stored_job
+from .test_studio_user import _JOB_LISTS, _STATUS_BARS, Studio, after_flush, stored_job
 
 # The studio's fixtures (a System, the real pages, NiceGUI's simulated user), shared by name.
 studio = test_studio_user.studio
@@ -255,3 +256,19 @@ def test_an_unknown_route_gets_the_studios_own_page(shared_server: Server):
     assert "There is no such page" in page.text and "Back to the studio" in page.text
     assert "HTTPException" not in page.text
     assert api_route.status_code == 404 and api_route.json()["code"] == "NOT_FOUND"  # the API still answers JSON
+
+
+async def test_the_header_count_agrees_with_the_job_page_when_the_job_ends(studio: Studio):
+    await studio.user.open("/")
+    completed: asyncio.Future = asyncio.get_running_loop().create_future()
+    stop = studio.system.bus.listen(
+        lambda event: event["type"] == "job_completed" and not completed.done() and completed.set_result(event)
+    )
+    try:
+        record = await studio.system.jobs.create(validate_request(local_job("A snowy lake at dawn", seed=1)))
+        await studio.user.open(f"/jobs/{record.job.id}")
+        status_bar = _STATUS_BARS[-1]
+        await asyncio.wait_for(completed, 120)
+    finally:
+        stop()
+    await after_flush([studio.user], lambda: status_bar.active.text == "0")
