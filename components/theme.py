@@ -138,6 +138,8 @@ body.body--dark .pr-log { background: rgba(255, 255, 255, 0.04); }
 .pr-icon-btn { color: var(--pr-muted); }
 .pr-icon-btn:hover, .pr-icon-btn:focus-visible { color: var(--pr-violet); }
 a.pr-plain { color: inherit; text-decoration: none; }
+/* a long prompt scrolls inside its box: start the box below the floating label, so no line passes under it */
+.q-textarea.q-field--labeled .q-field__native { margin-top: 10px; }
 :focus-visible { outline: 2px solid var(--pr-violet); outline-offset: 2px; }
 """.replace("FONT_STACK", FONT_STACK)
 
