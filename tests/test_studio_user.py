@@ -368,7 +368,7 @@ async def test_dark_mode_is_remembered(studio: Studio):
     studio.user.javascript_rules[re.compile(".*body--dark")] = lambda _: False  # the system shows light
     studio.user.find(marker="dark-toggle").click()
     await studio.user.should_see(marker="dark-toggle")
-    for _ in range(RETRIES):  # the click asks the browser what it shows, then switches
+    for _ in range(3 * RETRIES):  # the click asks the browser what it shows, then switches
         if dark.value is not None:
             break
         await asyncio.sleep(0.1)
