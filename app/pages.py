@@ -10,11 +10,15 @@ to the form's provider lists.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 
 from fastapi import Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse
-from nicegui import app, ui
+from nicegui import Client, app, ui
+from nicegui.page import page as nicegui_page
+from starlette.exceptions import HTTPException
 
 from backend.errors import ApiError
 from backend.jobs.public import job_data
@@ -22,7 +26,7 @@ from backend.system import System
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
 from components.job_list import JobList
-from components.job_page import JobDetail, not_found
+from components.job_page import JobDetail, not_found, unknown_route
 from components.login import login_page
 from components.session import RENEW_PATH, studio_user, take_up_renewal
 from components.theme import frame
@@ -35,6 +39,8 @@ from components.theme import frame
 RECONNECT_SECONDS = 15.0
 #: Thumbnails kept in memory (about 15 kB each); the list shows 20 at a time.
 THUMBNAIL_CACHE_SIZE = 500
+#: A search longer than this, from the URL, is cut (the search box itself has no use for more).
+MAX_SEARCH_LENGTH = 200
 
 
 def register_pages(system: System) -> None:
@@ -71,6 +77,19 @@ def register_pages(system: System) -> None:
         """Sign-in and sign-out land here with a fresh session id (components/session.py)."""
         return RedirectResponse(take_up_renewal(request), status_code=303)
 
+    async def studio_not_found(request: Request, error: HTTPException) -> Response:
+        """A branded page for an unknown studio route, in the studio's frame (NiceGUI's own says
+        "HTTPException: 404"). Endpoints that are not pages keep their JSON answer, as in NiceGUI."""
+        endpoint = request.scope.get("endpoint")
+        if endpoint is not None and endpoint is not app and not request.scope.get("nicegui_page_path"):
+            return await http_exception_handler(request, error)
+        logging.getLogger("nicegui").warning(f"{request.url} not found")  # as NiceGUI logs it (without the query)
+        with Client(nicegui_page(""), request=request) as client, frame(system, "Page not found · promptreel"):
+            unknown_route(request.url.path)
+        return client.build_response(request, 404)
+
+    app.state.studio_not_found = studio_not_found
+
     @ui.page("/login")
     async def login() -> RedirectResponse | None:
         if studio_user(system) is not None:
@@ -79,21 +98,22 @@ def register_pages(system: System) -> None:
         return None
 
     @ui.page("/", reconnect_timeout=RECONNECT_SECONDS)
-    async def studio() -> RedirectResponse | None:
+    async def studio(q: str = "", status: str = "all") -> RedirectResponse | None:
         user = studio_user(system)
         if user is None:
             return RedirectResponse("/login")
         # The providers' first key checks (at most a moment, once): a refused key shows from the start.
         await system.providers.check_keys()
-        with frame(system, "promptreel studio") as status:
+        with frame(system, "promptreel studio") as status_bar:
             with ui.element("div").classes(
                 "w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"
             ):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
                     form = JobForm(system, user=user)
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
-                    JobList(system, on_prefill=form.prefill, user=user)
-            status.on_providers_change(form.set_providers)
+                    jobs = JobList(system, on_prefill=form.prefill, user=user, search=q[:MAX_SEARCH_LENGTH], status=status)
+            form.on_created = jobs.reveal
+            status_bar.on_providers_change(form.set_providers)
         return None
 
     @ui.page("/jobs/{job_id}", reconnect_timeout=RECONNECT_SECONDS)

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     media_retention_days: float = Field(0, ge=0, validation_alias="PROMPTREEL_MEDIA_RETENTION_DAYS")
     #: Log prompts in full (default: their length only).
     log_prompts: bool = Field(False, validation_alias="PROMPTREEL_LOG_PROMPTS")
+    #: One info line per answered HTTP request and per WebSocket session (default: only refusals and errors).
+    log_requests: bool = Field(False, validation_alias="PROMPTREEL_LOG_REQUESTS")
     #: Wrong API tokens one client address may send per minute; more are refused with 429 (0: no limit).
     auth_failures_per_minute: int = Field(10, ge=0, validation_alias="PROMPTREEL_AUTH_FAILURES_PER_MINUTE")
     #: Jobs one /ws connection may subscribe to at once.

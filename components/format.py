@@ -90,3 +90,19 @@ def utc_time(value: str | None, with_date: bool = False) -> str:
 
 def provider_name(name: str | None) -> str:
     return PROVIDER_SHORT.get(name or "", name or "—")
+
+
+#: Under a local job whose prompt has words the local renderer cannot draw: where to go instead.
+LOCAL_RENDERER_HINT = (
+    "The local renderer draws landscapes, skies, weather and a few things (boats, lighthouses, castles, houses, "
+    "balloons, birds, figures, cars). For other subjects choose DALL-E 3 or FLUX.1 (an API key; docs/providers.md)."
+)
+
+
+def understood(metadata: dict) -> tuple[str, str] | None:
+    """What the local renderer drew of the prompt and what it could not, as the studio says it;
+    None for a job it did not render (the metadata has no such words)."""
+    if "understoodWords" not in metadata:
+        return None
+    drawn = ", ".join(metadata.get("understoodWords") or []) or "none of its words (a scene chosen from the prompt)"
+    return drawn, ", ".join(metadata.get("notUnderstoodWords") or [])

@@ -48,10 +48,10 @@ async def cancel_job(system: System, job_id: str, anchor: Element | None = None,
         await system.jobs.cancel(job_id, user)
     except ApiError as error:
         with _inside(anchor):
-            ui.notify(error.message, type="warning")
+            ui.notify(error.message, type="warning", position="top")
         return False
     with _inside(anchor):
-        ui.notify("Job cancelled.", icon="stop_circle")
+        ui.notify("Job cancelled.", icon="stop_circle", position="top")
     return True
 
 
@@ -61,10 +61,10 @@ async def rerun_job(system: System, job: JobData, anchor: Element | None = None,
         return await system.jobs.create(validate_request(rerun_request(job)), user)
     except ValidationError as error:
         with _inside(anchor):
-            ui.notify(describe(error.errors())[0], type="negative")
+            ui.notify(describe(error.errors())[0], type="negative", position="top")
     except ApiError as error:
         with _inside(anchor):
-            ui.notify(error.message, type="negative")
+            ui.notify(error.message, type="negative", position="top")
     return None
 
 
@@ -110,6 +110,20 @@ async def remove_job(
         await system.jobs.remove(job["id"], user)
     except ApiError as error:
         with _inside(anchor):
-            ui.notify(error.message, type="warning")
+            ui.notify(error.message, type="warning", position="top")
         return False
     return True
+
+
+def job_started_toast(job_id: str, note: str = "") -> None:
+    """The one toast a new job gets: where it is, with an action that opens its page."""
+    ui.notify(
+        f"Job started.{' ' + note if note else ''}",
+        type="positive",
+        icon="movie_filter",
+        position="top",
+        timeout=4000,
+        actions=[
+            {"label": "Open", "color": "white", "href": f"/jobs/{job_id}", "noCaps": True, "aria-label": "Open the new job"}
+        ],
+    )

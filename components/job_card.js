@@ -37,6 +37,12 @@ export default {
               <div class="pr-step-label w-8">{{ step.progress }}%</div>
             </div>
           </div>
+          <div v-if="job.drew" class="text-xs pr-understood" data-testid="job-understood">
+            <span class="pr-muted">Drew:</span> {{ job.drew }}<template v-if="job.notUnderstood"> ·
+            <span class="pr-muted">Not understood:</span> <span class="font-semibold">{{ job.notUnderstood }}</span>
+            <q-icon name="help_outline" size="14px" class="pr-muted" tabindex="0" role="img"
+                    aria-label="What the local renderer can draw"><q-tooltip max-width="320px">{{ hint }}</q-tooltip></q-icon></template>
+          </div>
           <div v-if="job.error" class="pr-error-text" data-testid="job-error">{{ job.error }}</div>
           <div class="nicegui-row row w-full items-center justify-between gap-2 pt-0.5">
             <div class="nicegui-row row items-center gap-3 text-xs pr-muted">
@@ -72,6 +78,7 @@ export default {
   `,
   props: {
     job: Object,
+    hint: String,
   },
   data() {
     return { thumbnailMissing: false };

@@ -19,6 +19,7 @@ from backend.jobs.public import media_path
 
 from .format import (
     FINISHED_STATUSES,
+    LOCAL_RENDERER_HINT,
     STEP_TITLES,
     UNFINISHED_STATUSES,
     between,
@@ -27,6 +28,7 @@ from .format import (
     provider_name,
     status_classes,
     status_label,
+    understood,
 )
 
 JobData = dict[str, Any]
@@ -74,6 +76,7 @@ class JobCard(Element, component="job_card.js"):
         on_remove: Action,
     ):
         super().__init__()
+        self._props["hint"] = LOCAL_RENDERER_HINT
         self.link = link
         self.job = job
         self._actions: dict[str, Action] = {"cancel": on_cancel, "rerun": on_rerun, "prefill": on_prefill, "remove": on_remove}
@@ -125,6 +128,7 @@ class JobCard(Element, component="job_card.js"):
         finished = status in FINISHED_STATUSES
         cost = job.get("cost") or {}
         has_image = bool(job.get("image_url"))
+        drawn, not_understood = understood(meta) or ("", "")
         return {
             "id": job_id,
             "href": f"/jobs/{job_id}",
@@ -148,6 +152,8 @@ class JobCard(Element, component="job_card.js"):
                 for step in job.get("steps", [])
             ],
             "error": (job.get("error") or "") if status == "failed" else "",
+            "drew": drawn,  # what the local renderer understood of the prompt (empty for other providers)
+            "notUnderstood": not_understood,
             # The browser runs the clock (theme.CLOCK_JS); the server sets the start and, once finished, the end.
             "elapsedFrom": job.get("created_at"),
             "elapsedTo": job.get("updated_at") if finished else None,
@@ -173,4 +179,13 @@ class JobCard(Element, component="job_card.js"):
     def _displayed_contents(self, *, only_visible: bool) -> list:
         """The texts the card shows (NiceGUI's element filter, and so its simulated user, reads these)."""
         view = self.view
-        return [view["prompt"], view["statusLabel"], f"{view['progress']}%", view["error"], view["cost"], view["providers"]]
+        understanding = [f"Drew: {view['drew']}", f"Not understood: {view['notUnderstood']}"] if view["drew"] else []
+        return [
+            view["prompt"],
+            view["statusLabel"],
+            f"{view['progress']}%",
+            view["error"],
+            view["cost"],
+            view["providers"],
+            *understanding,
+        ]

@@ -2,12 +2,19 @@
 
 It validates through `backend.jobs.request.validate_request` and creates jobs through
 `JobService.create`, exactly as the REST API does, so it refuses the same things with the
-same words (`describe()` of the validation error, or the ApiError's message).
+same words (`describe()` of the validation error, or the ApiError's message), shown at the
+field they concern (Quasar's error state) when there is one.
+
+One click makes one job: the button is disabled while the request is in flight, and each
+submission carries an idempotency key; a repeat of the same submission within
+REPEAT_WINDOW (a double click, Ctrl+Enter pressed twice) reuses its key and makes no new job.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -32,10 +39,26 @@ from backend.store.jobs import JobRecord
 from backend.system import System
 
 from .format import PROVIDER_SHORT, money
+from .job_actions import job_started_toast
 from .job_card import set_visible
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
+#: What "High" changes with each image provider (the video providers ignore the quality).
+QUALITY_HINTS = {
+    "local": "High: painted at 2× and scaled down, smoother edges and finer grain, about 4× the time.",
+    "dalle3": "High: DALL-E 3 “hd”, finer detail, at a higher price.",
+    "flux1": "High: FLUX1.1 [pro] instead of FLUX.1 [schnell], at a higher price.",
+}
+#: Seconds during which the same submission again is taken for a repeat of the first (no new job).
+REPEAT_WINDOW = 2.0
+#: Prompts the local renderer draws every word of (tests/test_render_understanding.py checks): one click fills the form.
+EXAMPLE_PROMPTS = (
+    "A red hot-air balloon over desert dunes at sunrise",
+    "A neon city at night in the rain",
+    "A snowy lake at dawn, pine forest and mountains",
+    "A lighthouse on the coast at golden hour, boats and gulls",
+)
 PLACEHOLDER = "A lighthouse on a basalt cliff at golden hour, waves rolling in, gulls in the wind…"
 
 #: The option template: the provider's name, and under an unavailable one, what to set.
@@ -111,6 +134,9 @@ class JobForm:
         self.system = system
         self.on_created = on_created
         self._busy = False
+        #: The last submission that made a job: its request data, idempotency key, when, and the job.
+        self._last_submission: tuple[dict[str, Any], str, float, JobRecord] | None = None
+        self.idempotency_key = ""  # the key of the submission in flight or last sent
         image_infos = system.providers.image_providers()
         video_infos = system.providers.video_providers()
         with ui.card().classes("pr-card w-full p-5 gap-4").props('flat role=form aria-label="New job"'):
@@ -118,11 +144,14 @@ class JobForm:
                 with ui.column().classes("gap-0"):
                     ui.label("New reel").classes("pr-section-title")
                     ui.label("Describe a scene; get a picture and a short video of it.").classes("text-xs pr-muted")
-                ui.icon("auto_awesome", size="22px").classes("text-primary")
+                ui.icon("auto_awesome", size="22px").classes("text-primary opacity-60").props('aria-hidden="true"')
             self.prompt = (
                 ui.textarea(label="Prompt", placeholder=PLACEHOLDER, on_change=self._on_prompt_change)
                 .classes("w-full")
-                .props('outlined autogrow input-style="min-height: 6.5rem" aria-label="Prompt" data-testid=prompt')
+                .props(
+                    'outlined autogrow input-style="min-height: 6.5rem; max-height: 16rem; overflow-y: auto" '
+                    'aria-label="Prompt" data-testid=prompt'
+                )
             )
             self.prompt.mark("prompt")
             self.prompt.on("keydown.ctrl.enter", self.submit)
@@ -133,6 +162,15 @@ class JobForm:
                     ui.label(f"0 / {MAX_PROMPT_LENGTH}").props("aria-live=polite data-testid=prompt-count").mark("prompt-count")
                 )
 
+            with ui.row().classes("w-full items-center gap-1.5 -mt-1").props("data-testid=examples") as self.examples:
+                ui.label("Try:").classes("text-xs pr-muted")
+                for example in EXAMPLE_PROMPTS:
+                    ui.chip(
+                        example.split(",")[0].removeprefix("A ").capitalize(),
+                        on_click=lambda example=example: self.use_example(example),
+                    ).props(f'dense clickable outline color=primary aria-label="Use the example prompt: {example}"').classes(
+                        "text-xs"
+                    ).mark("example")
             with ui.element("div").classes("w-full grid grid-cols-1 sm:grid-cols-2 gap-3"):
                 self.provider = ProviderSelect(image_infos, label="Image provider", value=first_available(image_infos))
                 self.provider.props("data-testid=image-provider").mark("image-provider")
@@ -167,8 +205,15 @@ class JobForm:
                 with ui.column().classes("gap-1"):
                     ui.label("Quality").classes("text-xs pr-muted")
                     self.quality = ui.toggle(QUALITY_LABELS, value="standard", on_change=self._update_estimate).props(
-                        'no-caps unelevated toggle-color=primary rounded aria-label="Quality" data-testid=quality'
+                        'no-caps unelevated toggle-color=primary rounded aria-label="Quality" '
+                        "aria-describedby=quality-hint data-testid=quality"
                     )
+            self.quality_hint = (
+                ui.label()
+                .classes("w-full -mt-2 text-xs pr-muted")
+                .props("id=quality-hint data-testid=quality-hint")
+                .mark("quality-hint")
+            )
             with ui.row().classes("w-full items-start gap-2 no-wrap"):
                 self.seed = (
                     ui.input(label="Seed", placeholder="random")
@@ -199,6 +244,13 @@ class JobForm:
                     .props('unelevated no-caps no-wrap aria-label="Generate (Ctrl+Enter)" data-testid=generate')
                     .mark("generate")
                 )
+        #: The fields a refusal can be about (`describe()`'s field, or an ApiError's details.field).
+        self.fields: dict[str, ui.input | ui.textarea | ui.select] = {
+            "prompt": self.prompt,
+            "settings.seed": self.seed,
+            "settings.imageSize": self.size,
+        }
+        self.seed.on_value_change(lambda: self._clear_field(self.seed))
         self._update_estimate()
 
     # -- providers ----------------------------------------------------------------
@@ -257,6 +309,11 @@ class JobForm:
         self._update_estimate()
         self.prompt.run_method("focus")
 
+    def use_example(self, prompt: str) -> None:
+        """Fill the prompt with an example the local renderer draws well (the other settings stay)."""
+        self.prompt.value = prompt
+        self.prompt.run_method("focus")
+
     def roll_seed(self) -> None:
         self.seed.value = str(secrets.randbelow(MAX_SEED + 1))
 
@@ -269,10 +326,10 @@ class JobForm:
             add="text-negative font-bold" if length > MAX_PROMPT_LENGTH else "",
             remove="" if length > MAX_PROMPT_LENGTH else "text-negative font-bold",
         )
-        if self.error.visible:
-            self._show_error(None)
+        self._clear_field(self.prompt)
 
     def _update_estimate(self) -> None:
+        self.quality_hint.text = QUALITY_HINTS.get(self.provider.value, "")
         try:
             settings = GenerateSettings.model_construct(
                 imageSize=self.size.value,
@@ -294,30 +351,61 @@ class JobForm:
         else:
             self.estimate_detail.text = f"image {money(cost['imageGeneration'])} + video {money(cost['videoGeneration'])}"
 
-    def _show_error(self, message: str | None) -> None:
+    def _clear_field(self, field: ui.input | ui.textarea | ui.select) -> None:
+        if field.error is not None:
+            field.error = None
+        if self.error.visible:
+            self._show_error(None)
+
+    def _show_error(self, message: str | None, field: str | None = None) -> None:
+        """Show a refusal at the field it concerns (red outline, the sentence below it), or,
+        when it concerns none of the form's fields, above the button."""
+        element = self.fields.get(field or "")
+        for other in self.fields.values():
+            if other is not element and other.error is not None:
+                other.error = None
+        if message and element is not None:
+            element.error = message
+            element.run_method("focus")
+            message = None
         self.error.text = message or ""
         self.error.visible = bool(message)
+
+    def _repeat_of_last(self, data: dict[str, Any]) -> JobRecord | None:
+        """The job the same submission made a moment ago (a double click), if any."""
+        last = self._last_submission
+        if last is not None and last[0] == data and time.monotonic() - last[2] < REPEAT_WINDOW:
+            return last[3]
+        return None
 
     async def submit(self) -> JobRecord | None:
         if self._busy:
             return None
+        data = self.request_data()
+        if self._repeat_of_last(data) is not None:
+            return None  # the same submission again within a moment: it made its job already
         try:
-            request = validate_request(self.request_data())
+            request = validate_request(data)
         except ValidationError as error:
-            self._show_error(describe(error.errors())[0])
+            self._show_error(*describe(error.errors()))
             return None
         self._busy = True
+        self.idempotency_key = uuid.uuid4().hex  # one per submission; a repeat reuses it (above)
+        self.button.disable()
         try:
             record = await self.system.jobs.create(request, self.user)
         except ApiError as error:
-            self._show_error(error.message)
+            self._show_error(error.message, error.details.get("field"))
             return None
         finally:
             self._busy = False
+            self.button.enable()
+        self._last_submission = (data, self.idempotency_key, time.monotonic(), record)
         self._show_error(None)
-        ui.notify("Job started — it is at the top of your jobs.", type="positive", icon="movie_filter", position="bottom-right")
         if self.on_created:
             result = self.on_created(record)
             if hasattr(result, "__await__"):
                 await result
+        else:
+            job_started_toast(record.job.id)
         return record

@@ -10,13 +10,19 @@ about jobs this tab does not show are dropped as they arrive unless they may cha
 (a new job, a status change); re-reading the page happens at most once per RELOAD_INTERVAL
 (a burst of fifty new jobs makes a few reads, not fifty); and a re-read re-points the page's
 existing cards at the jobs that came in rather than deleting cards and making new ones.
+
+The search and the status filter live in the page's URL (`?q=...&status=...`), so a reload or
+a shared link keeps them. A job the viewer just made is always shown (`reveal`): a filter that
+would hide it is cleared, and its card is scrolled into view.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from nicegui import ui
 
@@ -28,7 +34,7 @@ from backend.store.models import JobStatus
 from backend.system import System
 
 from .format import FINISHED_STATUSES, UNFINISHED_STATUSES, status_label
-from .job_actions import cancel_job, remove_job, rerun_job
+from .job_actions import cancel_job, job_started_toast, remove_job, rerun_job
 from .job_card import JobCard, JobData
 from .live import client_feed
 from .session import media_link
@@ -46,6 +52,14 @@ MAX_REMEMBERED = 5000
 #: Seconds between two re-reads of the page caused by events, at least (the viewer's own
 #: searches, filters and page changes are read at once).
 RELOAD_INTERVAL = 1.0
+#: Scrolls a job's card into view once the browser has drawn it (a few frames after the update).
+SCROLL_INTO_VIEW_JS = """
+(() => { let tries = 0; const id = %s; const look = () => {
+  const card = document.querySelector(`[data-testid="job-card"][data-job-id="${id}"]`);
+  if (card) card.scrollIntoView({block: 'center', behavior: 'smooth'});
+  else if (tries++ < 120) requestAnimationFrame(look);
+}; look(); })();
+"""
 
 
 class JobList:
@@ -56,6 +70,8 @@ class JobList:
         on_prefill: Callable[[JobData], Any] | None = None,
         page_size: int = PAGE_SIZE,
         user: User = LOCAL_USER,
+        search: str = "",
+        status: str = "all",
     ):
         self.user = user
         self.system = system
@@ -63,8 +79,8 @@ class JobList:
         self.page_size = page_size
         self.page = 1
         self.total = 0
-        self.filter = "all"
-        self.search = ""
+        self.filter = status if status in STATUS_FILTERS else "all"
+        self.search = search.strip()
         self.cards: dict[str, JobCard] = {}
         self._seen: dict[str, str] = {}
         self._loop = asyncio.get_running_loop()
@@ -82,7 +98,7 @@ class JobList:
                         .mark("job-summary")
                     )
                 self.search_input = (
-                    ui.input(placeholder="Search prompts", on_change=self._on_search)
+                    ui.input(placeholder="Search prompts", value=self.search, on_change=self._on_search)
                     .classes("w-full sm:w-64")
                     .props('outlined dense clearable debounce=300 aria-label="Search prompts" data-testid=search')
                     .mark("search")
@@ -93,7 +109,7 @@ class JobList:
                     ui.select(
                         {key: label for key, (label, _) in STATUS_FILTERS.items()},
                         label="Status",
-                        value="all",
+                        value=self.filter,
                         on_change=self._on_filter,
                     )
                     .classes("w-full sm:w-48")
@@ -208,7 +224,7 @@ class JobList:
         if self.total == 0:
             self.summary.text = "No matching jobs" if filtered else "No jobs yet"
         elif pages == 1:
-            self.summary.text = f"{self.total:,} {noun}" + (" match" if filtered else "")
+            self.summary.text = f"{self.total:,} {noun}" + ((" matches" if self.total == 1 else " match") if filtered else "")
         else:
             self.summary.text = f"{first:,}–{last:,} of {self.total:,} {noun}"
         self.empty.visible = self.total == 0
@@ -216,7 +232,7 @@ class JobList:
             self.empty_title.text = "Nothing matches"
             self.empty_hint.text = "Try another word or status."
         else:
-            self.empty_title.text = "No jobs yet — describe a scene above"
+            self.empty_title.text = "No jobs yet — describe a scene in the form"
             self.empty_hint.text = "Your pictures and videos will appear here, live, as they are made."
         self.pager.visible = pages > 1
         if self.pager.max != pages:
@@ -237,6 +253,7 @@ class JobList:
 
     def _on_events(self, events: list[Event]) -> None:
         touched: set[str] = set()
+        imaged: set[str] = set()  # cards whose image step just completed: their metadata grew
         reload = False
         statuses = self.statuses
         for event in events:
@@ -247,6 +264,8 @@ class JobList:
             elif card is not None:
                 card.apply(event)
                 touched.add(job_id)
+                if kind == "step_update" and data.get("id") == "image_generation" and data.get("status") == "completed":
+                    imaged.add(job_id)
                 if statuses and card.job["status"] not in statuses:
                     reload = True  # it left the filter
             elif kind in JOB_EVENTS:
@@ -262,21 +281,58 @@ class JobList:
                     reload = True  # a new job: it goes on top
         for job_id in touched:
             self.cards[job_id].render()
+        for job_id in imaged:  # what the local renderer drew is in the metadata, not in the events
+            record = self.system.jobs.find(job_id, self.user)
+            if record is not None and job_id in self.cards:
+                self.cards[job_id].show(job_data(record))
         if reload:
             self._request_reload()
 
     # -- filters --------------------------------------------------------------------
 
     def _on_search(self) -> None:
-        self.search = (self.search_input.value or "").strip()
+        search = (self.search_input.value or "").strip()
+        if search == self.search:
+            return
+        self.search = search
         self.page = 1
         self.reload()
+        self._update_url()
 
     def _on_filter(self) -> None:
-        self.filter = self.status_select.value or "all"
+        status = self.status_select.value or "all"
+        if status == self.filter:
+            return
+        self.filter = status
         self.page = 1
         self._seen.clear()
         self.reload()
+        self._update_url()
+
+    def _update_url(self) -> None:
+        """Keep the search and the filter in the address bar (no new history entry for each keystroke)."""
+        query = {key: value for key, value in (("q", self.search), ("status", self.filter)) if value and value != "all"}
+        with self.root:
+            ui.navigate.history.replace("/" + (f"?{urlencode(query)}" if query else ""))
+
+    def reveal(self, record: JobRecord) -> None:
+        """Show a job the viewer just made: on the first page, with a filter that would hide it
+        cleared (and the toast says so), its card scrolled into view."""
+        job_id = record.job.id
+        note = ""
+        self.page = 1
+        self.reload()
+        if job_id not in self.cards and (self.search or self.filter != "all"):
+            self.search, self.filter = "", "all"
+            self.search_input.value = ""  # their change handlers see nothing new: one reload below
+            self.status_select.value = "all"
+            self._seen.clear()
+            self.reload()
+            self._update_url()
+            note = "The search and status filter were cleared to show it."
+        with self.root:
+            job_started_toast(job_id, note)
+            ui.run_javascript(SCROLL_INTO_VIEW_JS % json.dumps(job_id))
 
     def _on_page(self) -> None:
         page = int(self.pager.value or 1)
@@ -292,8 +348,7 @@ class JobList:
     async def rerun(self, job: JobData) -> JobRecord | None:
         record = await rerun_job(self.system, job, self.root, self.user)
         if record is not None:
-            with self.root:
-                ui.notify("Started again with the same settings.", type="positive", icon="replay")
+            self.reveal(record)
         return record
 
     def prefill(self, job: JobData) -> None:
@@ -301,6 +356,4 @@ class JobList:
             self.on_prefill(job)
 
     async def confirm_remove(self, job: JobData) -> None:
-        if await remove_job(self.system, job, self.root, user=self.user):
-            with self.root:
-                ui.notify("Job removed.", icon="delete")
+        await remove_job(self.system, job, self.root, user=self.user)  # the card goes: no toast needed

@@ -22,6 +22,7 @@ from backend.system import System
 
 from .format import (
     FINISHED_STATUSES,
+    LOCAL_RENDERER_HINT,
     STEP_STATUS_ICONS,
     UNFINISHED_STATUSES,
     between,
@@ -29,6 +30,7 @@ from .format import (
     money,
     status_classes,
     status_label,
+    understood,
     utc_time,
 )
 from .job_actions import cancel_job, remove_job, rerun_job
@@ -47,6 +49,8 @@ KNOWN_METADATA = {
     "videoModel",
     "videoWidth",
     "videoHeight",
+    "understoodWords",  # shown in the image card: what the local renderer drew
+    "notUnderstoodWords",
 }
 
 
@@ -61,6 +65,21 @@ def not_found(job_id: str) -> None:
         ui.label(
             f"There is no job with the id “{job_id}”. It may have been removed from the history, or the link is incomplete."
         ).classes("pr-muted")
+        ui.button("Back to the studio", icon="arrow_back", on_click=lambda: ui.navigate.to("/"), color=None).classes(
+            "pr-gradient-btn mt-2"
+        ).props("unelevated no-caps")
+
+
+def unknown_route(path: str) -> None:
+    """The studio's page for an address it does not have."""
+    with (
+        ui.card()
+        .classes("pr-card w-full max-w-xl mx-auto p-8 items-center text-center gap-3")
+        .props("flat data-testid=page-not-found")
+    ):
+        ui.icon("explore_off", size="56px").classes("text-primary")
+        ui.label("There is no such page").classes("text-xl font-bold")
+        ui.label(f"The studio has nothing at “{path[:200]}”. The link may be mistyped or out of date.").classes("pr-muted")
         ui.button("Back to the studio", icon="arrow_back", on_click=lambda: ui.navigate.to("/"), color=None).classes(
             "pr-gradient-btn mt-2"
         ).props("unelevated no-caps")
@@ -110,8 +129,8 @@ class JobDetail:
                         f'flat no-caps href="{media_link(system, media_path(self.job_id, "video"))}" download'
                         ' aria-label="Download video" data-testid=download-video'
                     )
-                    ui.button(icon="delete_outline", on_click=self.confirm_remove, color=None).props(
-                        'flat round aria-label="Remove from history" data-testid=remove'
+                    ui.button("Remove", icon="delete_outline", on_click=self.confirm_remove, color=None).props(
+                        'flat no-caps aria-label="Remove from history" data-testid=remove'
                     ).tooltip("Remove from history")
             with ui.row().classes("w-full items-center gap-3 no-wrap"):
                 self.bar = (
@@ -161,6 +180,15 @@ class JobDetail:
                             self.steps[step["id"]] = self._step_entry(step)
             with ui.column().classes("gap-6 min-w-0"):
                 self.image_caption, self.image_box, self.image_placeholder = self._media_card("Image", "image")
+                with (
+                    ui.card()
+                    .classes("pr-card w-full p-4 gap-1")
+                    .props('flat aria-label="What the local renderer understood" data-testid=understood') as self.understood_card
+                ):
+                    ui.label("What the local renderer understood").classes("pr-section-title")
+                    self.drew = ui.label().classes("text-sm").props("data-testid=drew")
+                    self.not_understood = ui.label().classes("text-sm").props("data-testid=not-understood")
+                    self.understood_hint = ui.label(LOCAL_RENDERER_HINT).classes("text-xs pr-muted")
                 with ui.card().classes("pr-card w-full p-5 gap-3").props('flat aria-label="Settings"'):
                     ui.label("Settings used").classes("pr-section-title")
                     self.settings_list = ui.element("dl").classes("pr-kv").props("data-testid=settings")
@@ -348,7 +376,18 @@ class JobDetail:
             parts["log"].text = "\n".join(lines) if lines else "Nothing logged yet."
             parts["expansion"].text = f"Log ({len(lines)} line{'s' if len(lines) != 1 else ''})"
 
+    def _render_understood(self) -> None:
+        words = understood(self.job.get("metadata") or {})
+        set_visible(self.understood_card, words is not None)
+        if words is None:
+            return
+        drawn, not_understood = words
+        self.drew.text = f"Drew: {drawn}"
+        self.not_understood.text = f"Not understood: {not_understood or 'none, every word was drawn'}"
+        set_visible(self.understood_hint, bool(not_understood))
+
     def _render_settings(self) -> None:
+        self._render_understood()
         job = self.job
         meta = job.get("metadata") or {}
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"

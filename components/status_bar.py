@@ -67,18 +67,23 @@ class StatusBar:
                         label = ui.label(provider_name(name)).classes("text-xs")
                     self.chips[name] = (dot, label)
                 self.providers_tooltip = ui.tooltip()
-            with ui.element("div").classes("pr-stat").props('aria-label="Active jobs"'):
+            # Each chip says what it counts in words (tooltip and aria-label); at phone width the
+            # active count keeps its word and the other two chips step aside.
+            with ui.element("div").classes("pr-stat").props('aria-label="Jobs running now" tabindex=0'):
                 ui.icon("bolt", size="16px").classes("text-secondary")
                 self.active = ui.label().classes("text-xs font-semibold")
-                ui.label("active").classes("text-xs pr-muted gt-xs")
-            with ui.element("div").classes("pr-stat gt-xs").props('aria-label="Queue length"'):
+                ui.label("active").classes("text-xs pr-muted")
+                ui.tooltip("Jobs running now")
+            with ui.element("div").classes("pr-stat gt-xs").props('aria-label="Jobs waiting in the queue" tabindex=0'):
                 ui.icon("queue", size="16px").classes("pr-muted")
                 self.queue = ui.label().classes("text-xs font-semibold")
                 ui.label("queued").classes("text-xs pr-muted")
-            with ui.element("div").classes("pr-stat gt-xs").props('aria-label="System load"'):
+                ui.tooltip("Jobs waiting in the queue")
+            with ui.element("div").classes("pr-stat gt-sm").props('aria-label="CPU load of this machine" tabindex=0'):
                 ui.icon("speed", size="16px").classes("pr-muted")
                 self.load = ui.label().classes("text-xs font-semibold")
                 ui.label("load").classes("text-xs pr-muted")
+                ui.tooltip("CPU load of this machine (1-minute average per core)")
         self._show_providers(image, video)
         self.refresh()
         # Active jobs and the queue change only when a job changes status, not with its progress.

@@ -141,6 +141,8 @@ body.body--dark .pr-log { background: rgba(255, 255, 255, 0.04); }
 .pr-icon-btn { color: var(--pr-muted); }
 .pr-icon-btn:hover, .pr-icon-btn:focus-visible { color: var(--pr-violet); }
 a.pr-plain { color: inherit; text-decoration: none; }
+/* a long prompt scrolls inside its box: start the box below the floating label, so no line passes under it */
+.q-textarea.q-field--labeled .q-field__native { margin-top: 10px; }
 :focus-visible { outline: 2px solid var(--pr-violet); outline-offset: 2px; }
 """.replace("FONT_STACK", FONT_STACK)
 
@@ -192,18 +194,28 @@ def apply_theme() -> None:
     ui.add_head_html('<meta name="theme-color" content="#7c3aed">')
 
 
+#: Whether the browser shows the dark theme right now (the system's preference, while in auto).
+SHOWS_DARK_JS = "document.body.classList.contains('body--dark')"
+
+
 class DarkModeToggle:
-    """A button that switches light/dark and remembers the choice in the user's storage."""
+    """A button that switches light/dark and remembers the choice in the user's storage. Until
+    the user chooses, the studio follows the system's preference (Quasar's auto mode)."""
 
     def __init__(self) -> None:
-        self.dark = ui.dark_mode(bool(app.storage.user.get("dark", False)))
+        choice = app.storage.user.get("dark")
+        self.dark = ui.dark_mode(choice if isinstance(choice, bool) else None)
         self.button = ui.button(on_click=self.toggle, color=None).props("flat round data-testid=dark-toggle").mark("dark-toggle")
         with self.button:
             self.tooltip = ui.tooltip()
         self._render()
 
     def _render(self) -> None:
-        dark = bool(self.dark.value)
+        dark = self.dark.value
+        if dark is None:
+            self.button.props('icon=contrast aria-label="Light or dark: follows the system; switch" aria-pressed=mixed')
+            self.tooltip.text = "Follows the system; click to switch"
+            return
         self.button.props(
             f"icon={'light_mode' if dark else 'dark_mode'} "
             f'aria-label="{"Switch to light mode" if dark else "Switch to dark mode"}" '
@@ -211,8 +223,14 @@ class DarkModeToggle:
         )
         self.tooltip.text = "Light mode" if dark else "Dark mode"
 
-    def toggle(self) -> None:
-        self.dark.value = not bool(self.dark.value)
+    async def toggle(self) -> None:
+        shown = self.dark.value
+        if shown is None:  # auto: what the system chose is known to the browser only
+            try:
+                shown = bool(await ui.run_javascript(SHOWS_DARK_JS, timeout=2.0))
+            except TimeoutError:
+                shown = False
+        self.dark.value = not shown
         app.storage.user["dark"] = self.dark.value
         self._render()
 
@@ -230,15 +248,16 @@ def frame(system: System, title: str = "promptreel") -> Iterator[StatusBar]:
                 ui.label("prompt in, picture and motion out").classes("pr-tagline gt-xs")
         ui.space()
         status = StatusBar(system)
-        ui.button(icon="data_object", on_click=lambda: ui.navigate.to("/docs", new_tab=True), color=None).props(
-            'flat round aria-label="REST API documentation (opens a new tab)"'
-        ).classes("gt-xs").tooltip("REST API docs")
+        ui.button("API docs", icon="data_object", on_click=lambda: ui.navigate.to("/docs", new_tab=True), color=None).props(
+            'flat no-caps dense aria-label="REST API documentation (opens a new tab)"'
+        ).classes("gt-sm px-2").tooltip("The REST API's interactive documentation")
         DarkModeToggle()
         if system.auth.enabled:
             ui.button(icon="logout", on_click=lambda: _sign_out(system), color=None).props(
                 'flat round aria-label="Sign out" data-testid=sign-out'
             ).tooltip("Sign out")
-    main = ui.element("main").classes("w-full max-w-[1400px] mx-auto px-3 sm:px-4 md:px-6 py-5 md:py-7 flex flex-col gap-6")
+    # A div, not a second <main>: NiceGUI's page (Quasar's q-page) is the page's one main landmark.
+    main = ui.element("div").classes("w-full max-w-[1400px] mx-auto px-3 sm:px-4 md:px-6 py-5 md:py-7 flex flex-col gap-6")
     ui.skip_link(target=main)
     with main:
         yield status

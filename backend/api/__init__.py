@@ -36,7 +36,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     app.include_router(websocket_router)
     app.include_router(metrics_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.
-    app.add_middleware(RequestLogMiddleware, metrics=system.observer.metrics)
+    app.add_middleware(RequestLogMiddleware, metrics=system.observer.metrics, every_request=system.settings.log_requests)
     serve_api_without_studio_middleware(app)
 
 

@@ -77,8 +77,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         path = request.url.path
-        if error.status_code == 404 and page_not_found is not None and not path.startswith(API_PREFIXES):
-            return await _page(page_not_found, request, error)
+        # The studio may register a page of its own for unknown routes (app/pages.py); else NiceGUI's.
+        not_found_page = getattr(request.app.state, "studio_not_found", None) or page_not_found
+        if error.status_code == 404 and not_found_page is not None and not path.startswith(API_PREFIXES):
+            return await _page(not_found_page, request, error)
         message = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
         if error.status_code == 404 and message == "Not Found":
             message = f"No such route: {request.method} {path}"

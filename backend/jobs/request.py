@@ -20,6 +20,9 @@ ImageSize = Literal["1024x1024", "1792x1024", "1024x1792"]
 IMAGE_SIZES: tuple[str, ...] = ("1024x1024", "1792x1024", "1024x1792")
 DURATIONS: tuple[int, ...] = (5, 10)
 QUALITIES: tuple[str, ...] = ("standard", "high")
+# The prompt validator's reasons, which describe() turns into sentences.
+PROMPT_BLANK = "the prompt is only whitespace"
+PROMPT_NUL = "the prompt contains a NUL character"
 
 
 class GenerateSettings(BaseModel):
@@ -43,9 +46,9 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _prompt_has_words(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("the prompt is empty")
+            raise ValueError(PROMPT_BLANK)
         if "\x00" in value:  # PostgreSQL cannot store it (a 500 before)
-            raise ValueError("the prompt contains a NUL character")
+            raise ValueError(PROMPT_NUL)
         return value.strip()
 
 
@@ -57,17 +60,53 @@ def field_name(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+#: What a person reads for a bad value of each field, whatever pydantic's reason (a wrong type,
+#: out of range, not one of the choices): the studio shows it at the field, the API in `error`.
+FIELD_SENTENCES: dict[str, str] = {
+    "provider": "Choose an image provider: dalle3, flux1 or local.",
+    "settings": "The settings are an object with imageSize, videoDuration, quality, seed and videoProvider.",
+    "settings.imageSize": "The image size is 1024x1024, 1792x1024 or 1024x1792.",
+    "settings.videoDuration": "The video lasts 5 or 10 seconds.",
+    "settings.quality": "The quality is standard or high.",
+    "settings.seed": f"The seed is a whole number from 0 to {MAX_SEED:,}.",
+    "settings.videoProvider": "Choose a video provider: runway or local.",
+}
+EMPTY_PROMPT = "Describe a scene first."
+BLANK_PROMPT = "The prompt is only spaces; describe a scene in words."
+
+
+def _prompt_sentence(error: Mapping[str, Any]) -> str:
+    kind = error.get("type")
+    if kind in ("missing", "string_too_short"):
+        return EMPTY_PROMPT
+    if kind == "string_too_long":
+        return f"The prompt is too long: at most {MAX_PROMPT_LENGTH:,} characters."
+    if kind == "string_type":
+        return "The prompt is text, in quotes."
+    reason = str((error.get("ctx") or {}).get("error", ""))
+    if reason == PROMPT_BLANK:
+        return BLANK_PROMPT
+    if reason == PROMPT_NUL:
+        return "The prompt contains a NUL character; remove it."
+    return f"prompt: {error.get('msg', 'invalid value')}"
+
+
 def describe(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
-    """The first problem as one readable sentence, and the field it is about."""
+    """The first problem as one short sentence for a person, and the field it is about."""
     first = errors[0]
     field = field_name(tuple(first.get("loc", ())))
-    message = first.get("msg", "invalid value")
-    if first.get("type") == "extra_forbidden":
-        message = "unknown field"
-    elif first.get("type") == "json_invalid":
+    kind = first.get("type")
+    if kind == "json_invalid":
         return "The request body is not valid JSON.", "body"
-    elif first.get("type") == "missing":
-        message = "this field is required"
+    if kind == "extra_forbidden":
+        return f"Unknown field '{field}': remove it.", field
+    if field == "prompt":
+        return _prompt_sentence(first), field
+    if field in FIELD_SENTENCES:
+        return FIELD_SENTENCES[field], field
+    if field == "body" and kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "The request body is a JSON object.", field
+    message = "this field is required" if kind == "missing" else first.get("msg", "invalid value")
     return f"{field}: {message}", field
 
 

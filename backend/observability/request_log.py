@@ -1,4 +1,9 @@
-"""One log line per HTTP request and per WebSocket session, and the count of requests in the metrics."""
+"""One log line per HTTP request and per WebSocket session, and the count of requests in the metrics.
+
+Quiet by default: a studio tab makes many requests (pages, assets, thumbnails, media), so the
+lines of answered requests go at debug level unless PROMPTREEL_LOG_REQUESTS asks for them at
+info; refusals (4xx) stay at info and server errors (5xx) at error, always.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ class RequestLogMiddleware:
     It only watches the messages going out, so streamed bodies and WebSockets pass untouched.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None):
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, every_request: bool = True):
         self.app = app
         self.metrics = metrics
+        #: Answered requests (status < 400) at info when True, else at debug.
+        self.every_request = every_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -78,7 +85,12 @@ class RequestLogMiddleware:
         if name is not None:
             fields["user"] = name
         event = "http_request" if scope["type"] == "http" else "websocket"
-        level = logging.ERROR if status is not None and status >= 500 else logging.INFO
+        if status is not None and status >= 500:
+            level = logging.ERROR
+        elif self.every_request or (status is not None and status >= 400 and status != 101):
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
         log_event(log, event, level, **fields)
         if self.metrics is not None and scope["type"] == "http":
             self.metrics.count_request(fields["method"], status)

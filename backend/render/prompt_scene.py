@@ -220,6 +220,7 @@ class SceneSpec:
     objects: frozenset[str] = frozenset()  # things to draw in front of the setting (OBJECT_WORDS)
     plural: frozenset[str] = frozenset()  # objects the prompt names in the plural ("balloons")
     words: frozenset[str] = frozenset()  # the prompt's words, for details ("paper" boat, "cabin")
+    object_tints: tuple[tuple[str, RGB], ...] = ()  # (object, colour) a colour word names: "a red balloon"
 
 
 BASE_PALETTES: dict[Light, Palette] = {
@@ -281,6 +282,16 @@ FALLBACK_LIGHTS: tuple[Light, ...] = ("golden", "sunset", "dawn", "day", "night"
 FALLBACK_TINTS = ("pink", "purple", "teal", "gold", "blue", "orange", "lavender", "magenta")
 
 
+#: Words that name no subject (articles, prepositions, pronouns): neither drawn nor "not understood".
+FILLER_WORDS = frozenset(
+    "a an the of on in at with and or by from to over under into onto above below near beside behind "
+    "through across along around between among its his her their my our your this that these those "
+    "is are was were be being some very while as for has have few many lots lot".split()
+)
+#: Words a colour word may stand away from the object it colours ("a red hot-air balloon").
+OBJECT_TINT_REACH = 3
+
+
 def words_of(prompt: str) -> list[str]:
     return re.findall(r"[a-z]+(?:-[a-z]+)*", prompt.lower())
 
@@ -293,6 +304,58 @@ def stable_digest(*parts: object) -> int:
 
 def _matches(text: str, words: set[str], keywords: tuple[str, ...]) -> bool:
     return any((f" {k} " in text) if " " in k else k in words for k in keywords)
+
+
+def _keyword_tables() -> list[tuple[str, ...]]:
+    return [
+        *LIGHT_WORDS.values(),
+        *WEATHER_WORDS.values(),
+        *ELEMENT_WORDS.values(),
+        *OBJECT_WORDS.values(),
+        *MOOD_WORDS.values(),
+        tuple(COLOUR_WORDS),
+    ]
+
+
+def understanding(prompt: str) -> tuple[list[str], list[str]]:
+    """The prompt's words the renderer draws (keywords and phrases, in prompt order) and the ones
+    it cannot (no keyword; grammar words left out): what the studio and the job's metadata show."""
+    tokens = words_of(prompt)
+    keywords = {k for table in _keyword_tables() for k in table}
+    phrases = sorted((k for k in keywords if " " in k), key=len, reverse=True)
+    drawn: list[str] = []
+    unknown: list[str] = []
+    index = 0
+    while index < len(tokens):
+        phrase = next((p for p in phrases if tokens[index : index + p.count(" ") + 1] == p.split(" ")), None)
+        word = phrase or tokens[index]
+        if phrase or word in keywords:
+            drawn.append(word)
+        elif word not in FILLER_WORDS and len(word) > 1:
+            unknown.append(word)
+        index += word.count(" ") + 1
+    return list(dict.fromkeys(drawn)), list(dict.fromkeys(unknown))
+
+
+def _object_tints(tokens: list[str]) -> tuple[tuple[str, RGB], ...]:
+    """The objects colour words describe: a colour word colours the first object named within
+    OBJECT_TINT_REACH words after it ("a red hot-air balloon", "a white sailboat")."""
+    tints: dict[str, RGB] = {}
+    for index, word in enumerate(tokens):
+        if word not in COLOUR_WORDS:
+            continue
+        ahead = " ".join(tokens[index + 1 : index + 1 + OBJECT_TINT_REACH])
+        ahead_words = ahead.split(" ")
+        for position in range(len(ahead_words)):
+            rest = f" {' '.join(ahead_words[position:])} "
+            found = next(
+                (o for o, keys in OBJECT_WORDS.items() if any(rest.startswith(f" {k} ") for k in keys) and o not in tints),
+                None,
+            )
+            if found:
+                tints[found] = COLOUR_WORDS[word]
+                break
+    return tuple(tints.items())
 
 
 def parse_prompt(prompt: str) -> SceneSpec:
@@ -313,8 +376,10 @@ def parse_prompt(prompt: str) -> SceneSpec:
     weathers = [w for w, keys in WEATHER_WORDS.items() if _matches(text, words, keys)]
     moods = [m for m, keys in MOOD_WORDS.items() if _matches(text, words, keys)]
     golden_hour = "golden" in lights
+    object_tints = _object_tints(tokens)
+    for_objects = {rgb for _, rgb in object_tints}  # a colour an object takes does not tint the sky as well
     named = [w for w in dict.fromkeys(tokens) if w in COLOUR_WORDS and not (w == "golden" and golden_hour)]
-    tints = tuple(COLOUR_WORDS[w] for w in named)
+    tints = tuple(COLOUR_WORDS[w] for w in named if COLOUR_WORDS[w] not in for_objects)
 
     scene_words = elements - {"clouds", "stars"}
     known = bool(elements or lights or weathers or objects)
@@ -357,7 +422,7 @@ def parse_prompt(prompt: str) -> SceneSpec:
         palette = _tint_palette(palette, tints)
     palette = _mood_palette(palette, mood)
     return SceneSpec(light, weather, frozenset(elements), mood, palette, SUN_HEIGHT[light], tints, digest, known,
-                     frozenset(objects), frozenset(plural), frozenset(words))  # fmt: skip
+                     frozenset(objects), frozenset(plural), frozenset(words), object_tints)  # fmt: skip
 
 
 def _picker(digest: int):

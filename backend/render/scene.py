@@ -49,13 +49,17 @@ def render_scene(
     height: int,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    supersample: int = 1,
 ) -> Image.Image:
-    """An RGB image of exactly width x height that depicts the prompt; same inputs, same pixels."""
+    """An RGB image of exactly width x height that depicts the prompt; same inputs, same pixels.
+
+    With `supersample` n > 1 the scene is painted at n times the size and scaled down (each
+    pixel the mean of n x n): smoother edges and finer grain, for about n² the time."""
     if width < MIN_SIZE or height < MIN_SIZE:
         raise ValueError(f"render_scene needs at least {MIN_SIZE}x{MIN_SIZE} pixels, got {width}x{height}")
     if cancel is not None and cancel.is_set():
         raise StepCancelled()
-    scene = Scene(parse_prompt(prompt), seed, width, height)
+    scene = Scene(parse_prompt(prompt), seed, width * supersample, height * supersample)
     layers = plan_layers(scene.spec)
     for done, layer in enumerate(layers, start=1):
         if cancel is not None and cancel.is_set():
@@ -63,7 +67,8 @@ def render_scene(
         layer(scene)
         if progress is not None:
             progress(done / len(layers))
-    return scene.to_image()
+    image = scene.to_image()
+    return image.reduce(supersample) if supersample > 1 else image
 
 
 def plan_layers(spec: SceneSpec) -> list[Callable[[Scene], None]]:

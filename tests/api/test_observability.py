@@ -49,7 +49,7 @@ def sample(samples: dict[tuple[str, frozenset], float], name: str, **labels: str
 
 
 async def test_one_line_per_request_and_per_transition_without_secrets(tmp_path: Path):
-    server = Server(tmp_path / "data", API_TOKEN=TOKEN).start()
+    server = Server(tmp_path / "data", API_TOKEN=TOKEN, PROMPTREEL_LOG_REQUESTS="true").start()
     try:
         # The token in /ws's query string and a signed media URL's signature must stay out of the log.
         async with websockets.connect(f"{server.ws_url}?token={TOKEN}", max_size=None) as connection:

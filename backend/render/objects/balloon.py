@@ -16,6 +16,7 @@ def paint_balloon(scene: Scene) -> None:
     n = object_count(scene, "balloon", 1, (3, 6), rng)
     accents = [np.asarray(a, F32) for a in scene.spec.palette.accents]
     hues = [(0.85, 0.2, 0.15), (0.95, 0.7, 0.15), (0.2, 0.45, 0.8), (0.9, 0.45, 0.2), (0.3, 0.6, 0.4)]
+    named = dict(scene.spec.object_tints).get("balloon")  # "a red balloon": its colour, for every seed
     slots = Slots()
     items = []
     for i in range(n):
@@ -29,6 +30,9 @@ def paint_balloon(scene: Scene) -> None:
         b = accents[int(rng.integers(0, len(accents)))] if rng.random() < 0.4 else np.asarray((0.95, 0.92, 0.85), F32)
         sp = Sprite(scene, x - r * 1.2, y - r * 1.2, x + r * 1.2, y + r * 2.2)
         ca, cb = body(scene, a, 1.0), body(scene, b * 0.9, 1.0)
+        if named is not None:  # the colour the prompt names, kept recognisable under any light; gores a shade lighter
+            ca = np.asarray(named, F32) * F32(0.5 + 0.5 * scene.spec.palette.brightness)
+            cb = mix(ca, np.full(3, ca.max(), F32), 0.25)
         side = -1.0 if scene.sun_left else 1.0
         low = 0.45 if scene.spec.light != "night" else 0.8
 
@@ -58,6 +62,9 @@ def paint_balloon(scene: Scene) -> None:
         for sx in (-1, 1):
             sp.line([(x + sx * r * 0.26, y + r * 1.45), (x + sx * r * 0.15, y + r * 1.75)], max(1.0, r * 0.02), rope)
         sp.rect(x - r * 0.17, y + r * 1.75, x + r * 0.17, y + r * 1.98, body(scene, (0.45, 0.3, 0.18)))
-        sp.commit(0.3 + 0.5 * t)
+        if named is None:
+            sp.commit(0.3 + 0.5 * t)
+        else:  # a named colour: little haze over it and no tinted rim, so it reads as that colour
+            sp.commit(0.8 + 0.2 * t, rim=0.0)
         if dark_out(scene) or scene.spec.light == "dawn":
             glow(scene, x, y + r * 1.5, r * 0.25, (1.0, 0.6, 0.25), 0.5 if scene.spec.light == "dawn" else 0.9)
