@@ -26,6 +26,8 @@ from backend.settings import Settings
 from backend.store.database import create_db_engine, migrate
 from backend.store.jobs import JobStore
 from backend.store.models import utcnow
+from backend.store.uploads import UploadStore
+from backend.uploads.service import UploadService
 
 if TYPE_CHECKING:
     from backend.events.relay import EventRelay
@@ -69,6 +71,13 @@ class System:
             self.media,
             max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
+        )
+        self.uploads = UploadService(
+            UploadStore(self.engine),
+            self.media,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_upload_pixels,
+            expiry=timedelta(hours=self.settings.upload_expiry_hours),
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry

@@ -14,6 +14,8 @@ from backend.api.errors import install_error_handlers
 from backend.api.limits import BodySizeLimit
 from backend.api.metrics import router as metrics_router
 from backend.api.routes import router as rest_router
+from backend.api.uploads import UPLOADS_PATH, body_limit
+from backend.api.uploads import router as uploads_router
 from backend.api.websocket import router as websocket_router
 from backend.observability.request_log import RequestLogMiddleware
 from backend.system import System
@@ -22,7 +24,8 @@ from backend.system import System
 def mount_api(app: FastAPI, system: System) -> None:
     app.state.system = system
     # Before CORS, so CORS wraps it and a browser can read its 413.
-    app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes)
+    upload_limit = {UPLOADS_PATH: body_limit(system.settings.max_upload_bytes)}  # pictures are larger than JSON
+    app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes, larger=upload_limit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=system.settings.cors_origins,
@@ -33,6 +36,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     )
     install_error_handlers(app)
     app.include_router(rest_router)
+    app.include_router(uploads_router)
     app.include_router(websocket_router)
     app.include_router(metrics_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.
