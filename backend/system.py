@@ -62,6 +62,13 @@ class System:
             from backend.jobs.procrastinate_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
+        self.uploads = UploadService(
+            UploadStore(self.engine),
+            self.media,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_upload_pixels,
+            expiry=timedelta(hours=self.settings.upload_expiry_hours),
+        )
         self.jobs = JobService(
             self.store,
             self.queue,
@@ -71,13 +78,7 @@ class System:
             self.media,
             max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
-        )
-        self.uploads = UploadService(
-            UploadStore(self.engine),
-            self.media,
-            max_bytes=self.settings.max_upload_bytes,
-            max_pixels=self.settings.max_upload_pixels,
-            expiry=timedelta(hours=self.settings.upload_expiry_hours),
+            uploads=self.uploads,
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry

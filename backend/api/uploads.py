@@ -34,7 +34,8 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "PAYLOAD_TOO_LARGE: the picture is over PROMPTREEL_MAX_UPLOAD_BYTES."},
     415: {"description": "UNSUPPORTED_MEDIA_TYPE: not a PNG, JPEG or WebP by its first bytes."},
     422: {
-        "description": "IMAGE_INVALID (`details.reason`: truncated, corrupt, too_many_pixels, dimensions, animated) or VALIDATION_ERROR."
+        "description": "IMAGE_INVALID (`details.reason`: truncated, corrupt, too_many_pixels, dimensions, animated) "
+        "or VALIDATION_ERROR."
     },
 }
 UPLOAD_BODY = {
@@ -42,7 +43,12 @@ UPLOAD_BODY = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                    "additionalProperties": False,
+                }
             },
             **{content_type: {"schema": {"type": "string", "format": "binary"}} for content_type in sorted(RAW_TYPES)},
         },
@@ -77,6 +83,9 @@ async def create_upload(request: Request, system: SystemDep, user: UserDep) -> R
     try:
         if content_type == "multipart/form-data":
             async with request.form(max_files=1, max_fields=4) as form:
+                unknown = [name for name in form if name != "file"]
+                if unknown:  # strict, as the JSON bodies are: a misspelt part is not silently ignored
+                    raise FieldInvalid(unknown[0], "unknown field: the picture goes in the part named 'file'")
                 file = form.get("file")
                 if not isinstance(file, UploadFile):
                     raise FieldInvalid("file", "this field is required: the picture, as a file part")

@@ -119,9 +119,10 @@ def test_hostile_pictures_are_refused_naming_why(shared_server: Server, data: by
 
 def test_the_multipart_body_needs_its_file_field(shared_server: Server):
     with shared_server.client() as client:
-        response = client.post("/api/v1/uploads", files={"picture": ("a.png", pictures.png(), "image/png")})
-        body = check_error(response, 422, "VALIDATION_ERROR")
-        assert body["details"]["field"] == "file"
+        misnamed = client.post("/api/v1/uploads", files={"picture": ("a.png", pictures.png(), "image/png")})
+        assert check_error(misnamed, 422, "VALIDATION_ERROR")["details"]["field"] == "picture"
+        not_a_file = client.post("/api/v1/uploads", files={"file": (None, "just text")})
+        assert check_error(not_a_file, 422, "VALIDATION_ERROR")["details"]["field"] == "file"
 
 
 def test_a_body_over_the_limit_is_refused(small_limits: Server):
@@ -148,7 +149,10 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(sma
             b"POST /api/v1/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
             + f"Content-Length: {100 * 2**20}\r\n\r\n".encode()
         )
-        answer = sock.recv(65536).decode(errors="replace")
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer (Connection: close)
+            received += chunk
+        answer = received.decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer
     assert "PAYLOAD_TOO_LARGE" in answer
 
@@ -175,6 +179,9 @@ def test_uploads_are_owned_like_jobs(two_users: Server):
             bob.delete(f"/api/v1/uploads/{upload_id}"),
         ):
             check_error(answer, 404, "UPLOAD_NOT_FOUND")
+        # Bob cannot animate it either: to him it does not exist.
+        job = bob.post("/api/v1/generate", json={"prompt": "slow push in", "settings": {"sourceImage": upload_id}})
+        assert job.status_code == 422 and job.json()["details"]["field"] == "settings.sourceImage", job.text
         assert alice.get(f"/api/v1/uploads/{upload_id}").status_code == 200
         assert alice.delete(f"/api/v1/uploads/{upload_id}").status_code == 204
         check_error(alice.get(f"/api/v1/uploads/{upload_id}"), 404, "UPLOAD_NOT_FOUND")
