@@ -119,6 +119,8 @@ class System:
 
         retention_days = self.settings.media_retention_days  # 0: media are kept forever
         interval = round_interval(retention_days, HOUSEKEEPING_INTERVAL) if retention_days > 0 else HOUSEKEEPING_INTERVAL
+        # Uploads expire too: a tenth of their expiry between rounds as well (at least MIN_ROUND_INTERVAL).
+        interval = min(interval, round_interval(self.settings.upload_expiry_hours / 24, HOUSEKEEPING_INTERVAL))
         while True:
             try:
                 pruned = self.event_log.prune(utcnow() - timedelta(hours=self.settings.event_retention_hours))
@@ -134,6 +136,10 @@ class System:
                     announce_expired(self.store, self.bus, expired)
                 except Exception:  # as above: the next round tries again
                     log.exception("media retention failed")
+            try:  # in a thread: it deletes files (maybe S3 objects)
+                await asyncio.to_thread(self.uploads.expire)
+            except Exception:  # as above: the next round tries again
+                log.exception("upload expiry failed")
             await asyncio.sleep(interval)  # a clock, not a wait for an event
 
     async def stop(self) -> None:

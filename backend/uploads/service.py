@@ -100,11 +100,13 @@ class UploadService:
         return self.store.add(upload)
 
     def find(self, upload_id: str, user: User = LOCAL_USER) -> Upload | None:
-        """The upload, if `user` may see it; None when it does not exist or is someone else's."""
+        """The upload, if `user` may see it; None when it does not exist, has expired or is someone else's."""
         if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
             return None
         upload = self.store.get(upload_id)
         if upload is None or not user.may_see(upload.owner):
+            return None
+        if upload.expires_at <= utcnow():  # expired: gone for the user, whether or not a round removed it yet
             return None
         return upload
 
