@@ -52,7 +52,7 @@ class UploadStore:
         with self._session() as session:
             result = session.execute(delete(Upload).where(col(Upload.id) == upload_id))
             session.commit()
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)
 
     def expired(self, now: datetime, limit: int) -> list[Upload]:
         """Uploads past their expiry, oldest first."""
