@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -24,7 +25,9 @@ from backend.system import System
 def mount_api(app: FastAPI, system: System) -> None:
     app.state.system = system
     # Before CORS, so CORS wraps it and a browser can read its 413.
-    upload_limit = {UPLOADS_PATH: body_limit(system.settings.max_upload_bytes)}  # pictures are larger than JSON
+    # Pictures are larger than JSON: the uploads route, and NiceGUI's upload route of the studio's picture input.
+    picture_bodies = (re.compile(re.escape(UPLOADS_PATH)), re.compile(r"/_nicegui/client/[^/]+/upload/\d+"))
+    upload_limit = dict.fromkeys(picture_bodies, body_limit(system.settings.max_upload_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes, larger=upload_limit)
     app.add_middleware(
         CORSMiddleware,

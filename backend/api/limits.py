@@ -6,6 +6,8 @@ so the studio and the CLI meet the same limit as the API.
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.errors import error_response
@@ -19,17 +21,20 @@ class BodySizeLimit:
     it streams through, never buffered. WebSocket and lifespan scopes pass through untouched.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None):
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[re.Pattern[str], int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
-        #: Paths that take larger bodies (POST /api/v1/uploads), by exact path.
+        #: Paths that take larger bodies (pictures: POST /api/v1/uploads, the studio's picture input).
         self.larger = larger or {}
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for pattern, limit in self.larger.items() if pattern.fullmatch(path)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.larger.get(scope["path"], self.max_bytes)
+        max_bytes = self.limit_for(scope["path"])
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is None and b"transfer-encoding" not in headers:
