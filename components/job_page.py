@@ -27,6 +27,7 @@ from .format import (
     between,
     duration,
     money,
+    provider_name,
     status_classes,
     status_label,
     utc_time,
@@ -350,7 +351,7 @@ class JobDetail:
         meta = job.get("metadata") or {}
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"
         rows: list[tuple[str, str]] = [
-            ("Image provider", PROVIDER_LABELS.get(job["provider"], job["provider"])),
+            ("Image provider", PROVIDER_LABELS.get(job["provider"]) or provider_name(job["provider"])),  # upload: "Your picture"
             ("Image model", meta.get("imageModel") or unknown),
             ("Video provider", PROVIDER_LABELS.get(meta.get("videoProvider") or "", meta.get("videoProvider") or "—")),
             ("Video model", meta.get("videoModel") or unknown),

@@ -65,6 +65,10 @@ def test_a_picture_dropped_on_the_form_is_animated_upright(page: Page, shared_se
         job_id = created[0]["id"]
         card = page.locator(f'[data-job-id="{job_id}"]')
         expect(card.get_by_test_id("job-status")).to_have_text("Completed", timeout=120_000)
+        expect(card.get_by_test_id("job-provider")).to_have_text("Your picture → Local")
+        card.get_by_test_id("open").click()
+        page.wait_for_url(f"**/jobs/{job_id}")
+        expect(page.get_by_text("Your picture", exact=True).first).to_be_visible()  # its settings: the image provider
         job = api.get(f"/api/v1/jobs/{job_id}").json()
         assert job["metadata"]["sourceName"] == "photo.jpg" and job["metadata"]["fit"] == "crop"
         image = api.get(f"/api/v1/jobs/{job_id}/download/image").content
