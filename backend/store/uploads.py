@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Engine, delete
+from sqlalchemy import Column, Engine, and_, delete, or_
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from backend.store.models import UNFINISHED_STATUSES, Job, UtcDateTime, utcnow
@@ -54,11 +54,16 @@ class UploadStore:
             session.commit()
             return bool(result.rowcount)
 
-    def expired(self, now: datetime, limit: int) -> list[Upload]:
-        """Uploads past their expiry, oldest first."""
+    def expired(self, now: datetime, limit: int, after: tuple[datetime, str] | None = None) -> list[Upload]:
+        """Uploads past their expiry, oldest first; `after`: the (expires_at, id) of the last one of
+        the previous page, so that kept uploads (in use) never hide the ones behind them."""
+        query = select(Upload).where(col(Upload.expires_at) <= now)
+        if after is not None:
+            query = query.where(
+                or_(col(Upload.expires_at) > after[0], and_(col(Upload.expires_at) == after[0], col(Upload.id) > after[1]))
+            )
         with self._session() as session:
-            query = select(Upload).where(col(Upload.expires_at) <= now).order_by(col(Upload.expires_at)).limit(limit)
-            return list(session.exec(query))
+            return list(session.exec(query.order_by(col(Upload.expires_at), col(Upload.id)).limit(limit)))
 
     def unfinished_jobs_using(self, upload_id: str) -> list[str]:
         """The ids of the unfinished jobs that still have to take this upload (`extra.sourceImage`)."""

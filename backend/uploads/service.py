@@ -129,17 +129,24 @@ class UploadService:
         self.store.delete(upload_id)
         await asyncio.to_thread(self.media.remove_upload, upload_id)
 
-    def expire(self, now: datetime | None = None) -> list[str]:
+    def expire(self, now: datetime | None = None, *, batch_size: int = BATCH_SIZE) -> list[str]:
         """Remove the uploads past their expiry that no unfinished job uses; answers their ids.
         Blocking (store and media calls, maybe S3): async callers run it in a thread."""
+        now = now or utcnow()
         removed: list[str] = []
-        for upload in self.store.expired(now or utcnow(), BATCH_SIZE):
-            if self.store.unfinished_jobs_using(upload.id):
-                continue  # kept until its jobs have ended; the next round looks again
-            # Row first: a crash in between leaves a file nobody can reach, never a row without a file.
-            if self.store.delete(upload.id):
-                self.media.remove_upload(upload.id)
-                removed.append(upload.id)
+        after: tuple[datetime, str] | None = None
+        while True:
+            batch = self.store.expired(now, batch_size, after)
+            for upload in batch:
+                if self.store.unfinished_jobs_using(upload.id):
+                    continue  # kept until its jobs have ended; a later round looks again
+                # Row first: a crash in between leaves a file nobody can reach, never a row without a file.
+                if self.store.delete(upload.id):
+                    self.media.remove_upload(upload.id)
+                    removed.append(upload.id)
+            if len(batch) < batch_size:
+                break
+            after = (batch[-1].expires_at, batch[-1].id)
         if removed:
             log.info("upload expiry removed %d upload(s)", len(removed))
         return removed

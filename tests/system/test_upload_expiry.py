@@ -62,6 +62,16 @@ async def test_expired_uploads_go_unless_an_unfinished_job_uses_them(system: Sys
     assert system.media.read_upload(used.id) is None
 
 
+async def test_uploads_kept_for_their_jobs_do_not_hide_the_ones_behind_them(system: System):
+    """More kept uploads than one batch holds: the expired ones after them still go."""
+    data = pictures.png()
+    uploads = [await system.uploads.create(io.BytesIO(data), len(data), None) for _ in range(5)]
+    for number, upload in enumerate(uploads[:3]):  # the three that expire first are in use
+        add_job_using(system, f"job_keeps_upload_{number}", upload.id)
+    later = utcnow() + timedelta(hours=25)
+    assert sorted(system.uploads.expire(later, batch_size=2)) == sorted(upload.id for upload in uploads[3:])
+
+
 async def test_an_expired_upload_is_gone_for_its_user_before_any_round(system: System):
     data = pictures.png()
     upload = await system.uploads.create(io.BytesIO(data), len(data), None)
