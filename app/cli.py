@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="run one job here, with live progress, and save its files")
     generate.add_argument("prompt")
-    generate.add_argument("--provider", default="local", choices=("dalle3", "flux1", "local"))
+    generate.add_argument("--provider", choices=("dalle3", "flux1", "local"), help="image provider (default: local)")
+    generate.add_argument("--image", type=Path, help="animate this picture (PNG, JPEG, WebP) instead of generating one")
+    generate.add_argument("--fit", choices=("crop", "contain"), default="crop", help="how --image meets --size (default: crop)")
     generate.add_argument("--video-provider", choices=("runway", "local"), help="default: runway when configured, else local")
     generate.add_argument("--size", default="1024x1024", choices=IMAGE_SIZES)
     generate.add_argument("--duration", default=5, type=int, choices=DURATIONS)
@@ -124,11 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "generate":
         from .generate import run_generate
 
+        if args.image is not None and args.provider is not None:
+            parser.error("--image animates your picture: leave out --provider")
+        if args.image is not None and not args.image.is_file():
+            parser.error(f"--image: no such file: {args.image}")
         request_data = {
             "prompt": args.prompt,
-            "provider": args.provider,
+            "provider": "upload" if args.image is not None else args.provider or "local",
             "settings": {"imageSize": args.size, "videoDuration": args.duration, "quality": args.quality, "seed": args.seed},
         }
+        if args.image is not None:
+            request_data["settings"]["fit"] = args.fit
         if args.video_provider:
             request_data["settings"]["videoProvider"] = args.video_provider
         try:
@@ -136,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValidationError as error:
             parser.error(describe(error.errors())[0])
         try:
-            return asyncio.run(run_generate(settings, request, args.output))
+            return asyncio.run(run_generate(settings, request, args.output, image=args.image))
         except ApiError as error:
             print(f"promptreel: error: {error.message}", file=sys.stderr)
             return 2

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from backend.errors import ApiError
 from backend.events.bus import Event
 from backend.jobs.request import GenerateRequest
 from backend.settings import Settings
@@ -16,7 +18,16 @@ from backend.store.models import JobStatus, StepKind
 from backend.system import System
 
 
-async def run_generate(settings: Settings, request: GenerateRequest, output_dir: Path) -> int:
+async def _with_picture(system: System, request: GenerateRequest, image: Path) -> tuple[GenerateRequest, str]:
+    """Upload the picture (checked as the API checks it) and name it in the request; answers the upload id."""
+    with image.open("rb") as file:
+        upload = await system.uploads.create(file, image.stat().st_size, image.name)
+    settings = request.settings.model_copy(update={"sourceImage": upload.id})
+    return request.model_copy(update={"settings": settings}), upload.id
+
+
+async def run_generate(settings: Settings, request: GenerateRequest, output_dir: Path, image: Path | None = None) -> int:
+    """Run one job here; `image`: animate that picture (request.provider is then `upload`)."""
     console = Console(stderr=True)
     system = System(settings, run_here=True)
     system.migrate()  # only this job runs here: others stay for the server to resume
@@ -28,7 +39,10 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         console=console,
     )
     bars: dict[str, TaskID] = {kind.value: progress.add_task(kind.label, total=100) for kind in StepKind}
+    upload_id: str | None = None
     try:
+        if image is not None:
+            request, upload_id = await _with_picture(system, request, image)
         record = await system.jobs.create(request)
     except Exception:
         await system.stop()
@@ -50,6 +64,9 @@ async def run_generate(settings: Settings, request: GenerateRequest, output_dir:
         return 130
     finally:
         stop_listening()
+        if upload_id is not None:  # the job has its own fitted copy: the upload served its purpose
+            with contextlib.suppress(ApiError):
+                await system.uploads.delete(upload_id)
         await system.stop()
 
     job = system.jobs.get(job_id).job

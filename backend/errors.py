@@ -152,3 +152,52 @@ class MediaExpired(ApiError):
             f"The {kind} of job '{job_id}' was removed on {expired_at} (media retention); the job itself is kept.",
             {"id": job_id, "type": kind, "expiredAt": expired_at},
         )
+
+
+class UnsupportedMediaType(ApiError):
+    # Judged by the file's first bytes, whatever its name or declared type says.
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+    def __init__(self, message: str = "The file is not a PNG, JPEG or WebP image."):
+        super().__init__(message, {"accepted": ["image/png", "image/jpeg", "image/webp"]})
+
+
+class ImageInvalid(ApiError):
+    # A PNG, JPEG or WebP by its first bytes that cannot be taken: `details.reason` says why.
+    status_code = 422
+    code = "IMAGE_INVALID"
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message, {"reason": reason})
+
+
+class UploadNotFound(ApiError):
+    status_code = 404
+    code = "UPLOAD_NOT_FOUND"
+
+    def __init__(self, upload_id: str):
+        super().__init__(f"No upload with id '{upload_id}'.", {"field": "id", "id": upload_id})
+
+
+class UploadInUse(ApiError):
+    # An unfinished job still has to take the picture: deleting it now would fail that job.
+    status_code = 409
+    code = "UPLOAD_IN_USE"
+
+    def __init__(self, upload_id: str, job_ids: list[str]):
+        super().__init__(
+            f"Upload '{upload_id}' is used by {len(job_ids)} unfinished job(s); delete it once they have ended.",
+            {"id": upload_id, "jobs": job_ids},
+        )
+
+
+class FieldInvalid(ApiError):
+    # The same shape as a request validation error (422 VALIDATION_ERROR naming the field), for
+    # what only the service can judge (an upload id that is not the caller's).
+    status_code = 422
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, field: str, message: str):
+        text = f"{field}: {message}"
+        super().__init__(text, {"field": field, "errors": [{"field": field, "message": text}]})

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(300 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_VIDEO_BYTES")
     #: Fetch provider outputs from private addresses and over plain http too (self-hosted gateways).
     allow_private_output_urls: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS")
+    #: Largest picture a user may upload (bytes; POST /api/v1/uploads).
+    max_upload_bytes: int = Field(20 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_UPLOAD_BYTES")
+    #: Largest picture a user may upload (pixels, width times height).
+    max_upload_pixels: int = Field(40_000_000, ge=1_000_000, le=100_000_000, validation_alias="PROMPTREEL_MAX_UPLOAD_PIXELS")
+    #: Uploads no unfinished job uses are removed this long after they were made (hours).
+    upload_expiry_hours: float = Field(24.0, gt=0, validation_alias="PROMPTREEL_UPLOAD_EXPIRY_HOURS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:

@@ -26,6 +26,8 @@ from backend.settings import Settings
 from backend.store.database import create_db_engine, migrate
 from backend.store.jobs import JobStore
 from backend.store.models import utcnow
+from backend.store.uploads import UploadStore
+from backend.uploads.service import UploadService
 
 if TYPE_CHECKING:
     from backend.events.relay import EventRelay
@@ -60,6 +62,13 @@ class System:
             from backend.jobs.procrastinate_queue import ProcrastinateQueue  # procrastinate: only installed for a cluster
 
             self.cluster = self.queue = ProcrastinateQueue(self.settings, self.engine, self.store, self.runner, self.bus)
+        self.uploads = UploadService(
+            UploadStore(self.engine),
+            self.media,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_upload_pixels,
+            expiry=timedelta(hours=self.settings.upload_expiry_hours),
+        )
         self.jobs = JobService(
             self.store,
             self.queue,
@@ -69,6 +78,7 @@ class System:
             self.media,
             max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
+            uploads=self.uploads,
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry
@@ -109,6 +119,8 @@ class System:
 
         retention_days = self.settings.media_retention_days  # 0: media are kept forever
         interval = round_interval(retention_days, HOUSEKEEPING_INTERVAL) if retention_days > 0 else HOUSEKEEPING_INTERVAL
+        # Uploads expire too: a tenth of their expiry between rounds as well (at least MIN_ROUND_INTERVAL).
+        interval = min(interval, round_interval(self.settings.upload_expiry_hours / 24, HOUSEKEEPING_INTERVAL))
         while True:
             try:
                 pruned = self.event_log.prune(utcnow() - timedelta(hours=self.settings.event_retention_hours))
@@ -124,6 +136,10 @@ class System:
                     announce_expired(self.store, self.bus, expired)
                 except Exception:  # as above: the next round tries again
                     log.exception("media retention failed")
+            try:  # in a thread: it deletes files (maybe S3 objects)
+                await asyncio.to_thread(self.uploads.expire)
+            except Exception:  # as above: the next round tries again
+                log.exception("upload expiry failed")
             await asyncio.sleep(interval)  # a clock, not a wait for an event
 
     async def stop(self) -> None:

@@ -31,6 +31,7 @@ STEP_STATUS_ICONS = {
 STEP_TITLES = {"image_generation": "Image", "video_generation": "Video"}
 
 PROVIDER_SHORT = {"dalle3": "DALL-E 3", "flux1": "FLUX.1", "runway": "Runway", "local": "Local"}
+PROVIDER_SHORT["upload"] = "Your picture"  # a job that animates the user's own picture (settings.sourceImage)
 
 
 def status_label(status: str) -> str:

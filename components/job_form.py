@@ -28,6 +28,7 @@ from backend.jobs.request import (
     IMAGE_SIZES,
     MAX_PROMPT_LENGTH,
     MAX_SEED,
+    UPLOAD_PROVIDER,
     GenerateRequest,
     GenerateSettings,
     describe,
@@ -41,6 +42,7 @@ from backend.system import System
 from .format import PROVIDER_SHORT, money
 from .job_actions import job_started_toast
 from .job_card import set_visible
+from .picture_input import PictureInput
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
@@ -191,6 +193,7 @@ class JobForm:
                 self.provider_hint_text = ui.label().mark("provider-hint")
                 self.provider_hint_tip = ui.tooltip()
             self._show_provider_hint(image_infos + video_infos)
+            self.picture = PictureInput(system, user, on_change=self._picture_changed)  # your own picture, instead
             self.size = (
                 ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate)
                 .classes("w-full")
@@ -288,6 +291,9 @@ class JobForm:
         seed = seed_value(self.seed.value)
         if seed is not None:
             settings["seed"] = seed
+        if self.picture.upload_id is not None:  # the user's picture: no image provider
+            settings.update(sourceImage=self.picture.upload_id, fit=self.picture.fit.value)
+            return {"prompt": self.prompt.value or "", "provider": UPLOAD_PROVIDER, "settings": settings}
         return {"prompt": self.prompt.value or "", "provider": self.provider.value, "settings": settings}
 
     def prefill(self, job: dict[str, Any]) -> None:
@@ -338,9 +344,10 @@ class JobForm:
                 seed=None,
                 videoProvider=self.video_provider.value,
             )
-            cost = self.system.jobs.estimate(
-                GenerateRequest.model_construct(prompt="", provider=self.provider.value, settings=settings)
-            )
+            # the user's picture: the video only; model_construct: the form offers valid choices (checked on submit)
+            provider = UPLOAD_PROVIDER if self.picture.upload_id is not None else self.provider.value
+            request = GenerateRequest.model_construct(prompt="", provider=provider, settings=settings)  # type: ignore[arg-type]
+            cost = self.system.jobs.estimate(request)
         except UnknownPrice as error:
             self.estimate.text = "unknown"
             self.estimate_detail.text = str(error)
@@ -350,6 +357,10 @@ class JobForm:
             self.estimate_detail.text = "free · rendered on this machine"
         else:
             self.estimate_detail.text = f"image {money(cost['imageGeneration'])} + video {money(cost['videoGeneration'])}"
+
+    def _picture_changed(self) -> None:
+        set_visible(self.provider, self.picture.upload_id is None)  # the fit choice replaces the image provider
+        self._update_estimate()
 
     def _clear_field(self, field: ui.input | ui.textarea | ui.select) -> None:
         if field.error is not None:

@@ -28,6 +28,7 @@ from .format import (
     between,
     duration,
     money,
+    provider_name,
     status_classes,
     status_label,
     understood,
@@ -393,7 +394,7 @@ class JobDetail:
         unknown = "—" if job["status"] in FINISHED_STATUSES else "chosen when the step runs"
         provider: str = job["provider"]
         rows: list[tuple[str, str]] = [
-            ("Image provider", PROVIDER_LABELS.get(provider, provider)),
+            ("Image provider", PROVIDER_LABELS.get(provider) or provider_name(provider)),  # upload: "Your picture"
             ("Image model", meta.get("imageModel") or unknown),
             ("Video provider", PROVIDER_LABELS.get(meta.get("videoProvider") or "", meta.get("videoProvider") or "—")),
             ("Video model", meta.get("videoModel") or unknown),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -14,6 +15,8 @@ from backend.api.errors import install_error_handlers
 from backend.api.limits import BodySizeLimit
 from backend.api.metrics import router as metrics_router
 from backend.api.routes import router as rest_router
+from backend.api.uploads import UPLOADS_PATH, body_limit
+from backend.api.uploads import router as uploads_router
 from backend.api.websocket import router as websocket_router
 from backend.observability.request_log import RequestLogMiddleware
 from backend.system import System
@@ -22,7 +25,10 @@ from backend.system import System
 def mount_api(app: FastAPI, system: System) -> None:
     app.state.system = system
     # Before CORS, so CORS wraps it and a browser can read its 413.
-    app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes)
+    # Pictures are larger than JSON: the uploads route, and NiceGUI's upload route of the studio's picture input.
+    picture_bodies = (re.compile(re.escape(UPLOADS_PATH)), re.compile(r"/_nicegui/client/[^/]+/upload/\d+"))
+    upload_limit = dict.fromkeys(picture_bodies, body_limit(system.settings.max_upload_bytes))
+    app.add_middleware(BodySizeLimit, max_bytes=system.settings.max_body_bytes, larger=upload_limit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=system.settings.cors_origins,
@@ -33,6 +39,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     )
     install_error_handlers(app)
     app.include_router(rest_router)
+    app.include_router(uploads_router)
     app.include_router(websocket_router)
     app.include_router(metrics_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.

@@ -24,12 +24,14 @@ from sqlalchemy import Connection
 
 from backend.events.bus import EventBus
 from backend.jobs import public
+from backend.jobs.request import UPLOAD_PROVIDER
 from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
-from backend.providers.base import ImageRequest, ProviderError, StepCancelled, VideoRequest
+from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepCancelled, VideoRequest
 from backend.providers.registry import ProviderRegistry, ProviderUnavailable
 from backend.store.jobs import COST_COLUMN, JobFinished, JobGone, JobStore
 from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus, utcnow
+from backend.uploads.images import fit_picture
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +270,11 @@ class Pipeline:
         last step's completes the job in the same transaction)."""
         if run.kind is StepKind.IMAGE:
             width, height = (int(part) for part in job.image_size.split("x"))
-            request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
-            image = await self.providers.image(job.provider).generate(request, run)
+            if job.provider == UPLOAD_PROVIDER:
+                image = await self._take_upload(job, width, height, run)
+            else:
+                request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
+                image = await self.providers.image(job.provider).generate(request, run)
             run.billed_model = None  # the charge goes with the result now, kept or discarded
             cost = _step_cost(job, run.kind, image.model)
             async with self._kept_or_discarded(job.id, run, cost):
@@ -300,6 +305,24 @@ class Pipeline:
                     fields = {"video_path": relative, "video_model": video.model, "video_cost": cost, "extra": extra}
                     return self._complete_step(job.id, run.kind, fields, last=last)
         raise AssertionError("unreachable: _kept_or_discarded re-raises")
+
+    async def _take_upload(self, job: Job, width: int, height: int, run: StepRun) -> ImageResult:
+        """The image step of a job that animates the user's picture: no provider, no cost; the
+        upload fitted to the job's size (backend/uploads/images.py), off the event loop."""
+        upload_id, fit = str(job.extra.get("sourceImage")), str(job.extra.get("fit", "crop"))
+        source_width, source_height = int(job.extra.get("sourceWidth", 0)), int(job.extra.get("sourceHeight", 0))
+        data = await asyncio.to_thread(self.media.read_upload, upload_id)
+        if data is None:
+            raise ProviderError(UPLOAD_PROVIDER, f"the uploaded picture {upload_id} is gone (deleted or expired)")
+        # The stored picture was checked at upload: its own size is the pixel limit here.
+        png = await asyncio.to_thread(
+            fit_picture, data, width, height, "contain" if fit == "contain" else "crop", source_width * source_height
+        )
+        run.log(
+            f"your picture {upload_id} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: "
+            "no image provider, no cost"
+        )
+        return ImageResult(png=png, model=UPLOAD_PROVIDER)
 
     @asynccontextmanager
     async def _kept_or_discarded(self, job_id: str, run: StepRun, cost: float) -> AsyncIterator[None]:

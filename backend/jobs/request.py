@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: DALL-E 3's own prompt limit; the longest prompt any provider here accepts.
 MAX_PROMPT_LENGTH = 4000
@@ -23,6 +23,8 @@ QUALITIES: tuple[str, ...] = ("standard", "high")
 # The prompt validator's reasons, which describe() turns into sentences.
 PROMPT_BLANK = "the prompt is only whitespace"
 PROMPT_NUL = "the prompt contains a NUL character"
+#: The `provider` of a job that animates the user's own picture (`settings.sourceImage`).
+UPLOAD_PROVIDER: Final = "upload"
 
 
 class GenerateSettings(BaseModel):
@@ -33,14 +35,28 @@ class GenerateSettings(BaseModel):
     quality: Literal["standard", "high"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     videoProvider: Literal["runway", "local"] | None = None
+    #: An upload's id (POST /api/v1/uploads): animate the user's picture instead of generating one.
+    sourceImage: str | None = Field(None, pattern=r"^upl_[A-Za-z0-9_-]{8,40}$")
+    #: How the picture meets imageSize: a centre crop, or the whole picture on a blurred fill of itself.
+    fit: Literal["crop", "contain"] = "crop"
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
-    provider: Literal["dalle3", "flux1", "local"]
+    #: `upload` (or left out) with `settings.sourceImage`: no image provider, the user's picture.
+    provider: Literal["dalle3", "flux1", "local", "upload"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upload_needs_no_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "provider" not in data:
+            settings = data.get("settings")
+            if isinstance(settings, dict) and settings.get("sourceImage") is not None:
+                return {**data, "provider": "upload"}
+        return data
 
     @field_validator("prompt")
     @classmethod

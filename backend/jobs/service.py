@@ -16,19 +16,28 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from backend.auth import LOCAL_USER, User
-from backend.errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
+from backend.errors import (
+    FieldInvalid,
+    JobBusy,
+    JobNotCancellable,
+    JobNotFound,
+    PriceUnknown,
+    ProviderNotConfigured,
+    QueueFull,
+)
 from backend.events.bus import EventBus, Subscription
 from backend.events.log import Event, EventLog
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
-from backend.jobs.request import MAX_SEED, GenerateRequest
+from backend.jobs.request import MAX_SEED, UPLOAD_PROVIDER, GenerateRequest
 from backend.media.store import MediaStore
 from backend.providers import pricing
 from backend.providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from backend.rate_limit import RateLimiter
 from backend.store.jobs import JobFinished, JobRecord, JobStore
 from backend.store.models import Job, JobStatus
+from backend.uploads.service import UploadService
 
 
 def new_job_id() -> str:
@@ -65,7 +74,10 @@ class JobService:
         max_queued_jobs: int = 1000,
         rate_limiter: RateLimiter | None = None,
         event_log: EventLog | None = None,
+        uploads: UploadService | None = None,
     ):
+        #: The users' pictures that `settings.sourceImage` names (None: this service takes none).
+        self.uploads = uploads
         self.max_queued_jobs = max_queued_jobs
         #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
         self.rate_limiter = rate_limiter or RateLimiter(0)
@@ -83,11 +95,14 @@ class JobService:
         settings = request.settings
         video_provider = settings.videoProvider or self.providers.default_video_provider
         try:
-            self.providers.image(request.provider)
+            if request.provider != UPLOAD_PROVIDER:  # the user's picture needs no image provider
+                self.providers.image(request.provider)
             self.providers.video(video_provider)
         except ProviderUnavailable as error:
             raise ProviderNotConfigured(str(error), error.name, error.missing_setting) from None
         for name in (request.provider, video_provider):
+            if name == UPLOAD_PROVIDER:
+                continue
             info = self.providers.info(name)
             if info.key_problem and not info.available:  # the provider itself refused the key
                 message = f"Provider '{name}' is unavailable: {info.key_problem}."
@@ -101,7 +116,11 @@ class JobService:
     def estimate(self, request: GenerateRequest) -> dict[str, float]:
         settings = request.settings
         video_provider = settings.videoProvider or self.providers.default_video_provider
-        image_model = self.providers.model_for_image(request.provider, settings.quality)
+        image_model: str
+        if request.provider == UPLOAD_PROVIDER:
+            image_model = UPLOAD_PROVIDER
+        else:
+            image_model = self.providers.model_for_image(request.provider, settings.quality)
         video_model = self.providers.model_for_video(video_provider)
         return pricing.estimate(
             request.provider,
@@ -113,7 +132,30 @@ class JobService:
             settings.videoDuration,
         )
 
+    def _source_image(self, request: GenerateRequest, user: User) -> dict[str, object]:
+        """What the job keeps of the upload it animates (its id, upright size and name, the fit);
+        empty for a job that generates its picture. 422 naming the field for a mismatch or an
+        upload the user does not have."""
+        upload_id = request.settings.sourceImage
+        if upload_id is None:
+            if request.provider == UPLOAD_PROVIDER:
+                raise FieldInvalid("settings.sourceImage", "provider 'upload' needs the id of an upload (POST /api/v1/uploads)")
+            return {}
+        if request.provider != UPLOAD_PROVIDER:
+            raise FieldInvalid("provider", "leave it out (or 'upload') with settings.sourceImage: the picture is not generated")
+        upload = self.uploads.find(upload_id, user) if self.uploads is not None else None
+        if upload is None:
+            raise FieldInvalid("settings.sourceImage", f"no upload with id '{upload_id}' (deleted, expired or never made)")
+        return {
+            "sourceImage": upload.id,
+            "sourceWidth": upload.width,
+            "sourceHeight": upload.height,
+            "sourceName": upload.name,
+            "fit": request.settings.fit,
+        }
+
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
+        source = self._source_image(request, user)
         video_provider = self._check_providers(request)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
@@ -130,6 +172,7 @@ class JobService:
             video_duration=settings.videoDuration,
             quality=settings.quality,
             seed=seed,
+            extra=source,
             owner=user.name,
             worker_id=self.queue.runs_new_jobs_as(),
         )

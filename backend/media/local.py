@@ -67,6 +67,30 @@ class LocalMediaStore(MediaStore):
             raise MediaStorageError(f"could not store the image in {self.root}: {error.strerror or error}") from error
         return relative
 
+    def write_upload(self, upload_id: str, data: bytes) -> str:
+        relative = self.upload_path(upload_id)
+        path = self.root / relative
+        partial = path.with_suffix(".part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(data)
+            partial.replace(path)  # atomic: a reader never sees half a file
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise MediaStorageError(f"could not store the upload in {self.root}: {error.strerror or error}") from error
+        return relative
+
+    def read_upload(self, upload_id: str) -> bytes | None:
+        try:
+            return (self.root / self.upload_path(upload_id)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove_upload(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / self.upload_path(upload_id)).unlink()
+
     @contextmanager
     def staging(self, job_id: str) -> Iterator[Path]:
         # The job's own folder: a provider's finished file there is already in its final place.

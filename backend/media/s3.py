@@ -199,6 +199,24 @@ class S3MediaStore(MediaStore):
                 return None
             raise self._failure(f"read {key} from", error) from error
 
+    def write_upload(self, upload_id: str, data: bytes) -> str:
+        relative = self.upload_path(upload_id)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{relative}", Body=data)
+        except S3_ERRORS as error:
+            raise self._failure("store the upload in", error) from error
+        return relative
+
+    def read_upload(self, upload_id: str) -> bytes | None:
+        return self._get(f"{self.prefix}{self.upload_path(upload_id)}")
+
+    def remove_upload(self, upload_id: str) -> None:
+        key = f"{self.prefix}{self.upload_path(upload_id)}"
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except S3_ERRORS as error:
+            log.warning("could not remove %s from S3 bucket '%s': %s", key, self.bucket, _reason(error))
+
     def _thumbnail_key(self, job_id: str) -> str:
         return self._job_key(job_id, "image").rpartition("/")[0] + "/" + THUMBNAIL_NAME
 

@@ -32,6 +32,9 @@ JOB_ID_PATTERN = re.compile(r"^job_[A-Za-z0-9_-]{8,40}$")
 MEDIA_TYPES = {"image": ("image.png", "image/png"), "video": ("video.mp4", "video/mp4")}
 #: The only relative paths a store accepts back: exactly the ones `relative_path` makes.
 RELATIVE_PATTERN = re.compile(r"^(job_[A-Za-z0-9_-]{8,40})/(image\.png|video\.mp4)$")
+#: Users' uploaded pictures: `uploads/{upload id}`, ids this service made (backend/uploads/service.py).
+UPLOAD_ID_PATTERN = re.compile(r"^upl_[A-Za-z0-9_-]{8,40}$")
+UPLOADS_FOLDER = "uploads"
 log = logging.getLogger(__name__)
 
 #: Thumbnails (the studio's job list) are JPEGs of at most this many pixels a side, made once per
@@ -80,6 +83,23 @@ class MediaStore(ABC):
         if not JOB_ID_PATTERN.fullmatch(job_id):  # fullmatch: `$` alone lets a trailing newline through
             raise ValueError(f"not a job id: {job_id!r}")
         return f"{job_id}/{MEDIA_TYPES[kind][0]}"
+
+    def upload_path(self, upload_id: str) -> str:
+        if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
+            raise ValueError(f"not an upload id: {upload_id!r}")
+        return f"{UPLOADS_FOLDER}/{upload_id}"
+
+    @abstractmethod
+    def write_upload(self, upload_id: str, data: bytes) -> str:
+        """Store an uploaded picture (already checked and cleaned) atomically; answers its relative path."""
+
+    @abstractmethod
+    def read_upload(self, upload_id: str) -> bytes | None:
+        """An uploaded picture's bytes, None if missing."""
+
+    @abstractmethod
+    def remove_upload(self, upload_id: str) -> None:
+        """Delete an uploaded picture; a missing file is fine, a failure is logged."""
 
     @abstractmethod
     def check(self) -> None:

@@ -49,7 +49,7 @@ class UnknownPrice(LookupError):
 
 
 def image_cost(provider: str, model: str, size: str, quality: str) -> float:
-    if provider == "local":
+    if provider in ("local", "upload"):  # upload: the user's own picture, taken as it is
         return 0.0
     if provider == "dalle3":
         key = (DALLE3_QUALITY.get(quality, quality), size)

@@ -228,7 +228,8 @@ class Finding:
     def __str__(self) -> str:
         return (
             f"{self.code} {self.check} on {self.operation}: {self.message}\n"
-            f"  request body {json.dumps(self.request_body)[:300]}\n  answered {self.status} {str(self.response_body)[:300]}"
+            f"  request body {json.dumps(self.request_body, default=repr)[:300]}\n"  # an upload's body is bytes
+            f"  answered {self.status} {str(self.response_body)[:300]}"
         )
 
 
@@ -271,6 +272,27 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
             and f.status == 422
             and error_code(f) == "VALIDATION_ERROR"
             and integral_float_in(f)
+        ),
+    ),
+    (
+        "`settings.sourceImage` and `provider` go together (docs/api.md, your own picture): an upload id with an image "
+        "provider, `upload` without one, or an id that is not the caller's upload answers 422 naming the field",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/generate"
+            and f.status == 422
+            and error_code(f) == "VALIDATION_ERROR"
+            and f.response_body["details"]["field"] in ("provider", "settings.sourceImage")
+        ),
+    ),
+    (
+        "an upload is judged by its bytes (docs/api.md, errors): drawn bytes are no picture (415, 422 IMAGE_INVALID), "
+        "and a multipart body with other parts than `file` is refused (400, 422 naming `file`)",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/uploads"
+            and (f.status, error_code(f))
+            in ((415, "UNSUPPORTED_MEDIA_TYPE"), (422, "IMAGE_INVALID"), (400, "BAD_REQUEST"), (422, "VALIDATION_ERROR"))
         ),
     ),
 ]

@@ -1,0 +1,68 @@
+"""Pictures as users upload them, friendly and hostile, made in memory with Pillow (or by hand,
+where Pillow refuses to make something that broken)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+#: EXIF tags: Orientation (0x0112), and the GPS block's pointer (0x8825).
+ORIENTATION = 0x0112
+GPS_INFO = 0x8825
+
+
+def stored_sideways(width: int = 300, height: int = 200) -> Image.Image:
+    """A picture as a camera held upright stores it with EXIF orientation 6 (turn 90 degrees clockwise to
+    view): the stored pixels are the upright picture turned 90 degrees counter-clockwise. The upright
+    picture (height x width) is red in its top half and blue in its bottom half."""
+    upright = Image.new("RGB", (height, width), "blue")
+    upright.paste((255, 0, 0), (0, 0, height, width // 2))
+    return upright.transpose(Image.Transpose.ROTATE_90)
+
+
+def rotated_jpeg(width: int = 300, height: int = 200) -> bytes:
+    """`stored_sideways` as a JPEG with orientation 6 and a GPS position in its EXIF."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    exif.get_ifd(GPS_INFO).update({1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)})
+    buffer = io.BytesIO()
+    stored_sideways(width, height).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+def png(width: int = 64, height: int = 48, colour: str = "green") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def webp(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "orange").save(buffer, format="WEBP")
+    return buffer.getvalue()
+
+
+def animated_png() -> bytes:
+    buffer = io.BytesIO()
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "blue")]
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (a decompression bomb, or a lie)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    data = rotated_jpeg(600, 400)
+    return data[: len(data) // 2]
