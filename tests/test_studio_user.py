@@ -23,7 +23,7 @@ from nicegui.testing.user_simulation import user_simulation
 from backend.jobs.public import job_update_data, step_data
 from backend.jobs.request import validate_request
 from backend.providers import registry
-from backend.providers.dalle3 import DalleImageProvider
+from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
 from backend.settings import Settings
 from backend.store.models import Job, JobStatus, StepKind
 from backend.system import System

@@ -17,25 +17,34 @@ MAX_SEED = 2**32 - 1
 
 ImageSize = Literal["1024x1024", "1792x1024", "1024x1792"]
 IMAGE_SIZES: tuple[str, ...] = ("1024x1024", "1792x1024", "1024x1792")
+#: The durations of the default video models; a chosen model may allow others (its catalog entry).
 DURATIONS: tuple[int, ...] = (5, 10)
 QUALITIES: tuple[str, ...] = ("standard", "high")
+#: Beyond the guide's two: GPT image models' own levels, for the models whose catalog entry maps them.
+MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
+#: The image providers a client may name: the catalog's, and the guide's names for two of them.
+IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1")
 
 
 class GenerateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     imageSize: ImageSize = "1024x1024"
-    videoDuration: Literal[5, 10] = 5
-    quality: Literal["standard", "high"] = "standard"
+    #: Checked against the chosen video model's durations when the job is created (JobService).
+    videoDuration: int = Field(5, ge=1, le=60)
+    quality: Literal["standard", "high", "low", "medium"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     videoProvider: Literal["runway", "local"] | None = None
+    #: Catalog model ids (GET /api/v1/models); None: the provider's default.
+    imageModel: str | None = Field(None, min_length=1, max_length=128)
+    videoModel: str | None = Field(None, min_length=1, max_length=128)
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
-    provider: Literal["dalle3", "flux1", "local"]
+    provider: Literal["openai", "replicate", "local", "dalle3", "flux1"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
 
     @field_validator("prompt")

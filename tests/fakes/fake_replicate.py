@@ -11,6 +11,10 @@
   (NSFW), `aborted`; a "hold" prediction stays `processing` until `release()`.
 - `POST /v1/predictions/{id}/cancel`: the prediction, now `canceled`.
 - `GET /v1/account`: the account (what the key check asks).
+- `GET /v1/models/{owner}/{name}`: the model, with its latest version's OpenAPI input schema
+  (`latest_version.openapi_schema.components.schemas.Input`), or 404 "Not found" (the model
+  check). `add_model()` serves one more model (a user's catalog entry), `remove_model()` takes
+  one away (a model Replicate deleted).
 - Outputs are served at `/files/...` without auth, as replicate.delivery does: a list of URLs
   for flux-schnell and flux-dev, one URL for the pro models.
 - Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
@@ -166,11 +170,20 @@ class FakeReplicate(FakeServer):
         self.files: dict[str, bytes] = {}
         #: Where the hostile outcomes point the server (`points_inside`, `redirects_inside`).
         self.hostile_target: str | None = None
+        #: The models served: id -> (input schema, whether the output is a list).
+        self.models: dict[str, tuple[dict[str, Any], bool]] = dict(MODELS)
+
+    def add_model(self, model: str, schema: dict[str, Any], list_output: bool = False) -> None:
+        self.models[model] = (schema, list_output)
+
+    def remove_model(self, model: str) -> None:
+        self.models.pop(model, None)
 
     def routes(self) -> list[Route]:
         return [
             Route("/v1/account", self.account, methods=["GET"]),
             Route("/v1/models/{owner}/{name}/predictions", self.create, methods=["POST"]),
+            Route("/v1/models/{owner}/{name}", self.model, methods=["GET"]),
             Route("/v1/predictions/{id}", self.get, methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/files/{id}/{name}", self.file, methods=["GET"]),
@@ -222,13 +235,56 @@ class FakeReplicate(FakeServer):
             return reply
         return JSONResponse({"type": "user", "username": "fake-user", "name": "Fake User", "github_url": None})
 
+    async def model(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        if f"{owner}/{name}" not in self.models:
+            return problem(404, "Not found", "The requested resource could not be found.").response()
+        schema, _ = self.models[f"{owner}/{name}"]
+        properties: dict[str, Any] = {}
+        for field_name, rule in schema.items():
+            kind = rule.get("type")
+            described: dict[str, Any] = {"title": field_name.replace("_", " ").title()}
+            if "enum" in rule:
+                described["enum"] = rule["enum"]
+            elif kind is int:
+                described["type"] = "integer"
+                described.update({k: v for k, v in (("minimum", rule.get("min")), ("maximum", rule.get("max"))) if v is not None})
+            elif kind is bool:
+                described["type"] = "boolean"
+            elif kind is str:
+                described["type"] = "string"
+            else:
+                described["type"] = "number"
+            properties[field_name] = described
+        required = [field_name for field_name, rule in schema.items() if rule.get("required")]
+        version = {
+            "id": secrets.token_hex(32),
+            "created_at": now(),
+            "openapi_schema": {
+                "components": {"schemas": {"Input": {"type": "object", "properties": properties, "required": required}}}
+            },
+        }
+        return JSONResponse(
+            {
+                "url": f"https://replicate.com/{owner}/{name}",
+                "owner": owner,
+                "name": name,
+                "description": "",
+                "visibility": "public",
+                "run_count": 0,
+                "latest_version": version,
+            }
+        )
+
     async def create(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
             return denied
         if (reply := await self.scripted("create")) is not None:
             return reply
         model = f"{request.path_params['owner']}/{request.path_params['name']}"
-        if model not in MODELS:
+        if model not in self.models:
             return problem(404, "Not found", "The requested resource could not be found.").response()
         try:
             body = await request.json()
@@ -241,7 +297,7 @@ class FakeReplicate(FakeServer):
                 "- input: input is required",
                 invalid_fields=[{"type": "required", "field": "input", "description": "input is required"}],
             ).response()
-        schema, list_output = MODELS[model]
+        schema, list_output = self.models[model]
         invalid = validate_input(body["input"], schema)
         if invalid:
             detail = "".join(f"- {item['field']}: {item['description']}\n" for item in invalid)
