@@ -30,7 +30,14 @@ STEP_STATUS_ICONS = {
 }
 STEP_TITLES = {"image_generation": "Image", "video_generation": "Video"}
 
-PROVIDER_SHORT = {"dalle3": "DALL-E 3", "flux1": "FLUX.1", "runway": "Runway", "local": "Local"}
+PROVIDER_SHORT = {
+    "dalle3": "OpenAI",
+    "openai": "OpenAI",
+    "flux1": "FLUX.1",
+    "replicate": "Replicate",
+    "runway": "Runway",
+    "local": "Local",
+}
 
 
 def status_label(status: str) -> str:

@@ -57,6 +57,8 @@ def _model(providers: ProviderRegistry, provider: str, kind: str, chosen: str | 
     model_id = chosen or providers.default_model(provider, kind, quality)
     entry = providers.catalog.get(model_id)
     where = field if chosen else f"{field} (the default of provider '{provider}')"
+    if entry is None and not chosen:  # a server setting names it: nothing the client can change
+        raise PriceUnknown(f"no price for {provider} model {model_id!r}: it is not in the model catalog", provider, kind)
     if entry is None:
         raise _invalid(where, f"unknown model '{model_id}': GET /api/v1/models lists the models")
     if entry.kind != kind or entry.provider != canonical(provider):

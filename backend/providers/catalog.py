@@ -54,17 +54,17 @@ class Price(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> Price:
         if self.unit == "second" and self.usdPerSecond is None:
-            raise ValueError("a price per second needs usdPerSecond")
+            raise ValueError("usdPerSecond: a price per second needs one")
         if self.unit in ("image", "token") and not self.perImage:
-            raise ValueError(f"a price per {self.unit} needs perImage (for tokens: the estimate before the job)")
+            raise ValueError(f"perImage: a price per {self.unit} needs one (for tokens: the estimate before the job)")
         if self.unit == "token" and self.tokens is None:
-            raise ValueError("a price per token needs tokens")
+            raise ValueError("tokens: a price per token needs them")
         for table in (self.perImage or {}).values():
             if any(value < 0 for value in table.values()):
-                raise ValueError("prices cannot be negative")
+                raise ValueError("perImage: prices cannot be negative")
         free = self.usdPerSecond == 0 or all(v == 0 for t in (self.perImage or {}).values() for v in t.values())
         if not free and (self.source is None or self.read is None):
-            raise ValueError("a price needs its source (the provider's price page) and the date it was read")
+            raise ValueError("source: a price needs its source (the provider's price page) and the date it was read")
         return self
 
 
@@ -111,19 +111,19 @@ class ModelEntry(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
         if self.kind == "video" and not self.durations:
-            raise ValueError("a video model needs durations")
+            raise ValueError("durations: a video model needs them")
         if self.kind == "video" and any(d < 1 or d > 60 for d in self.durations):
-            raise ValueError("durations are whole seconds from 1 to 60")
+            raise ValueError("durations: whole seconds from 1 to 60")
         if self.kind == "image" and not self.sizes:
-            raise ValueError("an image model needs sizes (the job's size -> the provider's)")
+            raise ValueError("sizes: an image model needs them (the job's size -> the provider's)")
         if self.provider == "replicate":
             owner, _, name = self.id.partition("/")
             if not owner or not name or "/" in name:
-                raise ValueError("a Replicate model id is owner/name")
+                raise ValueError("id: a Replicate model id is owner/name")
             if self.input is None:
-                raise ValueError("a Replicate model needs input (how the job's fields map onto the model's input)")
+                raise ValueError("input: a Replicate model needs it (how the job's fields map onto the model's input)")
             if self.kind == "video" and self.input.image is None:
-                raise ValueError("a Replicate video model needs input.image")
+                raise ValueError("input.image: a Replicate video model needs it")
         return self
 
     @property
@@ -160,8 +160,11 @@ def _problem(path: Path, raw: dict[str, Any], error: ValidationError) -> Catalog
         model_id = item.get("id") if isinstance(item, dict) else None
         entry = f"model {index + 1}" + (f" ({model_id})" if model_id else "")
         location = location[2:]
-    field = ".".join(str(part) for part in location) or "entry"
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    named, _, rest = message.partition(": ")
+    if rest and named.replace(".", "").isalnum():  # a check across fields names the field it is about
+        location, message = [*location, named], rest
+    field = ".".join(str(part) for part in location) or "entry"
     if first.get("type") == "extra_forbidden":
         message = "unknown field"
     elif first.get("type") == "missing":

@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 IMAGE_PROVIDERS = ("dalle3", "flux1", "local")
 VIDEO_PROVIDERS = ("runway", "local")
 PROVIDER_LABELS = {
-    "dalle3": "OpenAI GPT Image",
-    "flux1": "FLUX (Replicate)",
-    "openai": "OpenAI GPT Image",
-    "replicate": "FLUX (Replicate)",
+    "dalle3": "OpenAI (GPT Image)",
+    "flux1": "FLUX.1 (Replicate)",
+    "openai": "OpenAI (GPT Image)",
+    "replicate": "FLUX.1 (Replicate)",
     "runway": "Runway",
     "local": "Local renderer",
 }

@@ -145,6 +145,11 @@ class FakeOpenAI(FakeServer):
         self.force_url = False
         #: Make noisy (large) PNGs instead of gradients.
         self.noisy = False
+        #: The models served (id -> created); `retire()` shuts one down, as OpenAI did dall-e-3.
+        self.models = dict(MODELS)
+
+    def retire(self, model: str) -> None:
+        self.models.pop(model, None)
 
     def routes(self) -> list[Route]:
         return [
@@ -182,9 +187,9 @@ class FakeOpenAI(FakeServer):
         if (reply := await self.scripted("models")) is not None:
             return reply
         name = request.path_params["model"]
-        if name not in MODELS:
+        if name not in self.models:
             return model_not_found(name).response()
-        return JSONResponse({"id": name, "object": "model", "created": MODELS[name], "owned_by": "system"})
+        return JSONResponse({"id": name, "object": "model", "created": self.models[name], "owned_by": "system"})
 
     async def generate(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
@@ -243,7 +248,7 @@ class FakeOpenAI(FakeServer):
                 code="invalid_type",
             )
         model = body.get("model", "dall-e-2")
-        if model not in MODELS:
+        if model not in self.models:
             return model_not_found(model)
         if model in GPT_IMAGE_MODELS:
             return self._validate_gpt(body, model, prompt)
