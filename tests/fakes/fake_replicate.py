@@ -346,6 +346,8 @@ class FakeReplicate(FakeServer):
         prediction.status = "succeeded"
         ratio = prediction.input.get("aspect_ratio", "1:1")
         width, height = RATIO_SIZES.get(ratio, (1024, 1024))
+        if isinstance(prediction.input.get("width"), int) and isinstance(prediction.input.get("height"), int):
+            width, height = prediction.input["width"], prediction.input["height"]  # a model sized by width and height
         name = f"out-0.{prediction.input.get('output_format', 'webp')}"
         if prediction.outcome == "output_not_image":
             self.files[f"{prediction.id}/{name}"] = b"<html><body>Not an image</body></html>"
