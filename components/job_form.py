@@ -33,6 +33,7 @@ from backend.system import System
 
 from .format import PROVIDER_SHORT, money
 from .job_card import set_visible
+from .model_picker import ModelPicker
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
 QUALITY_LABELS = {"standard": "Standard", "high": "High"}
@@ -153,6 +154,7 @@ class JobForm:
                 self.provider_hint_text = ui.label().mark("provider-hint")
                 self.provider_hint_tip = ui.tooltip()
             self._show_provider_hint(image_infos + video_infos)
+            self.models = ModelPicker(system.providers, self.provider, self.video_provider, self._update_estimate)
             self.size = (
                 ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate)
                 .classes("w-full")
@@ -164,6 +166,7 @@ class JobForm:
                     self.duration = ui.toggle(
                         {d: f"{d} s" for d in DURATIONS}, value=DURATIONS[0], on_change=self._update_estimate
                     ).props('no-caps unelevated toggle-color=primary rounded aria-label="Video length" data-testid=duration')
+                    self.models.follow_duration(self.duration)
                 with ui.column().classes("gap-1"):
                     ui.label("Quality").classes("text-xs pr-muted")
                     self.quality = ui.toggle(QUALITY_LABELS, value="standard", on_change=self._update_estimate).props(
@@ -231,6 +234,7 @@ class JobForm:
             "videoDuration": self.duration.value,
             "quality": self.quality.value,
             "videoProvider": self.video_provider.value,
+            **self.models.settings(),
         }
         seed = seed_value(self.seed.value)
         if seed is not None:
@@ -245,9 +249,10 @@ class JobForm:
             self.provider.value = job["provider"]
         if meta.get("videoProvider") in self.video_provider._values:
             self.video_provider.value = meta["videoProvider"]
+        self.models.prefill(meta)
         if meta.get("imageSize") in IMAGE_SIZES:
             self.size.value = meta["imageSize"]
-        if meta.get("videoDuration") in DURATIONS:
+        if meta.get("videoDuration") in self.duration.options:  # what the chosen video model allows
             self.duration.value = meta["videoDuration"]
         if meta.get("quality") in QUALITY_LABELS:
             self.quality.value = meta["quality"]
@@ -279,11 +284,12 @@ class JobForm:
                 quality=self.quality.value,
                 seed=None,
                 videoProvider=self.video_provider.value,
+                **self.models.settings(),
             )
             cost = self.system.jobs.estimate(
                 GenerateRequest.model_construct(prompt="", provider=self.provider.value, settings=settings)
             )
-        except UnknownPrice as error:
+        except (UnknownPrice, ApiError) as error:  # ApiError: a model without a price, or that does not take the settings
             self.estimate.text = "unknown"
             self.estimate_detail.text = str(error)
             return

@@ -313,3 +313,47 @@ async def test_the_runway_fake_refuses_what_a_model_does_not_take(runway_fake: F
 
 def test_active_catalog_defaults_to_the_built_in_file():
     assert active().get("gpt-image-2") is not None and BUILT_IN.name == "models.toml"
+
+
+async def test_runway_answering_that_it_has_no_such_model_is_explained_and_marked(runway_fake: FakeRunway, tmp_path: Path):
+    missing: list[str] = []
+    provider = RunwayVideoProvider(settings(RUNWAYML_API_SECRET=runway_fake.key, RUNWAYML_BASE_URL=runway_fake.url), policy=FAST)
+    provider.on_model_missing = lambda model, reason: missing.append(model)
+    request = VideoRequest(
+        prompt="waves",
+        image_path=source_image(tmp_path),
+        duration=5,
+        seed=7,
+        output_path=tmp_path / "out.mp4",
+        model="gen3a_turbo",
+    )
+    with pytest.raises(ProviderError) as caught:
+        await provider.animate(request, RecordingContext())
+    assert caught.value.code == "MODEL_NOT_FOUND" and missing == ["gen3a_turbo"]
+    message = caught.value.message
+    assert message.startswith("Runway has no model 'gen3a_turbo' (Validation of body failed (model: Invalid discriminator value")
+    assert "update the model catalog" in message and "BASE_URL" not in message
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (
+            ["--video-provider", "runway", "--video-model", "veo3.1", "--duration", "5"],
+            "--duration: veo3.1 makes videos of 4, 6, 8",
+        ),
+        (["--image-model", "dall-e-4"], "--image-model: unknown model 'dall-e-4'"),
+    ],
+)
+def test_generate_refuses_a_model_or_duration_in_one_line_before_opening_anything(tmp_path: Path, options: list[str], words: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "generate", "a cat", *options],
+        cwd=ROOT,
+        env=clean_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+    assert not (tmp_path / "data" / "promptreel.db").exists()

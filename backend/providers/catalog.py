@@ -138,6 +138,24 @@ class ModelEntry(BaseModel):
         """The provider's name for a job's quality (the job's own name when the model maps none)."""
         return self.qualities.get(quality, quality)
 
+    def price_summary(self) -> str:
+        """The price rule in a few words: '$0.12/s', '$0.003/image', 'tokens (est. $0.02-0.19/image)'."""
+        price = self.price
+        if price is None:
+            return "no price"
+        if price.unit == "second":
+            return f"${price.usdPerSecond:g}/s"
+        figures = sorted({value for row in (price.perImage or {}).values() for value in row.values()})
+        span = f"${figures[0]:g}" if len(figures) == 1 else f"${figures[0]:g}-{figures[-1]:g}"
+        return f"tokens (est. {span}/image)" if price.unit == "token" else f"{span}/image"
+
+    def accepts_summary(self) -> str:
+        """What it takes in a few words: 'durations 4,6,8 s', 'sizes ...; quality ...'."""
+        if self.kind == "video":
+            return "durations " + ",".join(str(seconds) for seconds in self.durations) + " s"
+        qualities = f"; quality {', '.join(self.qualities)}" if self.qualities else ""
+        return "sizes " + ", ".join(self.sizes) + qualities
+
     def public(self) -> dict[str, Any]:
         """The entry as the API shows it (camelCase, as in the file)."""
         return self.model_dump(mode="json", exclude_none=True, exclude={"default"})

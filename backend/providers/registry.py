@@ -236,9 +236,9 @@ class ProviderRegistry:
         if settings.runwayml_api_secret:
             from backend.providers.runway import RunwayVideoProvider
 
-            self._add(
-                "runway", RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway")), image=False
-            )
+            runway = RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway"))
+            runway.on_model_missing = self.model_missing
+            self._add("runway", runway, image=False)
         if start_checks:
             self.start_key_checks()  # free requests, answered long before a first status request
 

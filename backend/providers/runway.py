@@ -193,8 +193,24 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     # -- the step --------------------------------------------------------------------
 
+    #: Called with (model, reason) when Runway answers that it has no such model.
+    on_model_missing: Any = None
+
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
-        task_id, task = await self._run(request, ctx)
+        model = self._model(request)
+        try:
+            task_id, task = await self._run(request, ctx)
+        except ProviderError as error:
+            if error.code != "MODEL_NOT_FOUND":
+                raise
+            if self.on_model_missing:
+                self.on_model_missing(model, f"Runway answered that the model does not exist ({error.message})")
+            raise ProviderError(
+                self.name,
+                f"Runway has no model '{model}' ({error.message}); choose another model (gen4.5, gen4_turbo), "
+                "or update the model catalog",
+                code="MODEL_NOT_FOUND",
+            ) from error
         output = task.get("output")
         url = next((item for item in output if isinstance(item, str) and item), None) if isinstance(output, list) else None
         if not url:
@@ -241,6 +257,8 @@ class RunwayVideoProvider(RemoteTaskProvider):
             return ProviderError(
                 self.name, f"Runway refused to start the video: not enough credits ({detail})", code="PROVIDER_BILLING"
             )
+        if status == 400 and "(model: " in detail:  # its validator refused the model itself: animate() names it
+            return ProviderError(self.name, detail, code="MODEL_NOT_FOUND")
         if status == 400:
             return ProviderError(self.name, f"Runway refused the request (400): {detail}")
         if status in (404, 405):
