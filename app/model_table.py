@@ -7,27 +7,8 @@ import asyncio
 from rich.console import Console
 from rich.table import Table
 
-from backend.providers.catalog import ModelEntry
 from backend.providers.registry import ProviderRegistry
 from backend.settings import Settings
-
-
-def price_text(entry: ModelEntry) -> str:
-    """The price rule in a few words: '$0.12/s', '$0.003/image', 'tokens ($0.02-0.19/image est.)'."""
-    price = entry.price
-    if price is None:
-        return "no price"
-    if price.unit == "second":
-        return f"${price.usdPerSecond:g}/s"
-    figures = sorted({value for row in (price.perImage or {}).values() for value in row.values()})
-    span = f"${figures[0]:g}" if len(figures) == 1 else f"${figures[0]:g}-{figures[-1]:g}"
-    return f"tokens (est. {span}/image)" if price.unit == "token" else f"{span}/image"
-
-
-def accepts_text(entry: ModelEntry) -> str:
-    if entry.kind == "video":
-        return "durations " + ",".join(str(seconds) for seconds in entry.durations) + " s"
-    return "sizes " + ", ".join(entry.sizes) + (f"; quality {', '.join(entry.qualities)}" if entry.qualities else "")
 
 
 def print_models(settings: Settings, *, kind: str | None, provider: str | None) -> None:
@@ -43,8 +24,8 @@ def print_models(settings: Settings, *, kind: str | None, provider: str | None) 
             entry.provider,
             entry.kind,
             "yes" if registry.is_default(entry) else "",
-            price_text(entry),
-            accepts_text(entry),
+            entry.price_summary(),
+            entry.accepts_summary(),
             "[green]yes[/]" if available else f"[red]no[/]: {reason}",
         )
     console = Console()
