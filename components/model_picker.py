@@ -4,6 +4,7 @@ durations the chosen video model allows."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,23 @@ class ModelPicker:
         video_provider.on_value_change(lambda: self._provider_changed(self.video, video_provider.value))
         self.image.on_value_change(lambda: self.on_change())
         self.video.on_value_change(lambda: self._video_changed())
+        # A model found missing (a job's answer, a check) or a key refused: show it at once.
+        self._loop = asyncio.get_running_loop()
+        self.client = ui.context.client
+        self.client.on_delete(registry.on_availability_change(self._availability_changed))
+
+    def _availability_changed(self, _name: str) -> None:
+        """The registry's news, on whichever thread learnt it: shown on this tab's loop."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.refresh)
+
+    def refresh(self) -> None:
+        """Show every model's availability now."""
+        if self.client.is_deleted or self.image.is_deleted:
+            return
+        with self.client:
+            self.image.show_provider(self.image_provider.value)
+            self.video.show_provider(self.video_provider.value)
 
     def follow_duration(self, duration: ui.toggle) -> None:
         """Let the video length offer the chosen video model's durations."""

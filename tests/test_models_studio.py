@@ -111,3 +111,15 @@ async def test_the_video_length_follows_the_chosen_model_and_the_estimate_follow
     (record,), _ = system.store.list()
     assert (record.job.video_model, record.job.video_duration, record.job.image_model) == ("gen4.5", 7, "promptreel-scene-1")
     await system.jobs.cancel(record.job.id)
+
+
+async def test_a_model_found_missing_is_greyed_in_the_open_form_at_once(studio: tuple[User, System]):
+    user, system = studio
+    await user.open("/")
+    image_model = element(user, "image-model")
+    assert "disable" not in options(image_model)["gpt-image-1-mini"]
+    reason = "OpenAI answered that the model does not exist (404 model_not_found: gone)"
+    await asyncio.to_thread(system.providers.model_missing, "gpt-image-1-mini", reason)  # as a job's thread learns it
+    await asyncio.sleep(0)  # the loop runs the callback the registry's listener scheduled
+    option = options(image_model)["gpt-image-1-mini"]
+    assert option["disable"] and option["reason"] == reason
