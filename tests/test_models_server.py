@@ -202,6 +202,7 @@ def test_the_models_route_lists_the_catalog_with_availability(server: Server):
     assert models["acme/pixel-art"]["available"] and models["acme/pixel-art"]["input"]["width"] == "width"  # the user's file
     assert models["gen4.5"]["durations"] == list(range(2, 11)) and models["gen4.5"]["price"]["usdPerSecond"] == 0.12
     assert {model["id"] for model in video} == {"gen4.5", "gen4_turbo", "veo3.1", "veo3.1_fast"}
+    assert models["veo3.1"]["price"] is None and models["veo3.1"]["durations"] == [4, 6, 8]
     assert "dall-e-3" in {model["id"] for model in unavailable} and all(not model["available"] for model in unavailable)
     assert {model["provider"] for model in aliased} == {"openai"}
     assert bad.status_code == 422 and bad.json()["code"] == "VALIDATION_ERROR"

@@ -157,8 +157,8 @@ class ModelEntry(BaseModel):
         return "sizes " + ", ".join(self.sizes) + qualities
 
     def public(self) -> dict[str, Any]:
-        """The entry as the API shows it (camelCase, as in the file)."""
-        return self.model_dump(mode="json", exclude_none=True, exclude={"default"})
+        """The entry as the API shows it (camelCase, as in the file; `price` null when it has none)."""
+        return {"price": None, **self.model_dump(mode="json", exclude_none=True, exclude={"default"})}
 
 
 class CatalogFile(BaseModel):
