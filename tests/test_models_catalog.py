@@ -211,6 +211,9 @@ def test_cost_from_usage_uses_the_catalogs_per_token_prices():
     # gpt-image-2: $5 text in, $8 image in, $30 image out per million tokens
     expected = round((100 * 5 + 20 * 8 + 7280 * 30) / 1_000_000, 6)
     assert pricing.image_cost("openai", "gpt-image-2", "1792x1024", "high", usage=usage) == expected == 0.21906
+    # an unreadable usage (a hostile or broken answer) is not taken as free: the per-image table
+    assert pricing.image_cost("openai", "gpt-image-2", "1024x1024", "high", usage={"output_tokens": -5}) == 0.19
+    assert pricing.image_cost("openai", "gpt-image-2", "1024x1024", "high", usage={"input_tokens_details": "x"}) == 0.19
     # without a usage (the estimate): the per-image table
     assert pricing.image_cost("dalle3", "gpt-image-2", "1024x1024", "high") == 0.19
     assert pricing.image_cost("openai", "gpt-image-1-mini", "1792x1024", "standard") == 0.015  # medium, 1536x1024

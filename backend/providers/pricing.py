@@ -47,22 +47,34 @@ def usage_cost(entry: ModelEntry, usage: dict[str, Any]) -> float:
     assert entry.price is not None and entry.price.tokens is not None
     prices = entry.price.tokens
     details = usage.get("input_tokens_details") or {}
-    text_in = int(details.get("text_tokens") or 0)
-    image_in = int(details.get("image_tokens") or 0)
+    text_in = _count(details.get("text_tokens"))
+    image_in = _count(details.get("image_tokens"))
     if not details:
-        text_in = int(usage.get("input_tokens") or 0)
-    output = int(usage.get("output_tokens") or 0)
+        text_in = _count(usage.get("input_tokens"))
+    output = _count(usage.get("output_tokens"))
     cost = (text_in * prices.textInput + image_in * prices.imageInput + output * prices.imageOutput) / 1_000_000
     return round(cost, 6)
 
 
+def _count(value: Any) -> int:
+    """A token count from a provider's answer; anything but a whole number >= 0 is refused."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a token count: {value!r}")
+    return value
+
+
 def image_cost(provider: str, model: str, size: str, quality: str, usage: dict[str, Any] | None = None) -> float:
-    """An image's cost: from `usage` for token-priced models when the answer had one, else the
-    per-image table."""
+    """An image's cost: from `usage` for token-priced models when the answer had a readable one,
+    else the per-image table (an unreadable usage is not taken as free)."""
     entry = _entry(provider, model, "image")
     assert entry.price is not None
     if entry.price.unit == "token" and usage:
-        return usage_cost(entry, usage)
+        try:
+            return usage_cost(entry, usage)
+        except (AttributeError, TypeError, ValueError):
+            pass
     return per_image(entry, size, quality)
 
 
