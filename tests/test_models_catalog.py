@@ -224,6 +224,8 @@ def test_per_second_prices_and_models_without_one():
     assert pricing.video_cost("runway", "gen4_turbo", 5) == 0.25
     with pytest.raises(pricing.UnknownPrice, match=r"no price for runway model 'veo3\.1'"):
         pricing.video_cost("runway", "veo3.1", 6)
+    with pytest.raises(pricing.UnknownPrice, match=r"no price for replicate model 'wan-video/wan-2\.5-i2v'"):
+        pricing.video_cost("replicate", "wan-video/wan-2.5-i2v", 5)  # refused until a catalog file prices it
     with pytest.raises(pricing.UnknownPrice, match="no video model 'sora-2'"):
         pricing.video_cost("runway", "sora-2", 5)
 

@@ -39,6 +39,28 @@ perImage = { "*" = { "*" = 0.011 } }
 source = "https://replicate.com/acme/pixel-art"
 read = 2026-12-01
 """
+#: A user's price for the built-in Replicate video model (which has none: refused until priced).
+WAN_PRICED = """
+[[models]]
+id = "wan-video/wan-2.5-i2v"
+provider = "replicate"
+kind = "video"
+name = "Wan 2.5 i2v, priced"
+default = true
+imageInput = true
+durations = [5, 10]
+[models.input]
+prompt = "prompt"
+image = "image"
+duration = "duration"
+seed = "seed"
+fixed = { resolution = "720p" }
+[models.price]
+unit = "second"
+usdPerSecond = 0.09
+source = "https://replicate.com/wan-video/wan-2.5-i2v"
+read = 2026-12-01
+"""
 PIXEL_ART_SCHEMA = {
     "prompt": {"type": str, "required": True},
     "width": {"type": int, "min": 256, "max": 2048},
@@ -74,7 +96,7 @@ def fakes() -> Iterator[Fakes]:
 def server(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("models")
     catalog = folder / "my-models.toml"
-    catalog.write_text(PIXEL_ART)
+    catalog.write_text(PIXEL_ART + WAN_PRICED)
     started = Server(folder / "data", **fakes.env(PROMPTREEL_MODELS_FILE=str(catalog))).start()
     yield started
     started.stop()
@@ -262,3 +284,22 @@ def test_the_flux1_alias_runs_replicates_default_model(server: Server):
     job = response.json()
     assert job["provider"] == "flux1"
     assert (job["metadata"]["imageProvider"], job["metadata"]["imageModel"]) == ("replicate", "black-forest-labs/flux-schnell")
+
+
+async def test_an_image_to_video_model_on_replicate_animates_the_image(server: Server, fakes: Fakes):
+    request = {
+        "prompt": "the sea breathes under the cliffs",
+        "provider": "local",
+        "settings": {"videoProvider": "replicate", "videoDuration": 10, "seed": 5},
+    }
+    end, job = await run_job(server, request)
+    assert end["type"] == "job_completed", job
+    [prediction] = [p for p in fakes.replicate.predictions.values() if p.input.get("prompt") == request["prompt"]]
+    assert prediction.model == "wan-video/wan-2.5-i2v"
+    assert prediction.input["image"].startswith("data:image/png;base64,")
+    assert (prediction.input["duration"], prediction.input["seed"], prediction.input["resolution"]) == (10, 5, "720p")
+    assert job["metadata"]["videoModel"] == "wan-video/wan-2.5-i2v"
+    assert job["cost"] == {"imageGeneration": 0.0, "videoGeneration": round(10 * 0.09, 4), "total": 0.9}
+    with server.client() as api:
+        video = api.get(f"/api/v1/jobs/{job['id']}/download/video")
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"  # an MP4

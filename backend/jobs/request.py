@@ -34,7 +34,7 @@ class GenerateSettings(BaseModel):
     videoDuration: int = Field(5, ge=1, le=60)
     quality: Literal["standard", "high", "low", "medium"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    videoProvider: Literal["runway", "local"] | None = None
+    videoProvider: Literal["runway", "replicate", "local"] | None = None
     #: Catalog model ids (GET /api/v1/models); None: the provider's default.
     imageModel: str | None = Field(None, min_length=1, max_length=128)
     videoModel: str | None = Field(None, min_length=1, max_length=128)

@@ -229,10 +229,15 @@ class ProviderRegistry:
             )
         if settings.replicate_api_token:
             from backend.providers.flux1 import FluxImageProvider
+            from backend.providers.replicate_video import ReplicateVideoProvider
 
             flux = FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
             flux.on_model_missing = self.model_missing
             self._add("replicate", flux, image=True)
+            # The same account and key check; Replicate's image-to-video models (not offered in the studio yet).
+            video = ReplicateVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
+            video.on_model_missing = self.model_missing
+            self._add("replicate", video, image=False)
         if settings.runwayml_api_secret:
             from backend.providers.runway import RunwayVideoProvider
 
@@ -365,7 +370,10 @@ class ProviderRegistry:
         key = canonical(name)
         if key in self._video:
             return self._video[key].model
-        return self.settings.runway_model
+        if key == "runway":
+            return self.settings.runway_model
+        default = self.catalog.default(key, "video")
+        return default.id if default is not None else ""
 
     def is_default(self, entry: ModelEntry) -> bool:
         """Whether a job that names no model would run this one (the settings choose Replicate's and Runway's)."""

@@ -16,7 +16,9 @@
   check). `add_model()` serves one more model (a user's catalog entry), `remove_model()` takes
   one away (a model Replicate deleted).
 - Outputs are served at `/files/...` without auth, as replicate.delivery does: a list of URLs
-  for flux-schnell and flux-dev, one URL for the pro models.
+  for flux-schnell and flux-dev, one URL for the pro models; an MP4 of the input's `duration`
+  (default 5) for the image-to-video model `wan-video/wan-2.5-i2v` (its input: prompt, image,
+  duration up to 10, seed, resolution, negative_prompt).
 - Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
   on the wire), `endless_output` (an output that never ends), `points_inside` (the output URL is
   `hostile_target`, an internal address), `redirects_inside` (the output redirects three times
@@ -40,7 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .base import FakeServer, Reply
-from .media import png_image, solid_png
+from .media import mp4_video, png_image, solid_png
 
 PROBLEM = "application/problem+json"
 RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
@@ -102,7 +104,18 @@ PRO = {
     "prompt_upsampling": {"type": bool},
     "image_prompt": {"type": str},
 }
+WAN_I2V = {
+    "prompt": {"type": str, "required": True},
+    "image": {"type": str, "required": True},
+    "duration": integer(1, 10),
+    "seed": integer(),
+    "resolution": enum("480p", "720p", "1080p"),
+    "negative_prompt": {"type": str},
+}
+#: The models whose output is a video.
+VIDEO_MODELS = {"wan-video/wan-2.5-i2v"}
 MODELS: dict[str, tuple[dict[str, Any], bool]] = {  # schema, whether the output is a list
+    "wan-video/wan-2.5-i2v": (WAN_I2V, False),
     "black-forest-labs/flux-schnell": (SCHNELL, True),
     "black-forest-labs/flux-dev": (DEV, True),
     "black-forest-labs/flux-pro": (PRO, False),
@@ -349,7 +362,10 @@ class FakeReplicate(FakeServer):
         if isinstance(prediction.input.get("width"), int) and isinstance(prediction.input.get("height"), int):
             width, height = prediction.input["width"], prediction.input["height"]  # a model sized by width and height
         name = f"out-0.{prediction.input.get('output_format', 'webp')}"
-        if prediction.outcome == "output_not_image":
+        if prediction.model in VIDEO_MODELS:
+            name = "output.mp4"
+            self.files[f"{prediction.id}/{name}"] = mp4_video(1280, 720, int(prediction.input.get("duration", 5)))
+        elif prediction.outcome == "output_not_image":
             self.files[f"{prediction.id}/{name}"] = b"<html><body>Not an image</body></html>"
         elif prediction.outcome == "huge_image":
             self.files[f"{prediction.id}/{name}"] = solid_png(13000, 13000)
@@ -390,6 +406,8 @@ class FakeReplicate(FakeServer):
         if key not in self.files or (prediction and prediction.outcome == "output_gone"):
             return Response("Not Found", 404, media_type="text/plain")
         media_type = "text/html" if prediction and prediction.outcome == "output_not_image" else "image/png"
+        if key.endswith(".mp4"):
+            media_type = "video/mp4"
         return Response(self.files[key], media_type=media_type)
 
     async def redirect(self, request: Request) -> Response:
