@@ -51,14 +51,18 @@ def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", {"field": field, "errors": [{"field": field, "message": message}]})
 
 
-def _model(providers: ProviderRegistry, provider: str, kind: str, chosen: str | None, field: str, quality: str) -> ModelEntry:
+def _model(
+    providers: ProviderRegistry, request: GenerateRequest, provider: str, kind: str, chosen: str | None, field: str
+) -> ModelEntry:
     """The catalog entry a request runs for one step; 422 naming `field` for an id the catalog
     does not know or one of another provider or kind."""
-    model_id = chosen or providers.default_model(provider, kind, quality)
+    model_id = chosen or providers.default_model(provider, kind, request.settings.quality)
     entry = providers.catalog.get(model_id)
     where = field if chosen else f"{field} (the default of provider '{provider}')"
     if entry is None and not chosen:  # a server setting names it: nothing the client can change
-        raise PriceUnknown(f"no price for {provider} model {model_id!r}: it is not in the model catalog", provider, kind)
+        video_provider = request.settings.videoProvider or providers.default_video_provider
+        message = f"no price for {provider} model {model_id!r}: it is not in the model catalog"
+        raise PriceUnknown(message, request.provider, video_provider)
     if entry is None:
         raise _invalid(where, f"unknown model '{model_id}': GET /api/v1/models lists the models")
     if entry.kind != kind or entry.provider != canonical(provider):
@@ -71,8 +75,8 @@ def choose_models(providers: ProviderRegistry, request: GenerateRequest) -> Mode
     CLI asks it before it opens anything."""
     settings = request.settings
     video_provider = settings.videoProvider or providers.default_video_provider
-    image = _model(providers, request.provider, "image", settings.imageModel, "settings.imageModel", settings.quality)
-    video = _model(providers, video_provider, "video", settings.videoModel, "settings.videoModel", settings.quality)
+    image = _model(providers, request, request.provider, "image", settings.imageModel, "settings.imageModel")
+    video = _model(providers, request, video_provider, "video", settings.videoModel, "settings.videoModel")
     if settings.imageSize not in image.sizes:
         raise _invalid("settings.imageSize", f"{image.id} makes {', '.join(image.sizes)}")
     qualities = list(image.qualities) or ["standard", "high"]
