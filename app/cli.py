@@ -13,7 +13,18 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from backend.errors import ApiError
-from backend.jobs.request import DURATIONS, IMAGE_SIZES, MAX_SEED, QUALITIES, describe, validate_request
+from backend.jobs.request import (
+    IMAGE_PROVIDER_NAMES,
+    IMAGE_SIZES,
+    MAX_SEED,
+    MODEL_QUALITIES,
+    QUALITIES,
+    describe,
+    validate_request,
+)
+from backend.jobs.service import choose_models
+from backend.providers.catalog import Catalog, CatalogError
+from backend.providers.registry import ProviderRegistry
 from backend.settings import Settings
 from backend.store.models import JobStatus
 
@@ -65,6 +76,24 @@ def _positive(text: str) -> int:
     return value
 
 
+#: The request's fields by the options that set them, for messages about them.
+OPTION_OF_FIELD = {
+    "settings.videoDuration": "--duration",
+    "settings.imageModel": "--image-model",
+    "settings.videoModel": "--video-model",
+    "settings.imageSize": "--size",
+    "settings.quality": "--quality",
+}
+
+
+def cli_words(message: str) -> str:
+    """A service message as the command line says it: '--duration: ...' for 'settings.videoDuration: ...'."""
+    for field, option in OPTION_OF_FIELD.items():
+        if message.startswith(field):
+            return option + message[len(field) :]
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="promptreel", description="Prompt in, image and short video out.")
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
@@ -76,18 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="run one job here, with live progress, and save its files")
     generate.add_argument("prompt")
-    generate.add_argument("--provider", choices=("dalle3", "flux1", "local"), help="image provider (default: local)")
+    generate.add_argument("--provider", choices=IMAGE_PROVIDER_NAMES, help="image provider (default: local)")
     generate.add_argument("--image", type=Path, help="animate this picture (PNG, JPEG, WebP) instead of generating one")
     generate.add_argument("--fit", choices=("crop", "contain"), default="crop", help="how --image meets --size (default: crop)")
-    generate.add_argument("--video-provider", choices=("runway", "local"), help="default: runway when configured, else local")
+    generate.add_argument(
+        "--video-provider", choices=("runway", "replicate", "local"), help="default: runway when configured, else local"
+    )
     generate.add_argument("--size", default="1024x1024", choices=IMAGE_SIZES)
-    generate.add_argument("--duration", default=5, type=int, choices=DURATIONS)
-    generate.add_argument("--quality", default="standard", choices=QUALITIES)
+    generate.add_argument("--duration", default=5, type=_positive, help="seconds the video model allows (5 or 10 by default)")
+    generate.add_argument("--quality", default="standard", choices=QUALITIES + MODEL_QUALITIES)
+    generate.add_argument("--image-model", help="a catalog model id (promptreel models); default: the provider's")
+    generate.add_argument("--video-model", help="a catalog model id (promptreel models); default: the provider's")
     generate.add_argument("--seed", type=_seed, help="same prompt and seed give the same local image")
     generate.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the image and video (default: here)")
 
     worker = commands.add_parser("worker", help="run queued jobs (a cluster: PROMPTREEL_TASK_ENGINE=procrastinate)")
     worker.add_argument("--concurrency", type=_positive, help="jobs run at once (PROMPTREEL_WORKER_CONCURRENCY, default 4)")
+
+    models = commands.add_parser("models", help="list the model catalog: what each model takes, costs, and whether it runs now")
+    models.add_argument("--kind", choices=("image", "video"))
+    models.add_argument("--provider", choices=(*IMAGE_PROVIDER_NAMES, "runway"))
 
     jobs = commands.add_parser("jobs", help="list stored jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
@@ -106,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:  # a bad variable in the environment or .env
         reasons = "; ".join(str(problem["msg"]).removeprefix("Value error, ") for problem in error.errors())
         print(f"promptreel: error: invalid settings: {reasons}", file=sys.stderr)
+        return 2
+    try:  # a bad catalog file stops every command at once, with the file, entry and field in one line
+        Catalog.load(settings.models_file)
+    except CatalogError as error:
+        print(f"promptreel: error: invalid model catalog: {error}", file=sys.stderr)
         return 2
     if args.command == "serve":
         from .server import serve
@@ -139,19 +181,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             request_data["settings"]["fit"] = args.fit
         if args.video_provider:
             request_data["settings"]["videoProvider"] = args.video_provider
+        if args.image_model:
+            request_data["settings"]["imageModel"] = args.image_model
+        if args.video_model:
+            request_data["settings"]["videoModel"] = args.video_model
         try:
             request = validate_request(request_data)
         except ValidationError as error:
             parser.error(describe(error.errors())[0])
+        try:  # the models and what they take, before anything is opened
+            choose_models(ProviderRegistry(settings, start_checks=False), request)
+        except ApiError as error:
+            parser.error(cli_words(error.message))
         try:
             return asyncio.run(run_generate(settings, request, args.output, image=args.image))
         except ApiError as error:
-            print(f"promptreel: error: {error.message}", file=sys.stderr)
+            print(f"promptreel: error: {cli_words(error.message)}", file=sys.stderr)
             return 2
     if args.command == "worker":
         from .worker import run_worker
 
         return asyncio.run(run_worker(settings, args.concurrency or settings.worker_concurrency))
+    if args.command == "models":
+        from .model_table import print_models
+
+        print_models(settings, kind=args.kind, provider=args.provider)
+        return 0
     if args.command == "jobs":
         from .job_table import print_jobs
 

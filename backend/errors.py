@@ -82,6 +82,19 @@ class PriceUnknown(ApiError):
         )
 
 
+class ModelUnavailable(ApiError):
+    # A model the catalog knows but that cannot run now (retired, refused, missing at the provider).
+    status_code = 400
+    code = "MODEL_UNAVAILABLE"
+
+    def __init__(self, field: str, model: str, reason: str, replacement: str | None):
+        way_out = f"choose {replacement}" if replacement else "choose another model (GET /api/v1/models)"
+        super().__init__(
+            f"{field}: model '{model}' is unavailable: {reason}; {way_out}, or update the model catalog.",
+            {"field": field, "model": model, "reason": reason, "replacement": replacement},
+        )
+
+
 class Unauthorized(ApiError):
     status_code = 401
     code = "UNAUTHORIZED"

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     runwayml_base_url: str = Field("https://api.dev.runwayml.com", validation_alias="RUNWAYML_BASE_URL")
     runway_model: str = Field("gen4_turbo", validation_alias="PROMPTREEL_RUNWAY_MODEL")
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
+    #: A model catalog file that adds models or overrides built-in ones (backend/providers/models.toml's shape).
+    models_file: Path | None = Field(None, validation_alias="PROMPTREEL_MODELS_FILE")
     #: Seconds between two heartbeats of a process that runs jobs (serve, worker, generate).
     heartbeat_seconds: float = Field(5.0, gt=0, validation_alias="PROMPTREEL_HEARTBEAT_SECONDS")
     #: A job whose process has not beaten for this long is stalled: another process picks it up.

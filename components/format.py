@@ -30,8 +30,15 @@ STEP_STATUS_ICONS = {
 }
 STEP_TITLES = {"image_generation": "Image", "video_generation": "Video"}
 
-PROVIDER_SHORT = {"dalle3": "DALL-E 3", "flux1": "FLUX.1", "runway": "Runway", "local": "Local"}
-PROVIDER_SHORT["upload"] = "Your picture"  # a job that animates the user's own picture (settings.sourceImage)
+PROVIDER_SHORT = {
+    "dalle3": "OpenAI",
+    "openai": "OpenAI",
+    "flux1": "FLUX.1",
+    "replicate": "Replicate",
+    "runway": "Runway",
+    "local": "Local",
+    "upload": "Your picture",  # a job that animates the user's own picture (settings.sourceImage)
+}
 
 
 def status_label(status: str) -> str:
@@ -96,7 +103,7 @@ def provider_name(name: str | None) -> str:
 #: Under a local job whose prompt has words the local renderer cannot draw: where to go instead.
 LOCAL_RENDERER_HINT = (
     "The local renderer draws landscapes, skies, weather and a few things (boats, lighthouses, castles, houses, "
-    "balloons, birds, figures, cars). For other subjects choose DALL-E 3 or FLUX.1 (an API key; docs/providers.md)."
+    "balloons, birds, figures, cars). For other subjects choose OpenAI (GPT Image) or FLUX on Replicate (an API key; docs/providers.md)."
 )
 
 

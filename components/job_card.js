@@ -20,7 +20,7 @@ export default {
             <div :class="job.statusClasses" data-testid="job-status" role="status">{{ job.statusLabel }}</div>
           </div>
           <div class="nicegui-row row items-center gap-1.5">
-            <div class="pr-chip" data-testid="job-provider">{{ job.providers }}</div>
+            <div class="pr-chip" data-testid="job-provider" :title="job.models">{{ job.providers }}</div>
             <div class="pr-chip gt-xs">{{ job.settings }}</div>
             <div class="pr-chip gt-sm">{{ job.seed }}</div>
           </div>

@@ -138,6 +138,7 @@ class JobCard(Element, component="job_card.js"):
             "statusClasses": status_classes(status),
             "unfinished": status in UNFINISHED_STATUSES,
             "providers": f"{provider_name(job['provider'])} → {provider_name(meta.get('videoProvider'))}",
+            "models": f"Models: {meta.get('imageModel') or '?'} → {meta.get('videoModel') or '?'}",
             "settings": f"{meta.get('imageSize', '')} · {meta.get('videoDuration', '')} s · {meta.get('quality', '')}",
             "seed": f"seed {meta.get('seed')}",
             "progress": int(job.get("progress") or 0),

@@ -42,6 +42,7 @@ from backend.system import System
 from .format import PROVIDER_SHORT, money
 from .job_actions import job_started_toast
 from .job_card import set_visible
+from .model_picker import ModelPicker
 from .picture_input import PictureInput
 
 SIZE_LABELS = {"1024x1024": "Square · 1024×1024", "1792x1024": "Landscape · 1792×1024", "1024x1792": "Portrait · 1024×1792"}
@@ -49,8 +50,10 @@ QUALITY_LABELS = {"standard": "Standard", "high": "High"}
 #: What "High" changes with each image provider (the video providers ignore the quality).
 QUALITY_HINTS = {
     "local": "High: painted at 2× and scaled down, smoother edges and finer grain, about 4× the time.",
-    "dalle3": "High: DALL-E 3 “hd”, finer detail, at a higher price.",
-    "flux1": "High: FLUX1.1 [pro] instead of FLUX.1 [schnell], at a higher price.",
+    "openai": "High: GPT Image's “high” quality, finer detail, at a higher price.",
+    "dalle3": "High: GPT Image's “high” quality, finer detail, at a higher price.",
+    "replicate": "High: the provider's best FLUX model instead of the fast one, at a higher price.",
+    "flux1": "High: the provider's best FLUX model instead of the fast one, at a higher price.",
 }
 #: Seconds during which the same submission again is taken for a repeat of the first (no new job).
 REPEAT_WINDOW = 2.0
@@ -193,6 +196,7 @@ class JobForm:
                 self.provider_hint_text = ui.label().mark("provider-hint")
                 self.provider_hint_tip = ui.tooltip()
             self._show_provider_hint(image_infos + video_infos)
+            self.models = ModelPicker(system.providers, self.provider, self.video_provider, self._update_estimate)
             self.picture = PictureInput(system, user, on_change=self._picture_changed)  # your own picture, instead
             self.size = (
                 ui.select(SIZE_LABELS, label="Image size", value=IMAGE_SIZES[0], on_change=self._update_estimate)
@@ -205,6 +209,7 @@ class JobForm:
                     self.duration = ui.toggle(
                         {d: f"{d} s" for d in DURATIONS}, value=DURATIONS[0], on_change=self._update_estimate
                     ).props('no-caps unelevated toggle-color=primary rounded aria-label="Video length" data-testid=duration')
+                    self.models.follow_duration(self.duration)
                 with ui.column().classes("gap-1"):
                     ui.label("Quality").classes("text-xs pr-muted")
                     self.quality = ui.toggle(QUALITY_LABELS, value="standard", on_change=self._update_estimate).props(
@@ -287,11 +292,13 @@ class JobForm:
             "videoDuration": self.duration.value,
             "quality": self.quality.value,
             "videoProvider": self.video_provider.value,
+            **self.models.settings(),
         }
         seed = seed_value(self.seed.value)
         if seed is not None:
             settings["seed"] = seed
-        if self.picture.upload_id is not None:  # the user's picture: no image provider
+        if self.picture.upload_id is not None:  # the user's picture: no image provider, no image model
+            settings.pop("imageModel", None)
             settings.update(sourceImage=self.picture.upload_id, fit=self.picture.fit.value)
             return {"prompt": self.prompt.value or "", "provider": UPLOAD_PROVIDER, "settings": settings}
         return {"prompt": self.prompt.value or "", "provider": self.provider.value, "settings": settings}
@@ -304,9 +311,10 @@ class JobForm:
             self.provider.value = job["provider"]
         if meta.get("videoProvider") in self.video_provider._values:
             self.video_provider.value = meta["videoProvider"]
+        self.models.prefill(meta)
         if meta.get("imageSize") in IMAGE_SIZES:
             self.size.value = meta["imageSize"]
-        if meta.get("videoDuration") in DURATIONS:
+        if meta.get("videoDuration") in self.duration.options:  # what the chosen video model allows
             self.duration.value = meta["videoDuration"]
         if meta.get("quality") in QUALITY_LABELS:
             self.quality.value = meta["quality"]
@@ -343,12 +351,16 @@ class JobForm:
                 quality=self.quality.value,
                 seed=None,
                 videoProvider=self.video_provider.value,
+                imageModel=self.models.settings().get("imageModel"),
+                videoModel=self.models.settings().get("videoModel"),
             )
             # the user's picture: the video only; model_construct: the form offers valid choices (checked on submit)
             provider = UPLOAD_PROVIDER if self.picture.upload_id is not None else self.provider.value
+            if self.picture.upload_id is not None:
+                settings.imageModel = None
             request = GenerateRequest.model_construct(prompt="", provider=provider, settings=settings)  # type: ignore[arg-type]
             cost = self.system.jobs.estimate(request)
-        except UnknownPrice as error:
+        except (UnknownPrice, ApiError) as error:  # ApiError: a model without a price, or that does not take the settings
             self.estimate.text = "unknown"
             self.estimate_detail.text = str(error)
             return
@@ -359,7 +371,9 @@ class JobForm:
             self.estimate_detail.text = f"image {money(cost['imageGeneration'])} + video {money(cost['videoGeneration'])}"
 
     def _picture_changed(self) -> None:
-        set_visible(self.provider, self.picture.upload_id is None)  # the fit choice replaces the image provider
+        own_picture = self.picture.upload_id is not None
+        set_visible(self.provider, not own_picture)  # the fit choice replaces the image provider
+        set_visible(self.models.image, not own_picture)  # and its model
         self._update_estimate()
 
     def _clear_field(self, field: ui.input | ui.textarea | ui.select) -> None:

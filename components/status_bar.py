@@ -33,7 +33,7 @@ ProvidersHandler = Callable[[list[ProviderInfo], list[ProviderInfo]], Any]
 
 
 def providers_tooltip(infos: list[ProviderInfo]) -> str:
-    """'Available: Local  ·  DALL-E 3: set OPENAI_API_KEY; Runway: Runway rejected the key (401)'."""
+    """'Available: Local  ·  OpenAI: set OPENAI_API_KEY; Runway: Runway rejected the key (401)'."""
     available = [provider_name(info.name) for info in infos if info.available]
     missing = [f"{provider_name(info.name)}: {info.reason}" for info in infos if not info.available]
     return "Available: " + ", ".join(available) + ("  ·  " + "; ".join(missing) if missing else "")

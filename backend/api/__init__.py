@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backend.api.errors import install_error_handlers
 from backend.api.limits import BodySizeLimit
 from backend.api.metrics import router as metrics_router
+from backend.api.models_route import router as models_router
 from backend.api.routes import router as rest_router
 from backend.api.uploads import UPLOADS_PATH, body_limit
 from backend.api.uploads import router as uploads_router
@@ -42,6 +43,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     app.include_router(uploads_router)
     app.include_router(websocket_router)
     app.include_router(metrics_router)
+    app.include_router(models_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.
     app.add_middleware(RequestLogMiddleware, metrics=system.observer.metrics, every_request=system.settings.log_requests)
     serve_api_without_studio_middleware(app)

@@ -48,7 +48,7 @@ GENERATE_EXAMPLES: dict[str, Any] = {
         },
     },
     "dalle3": {
-        "summary": "The guide's request: DALL-E 3, then the default video provider",
+        "summary": "The guide's request: dalle3 (OpenAI's default image model, gpt-image-2), then the default video provider",
         "value": {
             "prompt": "A majestic mountain landscape at golden hour",
             "provider": "dalle3",

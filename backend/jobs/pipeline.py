@@ -68,10 +68,11 @@ async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
         raise
 
 
-def _step_cost(job: Job, kind: StepKind, model: str) -> float:
-    """What the provider charges for the step run by `model` (backend/providers/pricing.py)."""
+def _step_cost(job: Job, kind: StepKind, model: str, usage: dict[str, Any] | None = None) -> float:
+    """What the provider charges for the step run by `model` (backend/providers/pricing.py): from
+    the token `usage` it reported, for models priced per token."""
     if kind is StepKind.IMAGE:
-        return pricing.image_cost(job.provider, model, job.image_size, job.quality)
+        return pricing.image_cost(job.provider, model, job.image_size, job.quality, usage=usage)
     return pricing.video_cost(job.video_provider, model, job.video_duration)
 
 
@@ -273,10 +274,12 @@ class Pipeline:
             if job.provider == UPLOAD_PROVIDER:
                 image = await self._take_upload(job, width, height, run)
             else:
-                request = ImageRequest(prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed)
+                request = ImageRequest(
+                    prompt=job.prompt, width=width, height=height, quality=job.quality, seed=job.seed, model=job.image_model
+                )
                 image = await self.providers.image(job.provider).generate(request, run)
             run.billed_model = None  # the charge goes with the result now, kept or discarded
-            cost = _step_cost(job, run.kind, image.model)
+            cost = _step_cost(job, run.kind, image.model, image.usage)
             async with self._kept_or_discarded(job.id, run, cost):
                 relative = await _store_in_thread(self.media.write_image, job.id, image.png)
                 fields = {
@@ -294,7 +297,12 @@ class Pipeline:
                     raise ProviderError(job.video_provider, "the image to animate is missing from the media store")
                 output = self.media.video_output(job.id, staging)
                 video_request = VideoRequest(
-                    prompt=job.prompt, image_path=image_path, duration=job.video_duration, seed=job.seed, output_path=output
+                    prompt=job.prompt,
+                    image_path=image_path,
+                    duration=job.video_duration,
+                    seed=job.seed,
+                    output_path=output,
+                    model=job.video_model,
                 )
                 video = await self.providers.video(job.video_provider).animate(video_request, run)
                 run.billed_model = None  # the charge goes with the result now, kept or discarded

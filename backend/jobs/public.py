@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from backend.providers.catalog import canonical
 from backend.store.jobs import JobRecord
 from backend.store.models import Job, JobStatus, JobStep, StepKind
 
@@ -39,6 +40,7 @@ def settings_of(job: Job) -> dict[str, Any]:
         "quality": job.quality,
         "seed": job.seed,
         "videoProvider": job.video_provider,
+        "imageProvider": canonical(job.provider),  # the provider that ran it (the job echoes the name sent)
         "imageModel": job.image_model,
         "videoModel": job.video_model,
     }

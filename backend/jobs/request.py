@@ -18,6 +18,7 @@ MAX_SEED = 2**32 - 1
 
 ImageSize = Literal["1024x1024", "1792x1024", "1024x1792"]
 IMAGE_SIZES: tuple[str, ...] = ("1024x1024", "1792x1024", "1024x1792")
+#: The durations of the default video models; a chosen model may allow others (its catalog entry).
 DURATIONS: tuple[int, ...] = (5, 10)
 QUALITIES: tuple[str, ...] = ("standard", "high")
 # The prompt validator's reasons, which describe() turns into sentences.
@@ -25,16 +26,24 @@ PROMPT_BLANK = "the prompt is only whitespace"
 PROMPT_NUL = "the prompt contains a NUL character"
 #: The `provider` of a job that animates the user's own picture (`settings.sourceImage`).
 UPLOAD_PROVIDER: Final = "upload"
+#: Beyond the guide's two: GPT image models' own levels, for the models whose catalog entry maps them.
+MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
+#: The image providers a client may name: the catalog's, and the guide's names for two of them.
+IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1")
 
 
 class GenerateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     imageSize: ImageSize = "1024x1024"
-    videoDuration: Literal[5, 10] = 5
-    quality: Literal["standard", "high"] = "standard"
+    #: Checked against the chosen video model's durations when the job is created (JobService).
+    videoDuration: int = Field(5, ge=1, le=60)
+    quality: Literal["standard", "high", "low", "medium"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    videoProvider: Literal["runway", "local"] | None = None
+    videoProvider: Literal["runway", "replicate", "local"] | None = None
+    #: Catalog model ids (GET /api/v1/models); None: the provider's default.
+    imageModel: str | None = Field(None, min_length=1, max_length=128)
+    videoModel: str | None = Field(None, min_length=1, max_length=128)
     #: An upload's id (POST /api/v1/uploads): animate the user's picture instead of generating one.
     sourceImage: str | None = Field(None, pattern=r"^upl_[A-Za-z0-9_-]{8,40}$")
     #: How the picture meets imageSize: a centre crop, or the whole picture on a blurred fill of itself.
@@ -46,7 +55,7 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
     #: `upload` (or left out) with `settings.sourceImage`: no image provider, the user's picture.
-    provider: Literal["dalle3", "flux1", "local", "upload"]
+    provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "upload"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
 
     @model_validator(mode="before")
@@ -79,13 +88,13 @@ def field_name(location: tuple[Any, ...]) -> str:
 #: What a person reads for a bad value of each field, whatever pydantic's reason (a wrong type,
 #: out of range, not one of the choices): the studio shows it at the field, the API in `error`.
 FIELD_SENTENCES: dict[str, str] = {
-    "provider": "Choose an image provider: dalle3, flux1 or local.",
-    "settings": "The settings are an object with imageSize, videoDuration, quality, seed and videoProvider.",
+    "provider": "Choose an image provider: openai, replicate or local (dalle3 and flux1 are their guide names).",
+    "settings": "The settings are an object with imageSize, videoDuration, quality, seed, videoProvider, imageModel, videoModel, sourceImage and fit.",
     "settings.imageSize": "The image size is 1024x1024, 1792x1024 or 1024x1792.",
-    "settings.videoDuration": "The video lasts 5 or 10 seconds.",
-    "settings.quality": "The quality is standard or high.",
+    "settings.videoDuration": "The video length is a whole number of seconds that the video model allows (5 or 10 with the defaults).",
+    "settings.quality": "The quality is standard or high (low and medium for GPT image models).",
     "settings.seed": f"The seed is a whole number from 0 to {MAX_SEED:,}.",
-    "settings.videoProvider": "Choose a video provider: runway or local.",
+    "settings.videoProvider": "Choose a video provider: runway, replicate or local.",
 }
 EMPTY_PROMPT = "Describe a scene first."
 BLANK_PROMPT = "The prompt is only spaces; describe a scene in words."

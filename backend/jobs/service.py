@@ -21,6 +21,7 @@ from backend.errors import (
     JobBusy,
     JobNotCancellable,
     JobNotFound,
+    ModelUnavailable,
     PriceUnknown,
     ProviderNotConfigured,
     QueueFull,
@@ -33,6 +34,7 @@ from backend.jobs.queue import JobQueue
 from backend.jobs.request import MAX_SEED, UPLOAD_PROVIDER, GenerateRequest
 from backend.media.store import MediaStore
 from backend.providers import pricing
+from backend.providers.catalog import ModelEntry, canonical
 from backend.providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from backend.rate_limit import RateLimiter
 from backend.store.jobs import JobFinished, JobRecord, JobStore
@@ -42,6 +44,62 @@ from backend.uploads.service import UploadService
 
 def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a request will run: its video provider and both models, as the catalog has them."""
+
+    video_provider: str
+    image: ModelEntry | None  # None: the user's own picture (settings.sourceImage), no image model
+    video: ModelEntry
+
+
+def _invalid(field: str, message: str) -> FieldInvalid:
+    """A 422 in the shape the API's own validation errors have."""
+    return FieldInvalid(field, message)
+
+
+def _model(
+    providers: ProviderRegistry, request: GenerateRequest, provider: str, kind: str, chosen: str | None, field: str
+) -> ModelEntry:
+    """The catalog entry a request runs for one step; 422 naming `field` for an id the catalog
+    does not know or one of another provider or kind."""
+    model_id = chosen or providers.default_model(provider, kind, request.settings.quality)
+    entry = providers.catalog.get(model_id)
+    where = field if chosen else f"{field} (the default of provider '{provider}')"
+    if entry is None and not chosen:  # a server setting names it: nothing the client can change
+        video_provider = request.settings.videoProvider or providers.default_video_provider
+        message = f"no price for {provider} model {model_id!r}: it is not in the model catalog"
+        raise PriceUnknown(message, request.provider, video_provider)
+    if entry is None:
+        raise _invalid(where, f"unknown model '{model_id}': GET /api/v1/models lists the models")
+    if entry.kind != kind or entry.provider != canonical(provider):
+        raise _invalid(where, f"'{model_id}' is a {entry.family} model, not a {canonical(provider)} {kind} model")
+    return entry
+
+
+def choose_models(providers: ProviderRegistry, request: GenerateRequest) -> ModelChoice:
+    """The models a request runs, checked against what each accepts (422 naming the field); the
+    CLI asks it before it opens anything."""
+    settings = request.settings
+    video_provider = settings.videoProvider or providers.default_video_provider
+    video = _model(providers, request, video_provider, "video", settings.videoModel, "settings.videoModel")
+    image = None
+    if request.provider == UPLOAD_PROVIDER:  # the user's picture: no image model to choose
+        if settings.imageModel is not None:
+            raise _invalid("settings.imageModel", "the picture is the user's upload: leave it out")
+    else:
+        image = _model(providers, request, request.provider, "image", settings.imageModel, "settings.imageModel")
+        if settings.imageSize not in image.sizes:
+            raise _invalid("settings.imageSize", f"{image.id} makes {', '.join(image.sizes)}")
+        qualities = list(image.qualities) or ["standard", "high"]
+        if settings.quality not in qualities:
+            raise _invalid("settings.quality", f"{image.id} takes {', '.join(qualities)}")
+    if settings.videoDuration not in video.durations:
+        allowed = ", ".join(str(seconds) for seconds in video.durations)
+        raise _invalid("settings.videoDuration", f"{video.id} makes videos of {allowed} seconds")
+    return ModelChoice(video_provider, image, video)
 
 
 @dataclass(frozen=True)
@@ -89,11 +147,16 @@ class JobService:
         self.media = media
         self.event_log = event_log or bus.event_log
 
-    def _check_providers(self, request: GenerateRequest) -> str:
-        """The video provider to use. Refuses, before anything is stored, a provider that is not
-        configured or a model without a published price (the user would pay an unknown amount)."""
-        settings = request.settings
-        video_provider = settings.videoProvider or self.providers.default_video_provider
+    def choose(self, request: GenerateRequest) -> ModelChoice:
+        """The models a request runs, checked against what each accepts (422 naming the field)."""
+        return choose_models(self.providers, request)
+
+    def _check_providers(self, request: GenerateRequest) -> ModelChoice:
+        """The models to run. Refuses, before anything is stored, a model the request cannot have
+        (422), a provider that is not configured, a model that is retired or unavailable, or one
+        without a published price (the user would pay an unknown amount)."""
+        choice = self.choose(request)
+        video_provider = choice.video_provider
         try:
             if request.provider != UPLOAD_PROVIDER:  # the user's picture needs no image provider
                 self.providers.image(request.provider)
@@ -107,26 +170,26 @@ class JobService:
             if info.key_problem and not info.available:  # the provider itself refused the key
                 message = f"Provider '{name}' is unavailable: {info.key_problem}."
                 raise ProviderNotConfigured(message, name, REQUIRED_SETTING[name])
+        for field, entry in (("settings.imageModel", choice.image), ("settings.videoModel", choice.video)):
+            if entry is None:  # the user's picture
+                continue
+            problem = self.providers.model_problem(entry, configured=True)
+            if problem is not None:
+                raise ModelUnavailable(field, entry.id, problem, entry.replacement)
         try:
             self.estimate(request)
         except pricing.UnknownPrice as error:
             raise PriceUnknown(str(error), request.provider, video_provider) from None
-        return video_provider
+        return choice
 
     def estimate(self, request: GenerateRequest) -> dict[str, float]:
         settings = request.settings
-        video_provider = settings.videoProvider or self.providers.default_video_provider
-        image_model: str
-        if request.provider == UPLOAD_PROVIDER:
-            image_model = UPLOAD_PROVIDER
-        else:
-            image_model = self.providers.model_for_image(request.provider, settings.quality)
-        video_model = self.providers.model_for_video(video_provider)
+        choice = self.choose(request)
         return pricing.estimate(
             request.provider,
-            image_model,
-            video_provider,
-            video_model,
+            choice.image.id if choice.image is not None else UPLOAD_PROVIDER,
+            choice.video_provider,
+            choice.video.id,
             settings.imageSize,
             settings.quality,
             settings.videoDuration,
@@ -156,7 +219,8 @@ class JobService:
 
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
         source = self._source_image(request, user)
-        video_provider = self._check_providers(request)
+        choice = self._check_providers(request)
+        video_provider = choice.video_provider
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
@@ -173,6 +237,10 @@ class JobService:
             quality=settings.quality,
             seed=seed,
             extra=source,
+            # The models chosen now (the step records the one that ran): a default changed later
+            # does not change what a queued job runs.
+            image_model=choice.image.id if choice.image is not None else None,
+            video_model=choice.video.id,
             owner=user.name,
             worker_id=self.queue.runs_new_jobs_as(),
         )

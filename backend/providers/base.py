@@ -33,8 +33,10 @@ class ImageRequest:
     prompt: str
     width: int
     height: int
-    quality: str  # "standard" | "high"
+    quality: str  # "standard" | "high" (or a model's own: "low", "medium")
     seed: int
+    #: The catalog id of the model to run; None: the provider's default.
+    model: str | None = None
 
 
 @dataclass
@@ -42,15 +44,19 @@ class ImageResult:
     png: bytes
     model: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The token usage the provider reported (OpenAI's `usage`), priced by the catalog's per-token rule.
+    usage: dict[str, Any] | None = None
 
 
 @dataclass
 class VideoRequest:
     prompt: str
     image_path: Path
-    duration: int  # seconds: 5 or 10
+    duration: int  # seconds: what the model allows (5 or 10 with the defaults)
     seed: int
     output_path: Path
+    #: The catalog id of the model to run; None: the provider's default.
+    model: str | None = None
 
 
 @dataclass
@@ -86,7 +92,7 @@ class StepContext(Protocol):
 
 
 class ImageProvider(Protocol):
-    name: str  # "dalle3" | "flux1" | "local"
+    name: str  # "dalle3" (openai) | "flux1" (replicate) | "local"
 
     def model_for(self, quality: str) -> str: ...
 

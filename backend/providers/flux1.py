@@ -1,4 +1,7 @@
-"""`flux1`: Black Forest Labs' FLUX.1 on Replicate, through Replicate's HTTP predictions API.
+"""`replicate` (the guide's `flux1`): image models on Replicate (FLUX by default), through
+Replicate's HTTP predictions API. Each model's catalog entry says how the job's fields map onto
+the model's input (prompt, aspect ratio or width/height, seed), so a model added in a user's
+catalog file runs without a release.
 
 Create a prediction of an official model (`POST /v1/models/{owner}/{name}/predictions`), save
 its id at once, poll `GET /v1/predictions/{id}` every `poll_interval` seconds, and fetch the
@@ -23,13 +26,12 @@ from typing import Any
 import httpx
 
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext
+from backend.providers.catalog import ModelEntry, active
 from backend.providers.remote import as_png, key_check_get
 from backend.providers.remote_task import RemoteTaskProvider, error_body
 from backend.providers.retry import status_reason
 
 LABEL = "Replicate"
-#: The aspect ratio FLUX.1 is asked for, by the image size a job asks for.
-ASPECT_RATIOS = {"1024x1024": "1:1", "1792x1024": "16:9", "1024x1792": "9:16"}
 #: tqdm progress lines in FLUX's logs: " 50%|█████     | 2/4 [00:01<00:01, ...]".
 PERCENT = re.compile(r"(\d{1,3})%\|")
 
@@ -50,7 +52,7 @@ def problem_text(response: httpx.Response) -> str:
 
 
 class FluxImageProvider(RemoteTaskProvider):
-    name = "flux1"
+    name = "replicate"
     label = LABEL
     noun = "prediction"
     create_what = "starting the prediction"
@@ -65,8 +67,22 @@ class FluxImageProvider(RemoteTaskProvider):
     def base_url(self) -> str:
         return self.settings.replicate_base_url.rstrip("/")
 
+    #: Called with (model, reason) when Replicate answers that a model does not exist.
+    on_model_missing: Any = None
+
     def model_for(self, quality: str) -> str:
         return self.settings.flux_model_high if quality == "high" else self.settings.flux_model_standard
+
+    def _model(self, request: ImageRequest) -> str:
+        return request.model or self.model_for(request.quality)
+
+    def _entry(self, model: str) -> ModelEntry:
+        entry = active().get(model)
+        if entry is None or entry.provider != "replicate" or entry.kind != "image" or entry.input is None:
+            raise ProviderError(
+                self.name, f"'{model}' is not a Replicate image model of the model catalog: add it there", code="MODEL_UNKNOWN"
+            )
+        return entry
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.replicate_api_token}", "User-Agent": "promptreel"}
@@ -74,30 +90,50 @@ class FluxImageProvider(RemoteTaskProvider):
     # -- the step --------------------------------------------------------------------
 
     async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
-        prediction_id, prediction = await self._run(request, ctx)
-        model = self._billed_model(request, prediction)
+        model = self._model(request)
+        try:
+            prediction_id, prediction = await self._run(request, ctx)
+        except ProviderError as error:
+            if error.code != "MODEL_NOT_FOUND":
+                raise
+            reason = f"Replicate answered that the model does not exist ({error.message})"
+            if self.on_model_missing:
+                self.on_model_missing(model, reason)
+            raise ProviderError(
+                self.name,
+                f"Replicate has no model '{model}' ({error.message}); choose another model, or update the model catalog",
+                code="MODEL_NOT_FOUND",
+            ) from error
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
         with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:
             output = Path(folder) / "output"
             await self._download_output(url, output, kind="image", ctx=ctx)
             png, size = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
-        ctx.log(f"FLUX.1 made a {size[0]}x{size[1]} image")
+        ctx.log(f"{model} made a {size[0]}x{size[1]} image")
         return ImageResult(png=png, model=model, metadata={"replicatePredictionId": prediction_id})
 
     async def _create_request(self, request: ImageRequest, ctx: StepContext) -> tuple[str, dict[str, Any]]:
-        model = self.model_for(request.quality)
+        model = self._model(request)
+        entry = self._entry(model)
         owner, _, name = model.partition("/")
-        if not owner or not name:
-            raise ProviderError(self.name, f"the FLUX model setting {model!r} is not of the form owner/name")
         size = f"{request.width}x{request.height}"
-        if size not in ASPECT_RATIOS:
-            raise ProviderError(self.name, f"FLUX.1 cannot make a {size} image")
-        body = {
-            "input": {"prompt": request.prompt, "aspect_ratio": ASPECT_RATIOS[size], "seed": request.seed, "output_format": "png"}
-        }
-        ctx.log(f"starting {model} on Replicate: aspect ratio {ASPECT_RATIOS[size]}, seed {request.seed}")
-        return f"/v1/models/{owner}/{name}/predictions", body
+        if size not in entry.sizes:
+            raise ProviderError(
+                self.name, f"{model} cannot make a {size} image (its catalog entry lists {', '.join(entry.sizes)})"
+            )
+        fields = entry.input
+        assert fields is not None
+        inputs: dict[str, Any] = {**fields.fixed, fields.prompt: request.prompt}
+        if fields.aspectRatio:
+            inputs[fields.aspectRatio] = entry.sizes[size]
+        if fields.width and fields.height:
+            inputs[fields.width], inputs[fields.height] = request.width, request.height
+        if fields.seed:
+            inputs[fields.seed] = request.seed
+        shape = f"aspect ratio {entry.sizes[size]}" if fields.aspectRatio else size
+        ctx.log(f"starting {model} on Replicate: {shape}, seed {request.seed if fields.seed else 'not taken'}")
+        return f"/v1/models/{owner}/{name}/predictions", {"input": inputs}
 
     def _outcome_unknown(self, reason: str) -> str:
         return (
@@ -110,18 +146,16 @@ class FluxImageProvider(RemoteTaskProvider):
             return ProviderError(self.name, f"Replicate refused to bill this account (402): {detail}", code="PROVIDER_BILLING")
         if status == 403:
             return ProviderError(self.name, f"Replicate refused access while {what} (403): {detail}", code="PROVIDER_AUTH")
+        if status == 404 and what == self.create_what:  # generate() names the model and the way out
+            return ProviderError(self.name, f"404: {detail}", code="MODEL_NOT_FOUND")
         if status == 404:
-            return ProviderError(
-                self.name,
-                f"Replicate does not know this while {what} (404): {detail};"
-                " check the FLUX model settings and REPLICATE_BASE_URL",
-            )
+            return ProviderError(self.name, f"Replicate does not know this while {what} (404): {detail}")
         if status in (400, 422):
             return ProviderError(self.name, f"Replicate refused the input ({status}): {detail}")
         return None
 
     def _billed_model(self, request: ImageRequest, prediction: dict[str, Any]) -> str:
-        return str(prediction.get("model") or self.model_for(request.quality))
+        return self._model(request)  # the catalog id, as priced (the prediction may name a version)
 
     def _status_line(self, remote_id: str, status: str) -> str:
         return f"prediction {remote_id} is {status}"
@@ -136,7 +170,7 @@ class FluxImageProvider(RemoteTaskProvider):
             return True
         elif status == "failed":
             error = str(prediction.get("error") or "no reason given").strip()
-            raise ProviderError(self.name, f"FLUX.1 on Replicate failed: {error}")
+            raise ProviderError(self.name, f"{prediction.get('model') or 'the model'} on Replicate failed: {error}")
         elif status == "canceled":
             raise ProviderError(self.name, f"the prediction {remote_id} was cancelled at Replicate")
         elif status == "aborted":  # it never ran (e.g. its deadline passed first)
@@ -170,6 +204,17 @@ class FluxImageProvider(RemoteTaskProvider):
         )
         if response.status_code == 401:
             return False, self.key_rejected
+        if response.is_success:
+            return True, None
+        return None, f"Replicate answered {response.status_code}"
+
+    def check_model(self, model: str, timeout: float = 5.0) -> tuple[bool | None, str | None]:
+        """Whether Replicate serves `model`, from `GET /v1/models/{owner}/{name}` (free)."""
+        response = key_check_get(
+            f"{self.base_url}/v1/models/{model}", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout
+        )
+        if response.status_code == 404:
+            return False, f"Replicate answered that the model does not exist (404: {problem_text(response)})"
         if response.is_success:
             return True, None
         return None, f"Replicate answered {response.status_code}"

@@ -1,8 +1,11 @@
 """Which providers exist, which are configured, which accept their keys, and the instances the
 pipeline uses.
 
+Providers are named as the catalog names them (`openai`, `replicate`, `runway`, `local`); the
+guide's `dalle3` and `flux1` are accepted everywhere as `openai` and `replicate`.
+
 A remote provider is *available* when its key is set and the provider has not rejected it. The
-key check is one free request (OpenAI `GET /models/dall-e-3`, Replicate `GET /v1/account`, Runway
+key check is one free request (OpenAI `GET /models/{model}`, Replicate `GET /v1/account`, Runway
 `GET /v1/organization`), made in a background thread from the moment the registry is built and
 cached for a few minutes, so that `/api/v1/status` never waits on a provider for more than a
 moment: until the first answers are in, callers wait for them at most `FIRST_CHECK_WAIT` seconds
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from backend.media.checks import MediaLimits
 from backend.providers.base import ImageProvider, VideoProvider
+from backend.providers.catalog import Catalog, ModelEntry, activate, canonical
 from backend.providers.local import LocalImageProvider, LocalVideoProvider
 from backend.providers.retry import RetryPolicy
 from backend.settings import Settings
@@ -34,13 +38,21 @@ log = logging.getLogger(__name__)
 IMAGE_PROVIDERS = ("dalle3", "flux1", "local")
 VIDEO_PROVIDERS = ("runway", "local")
 PROVIDER_LABELS = {
-    "dalle3": "DALL-E 3 (OpenAI)",
+    "dalle3": "OpenAI (GPT Image)",
     "flux1": "FLUX.1 (Replicate)",
+    "openai": "OpenAI (GPT Image)",
+    "replicate": "FLUX.1 (Replicate)",
     "runway": "Runway",
     "local": "Local renderer",
 }
 #: The setting each remote provider cannot work without.
-REQUIRED_SETTING = {"dalle3": "OPENAI_API_KEY", "flux1": "REPLICATE_API_TOKEN", "runway": "RUNWAYML_API_SECRET"}
+REQUIRED_SETTING = {
+    "openai": "OPENAI_API_KEY",
+    "replicate": "REPLICATE_API_TOKEN",
+    "dalle3": "OPENAI_API_KEY",
+    "flux1": "REPLICATE_API_TOKEN",
+    "runway": "RUNWAYML_API_SECRET",
+}
 
 #: How long a key check's answer is trusted (s): an accepted key, and a rejected or unknown one.
 KEY_OK_TTL = 600.0
@@ -199,24 +211,39 @@ class ProviderRegistry:
         self._listeners: list[Callable[[str], None]] = []
         self._listeners_lock = threading.Lock()
         self._first_wait_deadline: float | None = None
+        #: The model catalog (built in, and the user's file); prices and checks read it.
+        self.catalog = Catalog.load(settings.models_file)
+        activate(self.catalog)
+        #: Per model: what the provider said of it (a cached, bounded check, or a job's answer).
+        self._model_checks: dict[str, KeyCheck] = {}
+        self._model_checks_lock = threading.Lock()
         if settings.openai_api_key:
-            from backend.providers.dalle3 import DalleImageProvider
+            from backend.providers.openai_images import OpenAIImageProvider
 
             self._add(
-                "dalle3", DalleImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("dalle3")), image=True
+                "openai",
+                OpenAIImageProvider(
+                    settings, policy=self.policy, on_key_rejected=self._rejected("openai"), on_model_missing=self.model_missing
+                ),
+                image=True,
             )
         if settings.replicate_api_token:
             from backend.providers.flux1 import FluxImageProvider
+            from backend.providers.replicate_video import ReplicateVideoProvider
 
-            self._add(
-                "flux1", FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("flux1")), image=True
-            )
+            flux = FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
+            flux.on_model_missing = self.model_missing
+            self._add("replicate", flux, image=True)
+            # The same account and key check; Replicate's image-to-video models (not offered in the studio yet).
+            video = ReplicateVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
+            video.on_model_missing = self.model_missing
+            self._add("replicate", video, image=False)
         if settings.runwayml_api_secret:
             from backend.providers.runway import RunwayVideoProvider
 
-            self._add(
-                "runway", RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway")), image=False
-            )
+            runway = RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway"))
+            runway.on_model_missing = self.model_missing
+            self._add("runway", runway, image=False)
         if start_checks:
             self.start_key_checks()  # free requests, answered long before a first status request
 
@@ -301,10 +328,12 @@ class ProviderRegistry:
         await asyncio.to_thread(wait_all)
 
     def info(self, name: str) -> ProviderInfo:
-        configured = name in self._image or name in self._video
+        """The provider's availability, under the name asked for (`dalle3` answers for `openai`)."""
+        key = canonical(name)
+        configured = key in self._image or key in self._video
         if not configured:
             return ProviderInfo(name, PROVIDER_LABELS[name], False, REQUIRED_SETTING[name])
-        verdict = self.key_verdict(name)
+        verdict = self.key_verdict(key)
         if verdict is not None and verdict.ok is False:
             return ProviderInfo(name, PROVIDER_LABELS[name], False, None, verdict.reason)
         return ProviderInfo(name, PROVIDER_LABELS[name], True, None)
@@ -316,31 +345,117 @@ class ProviderRegistry:
         return [self.info(name) for name in VIDEO_PROVIDERS]
 
     def image(self, name: str) -> ImageProvider:
-        if name not in self._image:
+        key = canonical(name)
+        if key not in self._image:
             raise ProviderUnavailable(name, REQUIRED_SETTING[name])
-        return self._image[name]
+        return self._image[key]
 
     def video(self, name: str) -> VideoProvider:
-        if name not in self._video:
+        key = canonical(name)
+        if key not in self._video:
             raise ProviderUnavailable(name, REQUIRED_SETTING[name])
-        return self._video[name]
+        return self._video[key]
 
     def model_for_image(self, name: str, quality: str) -> str:
         """The model a job would use, known even when the provider is not configured (for estimates)."""
-        if name in self._image:
-            return self._image[name].model_for(quality)
-        if name == "flux1":
+        key = canonical(name)
+        if key in self._image:
+            return self._image[key].model_for(quality)
+        if key == "replicate":
             return self.settings.flux_model_high if quality == "high" else self.settings.flux_model_standard
-        return "dall-e-3"
+        default = self.catalog.default(key, "image")
+        return default.id if default is not None else "gpt-image-2"
 
     def model_for_video(self, name: str) -> str:
-        if name in self._video:
-            return self._video[name].model
-        return self.settings.runway_model
+        key = canonical(name)
+        if key in self._video:
+            return self._video[key].model
+        if key == "runway":
+            return self.settings.runway_model
+        default = self.catalog.default(key, "video")
+        return default.id if default is not None else ""
+
+    def is_default(self, entry: ModelEntry) -> bool:
+        """Whether a job that names no model would run this one (the settings choose Replicate's and Runway's)."""
+        if entry.provider == "replicate" and entry.kind == "image":
+            return entry.id in (self.settings.flux_model_standard, self.settings.flux_model_high)
+        if entry.provider == "runway":
+            return entry.id == self.settings.runway_model
+        default = self.catalog.default(entry.provider, entry.kind)
+        return default is not None and default.id == entry.id
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _model_check(self, entry: ModelEntry) -> KeyCheck | None:
+        """The cached check of one model at its provider (None: the provider is not configured or has none)."""
+        with self._model_checks_lock:
+            if entry.id in self._model_checks:
+                return self._model_checks[entry.id]
+            providers: dict[str, object] = {**self._image, **self._video}
+            probe = getattr(providers.get(entry.provider), "check_model", None)
+            if probe is None:
+                return None
+            model_id = entry.id
+            check = KeyCheck(model_id, lambda: probe(model_id, KEY_CHECK_TIMEOUT), on_change=self._availability_changed)
+            self._model_checks[model_id] = check
+            return check
+
+    def model_missing(self, model: str, reason: str) -> None:
+        """A provider answered (a job, or a key check) that `model` does not exist: believe it now."""
+        entry = self.catalog.get(model)
+        check = self._model_check(entry) if entry is not None else None
+        if check is not None:
+            check.reject(reason)
+
+    def model_problem(self, entry: ModelEntry, *, check: bool = True, configured: bool = False) -> str | None:
+        """Why the model cannot run now (None: it can): retired, its provider not configured or
+        refusing the key, or the provider said the model does not exist (cached; a stale or
+        missing answer is asked again in the background, never waited for here)."""
+        if entry.retired():
+            return f"retired on {entry.retiresOn.isoformat() if entry.retiresOn else 'an earlier date'}"
+        info = self.info(entry.provider)
+        if not info.available and not (configured and info.key_problem is None):
+            return info.reason  # `configured`: the caller knows the provider is set up; only a refused key counts
+        model_check = self._model_check(entry) if check else None
+        verdict = model_check.verdict() if model_check is not None else None
+        if verdict is not None and verdict.ok is False:
+            return verdict.reason
+        return None
+
+    def models(self, *, kind: str | None = None, provider: str | None = None) -> list[tuple[ModelEntry, bool, str | None]]:
+        """The catalog's models (filtered), each with whether it can run now and why not."""
+        rows = []
+        for entry in self.catalog.all():
+            if (kind is None or entry.kind == kind) and (provider is None or entry.provider == canonical(provider)):
+                problem = self.model_problem(entry)
+                rows.append((entry, problem is None, problem))
+        return rows
+
+    def model_data(self, entry: ModelEntry, available: bool, reason: str | None) -> dict[str, object]:
+        """One model as GET /api/v1/models shows it."""
+        return {**entry.public(), "default": self.is_default(entry), "available": available, "reason": reason}
+
+    async def check_models(self, entries: list[ModelEntry]) -> None:
+        """Await the first answers of the models' checks, at most `FIRST_CHECK_WAIT` seconds in all."""
+        await self.check_keys()
+        checks = [check for entry in entries if not entry.retired() and (check := self._model_check(entry)) is not None]
+        events = [check.refresh() for check in checks if check.known is None]
+        if not events:
+            return
+        deadline = time.monotonic() + FIRST_CHECK_WAIT
+
+        def wait_all() -> None:
+            for event in events:
+                event.wait(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(wait_all)
 
     @property
     def default_video_provider(self) -> str:
         return "runway" if "runway" in self._video else "local"
+
+    def default_model(self, provider: str, kind: str, quality: str = "standard") -> str:
+        return self.model_for_image(provider, quality) if kind == "image" else self.model_for_video(provider)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

@@ -23,17 +23,15 @@ from PIL import Image
 
 from backend.media.checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
 from backend.providers.base import ProviderError, StepContext, VideoRequest, VideoResult
-from backend.providers.pricing import RUNWAY_CREDITS_PER_SECOND
+from backend.providers.catalog import active
+from backend.providers.pricing import RUNWAY_USD_PER_CREDIT
 from backend.providers.remote import key_check_get
 from backend.providers.remote_task import RemoteTaskProvider, error_body
 from backend.providers.retry import status_reason
 
 LABEL = "Runway"
-#: The output resolutions ("ratio") each model accepts, from Runway's API reference.
-MODEL_RATIOS: dict[str, tuple[str, ...]] = {
-    "gen4_turbo": ("1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"),
-    "gen3a_turbo": ("1280:768", "768:1280"),
-}
+#: Ratios for a model the catalog does not list (gen4_turbo's, from Runway's API reference).
+FALLBACK_RATIOS: tuple[str, ...] = ("1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672")
 #: Runway's limit on a data URI image, "5MB"; kept a little under, for the URI's own prefix.
 MAX_DATA_URI_CHARS = 5_000_000
 #: `promptText` is "a non-empty string up to 1000 characters (measured in UTF-16 code units)".
@@ -53,8 +51,9 @@ def truncate_utf16(text: str, limit: int = MAX_PROMPT_UTF16) -> str:
 
 
 def pick_ratio(model: str, width: int, height: int) -> str:
-    """The model's allowed output ratio closest to the image's own shape."""
-    ratios = MODEL_RATIOS.get(model, MODEL_RATIOS["gen4_turbo"])
+    """The model's allowed output ratio (its catalog entry's) closest to the image's own shape."""
+    entry = active().get(model)
+    ratios = tuple(entry.ratios) if entry is not None and entry.ratios else FALLBACK_RATIOS
     target = width / height
 
     def distance(ratio: str) -> float:
@@ -197,8 +196,24 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     # -- the step --------------------------------------------------------------------
 
+    #: Called with (model, reason) when Runway answers that it has no such model.
+    on_model_missing: Any = None
+
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
-        task_id, task = await self._run(request, ctx)
+        model = self._model(request)
+        try:
+            task_id, task = await self._run(request, ctx)
+        except ProviderError as error:
+            if error.code != "MODEL_NOT_FOUND":
+                raise
+            if self.on_model_missing:
+                self.on_model_missing(model, f"Runway answered that the model does not exist ({error.message})")
+            raise ProviderError(
+                self.name,
+                f"Runway has no model '{model}' ({error.message}); choose another model (gen4.5, gen4_turbo), "
+                "or update the model catalog",
+                code="MODEL_NOT_FOUND",
+            ) from error
         output = task.get("output")
         url = next((item for item in output if isinstance(item, str) and item), None) if isinstance(output, list) else None
         if not url:
@@ -215,23 +230,23 @@ class RunwayVideoProvider(RemoteTaskProvider):
         finally:
             partial.unlink(missing_ok=True)
         ctx.log(f"Runway made a {width}x{height} video of {seconds:.1f} s")
-        return VideoResult(model=self.model, width=width, height=height, metadata={"runwayTaskId": task_id})
+        return VideoResult(model=self._model(request), width=width, height=height, metadata={"runwayTaskId": task_id})
+
+    def _model(self, request: VideoRequest) -> str:
+        return request.model or self.model
 
     async def _create_request(self, request: VideoRequest, ctx: StepContext) -> tuple[str, dict[str, Any]]:
+        model = self._model(request)
         uri, (width, height), note = await asyncio.to_thread(image_data_uri, request.image_path, limits=self.limits)
-        ratio = pick_ratio(self.model, width, height)
+        ratio = pick_ratio(model, width, height)
         prompt = truncate_utf16(request.prompt.strip())
-        body: dict[str, Any] = {
-            "model": self.model,
-            "promptImage": uri,
-            "ratio": ratio,
-            "duration": request.duration,
-            "seed": request.seed,
-        }
+        body: dict[str, Any] = {"model": model, "promptImage": uri, "ratio": ratio, "duration": request.duration}
+        if not model.startswith("veo"):  # Veo models take no seed (runwayml's image_to_video_create_params.py)
+            body["seed"] = request.seed
         if prompt:
             body["promptText"] = prompt
         shortened = " (prompt cut to Runway's 1000-character limit)" if prompt != request.prompt.strip() else ""
-        ctx.log(f"starting {self.model} on Runway: {request.duration} s at {ratio}, seed {request.seed}; image {note}{shortened}")
+        ctx.log(f"starting {model} on Runway: {request.duration} s at {ratio}, seed {request.seed}; image {note}{shortened}")
         return "/v1/image_to_video", body
 
     def _outcome_unknown(self, reason: str) -> str:
@@ -245,6 +260,8 @@ class RunwayVideoProvider(RemoteTaskProvider):
             return ProviderError(
                 self.name, f"Runway refused to start the video: not enough credits ({detail})", code="PROVIDER_BILLING"
             )
+        if status == 400 and "(model: " in detail:  # its validator refused the model itself: animate() names it
+            return ProviderError(self.name, detail, code="MODEL_NOT_FOUND")
         if status == 400:
             return ProviderError(self.name, f"Runway refused the request (400): {detail}")
         if status in (404, 405):
@@ -257,7 +274,7 @@ class RunwayVideoProvider(RemoteTaskProvider):
         return super()._explain_poll(response, remote_id)
 
     def _billed_model(self, request: VideoRequest, task: dict[str, Any]) -> str:
-        return self.model
+        return self._model(request)
 
     def _status_line(self, remote_id: str, status: str) -> str:
         return f"Runway task {remote_id} is {status}" + (f" ({WAITING[status]})" if status in WAITING else "")
@@ -296,7 +313,25 @@ class RunwayVideoProvider(RemoteTaskProvider):
             balance = response.json().get("creditBalance")
         except (ValueError, AttributeError):
             return True, None
-        needed = RUNWAY_CREDITS_PER_SECOND.get(self.model, 5) * 5
+        entry = active().get(self.model)
+        per_second = entry.price.usdPerSecond if entry is not None and entry.price is not None else None
+        needed = round((per_second if per_second is not None else 0.05) * 5 / RUNWAY_USD_PER_CREDIT)
         if isinstance(balance, (int, float)) and balance < needed:
             return False, f"Runway has {balance:g} credits left; a 5 s {self.model} video needs {needed}"
+        return True, None
+
+    def check_model(self, model: str, timeout: float = 5.0) -> tuple[bool | None, str | None]:
+        """Whether this organization may run `model`: `GET /v1/organization` lists a limit for each
+        model its tier allows (`tier.models`); a model missing from a list that names others is not."""
+        response = key_check_get(
+            f"{self.base_url}/v1/organization", provider=self.name, label=self.label, headers=self._headers(), timeout=timeout
+        )
+        if not response.is_success:
+            return None, f"Runway answered {response.status_code}"
+        try:
+            models = response.json().get("tier", {}).get("models")
+        except (ValueError, AttributeError):
+            return None, "Runway's organization answer is not readable"
+        if isinstance(models, dict) and models and model not in models:
+            return False, f"Runway's organization lists no limits for {model} (its tier allows {', '.join(sorted(models))})"
         return True, None

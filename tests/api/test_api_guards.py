@@ -59,4 +59,5 @@ def test_a_model_without_a_published_price_is_refused_before_anything_is_stored(
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["code"] == "PRICE_UNKNOWN" and "someone/unpriced-model" in body["error"]
+    assert body["details"] == {"provider": "flux1", "videoProvider": "local"}
     assert system.store.list()[1] == 0

@@ -11,8 +11,14 @@
   (NSFW), `aborted`; a "hold" prediction stays `processing` until `release()`.
 - `POST /v1/predictions/{id}/cancel`: the prediction, now `canceled`.
 - `GET /v1/account`: the account (what the key check asks).
+- `GET /v1/models/{owner}/{name}`: the model, with its latest version's OpenAPI input schema
+  (`latest_version.openapi_schema.components.schemas.Input`), or 404 "Not found" (the model
+  check). `add_model()` serves one more model (a user's catalog entry), `remove_model()` takes
+  one away (a model Replicate deleted).
 - Outputs are served at `/files/...` without auth, as replicate.delivery does: a list of URLs
-  for flux-schnell and flux-dev, one URL for the pro models.
+  for flux-schnell and flux-dev, one URL for the pro models; an MP4 of the input's `duration`
+  (default 5) for the image-to-video model `wan-video/wan-2.5-i2v` (its input: prompt, image,
+  duration up to 10, seed, resolution, negative_prompt).
 - Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
   on the wire), `endless_output` (an output that never ends), `points_inside` (the output URL is
   `hostile_target`, an internal address), `redirects_inside` (the output redirects three times
@@ -36,7 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .base import FakeServer, Reply
-from .media import png_image, solid_png
+from .media import mp4_video, png_image, solid_png
 
 PROBLEM = "application/problem+json"
 RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
@@ -98,7 +104,18 @@ PRO = {
     "prompt_upsampling": {"type": bool},
     "image_prompt": {"type": str},
 }
+WAN_I2V = {
+    "prompt": {"type": str, "required": True},
+    "image": {"type": str, "required": True},
+    "duration": integer(1, 10),
+    "seed": integer(),
+    "resolution": enum("480p", "720p", "1080p"),
+    "negative_prompt": {"type": str},
+}
+#: The models whose output is a video.
+VIDEO_MODELS = {"wan-video/wan-2.5-i2v"}
 MODELS: dict[str, tuple[dict[str, Any], bool]] = {  # schema, whether the output is a list
+    "wan-video/wan-2.5-i2v": (WAN_I2V, False),
     "black-forest-labs/flux-schnell": (SCHNELL, True),
     "black-forest-labs/flux-dev": (DEV, True),
     "black-forest-labs/flux-pro": (PRO, False),
@@ -166,11 +183,20 @@ class FakeReplicate(FakeServer):
         self.files: dict[str, bytes] = {}
         #: Where the hostile outcomes point the server (`points_inside`, `redirects_inside`).
         self.hostile_target: str | None = None
+        #: The models served: id -> (input schema, whether the output is a list).
+        self.models: dict[str, tuple[dict[str, Any], bool]] = dict(MODELS)
+
+    def add_model(self, model: str, schema: dict[str, Any], list_output: bool = False) -> None:
+        self.models[model] = (schema, list_output)
+
+    def remove_model(self, model: str) -> None:
+        self.models.pop(model, None)
 
     def routes(self) -> list[Route]:
         return [
             Route("/v1/account", self.account, methods=["GET"]),
             Route("/v1/models/{owner}/{name}/predictions", self.create, methods=["POST"]),
+            Route("/v1/models/{owner}/{name}", self.model, methods=["GET"]),
             Route("/v1/predictions/{id}", self.get, methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/files/{id}/{name}", self.file, methods=["GET"]),
@@ -222,13 +248,56 @@ class FakeReplicate(FakeServer):
             return reply
         return JSONResponse({"type": "user", "username": "fake-user", "name": "Fake User", "github_url": None})
 
+    async def model(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        if f"{owner}/{name}" not in self.models:
+            return problem(404, "Not found", "The requested resource could not be found.").response()
+        schema, _ = self.models[f"{owner}/{name}"]
+        properties: dict[str, Any] = {}
+        for field_name, rule in schema.items():
+            kind = rule.get("type")
+            described: dict[str, Any] = {"title": field_name.replace("_", " ").title()}
+            if "enum" in rule:
+                described["enum"] = rule["enum"]
+            elif kind is int:
+                described["type"] = "integer"
+                described.update({k: v for k, v in (("minimum", rule.get("min")), ("maximum", rule.get("max"))) if v is not None})
+            elif kind is bool:
+                described["type"] = "boolean"
+            elif kind is str:
+                described["type"] = "string"
+            else:
+                described["type"] = "number"
+            properties[field_name] = described
+        required = [field_name for field_name, rule in schema.items() if rule.get("required")]
+        version = {
+            "id": secrets.token_hex(32),
+            "created_at": now(),
+            "openapi_schema": {
+                "components": {"schemas": {"Input": {"type": "object", "properties": properties, "required": required}}}
+            },
+        }
+        return JSONResponse(
+            {
+                "url": f"https://replicate.com/{owner}/{name}",
+                "owner": owner,
+                "name": name,
+                "description": "",
+                "visibility": "public",
+                "run_count": 0,
+                "latest_version": version,
+            }
+        )
+
     async def create(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
             return denied
         if (reply := await self.scripted("create")) is not None:
             return reply
         model = f"{request.path_params['owner']}/{request.path_params['name']}"
-        if model not in MODELS:
+        if model not in self.models:
             return problem(404, "Not found", "The requested resource could not be found.").response()
         try:
             body = await request.json()
@@ -241,7 +310,7 @@ class FakeReplicate(FakeServer):
                 "- input: input is required",
                 invalid_fields=[{"type": "required", "field": "input", "description": "input is required"}],
             ).response()
-        schema, list_output = MODELS[model]
+        schema, list_output = self.models[model]
         invalid = validate_input(body["input"], schema)
         if invalid:
             detail = "".join(f"- {item['field']}: {item['description']}\n" for item in invalid)
@@ -293,8 +362,13 @@ class FakeReplicate(FakeServer):
         prediction.status = "succeeded"
         ratio = prediction.input.get("aspect_ratio", "1:1")
         width, height = RATIO_SIZES.get(ratio, (1024, 1024))
+        if isinstance(prediction.input.get("width"), int) and isinstance(prediction.input.get("height"), int):
+            width, height = prediction.input["width"], prediction.input["height"]  # a model sized by width and height
         name = f"out-0.{prediction.input.get('output_format', 'webp')}"
-        if prediction.outcome == "output_not_image":
+        if prediction.model in VIDEO_MODELS:
+            name = "output.mp4"
+            self.files[f"{prediction.id}/{name}"] = mp4_video(1280, 720, int(prediction.input.get("duration", 5)))
+        elif prediction.outcome == "output_not_image":
             self.files[f"{prediction.id}/{name}"] = b"<html><body>Not an image</body></html>"
         elif prediction.outcome == "huge_image":
             self.files[f"{prediction.id}/{name}"] = solid_png(13000, 13000)
@@ -335,6 +409,8 @@ class FakeReplicate(FakeServer):
         if key not in self.files or (prediction and prediction.outcome == "output_gone"):
             return Response("Not Found", 404, media_type="text/plain")
         media_type = "text/html" if prediction and prediction.outcome == "output_not_image" else "image/png"
+        if key.endswith(".mp4"):
+            media_type = "video/mp4"
         return Response(self.files[key], media_type=media_type)
 
     async def redirect(self, request: Request) -> Response:

@@ -6,8 +6,11 @@
 - `POST /v1/image_to_video` `{model, promptImage, ratio, duration, promptText, seed,
   contentModeration}`: `promptImage` an HTTPS URL or a data URI of at most 5 MB that decodes as
   an image with an aspect ratio between 0.5 and 2; `ratio` one of the model's; `promptText` at
-  most 1000 UTF-16 code units; `seed` 0..4294967295. Costs 5 credits a second for gen4_turbo:
-  with too few credits it answers 400 "You do not have enough credits to run this task.".
+  most 1000 UTF-16 code units; `seed` 0..4294967295. Per model, as the `runwayml` SDK's
+  image_to_video_create_params.py has them: `gen4.5` (2-10 s, promptText required, 12 credits a
+  second), `gen4_turbo` (5 or 10 s here, 5 credits a second), `veo3.1` and `veo3.1_fast` (4, 6 or
+  8 s, their own four ratios, no seed); with too few credits it answers 400 "You do not have
+  enough credits to run this task.".
   Answers `{"id": <uuid>}`.
 - `GET /v1/tasks/{id}`: `{id, status, createdAt}` plus `progress` (RUNNING), `output`
   (SUCCEEDED: a list of URLs) or `failure`, `failureCode` (FAILED). Each poll moves the task one
@@ -46,11 +49,15 @@ from .media import mp4_video
 
 API_VERSIONS = {"2024-11-06"}
 DOC_URL = "https://docs.dev.runwayml.com/api"
-MODEL_RATIOS = {
-    "gen4_turbo": ["1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"],
-    "gen3a_turbo": ["1280:768", "768:1280"],
-}
-CREDITS_PER_SECOND = {"gen4_turbo": 5, "gen3a_turbo": 5}
+GEN4_RATIOS = ["1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672"]
+VEO_RATIOS = ["1280:720", "720:1280", "1080:1920", "1920:1080"]
+MODEL_RATIOS = {"gen4.5": GEN4_RATIOS, "gen4_turbo": GEN4_RATIOS, "veo3.1": VEO_RATIOS, "veo3.1_fast": VEO_RATIOS}
+#: The durations each model takes (seconds).
+MODEL_DURATIONS = {"gen4.5": range(2, 11), "gen4_turbo": (5, 10), "veo3.1": (4, 6, 8), "veo3.1_fast": (4, 6, 8)}
+#: Fields a model does not take: Veo has no seed.
+NOT_TAKEN = {"veo3.1": {"seed"}, "veo3.1_fast": {"seed"}}
+#: Credits a second: gen4.5 and gen4_turbo as promptreel's catalog has them; the Veo figures are the fake's own (unverified).
+CREDITS_PER_SECOND = {"gen4.5": 12, "gen4_turbo": 5, "veo3.1": 40, "veo3.1_fast": 15}
 KNOWN_FIELDS = {"model", "promptImage", "ratio", "duration", "promptText", "seed", "contentModeration"}
 MAX_DATA_URI = 5 * 1024 * 1024
 DATA_URI = re.compile(r"^data:(image/(?:jpeg|png|webp));base64,(.*)$", re.DOTALL)
@@ -321,9 +328,15 @@ def validate_body(body: dict[str, Any]) -> list[dict[str, Any]]:
             "invalid_enum_value",
             f"Invalid enum value. Expected {' | '.join(map(repr, MODEL_RATIOS[model]))}, received {ratio!r}",
         )
-    duration = body.get("duration", 10)
-    if not isinstance(duration, int) or isinstance(duration, bool) or not 2 <= duration <= 10:
-        issue("duration", "invalid_type", "Expected an integer from 2 to 10")
+    allowed = MODEL_DURATIONS[model]
+    duration = body.get("duration", 10 if 10 in allowed else max(allowed))
+    if not isinstance(duration, int) or isinstance(duration, bool) or duration not in allowed:
+        issue("duration", "invalid_enum_value", f"Invalid duration for {model}. Expected {' | '.join(map(str, allowed))}")
+    for name in NOT_TAKEN.get(model, ()):
+        if name in body:
+            issue(name, "unrecognized_keys", f"Unrecognized key(s) in object: '{name}'")
+    if model == "gen4.5" and "promptText" not in body:
+        issue("promptText", "invalid_type", "Required")
     if "promptText" in body:
         text = body["promptText"]
         if not isinstance(text, str) or not text.strip():

@@ -184,7 +184,7 @@ def test_job_created_over_rest_appears_live_and_cancel_from_the_page(page: Page,
 def test_a_provider_without_a_key_shows_why_it_cannot_be_chosen(page: Page, studio_server: Server):
     open_studio(page, studio_server)
     page.get_by_role("combobox", name="Image provider").click()
-    dalle = page.get_by_role("option", name="DALL-E 3 (OpenAI)")
+    dalle = page.get_by_role("option", name="OpenAI (GPT Image)")
     expect(dalle).to_be_visible()
     expect(dalle).to_contain_text("set OPENAI_API_KEY")
     expect(dalle).to_have_attribute("aria-disabled", "true")

@@ -39,9 +39,22 @@ SENTENCES = [
     (local_job(seed=-1), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
     (local_job(seed=2**32), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
     (local_job(seed="12"), "The seed is a whole number from 0 to 4,294,967,295.", "settings.seed"),
-    (local_job(videoDuration=7), "The video lasts 5 or 10 seconds.", "settings.videoDuration"),
+    (
+        local_job(videoDuration=0),
+        "The video length is a whole number of seconds that the video model allows (5 or 10 with the defaults).",
+        "settings.videoDuration",
+    ),
+    (
+        local_job(videoDuration=7),
+        "settings.videoDuration: promptreel-animate-1 makes videos of 5, 10 seconds",
+        "settings.videoDuration",
+    ),
     (local_job(imageSize="800x600"), "The image size is 1024x1024, 1792x1024 or 1024x1792.", "settings.imageSize"),
-    ({**local_job(), "provider": "midjourney"}, "Choose an image provider: dalle3, flux1 or local.", "provider"),
+    (
+        {**local_job(), "provider": "midjourney"},
+        "Choose an image provider: openai, replicate or local (dalle3 and flux1 are their guide names).",
+        "provider",
+    ),
     (local_job(colour="red"), "Unknown field 'settings.colour': remove it.", "settings.colour"),
 ]
 

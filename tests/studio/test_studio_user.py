@@ -24,7 +24,7 @@ from nicegui.testing.user_simulation import user_simulation
 from backend.jobs.public import job_update_data, step_data
 from backend.jobs.request import validate_request
 from backend.providers import registry
-from backend.providers.dalle3 import DalleImageProvider
+from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
 from backend.settings import Settings
 from backend.store.models import Job, JobStatus, StepKind
 from backend.system import System
@@ -211,8 +211,8 @@ async def test_studio_shows_form_status_and_empty_state(studio: Studio):
     # every image provider is listed; the ones without a key are disabled, with the setting to set
     select = studio.element("image-provider")
     options = {option["label"]: option for option in select._props["options"]}
-    assert set(options) == {"DALL-E 3 (OpenAI)", "FLUX.1 (Replicate)", "Local renderer"}
-    assert options["DALL-E 3 (OpenAI)"]["disable"] and options["DALL-E 3 (OpenAI)"]["reason"] == "set OPENAI_API_KEY"
+    assert set(options) == {"OpenAI (GPT Image)", "FLUX.1 (Replicate)", "Local renderer"}
+    assert options["OpenAI (GPT Image)"]["disable"] and options["OpenAI (GPT Image)"]["reason"] == "set OPENAI_API_KEY"
     assert options["FLUX.1 (Replicate)"]["reason"] == "set REPLICATE_API_TOKEN"
     assert "disable" not in options["Local renderer"]
     video = studio.element("video-provider")
@@ -453,14 +453,14 @@ async def providers_shown(status: StatusBar, check, timeout: float = 10.0) -> No
 async def test_a_key_refused_at_start_shows_in_the_header_and_the_form(studio: Studio):
     await studio.user.open("/")  # the page awaits the first key checks: the refusal is known
     available, tooltip = provider_chip(studio, "dalle3")
-    assert not available and "DALL-E 3: OpenAI rejected the API key (401)" in tooltip
+    assert not available and "OpenAI: OpenAI rejected the API key (401)" in tooltip
     assert provider_chip(studio, "local")[0]
     select = studio.element("image-provider")
-    option = provider_options(select)["DALL-E 3 (OpenAI)"]
+    option = provider_options(select)["OpenAI (GPT Image)"]
     assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
     assert select.value == "local" and select.error is None, "the form starts on an available provider"
     await studio.user.should_see(
-        marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why."
+        marker="provider-hint", content="OpenAI, FLUX.1 and Runway are unavailable; open a list to see why."
     )
 
 
@@ -473,7 +473,7 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     await studio.user.open("/")
     assert provider_chip(studio, "dalle3")[0]
     select = studio.element("image-provider")
-    assert select.value == "dalle3" and "disable" not in provider_options(select)["DALL-E 3 (OpenAI)"]
+    assert select.value == "dalle3" and "disable" not in provider_options(select)["OpenAI (GPT Image)"]
     await studio.user.should_see(marker="provider-hint", content="FLUX.1 and Runway need an API key")
     # OpenAI now refuses the key; the next check (made stale at once here) says so
     openai_key_check["answer"] = REFUSED
@@ -490,11 +490,11 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     # that refresh read the stale verdict (the cache answers at once) and started the key check
     # behind it; the header shows the check's answer as soon as it comes
     await providers_shown(status, lambda: not provider_chip(studio, "dalle3")[0])
-    assert "DALL-E 3: OpenAI rejected the API key (401)" in provider_chip(studio, "dalle3")[1]
+    assert "OpenAI: OpenAI rejected the API key (401)" in provider_chip(studio, "dalle3")[1]
     # the form's list follows the header: disabled with the reason, and the chosen one is marked
-    option = provider_options(select)["DALL-E 3 (OpenAI)"]
+    option = provider_options(select)["OpenAI (GPT Image)"]
     assert option["disable"] and option["reason"] == "OpenAI rejected the API key (401)"
     assert select.error == "Unavailable: OpenAI rejected the API key (401)"
     await studio.user.should_see(
-        marker="provider-hint", content="DALL-E 3, FLUX.1 and Runway are unavailable; open a list to see why."
+        marker="provider-hint", content="OpenAI, FLUX.1 and Runway are unavailable; open a list to see why."
     )

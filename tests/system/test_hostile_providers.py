@@ -27,9 +27,9 @@ from starlette.routing import Route
 from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.media.local import LocalMediaStore
 from backend.providers.base import ProviderError, VideoRequest
-from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider
 from backend.providers.local import LocalVideoProvider
+from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
 from backend.providers.output_urls import OutputUrlPolicy, PinnedRequest
 from backend.providers.remote import API_ANSWER_BYTES, NO_KEEPALIVE, open_pinned
 from backend.providers.retry import RetryPolicy

@@ -89,6 +89,12 @@ def media(server: Server, job_id: str, kind: str) -> bytes:
     return response.content
 
 
+def gpt_image_2_cost(usage: dict) -> float:
+    """gpt-image-2's price of a reported usage: $5 / $8 / $30 per million text-in / image-in / image-out tokens."""
+    details = usage["input_tokens_details"]
+    return round((details["text_tokens"] * 5 + details["image_tokens"] * 8 + usage["output_tokens"] * 30) / 1_000_000, 6)
+
+
 def video_size(data: bytes) -> tuple[int, int, int]:
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
@@ -99,9 +105,9 @@ def video_size(data: bytes) -> tuple[int, int, int]:
 @pytest.mark.parametrize(
     ("provider", "video_provider", "size", "quality", "duration", "image_cost", "video_cost"),
     [
-        ("dalle3", "runway", "1792x1024", "high", 10, 0.12, 0.50),
+        ("dalle3", "runway", "1792x1024", "high", 10, "usage", 0.50),
         ("flux1", "runway", "1024x1792", "high", 5, 0.04, 0.25),
-        ("dalle3", "local", "1024x1024", "standard", 5, 0.04, 0.0),
+        ("dalle3", "local", "1024x1024", "standard", 5, "usage", 0.0),
         ("flux1", "local", "1024x1024", "standard", 5, 0.003, 0.0),
         ("local", "runway", "1024x1024", "standard", 5, 0.0, 0.25),
     ],
@@ -113,6 +119,8 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
     prompt = f"a lighthouse in a storm, {provider} then {video_provider}"
     end, job = await run_job(studio, job_request(prompt, provider, video_provider, size, quality, duration))
     assert end["type"] == "job_completed", job
+    if image_cost == "usage":  # gpt-image-2 is priced from the tokens OpenAI reported
+        image_cost = gpt_image_2_cost(job["metadata"]["imageUsage"])
     cost = {"imageGeneration": image_cost, "videoGeneration": video_cost, "total": round(image_cost + video_cost, 4)}
     assert end["data"]["cost"] == cost and job["cost"] == cost
     assert job["status"] == "completed" and job["progress"] == 100 and job["error"] is None
@@ -125,15 +133,19 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
     if provider == "dalle3":
         [call] = [c for c in fakes.openai.seen("POST", "/v1/images/generations") if c.json["prompt"] == prompt]
         assert call.json == {
-            "model": "dall-e-3",
+            "model": "gpt-image-2",
             "prompt": prompt,
             "size": size,
-            "quality": "hd" if quality == "high" else "standard",
+            "quality": "high" if quality == "high" else "medium",
             "n": 1,
-            "response_format": "b64_json",
+            "output_format": "png",
         }
-        assert job["metadata"]["revisedPrompt"].endswith(prompt)
-        assert job["metadata"]["imageModel"] == "dall-e-3"
+        assert job["metadata"]["imageUsage"]["output_tokens"] > 0
+        assert (job["provider"], job["metadata"]["imageProvider"], job["metadata"]["imageModel"]) == (
+            "dalle3",
+            "openai",
+            "gpt-image-2",
+        )
     if provider == "flux1":
         model = "black-forest-labs/flux-1.1-pro" if quality == "high" else "black-forest-labs/flux-schnell"
         [prediction] = [p for p in fakes.replicate.predictions.values() if p.input["prompt"] == prompt]
@@ -178,7 +190,7 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
             "dalle3",
             lambda f: f.runway.outcomes.append("fail:SAFETY.INPUT.IMAGE"),
             "Video generation failed: Runway refused the input image (SAFETY.INPUT.IMAGE)",
-            0.04,
+            "usage",
             0.0,
         ),
         # The prediction (the task) succeeded, and was paid for, before its output failed to arrive:
@@ -201,7 +213,7 @@ async def test_each_pairing_completes_with_the_right_requests_files_and_costs(
             "dalle3",
             lambda f: f.runway.script("create", *[runway_replies.shedding_load(503) for _ in range(4)]),
             "Video generation failed: Runway kept failing while starting the video task: 503 Service Unavailable (4 attempts)",
-            0.04,
+            "usage",
             0.0,
         ),
     ],
@@ -214,6 +226,8 @@ async def test_failures_end_the_job_with_a_plain_reason_and_the_cost_of_what_com
     end, job = await run_job(studio, job_request(f"a failing job: {error[:30]}", provider, "runway"))
     assert end["type"] == "job_failed", job
     assert job["error"].startswith(error), job["error"]
+    if image_cost == "usage":
+        image_cost = gpt_image_2_cost(job["metadata"]["imageUsage"])
     total = round(image_cost + video_cost, 4)
     assert end["data"]["cost"] == job["cost"] == {"imageGeneration": image_cost, "videoGeneration": video_cost, "total": total}
     failed = [step for step in job["steps"] if step["status"] == "failed"]
@@ -319,7 +333,8 @@ async def test_restart_while_a_runway_task_runs_polls_the_same_task(tmp_path: Pa
         assert final["status"] == "completed", final
         assert len(fakes.runway.seen("POST", "/v1/image_to_video")) == 1, "the restarted job paid for a second video"
         assert len(fakes.openai.seen("POST", "/v1/images/generations")) == 1, "the image was made again"
-        assert final["cost"] == {"imageGeneration": 0.04, "videoGeneration": 0.25, "total": 0.29}
+        image_cost = gpt_image_2_cost(final["metadata"]["imageUsage"])
+        assert final["cost"] == {"imageGeneration": image_cost, "videoGeneration": 0.25, "total": round(image_cost + 0.25, 4)}
         video_log = final["steps"][1]["log"]
         assert any("resumed after a restart" in line and task.id in line for line in video_log), video_log
         assert any(f"polling Runway task {task.id} again" in line for line in video_log), video_log

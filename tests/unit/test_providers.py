@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from backend.providers.base import ImageRequest, ProviderError, VideoRequest
-from backend.providers.dalle3 import DalleImageProvider
 from backend.providers.flux1 import FluxImageProvider, log_percent
+from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
 from backend.providers.retry import RetryPolicy, parse_retry_after
 from backend.providers.runway import RunwayVideoProvider, image_data_uri, pick_ratio, truncate_utf16
 from backend.settings import Settings
@@ -118,28 +118,29 @@ def png_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-# -- DALL-E 3 ---------------------------------------------------------------------------------
+# -- OpenAI (the guide's dalle3): gpt-image-2 by default ----------------------------------------
 
 
 @pytest.mark.parametrize(
     ("size", "quality", "wire_quality"),
-    [("1024x1024", "standard", "standard"), ("1792x1024", "high", "hd"), ("1024x1792", "standard", "standard")],
+    [("1024x1024", "standard", "medium"), ("1792x1024", "high", "high"), ("1024x1792", "standard", "medium")],
 )
 async def test_dalle3_generates_with_the_right_request(openai_fake: FakeOpenAI, size: str, quality: str, wire_quality: str):
     ctx = RecordingContext()
     result = await dalle(openai_fake).generate(image_request(size, quality), ctx)
-    assert result.model == "dall-e-3"
+    assert result.model == "gpt-image-2"
     assert png_size(result.png) == tuple(int(part) for part in size.split("x"))
-    assert result.metadata == {"revisedPrompt": f"A richly detailed rendering of this scene: {PROMPT}"}
+    assert result.usage is not None and result.usage["output_tokens"] > 0
+    assert result.metadata == {"imageUsage": result.usage}
     [call] = openai_fake.seen("POST", "/v1/images/generations")
     assert call.headers["authorization"] == f"Bearer {openai_fake.key}"
     assert call.json == {
-        "model": "dall-e-3",
+        "model": "gpt-image-2",
         "prompt": PROMPT,
         "size": size,
         "quality": wire_quality,
         "n": 1,
-        "response_format": "b64_json",
+        "output_format": "png",
     }
 
 
@@ -355,7 +356,7 @@ async def test_flux1_no_credit(replicate_fake: FakeReplicate):
 @pytest.mark.parametrize(
     ("outcome", "message"),
     [
-        ("nsfw", "FLUX.1 on Replicate failed: NSFW content detected"),
+        ("nsfw", "black-forest-labs/flux-schnell on Replicate failed: NSFW content detected"),
         ("aborted", "Replicate aborted the prediction .* before it ran"),
         ("output_gone", r"Replicate's output is no longer available \(404\)"),
         ("output_not_image", "Replicate's output is not an image"),
@@ -377,8 +378,9 @@ async def test_flux1_unknown_model_setting_is_refused_plainly(replicate_fake: Fa
         ),
         policy=FAST,
     )
-    with pytest.raises(ProviderError, match=r"Replicate does not know this while starting the prediction \(404\)"):
+    with pytest.raises(ProviderError, match=r"'black-forest-labs/flux-nope' is not a Replicate image model of the model catalog"):
         await provider.generate(image_request(), RecordingContext())
+    assert not replicate_fake.seen("POST"), "a model the catalog does not know is not sent"
 
 
 async def test_flux1_cancel_while_polling_cancels_the_prediction(replicate_fake: FakeReplicate):
@@ -601,7 +603,7 @@ def test_runway_request_helpers(tmp_path: Path):
     assert pick_ratio("gen4_turbo", 1792, 1024) == "1280:720"
     assert pick_ratio("gen4_turbo", 1024, 1792) == "720:1280"
     assert pick_ratio("gen4_turbo", 1024, 1024) == "960:960"
-    assert pick_ratio("gen3a_turbo", 1024, 1024) in ("1280:768", "768:1280")
+    assert pick_ratio("veo3.1", 1024, 1024) in ("1280:720", "720:1280")  # the catalog's ratios for the model
     assert truncate_utf16("a" * 1200) == "a" * 1000
     emoji = "😀" * 600  # two UTF-16 code units each
     assert truncate_utf16(emoji) == "😀" * 500
@@ -667,7 +669,7 @@ def test_registry_reports_configured_providers_whose_keys_work(
     assert not infos["flux1"].available and infos["flux1"].configured
     assert infos["flux1"].reason == "Replicate rejected the API token (401)"
     assert registry.default_video_provider == "runway"
-    assert openai_fake.seen("GET", "/v1/models/dall-e-3")[0].headers["authorization"] == f"Bearer {openai_fake.key}"
+    assert openai_fake.seen("GET", "/v1/models/gpt-image-2")[0].headers["authorization"] == f"Bearer {openai_fake.key}"
 
 
 def test_registry_without_keys_names_the_missing_settings():

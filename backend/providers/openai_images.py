@@ -1,4 +1,10 @@
-"""`dalle3`: OpenAI's DALL-E 3 through the official `openai` client.
+"""`openai` (the guide's `dalle3`): OpenAI's image models through the official `openai` client.
+
+The model comes from the job (`settings.imageModel`), else the catalog's default OpenAI image
+model (`gpt-image-2`); its catalog entry maps the job's size and quality onto OpenAI's. GPT image
+models answer base64 PNG with the token `usage` the image cost, which is kept and priced. An
+answer that the model does not exist (404 `model_not_found`: OpenAI shut `dall-e-3` down on
+2026-05-12) is explained as that, and the model is marked unavailable.
 
 An image generation is one synchronous call: there is no remote task to save, poll or
 cancel, nor to take up again after a restart. A step interrupted by a stop or a crash therefore
@@ -23,11 +29,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import pydantic
 
 from backend.media.checks import MediaLimits, megabytes
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext
+from backend.providers.catalog import ModelEntry, active
 from backend.providers.output_urls import OutputUrlPolicy
-from backend.providers.pricing import DALLE3_QUALITY
 from backend.providers.remote import ProviderAnswers, as_png, download, key_check_get, tls_context
 from backend.providers.retry import (
     NOT_SENT_ERRORS,
@@ -40,18 +47,28 @@ from backend.providers.retry import (
 )
 from backend.settings import Settings
 
-MODEL = "dall-e-3"
 LABEL = "OpenAI"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-#: DALL-E 3 takes 10-40 s for one image; a call with no answer after this long is given up.
-DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+#: GPT image models take up to about two minutes at high quality; a call with no answer after this long is given up.
+DEFAULT_TIMEOUT = httpx.Timeout(180.0, connect=10.0)
 #: Billing problems: no retry helps until someone pays.
 BILLING_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 _NOT_SENT_NAMES = {kind.__name__ for kind in NOT_SENT_ERRORS}
 
 
-class DalleImageProvider:
-    name = "dalle3"
+def model_missing_message(model: str, detail: str) -> str:
+    """Why a job failed on a model OpenAI does not serve, and the way out (never the base URL)."""
+    entry = active().get(model)
+    replacement = entry.replacement if entry is not None and entry.replacement else None
+    if replacement is None:
+        default = active().default("openai", "image")
+        replacement = default.id if default is not None and default.id != model else None
+    way_out = f"choose {replacement}, or update the model catalog" if replacement else "update the model catalog"
+    return f"OpenAI has no model '{model}' for this key ({detail}): it may have been shut down; {way_out}"
+
+
+class OpenAIImageProvider:
+    name = "openai"
 
     def __init__(
         self,
@@ -60,19 +77,33 @@ class DalleImageProvider:
         policy: RetryPolicy | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         on_key_rejected: Callable[[str], None] | None = None,
+        on_model_missing: Callable[[str, str], None] | None = None,
     ):
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.on_key_rejected = on_key_rejected
+        #: Called with (model, reason) when OpenAI answers that a model does not exist.
+        self.on_model_missing = on_model_missing
         self.limits = MediaLimits.from_settings(settings)
 
     @property
     def base_url(self) -> str:
         return (self.settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
 
+    @property
+    def default_model(self) -> str:
+        default = active().default("openai", "image")
+        return default.id if default is not None else "gpt-image-2"
+
     def model_for(self, quality: str) -> str:
-        return MODEL
+        return self.default_model
+
+    def _entry(self, model: str) -> ModelEntry:
+        entry = active().get(model)
+        if entry is None or entry.provider != "openai" or entry.kind != "image":
+            raise ProviderError(self.name, f"'{model}' is not an OpenAI image model of the catalog", code="MODEL_UNKNOWN")
+        return entry
 
     def _client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -94,9 +125,15 @@ class DalleImageProvider:
                 "sent again. Run the job again to make a new image.",
                 code="PROVIDER_INTERRUPTED",
             )
-        size = f"{request.width}x{request.height}"
-        quality = DALLE3_QUALITY[request.quality]
-        ctx.log(f"asking OpenAI {MODEL} for a {size} image at quality '{quality}' (DALL-E 3 takes no seed)")
+        model = request.model or self.default_model
+        entry = self._entry(model)
+        job_size = f"{request.width}x{request.height}"
+        size = entry.sizes.get(job_size, job_size)
+        quality = entry.provider_quality(request.quality)
+        # GPT image models always answer base64 and refuse `response_format`; DALL-E takes it.
+        legacy = model.startswith("dall-e")
+        options: dict[str, str] = {"response_format": "b64_json"} if legacy else {"output_format": "png"}
+        ctx.log(f"asking OpenAI {model} for a {size} image at quality '{quality}' (OpenAI's image models take no seed)")
         ctx.progress(0.05)
 
         # base64 takes 4 bytes for 3, plus the JSON around it
@@ -107,13 +144,14 @@ class DalleImageProvider:
                 try:
                     # Streamed and capped: the answer carries the image as base64, and a hostile
                     # endpoint could make it any size (the client's own read keeps it all).
-                    async with client.images.with_streaming_response.generate(
-                        model=MODEL,
+                    # The SDK types quality and the format keys as Literals; ours come from the catalog.
+                    async with client.images.with_streaming_response.generate(  # type: ignore[call-overload]
+                        model=model,
                         prompt=request.prompt,
                         size=size,
                         quality=quality,
                         n=1,
-                        response_format="b64_json",
+                        **options,
                     ) as answer:
                         body = bytearray()
                         try:
@@ -136,7 +174,7 @@ class DalleImageProvider:
                         raise ProviderError(self.name, "OpenAI's answer is not an image response")
                     return openai.types.ImagesResponse.construct(**parsed)  # as loosely as the client's own parse
                 except openai.APIStatusError as error:
-                    raise self._explain_status(error) from error
+                    raise self._explain_status(error, model) from error
                 except openai.APIConnectionError as error:  # APITimeoutError included
                     cause = error.__cause__
                     if isinstance(cause, ProviderError):  # its response hook refused the answer (remote.ProviderAnswers)
@@ -169,7 +207,7 @@ class DalleImageProvider:
                 raise ProviderError(self.name, "OpenAI's image data is not valid base64") from error
             png, (width, height) = await asyncio.to_thread(as_png, io.BytesIO(data), self.limits, provider=self.name, label=LABEL)
         elif image.url:  # the URL expires within the hour: fetch it now
-            with tempfile.TemporaryDirectory(prefix="promptreel-dalle3-") as folder:
+            with tempfile.TemporaryDirectory(prefix="promptreel-openai-") as folder:
                 output = Path(folder) / "output"
                 urls = OutputUrlPolicy(
                     self.base_url, provider=self.name, label=LABEL, allow_private=self.settings.allow_private_output_urls
@@ -189,12 +227,16 @@ class DalleImageProvider:
                 png, (width, height) = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
         else:
             raise ProviderError(self.name, "OpenAI answered with neither image data nor an image URL")
-        if (width, height) != (request.width, request.height):
+        if f"{width}x{height}" != size:
             ctx.log(f"OpenAI made a {width}x{height} image instead of {size}")
-        metadata = {"revisedPrompt": image.revised_prompt} if image.revised_prompt else {}
-        return ImageResult(png=png, model=MODEL, metadata=metadata)
+        metadata: dict[str, object] = {"revisedPrompt": image.revised_prompt} if image.revised_prompt else {}
+        usage = response.usage.model_dump() if isinstance(response.usage, pydantic.BaseModel) else response.usage
+        if isinstance(usage, dict):
+            metadata["imageUsage"] = usage
+            ctx.log(f"OpenAI reports {usage.get('input_tokens')} input and {usage.get('output_tokens')} output tokens")
+        return ImageResult(png=png, model=model, metadata=metadata, usage=usage if isinstance(usage, dict) else None)
 
-    def _explain_status(self, error: openai.APIStatusError) -> Exception:
+    def _explain_status(self, error: openai.APIStatusError, model: str) -> Exception:
         """The error an OpenAI answer means: Transient when worth another try, else a ProviderError."""
         status = error.status_code
         body = error.body if isinstance(error.body, dict) else {}
@@ -218,27 +260,62 @@ class DalleImageProvider:
             return Transient(f"429 rate limited ({detail})", retry_after=parse_retry_after(error.response.headers))
         if status >= 500:
             return Transient(f"{status} server error", retry_after=parse_retry_after(error.response.headers))
+        if code == "model_not_found" or (status == 404 and "model" in detail.lower()):
+            reason = f"OpenAI answered that the model does not exist ({status} {code or 'not found'}: {detail})"
+            if self.on_model_missing:
+                self.on_model_missing(model, reason)
+            return ProviderError(
+                self.name, model_missing_message(model, f"{status} {code or 'not found'}: {detail}"), code="MODEL_NOT_FOUND"
+            )
         if status == 403:
             return ProviderError(
-                self.name, f"OpenAI refused access to {MODEL} for this key (403): {detail}", code="PROVIDER_AUTH"
+                self.name, f"OpenAI refused access to {model} for this key (403): {detail}", code="PROVIDER_AUTH"
             )
         if status == 404:
-            return ProviderError(self.name, f"OpenAI answered 404 for the image endpoint: check OPENAI_BASE_URL ({detail})")
+            return ProviderError(self.name, f"OpenAI answered 404 for the image endpoint ({detail}): check OPENAI_BASE_URL")
         return ProviderError(self.name, f"OpenAI refused the image request ({status}): {detail}")
 
     async def cancel_remote(self, remote_id: str) -> None:
         """Nothing to cancel: OpenAI's image call is synchronous and leaves no remote task."""
 
-    def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
-        """Whether OpenAI accepts the key, asked of `GET /models/dall-e-3` (free): (ok, reason)."""
+    def _get_model(self, model: str, timeout: float) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.settings.openai_api_key}"}
-        response = key_check_get(
-            f"{self.base_url}/models/{MODEL}", provider=self.name, label="OpenAI", headers=headers, timeout=timeout
-        )
+        return key_check_get(f"{self.base_url}/models/{model}", provider=self.name, label=LABEL, headers=headers, timeout=timeout)
+
+    def check_key(self, timeout: float = 5.0) -> tuple[bool | None, str | None]:
+        """Whether OpenAI accepts the key, asked of `GET /models/{default model}` (free): (ok, reason).
+        A 404 there says the key works and the model is missing: that model is marked, not the key."""
+        model = self.default_model
+        response = self._get_model(model, timeout)
         if response.status_code == 401:
             return False, "OpenAI rejected the API key (401)"
+        if response.status_code == 404:
+            if self.on_model_missing:
+                self.on_model_missing(model, f"OpenAI answered that the model does not exist (404: {_error_text(response)})")
+            return True, None
+        if response.is_success or response.status_code == 403:  # 403: this model only; the key itself works
+            return True, None
+        return None, f"OpenAI answered {response.status_code}"
+
+    def check_model(self, model: str, timeout: float = 5.0) -> tuple[bool | None, str | None]:
+        """Whether OpenAI serves `model` to this key, from `GET /models/{model}` (free)."""
+        response = self._get_model(model, timeout)
+        if response.status_code == 404:
+            return False, f"OpenAI answered that the model does not exist (404: {_error_text(response)})"
         if response.status_code == 403:
-            return False, f"this OpenAI key has no access to {MODEL} (403)"
+            return False, f"this OpenAI key has no access to {model} (403)"
         if response.is_success:
             return True, None
         return None, f"OpenAI answered {response.status_code}"
+
+
+def _error_text(response: httpx.Response) -> str:
+    """OpenAI's error message from `{"error": {"message", "code"}}`, else the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or str(response.status_code)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error.get("code") or "error") + ": " + str(error["message"])[:200]
+    return response.reason_phrase or str(response.status_code)
