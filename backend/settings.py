@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(300 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_VIDEO_BYTES")
     #: Fetch provider outputs from private addresses and over plain http too (self-hosted gateways).
     allow_private_output_urls: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS")
+    # Webhooks (docs/api.md#webhooks).
+    #: Signs webhook deliveries (`whsec_` + base64); default: one made once and kept in the data dir (a cluster must share one).
+    webhook_secret: str | None = Field(None, validation_alias="PROMPTREEL_WEBHOOK_SECRET")
+    #: Accept and deliver to webhook URLs on loopback, private and link-local addresses.
+    webhook_allow_private: bool = Field(False, validation_alias="PROMPTREEL_WEBHOOK_ALLOW_PRIVATE")
+    #: First retry delay of a failed delivery (s), doubling per attempt (at most an hour), with jitter.
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, validation_alias="PROMPTREEL_WEBHOOK_RETRY_BASE_SECONDS")
+    #: A delivery without a 2xx for this long after its event is given up.
+    webhook_retry_hours: float = Field(24.0, gt=0, validation_alias="PROMPTREEL_WEBHOOK_RETRY_HOURS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:

@@ -19,6 +19,11 @@ ImageSize = Literal["1024x1024", "1792x1024", "1024x1792"]
 IMAGE_SIZES: tuple[str, ...] = ("1024x1024", "1792x1024", "1024x1792")
 DURATIONS: tuple[int, ...] = (5, 10)
 QUALITIES: tuple[str, ...] = ("standard", "high")
+#: What a webhook may be told (docs/api.md#webhooks); without `webhookEvents`, the endings.
+WebhookEvent = Literal["started", "progress", "completed", "failed", "cancelled"]
+DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("completed", "failed", "cancelled")
+MAX_WEBHOOK_URL_LENGTH = 2048
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
 
 
 class GenerateSettings(BaseModel):
@@ -37,6 +42,15 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
     provider: Literal["dalle3", "flux1", "local"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
+    #: POSTed the job's events (backend/webhooks/); its address is checked again by JobService.
+    webhook: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        # Documented for clients (and Schemathesis); the validator below says what is wrong in words.
+        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL_PATTERN},
+    )
+    webhookEvents: list[WebhookEvent] | None = Field(None, min_length=1, max_length=5)
 
     @field_validator("prompt")
     @classmethod
@@ -46,6 +60,15 @@ class GenerateRequest(BaseModel):
         if "\x00" in value:  # PostgreSQL cannot store it (a 500 before)
             raise ValueError("the prompt contains a NUL character")
         return value.strip()
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme, _, rest = value.partition("://")
+            if scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#":
+                raise ValueError("must be an http:// or https:// URL")
+        return value
 
 
 def field_name(location: tuple[Any, ...]) -> str:

@@ -22,13 +22,15 @@ from backend.events.log import Event, EventLog
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
-from backend.jobs.request import MAX_SEED, GenerateRequest
+from backend.jobs.request import DEFAULT_WEBHOOK_EVENTS, MAX_SEED, GenerateRequest
 from backend.media.store import MediaStore
 from backend.providers import pricing
 from backend.providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from backend.rate_limit import RateLimiter
 from backend.store.jobs import JobFinished, JobRecord, JobStore
 from backend.store.models import Job, JobStatus
+from backend.webhooks.outbox import WebhookOutbox
+from backend.webhooks.urls import WebhookUrlRefused
 
 
 def new_job_id() -> str:
@@ -65,6 +67,7 @@ class JobService:
         max_queued_jobs: int = 1000,
         rate_limiter: RateLimiter | None = None,
         event_log: EventLog | None = None,
+        webhooks: WebhookOutbox | None = None,
     ):
         self.max_queued_jobs = max_queued_jobs
         #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
@@ -76,6 +79,7 @@ class JobService:
         self.bus = bus
         self.media = media
         self.event_log = event_log or bus.event_log
+        self.webhooks = webhooks
 
     def _check_providers(self, request: GenerateRequest) -> str:
         """The video provider to use. Refuses, before anything is stored, a provider that is not
@@ -115,6 +119,10 @@ class JobService:
 
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
         video_provider = self._check_providers(request)
+        if request.webhook is not None:
+            if self.webhooks is None:
+                raise WebhookUrlRefused("this process sends no webhooks")
+            await self.webhooks.check_url(request.webhook)  # 422 for a private address (SSRF)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
@@ -137,6 +145,9 @@ class JobService:
             job.heartbeat_at = job.created_at
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
+            if request.webhook is not None:
+                events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
+                WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record
@@ -166,6 +177,13 @@ class JobService:
         self.get(job_id, user)
         assert self.event_log is not None, "the service reads events from the bus's log"
         return self.event_log.after(job_id, after, limit)
+
+    def webhook_deliveries(self, job_id: str, user: User) -> dict[str, object]:
+        """The job's webhook and its deliveries (attempts, status codes, next try); JobNotFound as `get`."""
+        self.get(job_id, user)
+        if self.webhooks is None:
+            return {"webhook": None, "events": [], "deliveries": []}
+        return self.webhooks.deliveries(job_id)
 
     def subscribe(self) -> AbstractContextManager[Subscription]:
         """Every job's events as they happen, queued for one reader (/ws); filter by `may_see`."""
