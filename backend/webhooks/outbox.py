@@ -292,7 +292,7 @@ class WebhookOutbox:
                 error = f"answered {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
         except WebhookUrlRefused as refused:
             error = f"refused: {refused.message.removeprefix('webhook: ')}"
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
             error = f"no answer within {ATTEMPT_SECONDS:g} s"
         except (httpx.HTTPError, OSError) as failure:
             error = f"could not connect: {type(failure).__name__}"
@@ -311,13 +311,17 @@ class WebhookOutbox:
         headers = signed_headers(self.secret, delivery.id, now, delivery.payload)
         last: Exception | None = None
         for request in pinned:  # a name with an IPv6 and an IPv4 address: the next if one refuses
+            sent = client.build_request(
+                "POST",
+                request.url,
+                content=delivery.payload.encode(),
+                headers={**headers, **request.headers},
+                extensions=request.extensions,
+            )
             try:
-                response = await client.post(
-                    request.url,
-                    content=delivery.payload.encode(),
-                    headers={**headers, **request.headers},
-                    extensions=request.extensions,
-                )
+                # Only the status counts: the answer's body is never read (a receiver cannot make us hold a big one).
+                response = await client.send(sent, stream=True)
+                await response.aclose()
                 return response.status_code
             except httpx.ConnectError as error:
                 last = error

@@ -189,3 +189,35 @@ async def test_a_failed_attempt_is_retried_later_and_given_up_after_the_retry_wi
         [delivery] = box.deliveries("job_down")["deliveries"]
         assert delivery["status"] == "failed" and delivery["attempts"] == 2 and delivery["nextAttemptAt"] is None
         assert json.loads(receiver.received[0].body)["type"] == "completed"
+
+
+async def test_the_address_is_checked_again_at_each_attempt(engine: Engine):
+    """A webhook stored while private targets were allowed (or whose name now resolves to one) is
+    refused at delivery time: nothing is sent, the attempt says why and is retried later."""
+    store, log = JobStore(engine), EventLog(engine)
+    with receiving() as receiver:
+        make_job(store, "job_private", receiver.url, ["completed"])
+        log.append("job_private", [("job_completed", {"id": "job_private"})])
+        box = outbox(engine)
+        box.allow_private = False
+        box.derive()
+        async with httpx.AsyncClient() as client:
+            assert await box.send_due(client) == 1
+        [delivery] = box.deliveries("job_private")["deliveries"]
+        assert delivery["status"] == "pending" and delivery["lastStatusCode"] is None
+        assert delivery["lastError"] == "refused: resolves to a loopback, private, link-local or metadata address"
+        assert receiver.received == []
+
+
+def test_the_cli_prints_the_secret_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    from app.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    monkeypatch.setenv("PROMPTREEL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PROMPTREEL_WEBHOOK_SECRET", raising=False)
+    assert main(["webhook-secret"]) == 0
+    made = capsys.readouterr().out.strip()
+    assert made.startswith("whsec_") and made == load_webhook_secret(Settings(PROMPTREEL_DATA_DIR=tmp_path / "data"))
+    monkeypatch.setenv("PROMPTREEL_WEBHOOK_SECRET", SECRET)
+    assert main(["webhook-secret"]) == 0
+    assert capsys.readouterr().out.strip() == SECRET
