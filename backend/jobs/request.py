@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: DALL-E 3's own prompt limit; the longest prompt any provider here accepts.
 MAX_PROMPT_LENGTH = 4000
@@ -24,6 +24,8 @@ WebhookEvent = Literal["started", "progress", "completed", "failed", "cancelled"
 DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("completed", "failed", "cancelled")
 MAX_WEBHOOK_URL_LENGTH = 2048
 WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
+#: The schema's words for what the validator `_events_need_a_webhook` says: webhookEvents needs a webhook.
+WEBHOOK_EVENTS_NEED_A_WEBHOOK = {"webhookEvents": {"required": ["webhook"], "properties": {"webhook": {"type": "string"}}}}
 
 
 class GenerateSettings(BaseModel):
@@ -37,7 +39,7 @@ class GenerateSettings(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"dependentSchemas": WEBHOOK_EVENTS_NEED_A_WEBHOOK})
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
     provider: Literal["dalle3", "flux1", "local"]
@@ -68,6 +70,13 @@ class GenerateRequest(BaseModel):
             scheme, _, rest = value.partition("://")
             if scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#":
                 raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("webhookEvents")
+    @classmethod
+    def _events_need_a_webhook(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is not None and info.data.get("webhook") is None:
+            raise ValueError("is given without a webhook")
         return value
 
 

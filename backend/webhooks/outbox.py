@@ -173,8 +173,11 @@ class WebhookOutbox:
                     await self.send_due(client)
                 except Exception:  # the store may be down for a moment: the rows wait, try again
                     log.exception("webhook outbox round failed")
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that lands
+                # as the event is set (the loop then never stopped: seen in test_cancel_race).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())  # a clock: retries come due
+                    async with asyncio.timeout(self._idle_wait()):  # a clock: retries come due
+                        await self._wake.wait()
 
     def _idle_wait(self) -> float:
         with Session(self.engine) as session:

@@ -125,8 +125,10 @@ def test_private_and_non_http_webhooks_are_refused_and_create_nothing(shared_ser
         assert client.get("/api/v1/jobs").headers["X-Total-Count"] == before
 
 
-def test_unknown_webhook_events_are_refused(shared_server: Server):
+def test_unknown_webhook_events_or_events_without_a_webhook_are_refused(shared_server: Server):
     with shared_server.client() as client:
+        alone = client.post("/api/v1/generate", json={**local_job(), "webhookEvents": ["completed"]})
+        assert alone.status_code == 422 and alone.json()["error"] == "webhookEvents: Value error, is given without a webhook"
         answer = client.post(
             "/api/v1/generate", json={**local_job(), "webhook": "https://example.com/h", "webhookEvents": ["done"]}
         )
