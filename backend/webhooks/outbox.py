@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, and_, insert, or_, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, update
 from sqlmodel import Session, col, select
 
 from backend.jobs.public import iso
@@ -134,7 +134,8 @@ class WebhookOutbox:
         await pin_webhook(url, allow_private=self.allow_private)
 
     @staticmethod
-    def subscribe(connection: Any, job_id: str, url: str, events: list[str]) -> None:
+    def subscribe(connection: Connection, job_id: str, url: str, events: list[str]) -> None:
+        """Store the job's webhook in the transaction that creates the job (JobService.create)."""
         connection.execute(insert(JobWebhook).values(job_id=job_id, url=url, events=events, cursor=0, started_sent=False))
 
     def deliveries(self, job_id: str) -> dict[str, Any]:
