@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="list stored jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--status", choices=[status.value for status in JobStatus])
+
+    commands.add_parser("webhook-secret", help="print the secret webhook deliveries are signed with (whsec_...)")
     return parser
 
 
@@ -211,5 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .job_table import print_jobs
 
         print_jobs(settings, limit=args.limit, status=args.status)
+        return 0
+    if args.command == "webhook-secret":
+        from backend.webhooks.signing import load_webhook_secret
+
+        try:
+            print(load_webhook_secret(settings))
+        except ValueError as error:
+            print(f"promptreel: error: {error}", file=sys.stderr)
+            return 2
         return 0
     parser.error(f"unknown command {args.command!r}")

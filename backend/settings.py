@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     max_upload_pixels: int = Field(40_000_000, ge=1_000_000, le=100_000_000, validation_alias="PROMPTREEL_MAX_UPLOAD_PIXELS")
     #: Uploads no unfinished job uses are removed this long after they were made (hours).
     upload_expiry_hours: float = Field(24.0, gt=0, validation_alias="PROMPTREEL_UPLOAD_EXPIRY_HOURS")
+    # Webhooks (docs/api.md#webhooks).
+    #: Signs webhook deliveries (`whsec_` + base64); default: one made once and kept in the data dir (a cluster must share one).
+    webhook_secret: str | None = Field(None, validation_alias="PROMPTREEL_WEBHOOK_SECRET")
+    #: Accept and deliver to webhook URLs on loopback, private and link-local addresses.
+    webhook_allow_private: bool = Field(False, validation_alias="PROMPTREEL_WEBHOOK_ALLOW_PRIVATE")
+    #: First retry delay of a failed delivery (s), doubling per attempt (at most an hour), with jitter.
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, validation_alias="PROMPTREEL_WEBHOOK_RETRY_BASE_SECONDS")
+    #: A delivery without a 2xx for this long after its event is given up.
+    webhook_retry_hours: float = Field(24.0, gt=0, validation_alias="PROMPTREEL_WEBHOOK_RETRY_HOURS")
 
     @model_validator(mode="after")
     def _check_scale_out(self) -> Settings:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend.auth import Authenticator
 from backend.events.bus import EventBus
 from backend.events.log import EventLog
 from backend.jobs.pipeline import Pipeline
+from backend.jobs.public import absolute_media_urls, job_data
 from backend.jobs.queue import JobQueue
 from backend.jobs.runner import JobRunner
 from backend.jobs.service import JobService
@@ -28,6 +29,8 @@ from backend.store.jobs import JobStore
 from backend.store.models import utcnow
 from backend.store.uploads import UploadStore
 from backend.uploads.service import UploadService
+from backend.webhooks.outbox import WebhookOutbox
+from backend.webhooks.signing import load_webhook_secret
 
 if TYPE_CHECKING:
     from backend.events.relay import EventRelay
@@ -69,6 +72,14 @@ class System:
             max_pixels=self.settings.max_upload_pixels,
             expiry=timedelta(hours=self.settings.upload_expiry_hours),
         )
+        self.webhooks = WebhookOutbox(
+            self.engine,
+            load_webhook_secret(self.settings),
+            self._webhook_job,
+            allow_private=self.settings.webhook_allow_private,
+            retry_base_seconds=self.settings.webhook_retry_base_seconds,
+            retry_hours=self.settings.webhook_retry_hours,
+        )
         self.jobs = JobService(
             self.store,
             self.queue,
@@ -79,6 +90,7 @@ class System:
             max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
             uploads=self.uploads,
+            webhooks=self.webhooks,
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry
@@ -105,6 +117,8 @@ class System:
             self.relay.start()
             await asyncio.wait_for(self.relay.listening.wait(), RELAY_START_TIMEOUT)
         self._housekeeping = asyncio.create_task(self._keep_house(), name="housekeeping")
+        self.bus.listen(self.webhooks.wake)  # every stored event may be one a webhook waits for
+        self.webhooks.start()
         if self.cluster is not None:
             await self.cluster.open()
             return
@@ -142,9 +156,18 @@ class System:
                 log.exception("upload expiry failed")
             await asyncio.sleep(interval)  # a clock, not a wait for an event
 
+    def _webhook_job(self, job_id: str) -> dict[str, Any] | None:
+        """A job as GET answers it, for a webhook: media URLs under PROMPTREEL_PUBLIC_URL (or the served address)."""
+        record = self.store.get(job_id)
+        if record is None:
+            return None
+        base = self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}"
+        return absolute_media_urls(job_data(record), base, self.auth.sign)
+
     async def stop(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        await self.webhooks.stop()
         if self.relay is not None:
             await self.relay.stop()
         await self.runner.shutdown()

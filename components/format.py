@@ -103,7 +103,8 @@ def provider_name(name: str | None) -> str:
 #: Under a local job whose prompt has words the local renderer cannot draw: where to go instead.
 LOCAL_RENDERER_HINT = (
     "The local renderer draws landscapes, skies, weather and a few things (boats, lighthouses, castles, houses, "
-    "balloons, birds, figures, cars). For other subjects choose OpenAI (GPT Image) or FLUX on Replicate (an API key; docs/providers.md)."
+    "balloons, birds, figures, cars). For other subjects choose OpenAI (GPT Image) or FLUX on Replicate "
+    "(an API key; docs/providers.md)."
 )
 
 

@@ -38,6 +38,7 @@ from .job_actions import cancel_job, remove_job, rerun_job
 from .job_card import JobData, set_prop, set_visible
 from .live import client_feed
 from .session import media_link
+from .webhook_card import WebhookCard
 
 #: Metadata keys shown in their own rows above; the rest are listed as provider extras.
 KNOWN_METADATA = {
@@ -202,6 +203,7 @@ class JobDetail:
                         self.cost_video = _kv("Video")
                         self.cost_total = _kv("Total")
                     self.cost_total.classes("text-lg font-bold")
+                WebhookCard(system, self.job_id, user)  # hidden when the job has no webhook
         self.render()
         client_feed(system.jobs).subscribe(self._on_events, accept=lambda event: event["jobId"] == self.job_id)
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 #: DALL-E 3's own prompt limit; the longest prompt any provider here accepts.
 MAX_PROMPT_LENGTH = 4000
@@ -30,6 +30,15 @@ UPLOAD_PROVIDER: Final = "upload"
 MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
 #: The image providers a client may name: the catalog's, and the guide's names for two of them.
 IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1")
+#: What a webhook may be told (docs/api.md#webhooks); without `webhookEvents`, the endings.
+WebhookEvent = Literal["started", "progress", "completed", "failed", "cancelled"]
+DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("completed", "failed", "cancelled")
+MAX_WEBHOOK_URL_LENGTH = 2048
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
+#: The schema's words for what the validator `_events_need_a_webhook` says: webhookEvents needs a webhook.
+WEBHOOK_EVENTS_NEED_A_WEBHOOK: dict[str, Any] = {
+    "webhookEvents": {"required": ["webhook"], "properties": {"webhook": {"type": "string"}}}
+}
 
 
 class GenerateSettings(BaseModel):
@@ -51,12 +60,21 @@ class GenerateSettings(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"dependentSchemas": WEBHOOK_EVENTS_NEED_A_WEBHOOK})
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
     #: `upload` (or left out) with `settings.sourceImage`: no image provider, the user's picture.
     provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "upload"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
+    #: POSTed the job's events (backend/webhooks/); its address is checked again by JobService.
+    webhook: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        # Documented for clients (and Schemathesis); the validator below says what is wrong in words.
+        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL_PATTERN},
+    )
+    webhookEvents: list[WebhookEvent] | None = Field(None, min_length=1, max_length=5)
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +94,22 @@ class GenerateRequest(BaseModel):
             raise ValueError(PROMPT_NUL)
         return value.strip()
 
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme, _, rest = value.partition("://")
+            if scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#":
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("webhookEvents")
+    @classmethod
+    def _events_need_a_webhook(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is not None and info.data.get("webhook") is None:
+            raise ValueError("is given without a webhook")
+        return value
+
 
 def field_name(location: tuple[Any, ...]) -> str:
     """'settings.videoDuration' from pydantic's ('body', 'settings', 'videoDuration')."""
@@ -89,9 +123,14 @@ def field_name(location: tuple[Any, ...]) -> str:
 #: out of range, not one of the choices): the studio shows it at the field, the API in `error`.
 FIELD_SENTENCES: dict[str, str] = {
     "provider": "Choose an image provider: openai, replicate or local (dalle3 and flux1 are their guide names).",
-    "settings": "The settings are an object with imageSize, videoDuration, quality, seed, videoProvider, imageModel, videoModel, sourceImage and fit.",
+    "settings": (
+        "The settings are an object with imageSize, videoDuration, quality, seed, videoProvider, imageModel, videoModel,"
+        " sourceImage and fit."
+    ),
     "settings.imageSize": "The image size is 1024x1024, 1792x1024 or 1024x1792.",
-    "settings.videoDuration": "The video length is a whole number of seconds that the video model allows (5 or 10 with the defaults).",
+    "settings.videoDuration": (
+        "The video length is a whole number of seconds that the video model allows (5 or 10 with the defaults)."
+    ),
     "settings.quality": "The quality is standard or high (low and medium for GPT image models).",
     "settings.seed": f"The seed is a whole number from 0 to {MAX_SEED:,}.",
     "settings.videoProvider": "Choose a video provider: runway, replicate or local.",

@@ -31,7 +31,7 @@ from backend.events.log import Event, EventLog
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
-from backend.jobs.request import MAX_SEED, UPLOAD_PROVIDER, GenerateRequest
+from backend.jobs.request import DEFAULT_WEBHOOK_EVENTS, MAX_SEED, UPLOAD_PROVIDER, GenerateRequest
 from backend.media.store import MediaStore
 from backend.providers import pricing
 from backend.providers.catalog import ModelEntry, canonical
@@ -40,6 +40,8 @@ from backend.rate_limit import RateLimiter
 from backend.store.jobs import JobFinished, JobRecord, JobStore
 from backend.store.models import Job, JobStatus
 from backend.uploads.service import UploadService
+from backend.webhooks.outbox import WebhookOutbox
+from backend.webhooks.urls import WebhookUrlRefused
 
 
 def new_job_id() -> str:
@@ -133,6 +135,7 @@ class JobService:
         rate_limiter: RateLimiter | None = None,
         event_log: EventLog | None = None,
         uploads: UploadService | None = None,
+        webhooks: WebhookOutbox | None = None,
     ):
         #: The users' pictures that `settings.sourceImage` names (None: this service takes none).
         self.uploads = uploads
@@ -146,6 +149,7 @@ class JobService:
         self.bus = bus
         self.media = media
         self.event_log = event_log or bus.event_log
+        self.webhooks = webhooks
 
     def choose(self, request: GenerateRequest) -> ModelChoice:
         """The models a request runs, checked against what each accepts (422 naming the field)."""
@@ -221,6 +225,10 @@ class JobService:
         source = self._source_image(request, user)
         choice = self._check_providers(request)
         video_provider = choice.video_provider
+        if request.webhook is not None:
+            if self.webhooks is None:
+                raise WebhookUrlRefused("this process sends no webhooks")
+            await self.webhooks.check_url(request.webhook)  # 422 for a private address (SSRF)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
@@ -248,6 +256,9 @@ class JobService:
             job.heartbeat_at = job.created_at
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
+            if request.webhook is not None:
+                events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
+                WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record
@@ -277,6 +288,13 @@ class JobService:
         self.get(job_id, user)
         assert self.event_log is not None, "the service reads events from the bus's log"
         return self.event_log.after(job_id, after, limit)
+
+    def webhook_deliveries(self, job_id: str, user: User) -> dict[str, object]:
+        """The job's webhook and its deliveries (attempts, status codes, next try); JobNotFound as `get`."""
+        self.get(job_id, user)
+        if self.webhooks is None:
+            return {"webhook": None, "events": [], "deliveries": []}
+        return self.webhooks.deliveries(job_id)
 
     def subscribe(self) -> AbstractContextManager[Subscription]:
         """Every job's events as they happen, queued for one reader (/ws); filter by `may_see`."""

@@ -151,7 +151,7 @@ class OutputUrlPolicy:
             if url.scheme != "https" and all(is_public(address) for address in addresses):
                 raise self._refused("a plain http URL", redirected)
             raise self._refused("a private address", redirected)
-        return [self._pinned(url, address) for address in allowed]
+        return [self.pinned(url, address) for address in allowed]
 
     def _on_provider_endpoint(self, url: httpx.URL) -> bool:
         return url.scheme == self.base.scheme and _effective_port(url) == _effective_port(self.base)
@@ -163,7 +163,8 @@ class OutputUrlPolicy:
             return []
 
     @staticmethod
-    def _pinned(url: httpx.URL, address: IPAddress) -> PinnedRequest:
+    def pinned(url: httpx.URL, address: IPAddress) -> PinnedRequest:
+        """The request for `url` sent to `address` (the webhooks pin their URLs the same way)."""
         name = url.raw_host.decode("ascii")
         extensions: dict[str, object] = {"sni_hostname": name} if url.scheme == "https" else {}
         return PinnedRequest(url.copy_with(host=str(address)), {"Host": url.netloc.decode("ascii")}, extensions)

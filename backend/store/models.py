@@ -155,3 +155,42 @@ class JobEvent(SQLModel, table=True):
     type: str = Field(max_length=32)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
+
+
+class JobWebhook(SQLModel, table=True):
+    """Where a job's events are POSTed (docs/api.md#webhooks), and how far its stored events have
+    been turned into deliveries (`cursor`: the last event seq looked at)."""
+
+    __tablename__ = "job_webhooks"
+
+    job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=64, ondelete="CASCADE")
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    cursor: int = 0
+    started_sent: bool = False
+    last_progress_at: datetime | None = _optional_time()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to POST to a job's webhook: the outbox row, retried until a 2xx or given up.
+    `id` is the Standard Webhooks `webhook-id`, the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    job_id: str = Field(foreign_key="jobs.id", max_length=64, ondelete="CASCADE", index=True)
+    seq: int
+    type: str = Field(max_length=32)
+    #: The exact body sent on every attempt (JSON text).
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    #: pending, delivered or failed (given up).
+    state: str = Field(default="pending", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime | None = _optional_time()
+    #: Every attempt: {"attempt", "at", "statusCode", "error"}.
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    #: The process sending it now, until when (a process that dies leaves it to another after that).
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _optional_time()

@@ -265,6 +265,16 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         ),
     ),
     (
+        "a webhook URL whose host resolves to a private address, or not at all, is refused, 422 WEBHOOK_URL_REFUSED "
+        "(docs/api.md, webhooks): what a name resolves to is the DNS's, not the schema's",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/generate"
+            and f.status == 422
+            and error_code(f) == "WEBHOOK_URL_REFUSED"
+        ),
+    ),
+    (
         "types are strict (docs/api.md): 5.0 is not 5, though JSON Schema counts it as an integer",
         lambda f: (
             f.check == "positive_data_acceptance"

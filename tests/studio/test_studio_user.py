@@ -498,3 +498,25 @@ async def test_a_key_refused_later_shows_when_the_status_refreshes(
     await studio.user.should_see(
         marker="provider-hint", content="OpenAI, FLUX.1 and Runway are unavailable; open a list to see why."
     )
+
+
+async def test_job_page_shows_the_webhook_deliveries(studio: Studio):
+    from backend.webhooks.outbox import WebhookOutbox
+
+    plain = stored_job(studio.system, "No webhook here")
+    job = stored_job(studio.system, "A lighthouse with a webhook")
+    with studio.system.store.transaction() as connection:
+        WebhookOutbox.subscribe(connection, job.id, "https://hooks.example.com/promptreel", ["completed"])
+    studio.system.bus.publish("job_completed", job.id, {"id": job.id})
+    assert studio.system.webhooks.derive() == 1
+    with studio.system.engine.begin() as connection:  # as an attempt that got a 503 records it
+        connection.exec_driver_sql(
+            "UPDATE webhook_deliveries SET attempts = 1, history = "
+            '\'[{"attempt": 1, "at": "2026-12-06T12:00:00Z", "statusCode": 503, "error": "answered 503"}]\''
+        )
+    await studio.user.open(f"/jobs/{job.id}")
+    await studio.user.should_see("https://hooks.example.com/promptreel")
+    await studio.user.should_see("completed: pending, attempt 1, HTTP 503 at 12:00:00 UTC", retries=RETRIES)
+    await studio.user.open(f"/jobs/{plain.id}")
+    await studio.user.should_see("No webhook here")
+    await studio.user.should_not_see("Webhook")

@@ -311,7 +311,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     async def _kill(process: Process) -> None:
         system = process.system
         system.pipeline.stopping = True  # its job tasks end without writing a thing, as under SIGKILL
-        tasks = [*system.runner._tasks.values(), system.runner._heartbeat, system._housekeeping]
+        tasks = [*system.runner._tasks.values(), system.runner._heartbeat, system._housekeeping, system.webhooks._task]
         if system.relay is not None:
             tasks.append(system.relay._task)
         alive = [task for task in tasks if task is not None]
