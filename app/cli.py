@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="run one job here, with live progress, and save its files")
     generate.add_argument("prompt")
     generate.add_argument("--provider", default="local", choices=IMAGE_PROVIDER_NAMES)
-    generate.add_argument("--video-provider", choices=("runway", "local"), help="default: runway when configured, else local")
+    generate.add_argument(
+        "--video-provider", choices=("runway", "local", "comfyui"), help="default: runway when configured, else local"
+    )
     generate.add_argument("--size", default="1024x1024", choices=IMAGE_SIZES)
     generate.add_argument("--duration", default=5, type=_positive, help="seconds the video model allows (5 or 10 by default)")
     generate.add_argument("--quality", default="standard", choices=QUALITIES + MODEL_QUALITIES)

@@ -23,7 +23,7 @@ QUALITIES: tuple[str, ...] = ("standard", "high")
 #: Beyond the guide's two: GPT image models' own levels, for the models whose catalog entry maps them.
 MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
 #: The image providers a client may name: the catalog's, and the guide's names for two of them.
-IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1")
+IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1", "comfyui")
 
 
 class GenerateSettings(BaseModel):
@@ -34,7 +34,7 @@ class GenerateSettings(BaseModel):
     videoDuration: int = Field(5, ge=1, le=60)
     quality: Literal["standard", "high", "low", "medium"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    videoProvider: Literal["runway", "local"] | None = None
+    videoProvider: Literal["runway", "local", "comfyui"] | None = None
     #: Catalog model ids (GET /api/v1/models); None: the provider's default.
     imageModel: str | None = Field(None, min_length=1, max_length=128)
     videoModel: str | None = Field(None, min_length=1, max_length=128)
@@ -44,7 +44,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
-    provider: Literal["openai", "replicate", "local", "dalle3", "flux1"]
+    provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "comfyui"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
 
     @field_validator("prompt")
