@@ -288,3 +288,32 @@ async def test_what_comfyui_misses_is_reported_before_any_job_runs(
         server.stop()
         fake.stop()
     assert not fake.seen("POST", "/prompt")
+
+
+async def test_one_prompt_at_a_time_per_comfyui_by_default(studio: Server, fake: FakeComfyUI):
+    """COMFYUI_CONCURRENCY=1: a second job's step waits in promptreel, not in ComfyUI's queue."""
+    fake.pause_at_step = 2
+    first_prompt, second_prompt = "one GPU: the first", "one GPU: the second"
+    stream = await open_stream(studio)
+    try:
+        with studio.client() as api:
+            first = api.post("/api/v1/generate", json=request(first_prompt, video_provider="local")).json()
+            await fake.until(lambda: fake.paused.is_set())
+            second = api.post("/api/v1/generate", json=request(second_prompt, video_provider="local")).json()
+            for _ in range(200):  # until the server reports the second job's image step running
+                if api.get(f"/api/v1/jobs/{second['id']}").json()["status"] == "generating_image":
+                    break
+                await asyncio.sleep(0.05)
+            assert api.get(f"/api/v1/jobs/{second['id']}").json()["status"] == "generating_image"
+            assert len(prompts_posted(fake, first_prompt)) == 1 and not prompts_posted(fake, second_prompt)
+            fake.release()
+            for job in (first, second):
+                if api.get(f"/api/v1/jobs/{job['id']}").json()["status"] != "completed":
+                    await stream.until(ends(job["id"]))
+                assert api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "completed"
+    finally:
+        await stream.connection.close()
+    first_id = next(pid for pid, entry in fake.history.items() if entry["prompt"][2]["6"]["inputs"]["text"] == first_prompt)
+    [second_post] = [seen for seen in fake.seen("POST", "/prompt") if seen.json["prompt"]["6"]["inputs"]["text"] == second_prompt]
+    [first_done] = [seen for seen in fake.seen("GET", f"/history/{first_id}")][-1:]
+    assert second_post.at > first_done.at  # queued only once the first had ended

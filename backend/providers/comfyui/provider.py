@@ -61,6 +61,8 @@ class ComfyUIProvider:
         self.video_workflow = Workflow.load(settings.comfyui_video_workflow or VIDEO_WORKFLOW)
         self.concurrency = settings.comfyui_concurrency
         self._slots: asyncio.Semaphore | None = None
+        #: The queue position last logged, per running step (its context's id).
+        self._told: dict[int, int] = {}
 
     # -- what the registry asks -----------------------------------------------------------
 
@@ -315,6 +317,20 @@ class ComfyUIProvider:
         ctx: StepContext,
         submit: Callable[[], Awaitable[str]] | None = None,
     ) -> dict[str, Any]:
+        try:
+            return await self._follow_to_end(client, prompt_id, client_id, workflow, ctx, submit)
+        finally:
+            self._told.pop(id(ctx), None)
+
+    async def _follow_to_end(
+        self,
+        client: httpx.AsyncClient,
+        prompt_id: str | None,
+        client_id: str,
+        workflow: Workflow,
+        ctx: StepContext,
+        submit: Callable[[], Awaitable[str]] | None = None,
+    ) -> dict[str, Any]:
         """Wait for the prompt's end over /ws, reading /history (and /queue) at every (re)connection;
         the history entry of a prompt that succeeded, else a ProviderError. Without a `prompt_id`,
         `submit` queues it once the socket is open, so that no event of it is missed."""
@@ -367,9 +383,8 @@ class ComfyUIProvider:
 
     def _waiting(self, ctx: StepContext, state: str, ahead: int) -> None:
         """The queue position in the step's log, when it changed."""
-        told = getattr(ctx, "_comfyui_ahead", None)
-        if state == "queued" and ahead != told:
-            ctx._comfyui_ahead = ahead  # type: ignore[attr-defined]
+        if state == "queued" and self._told.get(id(ctx)) != ahead:
+            self._told[id(ctx)] = ahead
             message = f"waiting in ComfyUI's queue: {ahead} prompt{'s' if ahead != 1 else ''} ahead"
             ctx.log(message)
             ctx.progress(0.0, message)

@@ -1,0 +1,138 @@
+"""ComfyUI workflows as files (the built-in ones and a user's own), the availability check against
+the fake ComfyUI, and the transcoding of what a workflow saves into H.264 MP4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import pytest
+
+from backend.providers.comfyui.media import to_mp4
+from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider
+from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
+from backend.settings import Settings
+from tests.fakes.fake_comfyui import FakeComfyUI, webp_animation
+from tests.fakes.media import png_image
+
+#: A FLUX.1 schnell text-to-image workflow in API format, as a user exports it (no [models] in its mapping).
+FLUX = {
+    "10": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-schnell.safetensors", "weight_dtype": "default"}},
+    "11": {
+        "class_type": "DualCLIPLoader",
+        "inputs": {"clip_name1": "t5xxl_fp8_e4m3fn.safetensors", "clip_name2": "clip_l.safetensors", "type": "flux"},
+    },
+    "12": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["11", 0]}},
+    "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 1}},
+    "3": {"class_type": "KSampler", "inputs": {"seed": 0, "steps": 4, "cfg": 1.0, "model": ["10", 0], "latent_image": ["5", 0]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "flux", "images": ["8", 0]}},
+}
+FLUX_MAPPING = """name = "FLUX.1 schnell"
+output = "9"
+[inputs]
+prompt = "6.text"
+seed = "3.seed"
+width = "5.width"
+height = "5.height"
+"""
+
+
+def user_workflow(tmp_path: Path, mapping: str = FLUX_MAPPING) -> Path:
+    path = tmp_path / "flux.json"
+    path.write_text(json.dumps(FLUX))
+    path.with_suffix(".toml").write_text(mapping)
+    return path
+
+
+def test_the_built_in_workflows_name_their_inputs_models_and_frames():
+    image = Workflow.load(IMAGE_WORKFLOW)
+    assert [(f.folder, f.filename) for f in image.model_files] == [("checkpoints", "sd_xl_turbo_1.0_fp16.safetensors")]
+    graph = image.filled({"prompt": "a fox", "seed": 9, "width": 1792, "height": 1024})
+    assert graph["6"]["inputs"]["text"] == "a fox" and graph["13"]["inputs"]["noise_seed"] == 9
+    assert (graph["5"]["inputs"]["width"], graph["5"]["inputs"]["height"]) == (1792, 1024)
+    assert image.graph["6"]["inputs"]["text"] == ""  # the loaded workflow is left as it was
+
+    video = Workflow.load(VIDEO_WORKFLOW)
+    assert {(f.folder, f.filename) for f in video.model_files} == {
+        ("checkpoints", "ltx-video-2b-v0.9.5.safetensors"),
+        ("text_encoders", "t5xxl_fp16.safetensors"),
+    }
+    assert "LTXVImgToVideo" in video.node_classes
+    assert [video.frames_for(seconds, 24) for seconds in (2, 5, 10)] == [49, 121, 241]  # 8n+1, at least seconds x fps
+    filled = video.filled({"fps": 24, "image": "up.png"})
+    assert (
+        filled["69"]["inputs"]["frame_rate"] == 24
+        and filled["79"]["inputs"]["fps"] == 24
+        and filled["78"]["inputs"]["image"] == "up.png"
+    )
+
+
+def test_a_users_workflow_without_a_models_list_has_its_files_read_from_the_loaders(tmp_path: Path):
+    workflow = Workflow.load(user_workflow(tmp_path))
+    assert {(f.folder, f.filename) for f in workflow.model_files} == {
+        ("diffusion_models", "flux1-schnell.safetensors"),
+        ("text_encoders", "t5xxl_fp8_e4m3fn.safetensors"),
+        ("text_encoders", "clip_l.safetensors"),
+        ("vae", "ae.safetensors"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("mapping", "problem"),
+    [
+        (FLUX_MAPPING.replace('"6.text"', '"66.text"'), "inputs.prompt: '66.text' names no input of a node in flux.json"),
+        (FLUX_MAPPING + 'steps = "3.steps"\n', "inputs.steps: unknown"),
+        (FLUX_MAPPING.replace('output = "9"', 'output = "99"'), "output: no node '99' in flux.json"),
+        ("output = 9", "flux.toml: "),
+    ],
+    ids=["unknown node", "unknown input", "unknown output", "bad mapping"],
+)
+def test_a_mapping_that_cannot_be_used_is_refused_with_the_file_and_field(tmp_path: Path, mapping: str, problem: str):
+    with pytest.raises(WorkflowError) as refused:
+        Workflow.load(user_workflow(tmp_path, mapping))
+    assert problem in str(refused.value) and "flux.toml" in str(refused.value)
+
+
+def test_the_availability_check_names_each_missing_node_and_model_file(tmp_path: Path):
+    with FakeComfyUI() as fake:
+        settings = Settings(COMFYUI_URL=fake.url, COMFYUI_IMAGE_WORKFLOW=user_workflow(tmp_path))  # type: ignore[call-arg]
+        provider = ComfyUIProvider(settings)
+        ok, reason = provider.check_model(IMAGE_MODEL, 5.0)
+        assert ok is False and reason is not None
+        assert "ComfyUI has no node `UNETLoader`" in reason and "ComfyUI has no node `EmptySD3LatentImage`" in reason
+        assert "ComfyUI has no diffusion model `flux1-schnell.safetensors` in `diffusion_models`" in reason
+        assert "ComfyUI has no VAE `ae.safetensors` in `vae`" in reason
+        assert provider.check_model(VIDEO_MODEL, 5.0) == (True, None)  # the built-in video workflow: all there
+        assert provider.check_key(5.0) == (True, None)
+        assert fake.seen("GET", "/object_info/UNETLoader") and fake.seen("GET", "/models/diffusion_models")
+
+
+def test_a_wrong_token_is_a_refused_key():
+    with FakeComfyUI(token="right") as fake:
+        settings = Settings(COMFYUI_URL=fake.url, COMFYUI_TOKEN="wrong")  # type: ignore[call-arg]
+        ok, reason = ComfyUIProvider(settings).check_key(5.0)
+    assert ok is False and reason is not None and "COMFYUI_TOKEN" in reason
+
+
+def frames_of(path: Path) -> tuple[str, int, tuple[int, int]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        count = sum(1 for _ in container.decode(stream))
+        return stream.codec_context.name, count, (stream.codec_context.width, stream.codec_context.height)
+
+
+def test_an_animated_webp_and_an_image_sequence_become_h264_mp4(tmp_path: Path):
+    webp = tmp_path / "out.webp"
+    webp.write_bytes(webp_animation(96, 64, 17, 24))
+    assert to_mp4([webp], tmp_path / "webp.mp4", 24) == (96, 64)
+    assert frames_of(tmp_path / "webp.mp4") == ("h264", 17, (96, 64))
+
+    frames = []
+    for index in range(5):
+        path = tmp_path / f"frame_{index}.png"
+        path.write_bytes(png_image(65, 48))  # an odd width: 4:2:0 needs even sides
+        frames.append(path)
+    assert to_mp4(frames, tmp_path / "sequence.mp4", 8) == (64, 48)
+    assert frames_of(tmp_path / "sequence.mp4") == ("h264", 5, (64, 48))
