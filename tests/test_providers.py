@@ -680,7 +680,6 @@ def test_registry_without_keys_names_the_missing_settings():
         ("dalle3", False, "set OPENAI_API_KEY"),
         ("flux1", False, "set REPLICATE_API_TOKEN"),
         ("local", True, None),
-        ("comfyui", False, "set COMFYUI_URL"),
     ]
     assert registry.default_video_provider == "local"
 

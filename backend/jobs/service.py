@@ -246,7 +246,8 @@ class JobService:
         load = os.getloadavg()[0] / (os.cpu_count() or 1)
         running, waiting, workers = self.queue.counts()
         return SystemStatus(
-            providers={name: availability[name] for name in ("dalle3", "flux1", "runway", "comfyui")},
+            providers={name: availability[name] for name in ("dalle3", "flux1", "runway")}
+            | {"comfyui": self.providers.info("comfyui").available},
             missing={"comfyui": self.providers.missing("comfyui")},
             active_jobs=running,
             queue_length=waiting,

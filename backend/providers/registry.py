@@ -46,6 +46,8 @@ PROVIDER_LABELS = {
     "local": "Local renderer",
     "comfyui": "ComfyUI",
 }
+#: Providers the studio and the lists show only when configured.
+LISTED_WHEN_CONFIGURED = frozenset({"comfyui"})
 #: The setting each remote provider cannot work without.
 REQUIRED_SETTING = {
     "openai": "OPENAI_API_KEY",
@@ -346,11 +348,15 @@ class ProviderRegistry:
             return ProviderInfo(name, PROVIDER_LABELS[name], False, None, verdict.reason)
         return ProviderInfo(name, PROVIDER_LABELS[name], True, None)
 
+    def _listed(self, name: str) -> bool:
+        """ComfyUI is the user's own software, not a key to buy: offered only once COMFYUI_URL is set."""
+        return name not in LISTED_WHEN_CONFIGURED or name in self._image or name in self._video
+
     def image_providers(self) -> list[ProviderInfo]:
-        return [self.info(name) for name in IMAGE_PROVIDERS]
+        return [self.info(name) for name in IMAGE_PROVIDERS if self._listed(name)]
 
     def video_providers(self) -> list[ProviderInfo]:
-        return [self.info(name) for name in VIDEO_PROVIDERS]
+        return [self.info(name) for name in VIDEO_PROVIDERS if self._listed(name)]
 
     def image(self, name: str) -> ImageProvider:
         key = canonical(name)

@@ -380,9 +380,11 @@ class FakeComfyUI(FakeServer):
         """server.py send_json: to one client when `sid` is given, else to all."""
         targets = [self.sockets[sid]] if sid is not None and sid in self.sockets else [] if sid else list(self.sockets.values())
         for socket in targets:
-            try:  # a client that went away must not hold up the others (server.py logs and carries on)
+            try:  # a client that went away must not hold up the others (server.py's send_socket_catch_exception)
                 await asyncio.wait_for(socket.send_json({"type": event, "data": data}), 2.0)
-            except (RuntimeError, WebSocketDisconnect, OSError, TimeoutError):
+            except (
+                Exception
+            ):  # whatever the closed connection raises (uvicorn's ClientDisconnected, websockets' ConnectionClosed)
                 pass
 
     async def _send_preview(self, sid: str | None, step: int) -> None:
@@ -393,7 +395,7 @@ class FakeComfyUI(FakeServer):
         try:
             await self.sockets[sid].send_bytes(struct.pack(">I", PREVIEW_IMAGE) + struct.pack(">I", JPEG) + buffer.getvalue())
             self.previews_sent += 1
-        except (RuntimeError, WebSocketDisconnect, OSError):
+        except Exception:  # a closed connection, as in _send
             pass
 
     # -- execution -----------------------------------------------------------------------

@@ -3,12 +3,15 @@ the fake ComfyUI, and the transcoding of what a workflow saves into H.264 MP4.""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 
 import av
 import pytest
 
+from backend.providers.base import ImageRequest, ProviderError
 from backend.providers.comfyui.media import to_mp4
 from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider
 from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
@@ -136,3 +139,55 @@ def test_an_animated_webp_and_an_image_sequence_become_h264_mp4(tmp_path: Path):
         frames.append(path)
     assert to_mp4(frames, tmp_path / "sequence.mp4", 8) == (64, 48)
     assert frames_of(tmp_path / "sequence.mp4") == ("h264", 5, (64, 48))
+
+
+class Step:
+    """The pipeline's side of a step, as the provider sees it (StepContext), recording what it is told."""
+
+    def __init__(self) -> None:
+        self.cancel_event = threading.Event()
+        self.remote_id: str | None = None
+        self.resumed = False
+        self.lines: list[str] = []
+        self.fractions: list[float] = []
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self.fractions.append(fraction)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+    async def save_remote_id(self, remote_id: str) -> None:
+        self.remote_id = remote_id
+
+    def remote_succeeded(self, model: str) -> None:
+        self.lines.append(f"succeeded: {model}")
+
+
+async def test_a_workflow_comfyui_refuses_fails_with_the_node_type_and_its_words(tmp_path: Path):
+    with FakeComfyUI() as fake:
+        fake.remove_model("checkpoints", "sd_xl_turbo_1.0_fp16.safetensors")  # after the check: a stale verdict
+        provider = ComfyUIProvider(Settings(COMFYUI_URL=fake.url, PROMPTREEL_DATA_DIR=tmp_path))  # type: ignore[call-arg]
+        step = Step()
+        with pytest.raises(ProviderError) as refused:
+            await provider.generate(ImageRequest("a fox", 1024, 1024, "standard", 3), step)
+    message = refused.value.message
+    assert message.startswith("ComfyUI refused the workflow: Prompt outputs failed validation")
+    assert "CheckpointLoaderSimple (node 4): Value not in list: ckpt_name: 'sd_xl_turbo_1.0_fp16.safetensors' not in" in message
+    assert step.remote_id is None and not fake.history
+
+
+async def test_an_image_step_in_process_reports_sampling_progress_and_returns_the_png(tmp_path: Path):
+    with FakeComfyUI() as fake:
+        fake.pause_at_step = 1  # the prompt runs when the provider follows it over /ws
+        provider = ComfyUIProvider(Settings(COMFYUI_URL=fake.url, PROMPTREEL_DATA_DIR=tmp_path))  # type: ignore[call-arg]
+        step = Step()
+        task = asyncio.create_task(provider.generate(ImageRequest("a fox", 1024, 1792, "standard", 3), step))
+        await fake.until(lambda: fake.paused.is_set())
+        fake.release()
+        result = await task
+    assert result.model == IMAGE_MODEL and result.png == png_image(1024, 1792)
+    assert step.remote_id in fake.history and f"succeeded: {IMAGE_MODEL}" in step.lines
+    sampling = [f for f in step.fractions if 0.02 < f < 1]
+    assert len(sampling) == fake.steps and sampling == sorted(sampling), (step.fractions, step.lines)  # one per `progress` value/max
+    assert not list((tmp_path / "tmp").iterdir())  # the downloaded files are gone

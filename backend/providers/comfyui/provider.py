@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import av
 import httpx
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from backend.media.checks import MediaLimits
@@ -344,6 +344,7 @@ class ComfyUIProvider:
                     unreachable_since = None
                     if prompt_id is None:
                         assert submit is not None
+                        await self._registered(socket)
                         prompt_id = await submit()
                     state, entry, ahead = await self._state(client, prompt_id)  # after connecting: no event is missed
                     if state == "done":
@@ -381,6 +382,15 @@ class ComfyUIProvider:
                 await asyncio.sleep(min(2.0, self.settings.poll_interval))
         raise ProviderError(NAME, f"ComfyUI prompt {prompt_id} did not finish within {MAX_WAIT / 60:g} minutes", transient=True)
 
+    @staticmethod
+    async def _registered(socket: ClientConnection) -> None:
+        """Wait for the `status` message ComfyUI sends a new socket once it is registered under our
+        client id (server.py's websocket_handler): events of a prompt queued before would be lost."""
+        async with asyncio.timeout(30):
+            async for message in socket:
+                if isinstance(message, str) and json.loads(message).get("type") == "status":
+                    return
+
     def _waiting(self, ctx: StepContext, state: str, ahead: int) -> None:
         """The queue position in the step's log, when it changed."""
         if state == "queued" and self._told.get(id(ctx)) != ahead:
@@ -395,7 +405,7 @@ class ComfyUIProvider:
         if kind == "status":
             state, _, ahead = await self._state(client, prompt_id)
             self._waiting(ctx, state, ahead)
-            return state in ("done", "gone")
+            return state == "gone"  # a prompt that ended says so in its own events, which follow
         if data.get("prompt_id") != prompt_id:
             return False
         if kind == "execution_start":
