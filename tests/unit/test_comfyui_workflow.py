@@ -11,13 +11,14 @@ from pathlib import Path
 import av
 import pytest
 
+from backend.media.checks import MediaLimits
 from backend.providers.base import ImageRequest, ProviderError
-from backend.providers.comfyui.media import to_mp4
+from backend.providers.comfyui.media import as_png, to_mp4
 from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider
 from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
 from backend.settings import Settings
 from tests.fakes.fake_comfyui import FakeComfyUI, webp_animation
-from tests.fakes.media import png_image
+from tests.fakes.media import png_image, solid_png
 
 #: A FLUX.1 schnell text-to-image workflow in API format, as a user exports it (no [models] in its mapping).
 FLUX = {
@@ -189,5 +190,14 @@ async def test_an_image_step_in_process_reports_sampling_progress_and_returns_th
     assert result.model == IMAGE_MODEL and result.png == png_image(1024, 1792)
     assert step.remote_id in fake.history and f"succeeded: {IMAGE_MODEL}" in step.lines
     sampling = [f for f in step.fractions if 0.02 < f < 1]
-    assert len(sampling) == fake.steps and sampling == sorted(sampling), (step.fractions, step.lines)  # one per `progress` value/max
+    assert len(sampling) == fake.steps and sampling == sorted(sampling), (
+        step.fractions,
+        step.lines,
+    )  # one per `progress` value/max
     assert not list((tmp_path / "tmp").iterdir())  # the downloaded files are gone
+
+
+def test_an_image_larger_than_the_limits_is_refused_before_it_is_decoded():
+    with pytest.raises(ValueError, match="ComfyUI's image"):
+        as_png(solid_png(13000, 13000), MediaLimits())
+    assert as_png(png_image(64, 48), MediaLimits()) == (png_image(64, 48), (64, 48))

@@ -14,19 +14,23 @@ from pathlib import Path
 import av
 from PIL import Image, ImageSequence
 
+from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.render.animate import _discard, open_stream
 
 
-def as_png(data: bytes) -> tuple[bytes, tuple[int, int]]:
-    """The image as PNG bytes (as it is when it already is one) and its size; ValueError if it does not decode."""
+def as_png(data: bytes, limits: MediaLimits) -> tuple[bytes, tuple[int, int]]:
+    """The image as PNG bytes (as it is when it already is one) and its size; ValueError if it does
+    not decode or is larger than `limits` allow (checked from its header, before it is decoded)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data), limits, whose="ComfyUI's image") as image:
             image.load()
             if image.format == "PNG":
                 return data, image.size
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
             return buffer.getvalue(), image.size
+    except MediaRejected as error:
+        raise ValueError(str(error)) from None
     except (OSError, SyntaxError) as error:
         raise ValueError(f"not an image: {error}") from error
 

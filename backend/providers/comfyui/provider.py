@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import av
 import httpx
+from PIL import Image
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from backend.media.checks import MediaLimits
+from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepContext, VideoRequest, VideoResult
 from backend.providers.comfyui.media import as_png, to_mp4
 from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
@@ -131,8 +132,8 @@ class ComfyUIProvider:
         async with self._client() as client:
             files = await self._run(client, workflow, values, ctx, kind="image")
         try:
-            png, size = as_png(files[0].read_bytes())
-        except ValueError as error:
+            png, size = as_png(files[0].read_bytes(), self.limits)
+        except (ValueError, Image.DecompressionBombError) as error:
             raise ProviderError(NAME, f"ComfyUI's image does not decode: {error}") from None
         finally:
             shutil.rmtree(files[0].parent, ignore_errors=True)
@@ -141,10 +142,11 @@ class ComfyUIProvider:
 
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
         workflow = self.video_workflow
-        from PIL import Image
-
-        with Image.open(request.image_path) as image:
-            ratio = image.width / image.height
+        try:
+            with open_image(request.image_path, self.limits, whose="the image to animate") as image:
+                ratio = image.width / image.height
+        except (MediaRejected, OSError) as error:
+            raise ProviderError(NAME, f"the image to animate cannot be read: {error}") from None
         orientation = "landscape" if ratio > 1.15 else "portrait" if ratio < 1 / 1.15 else "square"
         width, height = VIDEO_SIZES[orientation]
         fps = VIDEO_FPS
@@ -162,7 +164,7 @@ class ComfyUIProvider:
             files = await self._run(client, workflow, values, ctx, kind="video")
         try:
             size = await asyncio.to_thread(to_mp4, files, request.output_path, fps)
-        except (ValueError, OSError, av.FFmpegError) as error:
+        except (ValueError, OSError, av.FFmpegError, Image.DecompressionBombError) as error:
             raise ProviderError(NAME, f"ComfyUI's video could not be made an MP4: {error}") from None
         finally:
             shutil.rmtree(files[0].parent, ignore_errors=True)
