@@ -78,14 +78,19 @@ def prompts_posted(fake: FakeComfyUI, text: str) -> list[dict[str, Any]]:
     ]
 
 
-async def prompt_saved(server: Server, job_id: str) -> None:
-    """Until the server reports the prompt_id stored on the job's image step (its log says so)."""
+async def image_log_says(server: Server, job_id: str, text: str) -> None:
+    """Until the server reports `text` in the log of the job's image step."""
     with server.client() as api:
         for _ in range(200):
-            if any("queued ComfyUI prompt" in line for line in api.get(f"/api/v1/jobs/{job_id}").json()["steps"][0]["log"]):
+            if any(text in line for line in api.get(f"/api/v1/jobs/{job_id}").json()["steps"][0]["log"]):
                 return
             await asyncio.sleep(0.05)
-    raise AssertionError("the prompt_id was never stored")
+    raise AssertionError(f"the image step's log never said {text!r}")
+
+
+async def prompt_saved(server: Server, job_id: str) -> None:
+    """Until the prompt_id is stored on the job's image step (its log says so)."""
+    await image_log_says(server, job_id, "queued ComfyUI prompt")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +172,7 @@ async def test_cancel_while_queued_deletes_the_prompt_from_comfyuis_queue(studio
     with studio.client() as api:
         job = api.post("/api/v1/generate", json=request("a queued harbour", video_provider="local")).json()
         [item] = await fake.until(lambda: fake.pending or None)
-        await fake.until(lambda: any("queue" in line for line in api.get(f"/api/v1/jobs/{job['id']}").json()["steps"][0]["log"]))
+        await image_log_says(studio, job["id"], "waiting in ComfyUI's queue: 0 prompts ahead")  # its place, shown
         assert api.delete(f"/api/v1/jobs/{job['id']}").status_code == 200
         [deleted] = await fake.until_request("POST", "/queue")
     assert deleted.json == {"delete": [item[1]]}
