@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--image", type=Path, help="animate this picture (PNG, JPEG, WebP) instead of generating one")
     generate.add_argument("--fit", choices=("crop", "contain"), default="crop", help="how --image meets --size (default: crop)")
     generate.add_argument(
-        "--video-provider", choices=("runway", "replicate", "local"), help="default: runway when configured, else local"
+        "--video-provider",
+        choices=("runway", "replicate", "local", "comfyui"),
+        help="default: runway when configured, else local",
     )
     generate.add_argument("--size", default="1024x1024", choices=IMAGE_SIZES)
     generate.add_argument("--duration", default=5, type=_positive, help="seconds the video model allows (5 or 10 by default)")

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     runway_api_version: str = Field("2024-11-06", validation_alias="PROMPTREEL_RUNWAY_API_VERSION")
     #: A model catalog file that adds models or overrides built-in ones (backend/providers/models.toml's shape).
     models_file: Path | None = Field(None, validation_alias="PROMPTREEL_MODELS_FILE")
+    # The user's ComfyUI (backend/providers/comfyui): its URL, a bearer token for a proxy in front,
+    # workflow files (API-format JSON with a .toml mapping beside it) and prompts of ours at once.
+    comfyui_url: str | None = Field(None, validation_alias="COMFYUI_URL")
+    comfyui_token: str | None = Field(None, validation_alias="COMFYUI_TOKEN")
+    comfyui_image_workflow: Path | None = Field(None, validation_alias="COMFYUI_IMAGE_WORKFLOW")
+    comfyui_video_workflow: Path | None = Field(None, validation_alias="COMFYUI_VIDEO_WORKFLOW")
+    comfyui_concurrency: int = Field(1, ge=1, validation_alias="COMFYUI_CONCURRENCY")
     #: Seconds between two heartbeats of a process that runs jobs (serve, worker, generate).
     heartbeat_seconds: float = Field(5.0, gt=0, validation_alias="PROMPTREEL_HEARTBEAT_SECONDS")
     #: A job whose process has not beaten for this long is stalled: another process picks it up.

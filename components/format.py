@@ -104,7 +104,7 @@ def provider_name(name: str | None) -> str:
 LOCAL_RENDERER_HINT = (
     "The local renderer draws landscapes, skies, weather and a few things (boats, lighthouses, castles, houses, "
     "balloons, birds, figures, cars). For other subjects choose OpenAI (GPT Image) or FLUX on Replicate "
-    "(an API key; docs/providers.md)."
+    "(an API key), or your own ComfyUI (COMFYUI_URL; docs/providers.md)."
 )
 
 

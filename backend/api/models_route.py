@@ -19,7 +19,7 @@ async def list_models(
     credentials: Credentials,
     kind: Annotated[Literal["image", "video"] | None, Query(description="image or video models only")] = None,
     provider: Annotated[
-        Literal["openai", "replicate", "runway", "local", "dalle3", "flux1"] | None,
+        Literal["openai", "replicate", "runway", "local", "dalle3", "flux1", "comfyui"] | None,
         Query(description="one provider's models (dalle3 and flux1 name openai and replicate)"),
     ] = None,
     available: Annotated[bool | None, Query(description="only the models that can (true) or cannot (false) run now")] = None,

@@ -29,7 +29,7 @@ UPLOAD_PROVIDER: Final = "upload"
 #: Beyond the guide's two: GPT image models' own levels, for the models whose catalog entry maps them.
 MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
 #: The image providers a client may name: the catalog's, and the guide's names for two of them.
-IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1")
+IMAGE_PROVIDER_NAMES: tuple[str, ...] = ("openai", "replicate", "local", "dalle3", "flux1", "comfyui")
 #: What a webhook may be told (docs/api.md#webhooks); without `webhookEvents`, the endings.
 WebhookEvent = Literal["started", "progress", "completed", "failed", "cancelled"]
 DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("completed", "failed", "cancelled")
@@ -49,7 +49,7 @@ class GenerateSettings(BaseModel):
     videoDuration: int = Field(5, ge=1, le=60)
     quality: Literal["standard", "high", "low", "medium"] = "standard"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    videoProvider: Literal["runway", "replicate", "local"] | None = None
+    videoProvider: Literal["runway", "replicate", "local", "comfyui"] | None = None
     #: Catalog model ids (GET /api/v1/models); None: the provider's default.
     imageModel: str | None = Field(None, min_length=1, max_length=128)
     videoModel: str | None = Field(None, min_length=1, max_length=128)
@@ -64,7 +64,7 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_LENGTH)
     #: `upload` (or left out) with `settings.sourceImage`: no image provider, the user's picture.
-    provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "upload"]
+    provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "comfyui", "upload"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
     #: POSTed the job's events (backend/webhooks/); its address is checked again by JobService.
     webhook: str | None = Field(

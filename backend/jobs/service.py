@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import (
@@ -111,10 +112,13 @@ class SystemStatus:
     queue_length: int
     system_load: float
     workers_alive: int
+    #: Per provider, what its models need and it lacks (ComfyUI's nodes and model files).
+    missing: dict[str, str | None] = dataclass_field(default_factory=dict)
 
     def public(self) -> dict[str, object]:
         return {
             **{f"{name}_available": available for name, available in self.providers.items()},
+            **{f"{name}_missing": missing for name, missing in self.missing.items()},
             "active_jobs": self.active_jobs,
             "queue_length": self.queue_length,
             "system_load": self.system_load,
@@ -358,7 +362,9 @@ class JobService:
         load = os.getloadavg()[0] / (os.cpu_count() or 1)
         running, waiting, workers = self.queue.counts()
         return SystemStatus(
-            providers={name: availability[name] for name in ("dalle3", "flux1", "runway")},
+            providers={name: availability[name] for name in ("dalle3", "flux1", "runway")}
+            | {"comfyui": self.providers.info("comfyui").available},
+            missing={"comfyui": self.providers.missing("comfyui")},
             active_jobs=running,
             queue_length=waiting,
             system_load=round(load, 2),

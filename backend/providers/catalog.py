@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 BUILT_IN = Path(__file__).with_name("models.toml")
 
-Provider = Literal["openai", "replicate", "runway", "local"]
+Provider = Literal["openai", "replicate", "runway", "local", "comfyui"]
 Kind = Literal["image", "video"]
 #: The names the integration guide's clients send, forever: a provider and its default image model.
 ALIASES: dict[str, str] = {"dalle3": "openai", "flux1": "replicate"}

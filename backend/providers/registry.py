@@ -35,8 +35,8 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IMAGE_PROVIDERS = ("dalle3", "flux1", "local")
-VIDEO_PROVIDERS = ("runway", "local")
+IMAGE_PROVIDERS = ("dalle3", "flux1", "local", "comfyui")
+VIDEO_PROVIDERS = ("runway", "local", "comfyui")
 PROVIDER_LABELS = {
     "dalle3": "OpenAI (GPT Image)",
     "flux1": "FLUX.1 (Replicate)",
@@ -44,7 +44,10 @@ PROVIDER_LABELS = {
     "replicate": "FLUX.1 (Replicate)",
     "runway": "Runway",
     "local": "Local renderer",
+    "comfyui": "ComfyUI",
 }
+#: Providers the studio and the lists show only when configured.
+LISTED_WHEN_CONFIGURED = frozenset({"comfyui"})
 #: The setting each remote provider cannot work without.
 REQUIRED_SETTING = {
     "openai": "OPENAI_API_KEY",
@@ -52,6 +55,7 @@ REQUIRED_SETTING = {
     "dalle3": "OPENAI_API_KEY",
     "flux1": "REPLICATE_API_TOKEN",
     "runway": "RUNWAYML_API_SECRET",
+    "comfyui": "COMFYUI_URL",
 }
 
 #: How long a key check's answer is trusted (s): an accepted key, and a rejected or unknown one.
@@ -244,8 +248,19 @@ class ProviderRegistry:
             runway = RunwayVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("runway"))
             runway.on_model_missing = self.model_missing
             self._add("runway", runway, image=False)
+        if settings.comfyui_url:
+            from backend.providers.comfyui import ComfyUIProvider
+
+            comfyui = ComfyUIProvider(settings, policy=self.policy)
+            self._add("comfyui", comfyui, image=True)
+            self._video["comfyui"] = comfyui
         if start_checks:
             self.start_key_checks()  # free requests, answered long before a first status request
+            for entry in (
+                self.catalog.of("comfyui", "image") + self.catalog.of("comfyui", "video") if settings.comfyui_url else []
+            ):
+                if (model_check := self._model_check(entry)) is not None:
+                    model_check.refresh()  # what the workflows miss, known before a first job
 
     def _add(self, name: str, provider: ImageProvider | VideoProvider, *, image: bool) -> None:
         if image:
@@ -338,11 +353,15 @@ class ProviderRegistry:
             return ProviderInfo(name, PROVIDER_LABELS[name], False, None, verdict.reason)
         return ProviderInfo(name, PROVIDER_LABELS[name], True, None)
 
+    def _listed(self, name: str) -> bool:
+        """ComfyUI is the user's own software, not a key to buy: offered only once COMFYUI_URL is set."""
+        return name not in LISTED_WHEN_CONFIGURED or name in self._image or name in self._video
+
     def image_providers(self) -> list[ProviderInfo]:
-        return [self.info(name) for name in IMAGE_PROVIDERS]
+        return [self.info(name) for name in IMAGE_PROVIDERS if self._listed(name)]
 
     def video_providers(self) -> list[ProviderInfo]:
-        return [self.info(name) for name in VIDEO_PROVIDERS]
+        return [self.info(name) for name in VIDEO_PROVIDERS if self._listed(name)]
 
     def image(self, name: str) -> ImageProvider:
         key = canonical(name)
@@ -421,6 +440,18 @@ class ProviderRegistry:
         if verdict is not None and verdict.ok is False:
             return verdict.reason
         return None
+
+    def missing(self, provider: str) -> str | None:
+        """What a configured provider's models lack at the provider (ComfyUI's nodes and model files), from the cached checks."""
+        if canonical(provider) not in self._image and canonical(provider) not in self._video:
+            return None
+        reasons = []
+        for entry in self.catalog.all():
+            if entry.provider == canonical(provider) and (check := self._model_check(entry)) is not None:
+                verdict = check.verdict()
+                if verdict is not None and verdict.ok is False and verdict.reason:
+                    reasons.append(verdict.reason)
+        return "; ".join(reasons) or None
 
     def models(self, *, kind: str | None = None, provider: str | None = None) -> list[tuple[ModelEntry, bool, str | None]]:
         """The catalog's models (filtered), each with whether it can run now and why not."""

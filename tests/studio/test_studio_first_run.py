@@ -209,12 +209,16 @@ async def test_card_and_job_page_say_what_the_local_renderer_drew(studio: Studio
     await studio.user.should_see("Drew: rain")
     await studio.user.should_see("Not understood: cat, sleeping, windowsill")
     card = _JOB_LISTS[-1].cards[job.id]
-    assert card.view["drew"] == "rain" and "OpenAI (GPT Image) or FLUX on Replicate" in card.props["hint"]
+    assert (
+        card.view["drew"] == "rain"
+        and "OpenAI (GPT Image) or FLUX on Replicate" in card.props["hint"]
+        and "ComfyUI" in card.props["hint"]
+    )
     await studio.user.open(f"/jobs/{job.id}")
     await studio.user.should_see("What the local renderer understood")
     await studio.user.should_see("Drew: rain")
     await studio.user.should_see("Not understood: cat, sleeping, windowsill")
-    await studio.user.should_see("For other subjects choose DALL-E 3 or FLUX.1")
+    await studio.user.should_see("For other subjects choose OpenAI (GPT Image) or FLUX on Replicate")
 
 
 async def test_an_example_prompt_fills_the_form_and_is_drawn_word_for_word(studio: Studio, forms: list[JobForm]):

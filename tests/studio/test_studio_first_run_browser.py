@@ -124,7 +124,9 @@ def test_what_the_local_renderer_understood_and_the_polish(browser: Browser, ser
         page.goto(f"{server.url}/jobs/{cat}")
         expect(page.get_by_test_id("drew")).to_have_text("Drew: rain")
         expect(page.get_by_test_id("not-understood")).to_have_text("Not understood: cat, sleeping, windowsill")
-        expect(page.get_by_test_id("understood")).to_contain_text("For other subjects choose DALL-E 3 or FLUX.1")
+        expect(page.get_by_test_id("understood")).to_contain_text(
+            "For other subjects choose OpenAI (GPT Image) or FLUX on Replicate"
+        )
         expect(page.get_by_role("button", name="Remove from history")).to_contain_text("Remove")
         assert page.locator("main").count() == 1
         shot(page, "first-run-job-page-dark")
