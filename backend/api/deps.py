@@ -2,7 +2,7 @@
 the caller may see.
 
 They are coroutines: FastAPI runs a plain function in its thread pool, a thread hop per request
-that cost more than the whole dependency (bench/bench_api.py). A route that names both `UserDep`
+that cost more than the whole dependency (bench/api.py). A route that names both `UserDep`
 and `JobDep` authenticates once (FastAPI caches a dependency per request).
 """
 

@@ -10,7 +10,7 @@ orders them on PostgreSQL. The one change allowed afterwards is `record_after_en
 
 The pipeline's hot path (get, update, progress, log) uses Core statements built once and reused,
 whose rows become detached models through `model_construct`: the ORM's session, identity map and
-unit of work cost about four times as much per call and bought nothing here (bench/BENCHMARKS.md).
+unit of work cost about four times as much per call and bought nothing here (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
