@@ -19,6 +19,7 @@ from backend.auth import LOCAL_USER, User
 from backend.errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
 from backend.events.bus import EventBus, Subscription
 from backend.events.log import Event, EventLog
+from backend.jobs.idempotency import IdempotencyKeys, KeyTaken
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
@@ -76,6 +77,7 @@ class JobService:
         self.bus = bus
         self.media = media
         self.event_log = event_log or bus.event_log
+        self.idempotency_keys = IdempotencyKeys(store.engine)
 
     def _check_providers(self, request: GenerateRequest) -> str:
         """The video provider to use. Refuses, before anything is stored, a provider that is not
@@ -113,7 +115,20 @@ class JobService:
             settings.videoDuration,
         )
 
-    async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
+    async def create_once(self, request: GenerateRequest, user: User, idempotency_key: str) -> tuple[JobRecord, bool]:
+        """The job this key made (True: replayed, nothing created), or a new one made under it
+        (False); IdempotencyKeyReused when the key came with another request (jobs/idempotency.py)."""
+        for _ in range(2):
+            job_id = self.idempotency_keys.job_for(user.name, idempotency_key, request)
+            if job_id is not None:
+                return self.get(job_id, user), True
+            try:
+                return await self.create(request, user, idempotency_key=idempotency_key), False
+            except KeyTaken:  # a concurrent create with this key committed first: answer its job
+                continue
+        raise RuntimeError("an idempotency key was taken and then not found")  # only if its job was removed meanwhile
+
+    async def create(self, request: GenerateRequest, user: User = LOCAL_USER, idempotency_key: str | None = None) -> JobRecord:
         video_provider = self._check_providers(request)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
@@ -137,6 +152,8 @@ class JobService:
             job.heartbeat_at = job.created_at
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
+            if idempotency_key is not None:  # KeyTaken rolls the job back
+                self.idempotency_keys.claim(connection, user.name, idempotency_key, request, job.id)
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record

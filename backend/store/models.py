@@ -155,3 +155,19 @@ class JobEvent(SQLModel, table=True):
     type: str = Field(max_length=32)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` a user sent with a create, and the job it made (backend/jobs/idempotency.py).
+    The primary key is what makes two concurrent creates with one key make one job, on every instance."""
+
+    __tablename__ = "idempotency_keys"
+
+    #: The user's name; "" when authentication is off (a NULL would never collide).
+    owner: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    #: SHA-256 of the validated request: the same key with another body is refused.
+    request_hash: str = Field(max_length=64)
+    #: Removing the job frees its key.
+    job_id: str = Field(foreign_key="jobs.id", max_length=64, ondelete="CASCADE", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
