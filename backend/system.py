@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from backend.auth import Authenticator
 from backend.events.bus import EventBus
 from backend.events.log import EventLog
+from backend.jobs.budgets import parse_budgets
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.queue import JobQueue
 from backend.jobs.runner import JobRunner
@@ -69,6 +70,7 @@ class System:
             self.media,
             max_queued_jobs=self.settings.max_queued_jobs,
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
+            budgets=parse_budgets(self.settings.budgets),
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry

@@ -14,6 +14,7 @@ from backend.api.errors import install_error_handlers
 from backend.api.limits import BodySizeLimit
 from backend.api.metrics import router as metrics_router
 from backend.api.routes import router as rest_router
+from backend.api.usage import router as usage_router
 from backend.api.websocket import router as websocket_router
 from backend.observability.request_log import RequestLogMiddleware
 from backend.system import System
@@ -33,6 +34,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     )
     install_error_handlers(app)
     app.include_router(rest_router)
+    app.include_router(usage_router)
     app.include_router(websocket_router)
     app.include_router(metrics_router)
     # Added last, so outermost: it logs every answer, the other middlewares' refusals included.

@@ -19,6 +19,7 @@ from backend.auth import LOCAL_USER, User
 from backend.errors import JobBusy, JobNotCancellable, JobNotFound, PriceUnknown, ProviderNotConfigured, QueueFull
 from backend.events.bus import EventBus, Subscription
 from backend.events.log import Event, EventLog
+from backend.jobs.budgets import Budget, Budgets
 from backend.jobs.idempotency import IdempotencyKeys, KeyTaken
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
@@ -66,6 +67,7 @@ class JobService:
         max_queued_jobs: int = 1000,
         rate_limiter: RateLimiter | None = None,
         event_log: EventLog | None = None,
+        budgets: list[Budget] | None = None,
     ):
         self.max_queued_jobs = max_queued_jobs
         #: Jobs per user per minute, for every entry point (REST, studio, CLI): they all create here.
@@ -78,6 +80,8 @@ class JobService:
         self.media = media
         self.event_log = event_log or bus.event_log
         self.idempotency_keys = IdempotencyKeys(store.engine)
+        #: Spending limits (PROMPTREEL_BUDGETS), for every entry point: they all create here.
+        self.budgets = Budgets(store.engine, budgets or [], self._estimate_of)
 
     def _check_providers(self, request: GenerateRequest) -> str:
         """The video provider to use. Refuses, before anything is stored, a provider that is not
@@ -115,6 +119,18 @@ class JobService:
             settings.videoDuration,
         )
 
+    def _estimate_of(self, job: Job) -> float:
+        """A stored job's estimated total (budgets count it until its cost is known)."""
+        try:
+            image_model = self.providers.model_for_image(job.provider, job.quality)
+            video_model = self.providers.model_for_video(job.video_provider)
+            prices = pricing.estimate(
+                job.provider, image_model, job.video_provider, video_model, job.image_size, job.quality, job.video_duration
+            )
+        except (pricing.UnknownPrice, ProviderUnavailable):  # a setting changed since: what it cost so far
+            return job.image_cost + job.video_cost
+        return prices["total"]
+
     async def create_once(self, request: GenerateRequest, user: User, idempotency_key: str) -> tuple[JobRecord, bool]:
         """The job this key made (True: replayed, nothing created), or a new one made under it
         (False); IdempotencyKeyReused when the key came with another request (jobs/idempotency.py)."""
@@ -132,6 +148,7 @@ class JobService:
         video_provider = self._check_providers(request)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
+        self.budgets.check(user.name, self.estimate(request)["total"])  # 402 BUDGET_EXCEEDED, nothing stored
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
