@@ -13,7 +13,7 @@ from backend.api.errors import error_response
 from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
 from backend.auth import LOCAL_USER
 from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable
-from backend.jobs.idempotency import IDEMPOTENCY_KEY_DOC, REPLAYED_HEADER, check_key
+from backend.jobs.idempotency import HEADER, IDEMPOTENCY_KEY_DOC, KEY_PATTERN, MAX_KEY_LENGTH, REPLAYED_HEADER, check_key
 from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
 from backend.jobs.request import GenerateRequest
 from backend.media.store import MediaStorageError
@@ -30,6 +30,7 @@ MAX_QUERY_INT = 2**31 - 1
 #: What each documented error status means; every one answers the ErrorBody format.
 ERROR_STATUSES = {
     400: "PROVIDER_UNAVAILABLE or PRICE_UNKNOWN: this server cannot run the chosen provider or model; BAD_REQUEST: an unreadable body.",
+    402: "BUDGET_EXCEEDED: the job's estimate would take the user or the service past a spending limit (PROMPTREEL_BUDGETS).",
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
     404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet.",
@@ -98,7 +99,7 @@ async def health(system: SystemDep) -> Response:
     tags=["jobs"],
     status_code=201,
     response_model=Job,
-    responses=errors(400, 401, 413, 422, 429, 503),
+    responses=errors(400, 401, 402, 413, 422, 429, 503),
     openapi_extra={"requestBody": {"content": {"application/json": {"examples": GENERATE_EXAMPLES}}}},
 )
 async def generate(
@@ -106,7 +107,10 @@ async def generate(
     request: Request,
     system: SystemDep,
     user: UserDep,
-    idempotency_key: Annotated[str | None, Header(description=IDEMPOTENCY_KEY_DOC)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN, description=IDEMPOTENCY_KEY_DOC),
+    ] = None,
 ) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
     if idempotency_key is not None:  # backend/jobs/idempotency.py

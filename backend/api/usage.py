@@ -7,8 +7,11 @@ their own spend and limits.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from backend.api.deps import SystemDep, UserDep
 from backend.api.routes import errors
@@ -18,11 +21,35 @@ from backend.store.models import utcnow
 router = APIRouter()
 
 
+class Limit(BaseModel):
+    scope: str  # a user's name, or "*" for the whole service
+    period: Literal["day", "month"]
+    limit: float
+    spent: float
+    remaining: float
+    resetsAt: str
+
+
+class Spend(BaseModel):
+    day: float
+    month: float
+
+
+class UserUsage(BaseModel):
+    user: str | None
+    spent: Spend
+    limits: list[Limit]
+
+
+class UsageBody(UserUsage):
+    users: list[UserUsage] | None = None  # an admin's answer only
+
+
 def admins(names: str | None) -> set[str]:
     return {name.strip() for name in (names or "").split(",") if name.strip()}
 
 
-@router.get("/api/v1/usage", tags=["system"], responses=errors(401, 429))
+@router.get("/api/v1/usage", tags=["system"], response_model=UsageBody, responses=errors(401, 429))
 async def usage(system: SystemDep, user: UserDep) -> JSONResponse:
     """Spend in USD (finished jobs' actual costs plus unfinished jobs' estimates, by creation time,
     UTC days and months) and each limit of PROMPTREEL_BUDGETS that applies to the caller."""

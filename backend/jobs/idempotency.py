@@ -25,6 +25,8 @@ KEY_HOURS = 24
 #: Longest key taken (Stripe's limit).
 MAX_KEY_LENGTH = 255
 HEADER = "Idempotency-Key"
+#: Printable ASCII (what an HTTP header carries unchanged).
+KEY_PATTERN = r"^[ -~]+$"
 REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_DOC = (
     f"Optional, 1-{MAX_KEY_LENGTH} printable characters: the same key and request within {KEY_HOURS} h answer the job "
