@@ -29,6 +29,7 @@ from components.job_list import JobList
 from components.job_page import JobDetail, not_found, unknown_route
 from components.login import login_page
 from components.session import RENEW_PATH, studio_user, take_up_renewal
+from components.spend_meter import SpendMeter
 from components.theme import frame
 
 #: Seconds the server keeps a studio tab's page after its socket dropped, for it to come back.
@@ -110,6 +111,7 @@ def register_pages(system: System) -> None:
             ):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
                     form = JobForm(system, user=user)
+                    SpendMeter(system, user)  # spend against PROMPTREEL_BUDGETS; nothing without a limit
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):
                     jobs = JobList(system, on_prefill=form.prefill, user=user, search=q[:MAX_SEARCH_LENGTH], status=status)
             form.on_created = jobs.reveal

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(50 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_IMAGE_BYTES")
     #: Largest video (bytes) taken from a provider.
     max_video_bytes: int = Field(300 * 2**20, ge=2**20, validation_alias="PROMPTREEL_MAX_VIDEO_BYTES")
+    #: Spending limits in USD per user and for the service (`*`), per day or month: "alice:20/day,*:500/month".
+    budgets: str | None = Field(None, validation_alias="PROMPTREEL_BUDGETS")
+    #: Users (names of API_TOKENS) who see everyone's spend in GET /api/v1/usage.
+    admin_users: str | None = Field(None, validation_alias="PROMPTREEL_ADMIN_USERS")
     #: Fetch provider outputs from private addresses and over plain http too (self-hosted gateways).
     allow_private_output_urls: bool = Field(False, validation_alias="PROMPTREEL_ALLOW_PRIVATE_OUTPUT_URLS")
     #: Largest picture a user may upload (bytes; POST /api/v1/uploads).

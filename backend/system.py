@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from backend.auth import Authenticator
 from backend.events.bus import EventBus
 from backend.events.log import EventLog
+from backend.jobs.budgets import parse_budgets
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import absolute_media_urls, job_data
 from backend.jobs.queue import JobQueue
@@ -91,6 +92,7 @@ class System:
             rate_limiter=RateLimiter(self.settings.rate_limit_per_minute),
             uploads=self.uploads,
             webhooks=self.webhooks,
+            budgets=parse_budgets(self.settings.budgets),
         )
         self.auth = Authenticator(self.settings)
         # job transition log lines and the metrics registry

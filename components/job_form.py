@@ -418,7 +418,7 @@ class JobForm:
         self.idempotency_key = uuid.uuid4().hex  # one per submission; a repeat reuses it (above)
         self.button.disable()
         try:
-            record = await self.system.jobs.create(request, self.user)
+            record = await self.system.jobs.create(request, self.user, idempotency_key=self.idempotency_key)
         except ApiError as error:
             self._show_error(error.message, error.details.get("field"))
             return None

@@ -18,6 +18,7 @@ from backend.api.models_route import router as models_router
 from backend.api.routes import router as rest_router
 from backend.api.uploads import UPLOADS_PATH, body_limit
 from backend.api.uploads import router as uploads_router
+from backend.api.usage import router as usage_router
 from backend.api.webhooks import router as webhooks_router
 from backend.api.websocket import router as websocket_router
 from backend.observability.request_log import RequestLogMiddleware
@@ -43,6 +44,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     app.include_router(rest_router)
     app.include_router(uploads_router)
     app.include_router(webhooks_router)
+    app.include_router(usage_router)
     app.include_router(websocket_router)
     app.include_router(metrics_router)
     app.include_router(models_router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from backend.api.deps import Credentials, JobDep, SystemDep, UserDep, authenticate
@@ -13,6 +13,7 @@ from backend.api.errors import error_response
 from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
 from backend.auth import LOCAL_USER
 from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable
+from backend.jobs.idempotency import HEADER, IDEMPOTENCY_KEY_DOC, KEY_PATTERN, MAX_KEY_LENGTH, REPLAYED_HEADER, check_key
 from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
 from backend.jobs.request import GenerateRequest
 from backend.media.store import MediaStorageError
@@ -32,13 +33,17 @@ ERROR_STATUSES = {
         "PROVIDER_UNAVAILABLE or PRICE_UNKNOWN: this server cannot run the chosen provider or model;"
         " BAD_REQUEST: an unreadable body."
     ),
+    402: "BUDGET_EXCEEDED: the job's estimate would take the user or the service past a spending limit (PROMPTREEL_BUDGETS).",
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
     404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet.",
     409: "JOB_NOT_CANCELLABLE (already finished) or JOB_BUSY (still stopping).",
     410: "MEDIA_EXPIRED: media retention removed the file; the job itself is kept.",
     413: "PAYLOAD_TOO_LARGE: the request body is over PROMPTREEL_MAX_BODY_BYTES.",
-    422: "VALIDATION_ERROR: `details.errors` lists each field at fault.",
+    422: (
+        "VALIDATION_ERROR: `details.errors` lists each field at fault; "
+        "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key came with another request."
+    ),
     429: (
         "RATE_LIMITED: too many jobs within a minute, or too many wrong tokens from this address;"
         " Retry-After says when to try again."
@@ -102,11 +107,26 @@ async def health(system: SystemDep) -> Response:
     tags=["jobs"],
     status_code=201,
     response_model=Job,
-    responses=errors(400, 401, 413, 422, 429, 503),
+    responses=errors(400, 401, 402, 413, 422, 429, 503),
     openapi_extra={"requestBody": {"content": {"application/json": {"examples": GENERATE_EXAMPLES}}}},
 )
-async def generate(body: GenerateRequest, request: Request, system: SystemDep, user: UserDep) -> JSONResponse:
+async def generate(
+    body: GenerateRequest,
+    request: Request,
+    system: SystemDep,
+    user: UserDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN, description=IDEMPOTENCY_KEY_DOC),
+    ] = None,
+) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
+    if idempotency_key is not None:  # backend/jobs/idempotency.py
+        record, replayed = await system.jobs.create_once(body, user, check_key(idempotency_key))
+        response = job_response(record, request, system, 201)
+        if replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return response
     record = await system.jobs.create(body, user)  # 429 RATE_LIMITED with Retry-After, as in the studio
     return job_response(record, request, system, 201)
 

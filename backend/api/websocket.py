@@ -1,8 +1,10 @@
 """/ws: the guide's four event types, pushed from the event bus as they happen.
 
 Client messages: {"type": "subscribe", "jobId": ...} narrows the stream to the jobs named
-(it accumulates, up to PROMPTREEL_MAX_WS_SUBSCRIPTIONS jobs: one more is answered with an error
-TOO_MANY_SUBSCRIPTIONS), {"type": "unsubscribe", "jobId": ...} drops one (a client that dropped
+(with "after": N it first sends the job's stored events numbered above N, then the live ones:
+no gap, no duplicate, backend/events/catch_up.py; it accumulates, up to
+PROMPTREEL_MAX_WS_SUBSCRIPTIONS jobs: one more is answered with an error TOO_MANY_SUBSCRIPTIONS),
+{"type": "unsubscribe", "jobId": ...} drops one (a client that dropped
 them all gets none until it subscribes again), {"type": "ping"} is answered {"type": "pong"}.
 Anything else gets {"type": "error", ...} in the error format.
 """
@@ -20,8 +22,9 @@ from backend.api.deps import client_address
 from backend.api.errors import error_response
 from backend.api.hosts import origin_allowed
 from backend.auth import Authenticator
-from backend.errors import TooManyWrongTokens
+from backend.errors import ApiError, TooManyWrongTokens
 from backend.events.bus import SubscriberTooSlow, Subscription
+from backend.events.catch_up import CatchUp
 from backend.events.log import Event
 from backend.jobs.public import absolute_media_urls
 
@@ -32,6 +35,8 @@ EVENT_TYPES = frozenset({"job_update", "step_update", "job_completed", "job_fail
 SEND_TIMEOUT = 10.0
 #: Events sent in one go to a client that fell behind.
 MAX_BATCH = 100
+#: Largest `after` a subscribe takes (the event `seq` column is a 32-bit INTEGER).
+MAX_SEQ = 2**31 - 1
 
 
 class FrameTexts:
@@ -64,6 +69,10 @@ def _http_base(websocket: WebSocket, public_url: str | None) -> str:
     url = websocket.url
     scheme = "https" if url.scheme == "wss" else "http"
     return f"{scheme}://{url.netloc}/"
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
 
 
 def _error(message: str, code: str = "VALIDATION_ERROR", **details: Any) -> dict[str, Any]:
@@ -102,6 +111,7 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     visible: dict[str, bool] = {}  # job id -> whether this user may see it (looked up once per job)
     max_message = system.settings.max_ws_message_bytes
     max_jobs = system.settings.max_ws_subscriptions
+    catch_up = CatchUp(lambda job_id, after, limit: system.jobs.events(job_id, user, after, limit))
 
     def may_see(job_id: str) -> bool:
         seen = visible.get(job_id)
@@ -121,16 +131,29 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
     async def send(message: dict[str, Any]) -> None:
         await send_texts([json.dumps(message)])
 
+    async def send_stored(events: list[Event]) -> None:
+        # Read from the log: new dicts each time, nothing for FRAMES to share.
+        await send_texts(
+            [
+                json.dumps({**event, "data": absolute_media_urls(event["data"], base, system.auth.sign)})
+                for event in events
+                if event["type"] in EVENT_TYPES
+            ]
+        )
+
     def wanted(event: Event) -> bool:
         return event["type"] in EVENT_TYPES and (jobs is None or event["jobId"] in jobs) and may_see(event["jobId"])
 
     async def forward(subscription: Subscription) -> None:
         async for first in subscription:
-            texts = [
-                FRAMES.text(event, base, system.auth) for event in (first, *subscription.drain(MAX_BATCH - 1)) if wanted(event)
-            ]
-            if texts:
-                await send_texts(texts)
+            async with catch_up.lock:  # a job's catch-up and its live events go out in order
+                texts = [
+                    FRAMES.text(event, base, system.auth)
+                    for event in (first, *subscription.drain(MAX_BATCH - 1))
+                    if wanted(event) and catch_up.admit(event)
+                ]
+                if texts:
+                    await send_texts(texts)
 
     async def receive() -> None:
         nonlocal jobs
@@ -149,13 +172,29 @@ async def events(websocket: WebSocket, token: str | None = None) -> None:
             if kind == "ping":
                 await send({"type": "pong"})
             elif kind in ("subscribe", "unsubscribe") and isinstance(job_id, str) and job_id:
+                after = message.get("after")
+                if kind == "subscribe" and after is not None and not _is_seq(after):
+                    await send(_error("'after' must be an integer from 0 (the last seq the client has).", field="after"))
+                    continue
                 if jobs is None:
                     jobs = set()
                 if kind == "subscribe" and job_id not in jobs and len(jobs) >= max_jobs:  # a connection's memory is bounded
                     message = f"A connection follows at most {max_jobs} jobs: unsubscribe from one first."
                     await send(_error(message, "TOO_MANY_SUBSCRIPTIONS", field="jobId", limit=max_jobs))
                     continue
-                (jobs.add if kind == "subscribe" else jobs.discard)(job_id)
+                if kind == "subscribe" and after is not None:
+                    async with catch_up.lock:  # followed from the last stored event sent, before live ones go on
+                        try:
+                            await catch_up.start(job_id, after, send_stored)
+                        except ApiError as error:  # JOB_NOT_FOUND (or someone else's): not followed
+                            await send(_error(error.message, error.code, **error.details))
+                            continue
+                        jobs.add(job_id)
+                elif kind == "subscribe":
+                    jobs.add(job_id)
+                else:
+                    jobs.discard(job_id)
+                    catch_up.forget(job_id)
             elif kind in ("subscribe", "unsubscribe"):
                 await send(_error(f"'{kind}' needs a jobId string.", field="jobId"))
             else:

@@ -29,6 +29,8 @@ from backend.errors import (
 )
 from backend.events.bus import EventBus, Subscription
 from backend.events.log import Event, EventLog
+from backend.jobs.budgets import Budget, Budgets
+from backend.jobs.idempotency import IdempotencyKeys, KeyTaken
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
@@ -140,6 +142,7 @@ class JobService:
         event_log: EventLog | None = None,
         uploads: UploadService | None = None,
         webhooks: WebhookOutbox | None = None,
+        budgets: list[Budget] | None = None,
     ):
         #: The users' pictures that `settings.sourceImage` names (None: this service takes none).
         self.uploads = uploads
@@ -154,6 +157,9 @@ class JobService:
         self.media = media
         self.event_log = event_log or bus.event_log
         self.webhooks = webhooks
+        self.idempotency_keys = IdempotencyKeys(store.engine)
+        #: Spending limits (PROMPTREEL_BUDGETS), for every entry point: they all create here.
+        self.budgets = Budgets(store.engine, budgets or [], self._estimate_of)
 
     def choose(self, request: GenerateRequest) -> ModelChoice:
         """The models a request runs, checked against what each accepts (422 naming the field)."""
@@ -225,7 +231,35 @@ class JobService:
             "fit": request.settings.fit,
         }
 
-    async def create(self, request: GenerateRequest, user: User = LOCAL_USER) -> JobRecord:
+    def _estimate_of(self, job: Job) -> float:
+        """A stored job's estimated total (budgets count it until its cost is known)."""
+        try:
+            if job.provider == UPLOAD_PROVIDER:  # the user's picture: no image model, no image cost
+                image_model = UPLOAD_PROVIDER
+            else:
+                image_model = job.image_model or self.providers.model_for_image(job.provider, job.quality)
+            video_model = job.video_model or self.providers.model_for_video(job.video_provider)
+            prices = pricing.estimate(
+                job.provider, image_model, job.video_provider, video_model, job.image_size, job.quality, job.video_duration
+            )
+        except (pricing.UnknownPrice, ProviderUnavailable):  # a setting changed since: what it cost so far
+            return job.image_cost + job.video_cost
+        return prices["total"]
+
+    async def create_once(self, request: GenerateRequest, user: User, idempotency_key: str) -> tuple[JobRecord, bool]:
+        """The job this key made (True: replayed, nothing created), or a new one made under it
+        (False); IdempotencyKeyReused when the key came with another request (jobs/idempotency.py)."""
+        for _ in range(2):
+            job_id = self.idempotency_keys.job_for(user.name, idempotency_key, request)
+            if job_id is not None:
+                return self.get(job_id, user), True
+            try:
+                return await self.create(request, user, idempotency_key=idempotency_key), False
+            except KeyTaken:  # a concurrent create with this key committed first: answer its job
+                continue
+        raise RuntimeError("an idempotency key was taken and then not found")  # only if its job was removed meanwhile
+
+    async def create(self, request: GenerateRequest, user: User = LOCAL_USER, idempotency_key: str | None = None) -> JobRecord:
         source = self._source_image(request, user)
         choice = self._check_providers(request)
         video_provider = choice.video_provider
@@ -235,6 +269,7 @@ class JobService:
             await self.webhooks.check_url(request.webhook)  # 422 for a private address (SSRF)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
+        self.budgets.check(user.name, self.estimate(request)["total"])  # 402 BUDGET_EXCEEDED, nothing stored
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -263,6 +298,8 @@ class JobService:
             if request.webhook is not None:
                 events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
                 WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
+            if idempotency_key is not None:  # KeyTaken rolls the job back
+                self.idempotency_keys.claim(connection, user.name, idempotency_key, request, job.id)
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record

@@ -194,3 +194,19 @@ class WebhookDelivery(SQLModel, table=True):
     #: The process sending it now, until when (a process that dies leaves it to another after that).
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _optional_time()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` a user sent with a create, and the job it made (backend/jobs/idempotency.py).
+    The primary key is what makes two concurrent creates with one key make one job, on every instance."""
+
+    __tablename__ = "idempotency_keys"
+
+    #: The user's name; "" when authentication is off (a NULL would never collide).
+    owner: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    #: SHA-256 of the validated request: the same key with another body is refused.
+    request_hash: str = Field(max_length=64)
+    #: Removing the job frees its key.
+    job_id: str = Field(foreign_key="jobs.id", max_length=64, ondelete="CASCADE", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))

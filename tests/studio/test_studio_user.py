@@ -520,3 +520,24 @@ async def test_job_page_shows_the_webhook_deliveries(studio: Studio):
     await studio.user.open(f"/jobs/{plain.id}")
     await studio.user.should_see("No webhook here")
     await studio.user.should_not_see("Webhook")
+
+
+@pytest.mark.parametrize("provider_settings", [{"PROMPTREEL_BUDGETS": "*:10/day"}])
+async def test_the_studio_shows_spend_against_the_limit_and_warns_at_80_percent(studio: Studio):
+    stored_job(studio.system, "paid earlier", image_cost=7.99)
+    await studio.user.open("/")
+    await studio.user.should_see(marker="spend-text", content="$7.99 of $10.00 spent today (service limit)")
+    await studio.user.should_not_see("nearly at the limit")
+    job = stored_job(studio.system, "paid again", image_cost=0.01)  # 8.00 of 10.00: 80%
+    studio.system.bus.publish("job_update", job.id, job_update_data(job))  # a job ended: the meter reads again
+    await studio.user.should_see(
+        marker="spend-text", content="$8.00 of $10.00 spent today (service limit) — nearly at the limit", retries=RETRIES
+    )
+    assert studio.element("spend")._props["role"] == "alert"
+
+
+async def test_the_studio_shows_no_spend_without_a_limit(studio: Studio):
+    stored_job(studio.system, "paid earlier", image_cost=7.99)
+    await studio.user.open("/")
+    await studio.user.should_see("New reel")
+    await studio.user.should_not_see(marker="spend")
