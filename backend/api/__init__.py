@@ -94,7 +94,9 @@ def serve_api_without_studio_middleware(app: FastAPI) -> None:
     The stacks are built when the first request comes, so NiceGUI's middleware (added by ui.run,
     after this) is known; the API's keeps the rest (ours, GZip, FastAPI's own) in the same order.
     """
-    build_whole: Callable[[], ASGIApp] = app.build_middleware_stack
+    # Once per app: a second call (the studio's tests mount the API on NiceGUI's one app again and
+    # again) wraps the original, not the wrapper, which would build every stack twice per level.
+    build_whole: Callable[[], ASGIApp] = getattr(app.build_middleware_stack, "__wrapped__", app.build_middleware_stack)
 
     def build_both() -> ASGIApp:
         studio = build_whole()
@@ -106,4 +108,5 @@ def serve_api_without_studio_middleware(app: FastAPI) -> None:
             app.user_middleware = everything
         return ApiOrStudio(api, studio)
 
+    build_both.__wrapped__ = build_whole  # type: ignore[attr-defined]  # what a second call wraps instead
     app.build_middleware_stack = build_both  # type: ignore[method-assign]  # Starlette has no hook for this
