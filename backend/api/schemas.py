@@ -259,6 +259,12 @@ class StatusBody(TypedDict):
     dalle3_available: bool
     flux1_available: bool
     runway_available: bool
+    comfyui_available: NotRequired[Annotated[bool, Field(description="COMFYUI_URL is set and ComfyUI answers.")]]
+    comfyui_missing: NotRequired[
+        Annotated[
+            str | None, Field(description="What ComfyUI lacks for the workflows (node classes, model files); null: nothing.")
+        ]
+    ]
     active_jobs: Annotated[int, Field(ge=0, description="Steps running (in a cluster: jobs generating).")]
     queue_length: Annotated[int, Field(ge=0, description="Steps waiting for a slot (in a cluster: jobs not started).")]
     system_load: Annotated[float, Field(ge=0, description="The 1-minute load average per CPU of this machine.")]

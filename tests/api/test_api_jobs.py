@@ -201,6 +201,8 @@ def test_status_health_docs_and_cors(shared_server: Server):
             "dalle3_available": False,
             "flux1_available": False,
             "runway_available": False,
+            "comfyui_available": False,  # COMFYUI_URL is not set
+            "comfyui_missing": None,
             "active_jobs": 0,
             "queue_length": 0,
             "system_load": status["system_load"],
