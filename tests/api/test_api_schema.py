@@ -306,6 +306,30 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         ),
     ),
 ]
+BY_DESIGN += [
+    (
+        "what each model takes is the model catalog's (GET /api/v1/models), not the schema's: a model of another "
+        "provider or kind, or a size, quality or video length the chosen model does not make, answers 422 naming the field",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/generate"
+            and f.status == 422
+            and error_code(f) == "VALIDATION_ERROR"
+            and f.response_body["details"]["field"].split(" ")[0]
+            in ("settings.imageModel", "settings.videoModel", "settings.videoDuration", "settings.imageSize", "settings.quality")
+        ),
+    ),
+    (
+        "a retired model, or one without a published price, is refused before anything is queued (400 MODEL_UNAVAILABLE, "
+        "PRICE_UNKNOWN; docs/api.md, errors): which models can run is the catalog's and the provider's",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/generate"
+            and f.status == 400
+            and error_code(f) in ("MODEL_UNAVAILABLE", "PRICE_UNKNOWN")
+        ),
+    ),
+]
 #: Cases per operation in the fuzzing phase (the coverage phase adds its own); about 30 s in all.
 MAX_EXAMPLES = 25
 
