@@ -317,6 +317,14 @@ class NonReadingClient:
 
 
 @pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A server that logs every session: a dropped client shows only in its websocket line (opt-in)."""
+    srv = Server(tmp_path / "data", PROMPTREEL_LOG_REQUESTS="true").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
 def non_reading(server: Server) -> Iterator[NonReadingClient]:
     client = NonReadingClient(server.ws_url)
     try:
