@@ -68,8 +68,8 @@ def test_the_studio_and_the_api_share_one_job_budget(tmp_path: Path, page: Page)
         cards = page.get_by_test_id("job-card")
         with server.client() as api:
             assert api.post("/api/v1/generate", json=local_job()).status_code == 201  # 1: REST
-            page.get_by_label("Prompt", exact=True).fill("A lighthouse on a basalt cliff, from the studio")
-            for made in (2, 3):  # 2 and 3: the studio's Generate button
+            for made in (2, 3):  # 2 and 3: the studio's Generate button (two prompts: a repeat makes no job)
+                page.get_by_label("Prompt", exact=True).fill(f"A lighthouse on a basalt cliff, from the studio ({made})")
                 page.get_by_test_id("generate").click()
                 expect(cards).to_have_count(made)
             refused = api.post("/api/v1/generate", json=local_job())  # 4: REST, refused
@@ -77,6 +77,7 @@ def test_the_studio_and_the_api_share_one_job_budget(tmp_path: Path, page: Page)
             assert 1 <= int(refused.headers["Retry-After"]) <= 60
             words = same_words(refused.json()["error"])
 
+            page.get_by_label("Prompt", exact=True).fill("A lighthouse on a basalt cliff, from the studio (4)")
             page.get_by_test_id("generate").click()  # 4: the studio's form, refused in the API's words
             expect(page.get_by_test_id("form-error")).to_have_text(words)
             cards.first.get_by_test_id("rerun").click()  # 4: Run again, refused in the same words

@@ -301,13 +301,13 @@ class FakeComfyUI(FakeServer):
     async def upload_image(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response(status_code=401)
-        form = await request.form()
-        image = form.get("image")
-        if image is None or isinstance(image, str) or not image.filename:
-            return Response(status_code=400)
-        kind = str(form.get("type") or "input")
-        subfolder = str(form.get("subfolder") or "")
-        self.files[(kind, subfolder, image.filename)] = await image.read()
+        async with request.form() as form:  # closes the upload's temporary file
+            image = form.get("image")
+            if image is None or isinstance(image, str) or not image.filename:
+                return Response(status_code=400)
+            kind = str(form.get("type") or "input")
+            subfolder = str(form.get("subfolder") or "")
+            self.files[(kind, subfolder, image.filename)] = await image.read()
         self.notify()
         return JSONResponse({"name": image.filename, "subfolder": subfolder, "type": kind})
 
