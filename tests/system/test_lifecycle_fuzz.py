@@ -635,12 +635,19 @@ def quiet_backend(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL, logger="backend")
 
 
+#: The fuzzer kills instances the way a crash would: an abandoned System's open connections and
+#: files are what it models, and their finalizers warn when the garbage collector meets them.
+ABANDONED_BY_DESIGN = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@ABANDONED_BY_DESIGN
 @pytest.mark.timeout(TIMEOUT)
 def test_job_lifecycle_on_sqlite(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     run_lifecycle(LifecycleOnSQLite, f"sqlite:///{data_dir / 'promptreel.db'}", data_dir)
 
 
+@ABANDONED_BY_DESIGN
 @pytest.mark.timeout(TIMEOUT)
 def test_job_lifecycle_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     run_lifecycle(LifecycleOnPostgreSQL, postgres_url, tmp_path / "data")
