@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from backend.errors import ApiError
 from backend.jobs.request import (
+    DEFAULT_MOTION_PROMPT,
     IMAGE_PROVIDER_NAMES,
     IMAGE_SIZES,
     MAX_SEED,
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--native", action="store_true", help="open the studio in a desktop window (promptreel[native])")
 
     generate = commands.add_parser("generate", help="run one job here, with live progress, and save its files")
-    generate.add_argument("prompt")
+    generate.add_argument("prompt", nargs="?", help="the scene; with --image, how it moves (optional there)")
     generate.add_argument("--provider", choices=IMAGE_PROVIDER_NAMES, help="image provider (default: local)")
     generate.add_argument("--image", type=Path, help="animate this picture (PNG, JPEG, WebP) instead of generating one")
     generate.add_argument("--fit", choices=("crop", "contain"), default="crop", help="how --image meets --size (default: crop)")
@@ -176,8 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--image animates your picture: leave out --provider")
         if args.image is not None and not args.image.is_file():
             parser.error(f"--image: no such file: {args.image}")
+        if args.prompt is None and args.image is None:
+            parser.error("prompt: describe a scene first (or give --image to animate your own picture)")
         request_data = {
-            "prompt": args.prompt,
+            "prompt": DEFAULT_MOTION_PROMPT if args.prompt is None else args.prompt,
             "provider": "upload" if args.image is not None else args.provider or "local",
             "settings": {"imageSize": args.size, "videoDuration": args.duration, "quality": args.quality, "seed": args.seed},
         }

@@ -26,6 +26,8 @@ PROMPT_BLANK = "the prompt is only whitespace"
 PROMPT_NUL = "the prompt contains a NUL character"
 #: The `provider` of a job that animates the user's own picture (`settings.sourceImage`).
 UPLOAD_PROVIDER: Final = "upload"
+#: The motion prompt of a job that animates the user's picture and names none.
+DEFAULT_MOTION_PROMPT = "Gentle, natural motion; a slow camera push in."
 #: Beyond the guide's two: GPT image models' own levels, for the models whose catalog entry maps them.
 MODEL_QUALITIES: tuple[str, ...] = ("low", "medium")
 #: The image providers a client may name: the catalog's, and the guide's names for two of them.
@@ -79,10 +81,17 @@ class GenerateRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upload_needs_no_provider(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "provider" not in data:
-            settings = data.get("settings")
-            if isinstance(settings, dict) and settings.get("sourceImage") is not None:
-                return {**data, "provider": "upload"}
+        """With `settings.sourceImage` the provider may be left out (it is `upload`), and so may
+        the prompt: it only says how the picture moves, and the video providers take a default."""
+        if not isinstance(data, dict):
+            return data
+        settings = data.get("settings")
+        if not isinstance(settings, dict) or settings.get("sourceImage") is None:
+            return data
+        if "provider" not in data:
+            data = {**data, "provider": UPLOAD_PROVIDER}
+        if data.get("prompt") is None or data.get("prompt") == "":
+            data = {**data, "prompt": DEFAULT_MOTION_PROMPT}
         return data
 
     @field_validator("prompt")

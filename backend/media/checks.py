@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import av
 from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
 
 if TYPE_CHECKING:
@@ -112,3 +113,23 @@ def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> 
         if width * height > limits.image_pixels:
             raise MediaRejected(f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed")
         yield image
+
+
+def probe_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, float]:
+    """(width, height, seconds) of a file that really decodes as video; raises ValueError if not,
+    or if its frames (from the stream's header, before any is decoded) exceed `max_pixels`."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > max_pixels:
+                raise ValueError(f"its frames are {width}x{height} pixels, more than the {megapixels(max_pixels)} allowed")
+            frame = next(container.decode(stream), None)
+            if frame is None:
+                raise ValueError("no frame decodes")
+            seconds = float(container.duration / av.time_base) if container.duration else 0.0
+            return frame.width, frame.height, seconds
+    except (av.FFmpegError, StopIteration, OSError) as error:
+        raise ValueError(str(error)) from error

@@ -67,9 +67,6 @@ class FluxImageProvider(RemoteTaskProvider):
     def base_url(self) -> str:
         return self.settings.replicate_base_url.rstrip("/")
 
-    #: Called with (model, reason) when Replicate answers that a model does not exist.
-    on_model_missing: Any = None
-
     def model_for(self, quality: str) -> str:
         return self.settings.flux_model_high if quality == "high" else self.settings.flux_model_standard
 
@@ -96,14 +93,7 @@ class FluxImageProvider(RemoteTaskProvider):
         except ProviderError as error:
             if error.code != "MODEL_NOT_FOUND":
                 raise
-            reason = f"Replicate answered that the model does not exist ({error.message})"
-            if self.on_model_missing:
-                self.on_model_missing(model, reason)
-            raise ProviderError(
-                self.name,
-                f"Replicate has no model '{model}' ({error.message}); choose another model, or update the model catalog",
-                code="MODEL_NOT_FOUND",
-            ) from error
+            raise self._model_missing(model, error) from error
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
         with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:

@@ -15,6 +15,7 @@ live, what its statuses mean and how far along they are, and how it explains a r
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 import httpx
 
-from backend.media.checks import MediaLimits
+from backend.media.checks import MediaLimits, probe_video
 from backend.providers.base import ProviderError, StepContext
 from backend.providers.output_urls import OutputUrlPolicy
 from backend.providers.remote import download, http_client
@@ -71,6 +72,9 @@ class RemoteTaskProvider(ABC):
     cancel_method: str
     cancel_path: str
     cancel_ok: Container[int]
+    #: Called with (model, reason) when the provider answers that it has no such model: the
+    #: registry marks the model unavailable, so the studio and /models show it at once.
+    on_model_missing: Callable[[str, str], None] | None = None
 
     def __init__(
         self,
@@ -133,6 +137,29 @@ class RemoteTaskProvider(ABC):
         return http_client(
             provider=self.name, label=self.label, base_url=self.base_url, headers=self._headers(), timeout=self.timeout
         )
+
+    def _model_missing(self, model: str, error: ProviderError, way_out: str = "choose another model") -> ProviderError:
+        """The job's error for a model the provider says does not exist (its words and the way
+        out, never a base URL), after telling the registry."""
+        if self.on_model_missing:
+            self.on_model_missing(model, f"{self.label} answered that the model does not exist ({error.message})")
+        message = f"{self.label} has no model '{model}' ({error.message}); {way_out}, or update the model catalog"
+        return ProviderError(self.name, message, code="MODEL_NOT_FOUND")
+
+    async def _download_video(self, url: str, output_path: Path, ctx: StepContext) -> tuple[int, int, float]:
+        """The task's video, downloaded next to `output_path`, checked to play, then moved into
+        place atomically (a reader never sees half a file): its width, height and seconds."""
+        partial = output_path.with_name(output_path.name + ".part")
+        try:
+            await self._download_output(url, partial, kind="video", ctx=ctx)
+            try:
+                width, height, seconds = await asyncio.to_thread(probe_video, partial, self.limits.image_pixels)
+            except ValueError as error:
+                raise ProviderError(self.name, f"{self.label}'s output is not a playable video ({error})") from error
+            os.replace(partial, output_path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return width, height, seconds
 
     async def _download_output(self, url: str, dest: Path, *, kind: Literal["image", "video"], ctx: StepContext) -> None:
         """Fetch the task's output to `dest` under the output URL rules (output_urls.py); the API

@@ -7,13 +7,12 @@ image to animate (sent as a data URI), the prompt, the duration and the seed.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from backend.providers.base import ProviderError, StepContext, VideoRequest, VideoResult
 from backend.providers.catalog import ModelEntry, active
 from backend.providers.flux1 import FluxImageProvider
-from backend.providers.runway import image_data_uri, probe_video
+from backend.providers.runway import image_data_uri
 
 #: Replicate reads a data URI input whole; kept well under its request size limit.
 MAX_DATA_URI_CHARS = 5_000_000
@@ -45,25 +44,10 @@ class ReplicateVideoProvider(FluxImageProvider):
         except ProviderError as error:
             if error.code != "MODEL_NOT_FOUND":
                 raise
-            if self.on_model_missing:
-                self.on_model_missing(model, f"Replicate answered that the model does not exist ({error.message})")
-            raise ProviderError(
-                self.name,
-                f"Replicate has no model '{model}' ({error.message}); choose another model, or update the model catalog",
-                code="MODEL_NOT_FOUND",
-            ) from error
+            raise self._model_missing(model, error) from error
         url = self._output_url(prediction)
         ctx.progress(0.92, "downloading the video from Replicate")
-        partial = request.output_path.with_name(request.output_path.name + ".part")
-        try:
-            await self._download_output(url, partial, kind="video", ctx=ctx)
-            try:
-                width, height, seconds = await asyncio.to_thread(probe_video, partial, self.limits.image_pixels)
-            except ValueError as error:
-                raise ProviderError(self.name, f"Replicate's output is not a playable video ({error})") from error
-            os.replace(partial, request.output_path)  # atomic: a reader never sees half a file
-        finally:
-            partial.unlink(missing_ok=True)
+        width, height, seconds = await self._download_video(url, request.output_path, ctx)
         ctx.log(f"{model} made a {width}x{height} video of {seconds:.1f} s")
         return VideoResult(model=model, width=width, height=height, metadata={"replicatePredictionId": prediction_id})
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 from PIL import Image
 
-from backend.media.checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, megapixels, open_image
+from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.providers.base import ProviderError, StepContext, VideoRequest, VideoResult
 from backend.providers.catalog import active
 from backend.providers.pricing import RUNWAY_USD_PER_CREDIT
@@ -103,26 +101,6 @@ def image_data_uri(
         )
 
 
-def probe_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, float]:
-    """(width, height, seconds) of a file that really decodes as video; raises ValueError if not,
-    or if its frames (from the stream's header, before any is decoded) exceed `max_pixels`."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if width * height > max_pixels:
-                raise ValueError(f"its frames are {width}x{height} pixels, more than the {megapixels(max_pixels)} allowed")
-            frame = next(container.decode(stream), None)
-            if frame is None:
-                raise ValueError("no frame decodes")
-            seconds = float(container.duration / av.time_base) if container.duration else 0.0
-            return frame.width, frame.height, seconds
-    except (av.FFmpegError, StopIteration, OSError) as error:
-        raise ValueError(str(error)) from error
-
-
 #: A FAILED task's `failureCode` by its prefix, most specific first: what to say, and whether
 #: trying again could help.
 FAILURE_CODES: tuple[tuple[str, str, bool], ...] = (
@@ -196,9 +174,6 @@ class RunwayVideoProvider(RemoteTaskProvider):
 
     # -- the step --------------------------------------------------------------------
 
-    #: Called with (model, reason) when Runway answers that it has no such model.
-    on_model_missing: Any = None
-
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
         model = self._model(request)
         try:
@@ -206,29 +181,13 @@ class RunwayVideoProvider(RemoteTaskProvider):
         except ProviderError as error:
             if error.code != "MODEL_NOT_FOUND":
                 raise
-            if self.on_model_missing:
-                self.on_model_missing(model, f"Runway answered that the model does not exist ({error.message})")
-            raise ProviderError(
-                self.name,
-                f"Runway has no model '{model}' ({error.message}); choose another model (gen4.5, gen4_turbo), "
-                "or update the model catalog",
-                code="MODEL_NOT_FOUND",
-            ) from error
+            raise self._model_missing(model, error, "choose another model (gen4.5, gen4_turbo)") from error
         output = task.get("output")
         url = next((item for item in output if isinstance(item, str) and item), None) if isinstance(output, list) else None
         if not url:
             raise ProviderError(self.name, f"Runway says task {task_id} succeeded but it has no output")
         ctx.progress(0.92, "downloading the video from Runway")
-        partial = request.output_path.with_name(request.output_path.name + ".part")
-        try:
-            await self._download_output(url, partial, kind="video", ctx=ctx)
-            try:
-                width, height, seconds = await asyncio.to_thread(probe_video, partial, self.limits.image_pixels)
-            except ValueError as error:
-                raise ProviderError(self.name, f"Runway's output is not a playable video ({error})") from error
-            os.replace(partial, request.output_path)  # atomic: a reader never sees half a file
-        finally:
-            partial.unlink(missing_ok=True)
+        width, height, seconds = await self._download_video(url, request.output_path, ctx)
         ctx.log(f"Runway made a {width}x{height} video of {seconds:.1f} s")
         return VideoResult(model=self._model(request), width=width, height=height, metadata={"runwayTaskId": task_id})
 

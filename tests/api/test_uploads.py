@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from tests.support import pictures
 from tests.support.server import Server
@@ -202,3 +203,14 @@ def test_the_stored_file_is_removed_by_delete(tmp_path: Path):
             assert not stored.exists()
     finally:
         server.stop()
+
+
+def test_an_upload_job_may_leave_out_the_prompt():
+    """The prompt only says how the picture moves: left out or empty, the default motion prompt."""
+    from backend.jobs.request import DEFAULT_MOTION_PROMPT, validate_request
+
+    for body in ({"settings": {"sourceImage": "upl_abcdefgh12"}}, {"prompt": "", "settings": {"sourceImage": "upl_abcdefgh12"}}):
+        request = validate_request(body)
+        assert request.provider == "upload" and request.prompt == DEFAULT_MOTION_PROMPT
+    with pytest.raises(ValidationError):  # a job that generates its picture still needs a scene
+        validate_request({"provider": "local", "prompt": ""})
