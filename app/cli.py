@@ -8,7 +8,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -179,19 +179,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--image: no such file: {args.image}")
         if args.prompt is None and args.image is None:
             parser.error("prompt: describe a scene first (or give --image to animate your own picture)")
+        job_settings: dict[str, Any] = {
+            "imageSize": args.size,
+            "videoDuration": args.duration,
+            "quality": args.quality,
+            "seed": args.seed,
+        }
+        if args.image is not None:
+            job_settings["fit"] = args.fit
+        if args.video_provider:
+            job_settings["videoProvider"] = args.video_provider
+        if args.image_model:
+            job_settings["imageModel"] = args.image_model
+        if args.video_model:
+            job_settings["videoModel"] = args.video_model
         request_data = {
             "prompt": DEFAULT_MOTION_PROMPT if args.prompt is None else args.prompt,
             "provider": "upload" if args.image is not None else args.provider or "local",
-            "settings": {"imageSize": args.size, "videoDuration": args.duration, "quality": args.quality, "seed": args.seed},
+            "settings": job_settings,
         }
-        if args.image is not None:
-            request_data["settings"]["fit"] = args.fit
-        if args.video_provider:
-            request_data["settings"]["videoProvider"] = args.video_provider
-        if args.image_model:
-            request_data["settings"]["imageModel"] = args.image_model
-        if args.video_model:
-            request_data["settings"]["videoModel"] = args.video_model
         try:
             request = validate_request(request_data)
         except ValidationError as error:
