@@ -47,6 +47,7 @@ KNOWN_METADATA = {
     "quality",
     "seed",
     "videoProvider",
+    "imageProvider",  # the provider that ran it: the "Image provider" row names the one the job asked for
     "imageModel",
     "videoModel",
     "videoWidth",
