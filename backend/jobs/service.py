@@ -165,8 +165,8 @@ class JobService:
         """The models a request runs, checked against what each accepts (422 naming the field)."""
         return choose_models(self.providers, request)
 
-    def _check_providers(self, request: GenerateRequest) -> ModelChoice:
-        """The models to run. Refuses, before anything is stored, a model the request cannot have
+    def _check_providers(self, request: GenerateRequest) -> tuple[ModelChoice, float]:
+        """The models to run and the job's estimated total. Refuses, before anything is stored, a model the request cannot have
         (422), a provider that is not configured, a model that is retired or unavailable, or one
         without a published price (the user would pay an unknown amount)."""
         choice = self.choose(request)
@@ -191,14 +191,16 @@ class JobService:
             if problem is not None:
                 raise ModelUnavailable(field, entry.id, problem, entry.replacement)
         try:
-            self.estimate(request)
+            total = self._priced(request, choice)["total"]
         except pricing.UnknownPrice as error:
             raise PriceUnknown(str(error), request.provider, video_provider) from None
-        return choice
+        return choice, total
 
     def estimate(self, request: GenerateRequest) -> dict[str, float]:
+        return self._priced(request, self.choose(request))
+
+    def _priced(self, request: GenerateRequest, choice: ModelChoice) -> dict[str, float]:
         settings = request.settings
-        choice = self.choose(request)
         return pricing.estimate(
             request.provider,
             choice.image.id if choice.image is not None else UPLOAD_PROVIDER,
@@ -261,7 +263,7 @@ class JobService:
 
     async def create(self, request: GenerateRequest, user: User = LOCAL_USER, idempotency_key: str | None = None) -> JobRecord:
         source = self._source_image(request, user)
-        choice = self._check_providers(request)
+        choice, total = self._check_providers(request)
         video_provider = choice.video_provider
         if request.webhook is not None:
             if self.webhooks is None:
@@ -269,7 +271,7 @@ class JobService:
             await self.webhooks.check_url(request.webhook)  # 422 for a private address (SSRF)
         if self.store.count_unfinished() >= self.max_queued_jobs:
             raise QueueFull(self.max_queued_jobs)
-        self.budgets.check(user.name, self.estimate(request)["total"])  # 402 BUDGET_EXCEEDED, nothing stored
+        self.budgets.check(user.name, total)  # 402 BUDGET_EXCEEDED, nothing stored
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
         settings = request.settings
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
