@@ -159,6 +159,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "a cluster needs PROMPTREEL_STORAGE_SECRET, the same on every instance (it signs the studio's session cookies)"
             )
+        if self.task_engine == "procrastinate" and not self.webhook_secret:
+            # Deliveries are sent by whichever process is alive: one kept per data dir would sign differently per host.
+            raise ValueError(
+                "a cluster needs PROMPTREEL_WEBHOOK_SECRET, the same on every process (it signs webhook deliveries; python -c"
+                " \"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\" makes one)"
+            )
         if "*" in self.cors_origins:
             raise ValueError(
                 "PROMPTREEL_CORS_ORIGINS='*' would let every website call the API with its visitors' cookies:"

@@ -22,6 +22,7 @@ def cluster_env(database_url: str, **extra: str) -> dict[str, str]:
         "PROMPTREEL_TASK_ENGINE": "procrastinate",
         "PROMPTREEL_SECRET_KEY": "cluster-test-signing-key",
         "PROMPTREEL_STORAGE_SECRET": "cluster-test-storage-secret",
+        "PROMPTREEL_WEBHOOK_SECRET": "whsec_Y2x1c3Rlci10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM=",
         "PROMPTREEL_HEARTBEAT_SECONDS": "0.5",
         "PROMPTREEL_STALLED_AFTER_SECONDS": "2",
         **extra,

@@ -116,6 +116,23 @@ def outbox(engine: Engine) -> WebhookOutbox:
     return WebhookOutbox(engine, SECRET, lambda job_id: {"id": job_id, "status": "as GET answers it"}, allow_private=True)
 
 
+CLUSTER = {
+    "PROMPTREEL_TASK_ENGINE": "procrastinate",
+    "DATABASE_URL": "postgresql+psycopg://promptreel@localhost/promptreel",
+    "PROMPTREEL_SECRET_KEY": "cluster-signing-key",
+    "PROMPTREEL_STORAGE_SECRET": "cluster-storage-secret",
+    "PROMPTREEL_WEBHOOK_SECRET": SECRET,
+}
+
+
+@pytest.mark.parametrize("missing", ["PROMPTREEL_SECRET_KEY", "PROMPTREEL_STORAGE_SECRET", "PROMPTREEL_WEBHOOK_SECRET"])
+def test_a_cluster_refuses_to_start_without_each_shared_secret(tmp_path: Path, missing: str):
+    # Deliveries go out from whichever process is alive: a secret kept per data dir would sign differently per host.
+    Settings(PROMPTREEL_DATA_DIR=tmp_path, **CLUSTER)  # all three set: it starts
+    with pytest.raises(ValueError, match=f"a cluster needs {missing}"):
+        Settings(PROMPTREEL_DATA_DIR=tmp_path, **{name: value for name, value in CLUSTER.items() if name != missing})
+
+
 def test_events_become_the_deliveries_asked_for_once_whoever_derives(engine: Engine):
     store, log = JobStore(engine), EventLog(engine)
     make_job(store, "job_all", "http://127.0.0.1:9/h", ALL_EVENTS)
