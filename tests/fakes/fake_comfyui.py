@@ -146,6 +146,11 @@ class FakeComfyUI(FakeServer):
         self._go.set()
         self._poke()
 
+    def run_queue(self) -> None:
+        """Let held prompts start (a `pause_at_step` stays set)."""
+        self.hold_queue = False
+        self._poke()
+
     def remove_model(self, folder: str, filename: str) -> None:
         self.models[folder] = [name for name in self.models.get(folder, []) if name != filename]
 
