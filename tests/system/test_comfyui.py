@@ -255,6 +255,22 @@ async def test_cancel_while_running_interrupts_our_prompt(studio: Server, fake: 
     assert fake.history[running]["status"]["status_str"] == "error"
 
 
+async def test_a_cancel_while_sampling_takes_the_preview_away(studio: Server, fake: FakeComfyUI):
+    fake.pause_at_step = 2
+    stream = await open_stream(studio)
+    try:
+        with studio.client() as api:
+            job_id = api.post("/api/v1/generate", json=request("a windmill, cancelled", video_provider="local")).json()["id"]
+            await stream.until(previewed(job_id))  # step 1's preview, stored
+            assert api.get(f"/api/v1/jobs/{job_id}/preview").status_code == 200
+            assert api.delete(f"/api/v1/jobs/{job_id}").status_code == 200
+            await stream.until(ends(job_id))
+            gone = api.get(f"/api/v1/jobs/{job_id}/preview")
+    finally:
+        await stream.connection.close()
+    assert gone.status_code == 404 and gone.json()["code"] == "PREVIEW_NOT_FOUND"
+
+
 async def test_a_dropped_socket_is_recovered_from_the_history_without_queueing_again(studio: Server, fake: FakeComfyUI):
     fake.pause_at_step = 2
     prompt = "a bridge in fog, across a dropped socket"
