@@ -356,6 +356,8 @@ class FakeComfyUI(FakeServer):
     async def system_stats(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response(status_code=401)
+        if (reply := await self.scripted("system_stats")) is not None:  # e.g. another server on the port
+            return reply
         system = {"os": "posix", "ram_total": 34359738368, "ram_free": 17179869184, "comfyui_version": "0.3.40"}
         system |= {"python_version": "3.11.9", "pytorch_version": "2.5.1+cu124", "embedded_python": False, "argv": ["main.py"]}
         device = {"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda", "index": 0}

@@ -17,10 +17,12 @@ from PIL import Image
 from backend.media.checks import MediaLimits, MediaRejected
 from backend.media.previews import clean_preview
 from backend.providers.base import ImageRequest, ProviderError
+from backend.providers.comfyui.discovery import comfyui_answers
 from backend.providers.comfyui.media import as_png, to_mp4
 from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider, preview_frame
 from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
 from backend.settings import Settings
+from tests.fakes.base import Reply
 from tests.fakes.fake_comfyui import FakeComfyUI, webp_animation
 from tests.fakes.media import png_image, solid_png
 
@@ -248,3 +250,16 @@ def test_a_preview_is_stored_re_encoded_small_and_without_metadata():
     Image.new("L", (3000, 3000)).save(huge, format="PNG")
     with pytest.raises(MediaRejected):  # past the preview's pixel limit: refused from its header
         clean_preview(huge.getvalue())
+
+
+def test_the_desktop_probe_takes_only_comfyuis_own_answer():
+    with FakeComfyUI() as fake, FakeComfyUI(token="a-proxy-token") as guarded:
+        url = fake.url
+        assert comfyui_answers(fake.url)
+        assert comfyui_answers(fake.url + "/")
+        assert not comfyui_answers(guarded.url)  # 401: not one the desktop app can use as it is
+        fake.script("system_stats", Reply(200, {"status": "ok"}))  # some other server's health answer
+        assert not comfyui_answers(fake.url)
+        fake.script("system_stats", Reply(200, "<html>a router's page</html>", media_type="text/html"))
+        assert not comfyui_answers(fake.url)
+    assert not comfyui_answers(url, timeout=0.5)  # gone: nothing answers

@@ -24,7 +24,8 @@ PROBE_TIMEOUT = 1.0
 def comfyui_answers(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Whether `url` answers `GET /system_stats` as ComfyUI's server.py does (a `system` object)."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/system_stats", timeout=timeout)
+        # trust_env off: a proxy from the environment must not answer for this machine's own ports
+        response = httpx.get(f"{url.rstrip('/')}/system_stats", timeout=timeout, trust_env=False)
         body = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return False
