@@ -22,7 +22,9 @@ from starlette.exceptions import HTTPException
 
 from backend.errors import ApiError
 from backend.jobs.public import job_data
+from backend.providers.comfyui.discovery import LocalComfyUIOffer
 from backend.system import System
+from components.comfyui_offer import ComfyUIOfferCard
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
 from components.job_list import JobList
@@ -44,7 +46,7 @@ THUMBNAIL_CACHE_SIZE = 500
 MAX_SEARCH_LENGTH = 200
 
 
-def register_pages(system: System) -> None:
+def register_pages(system: System, *, comfyui_offer: LocalComfyUIOffer | None = None) -> None:
     thumbnails: OrderedDict[str, bytes] = OrderedDict()
 
     @app.get(THUMBNAIL_ROUTE + "/{job_id}.jpg", include_in_schema=False)
@@ -105,11 +107,15 @@ def register_pages(system: System) -> None:
             return RedirectResponse("/login")
         # The providers' first key checks (at most a moment, once): a refused key shows from the start.
         await system.providers.check_keys()
+        if comfyui_offer is not None:
+            await comfyui_offer.ready()  # the start-up probe: a second at most, once
         with frame(system, "promptreel studio") as status_bar:
             with ui.element("div").classes(
                 "w-full grid grid-cols-1 lg:grid-cols-[minmax(340px,420px)_minmax(0,1fr)] gap-6 items-start"
             ):
                 with ui.element("section").classes("w-full lg:sticky lg:top-24").props('aria-label="New job"'):
+                    if comfyui_offer is not None and comfyui_offer.open:
+                        ComfyUIOfferCard(system, comfyui_offer)
                     form = JobForm(system, user=user)
                     SpendMeter(system, user)  # spend against PROMPTREEL_BUDGETS; nothing without a limit
                 with ui.element("section").classes("w-full min-w-0").props('aria-label="Your jobs"'):

@@ -18,6 +18,7 @@ from backend.api.docs import serve_api_docs
 from backend.api.hosts import AllowedHosts
 from backend.auth import load_storage_secret
 from backend.observability.logs import configure_logging
+from backend.providers.comfyui.discovery import LocalComfyUIOffer
 from backend.settings import Settings
 from backend.system import System
 from components.session import SecureSessionCookie, SessionGuard
@@ -55,7 +56,11 @@ def serve(settings: Settings, *, native: bool = False) -> None:
     if native:
         app.on_shutdown(close_native_window)
     app.add_static_files("/assets", ASSETS_DIR)
-    register_pages(system)
+    # The desktop app offers a ComfyUI that answers on this machine, when none is configured.
+    offer = LocalComfyUIOffer(settings.comfyui_probe_url) if native and not settings.comfyui_url else None
+    if offer is not None:
+        app.on_startup(offer.start)
+    register_pages(system, comfyui_offer=offer)
     url = f"http://{settings.host}:{settings.port}"
     print(f"promptreel {'opens a native window on' if native else 'serves on'} {url}  (API docs: {url}/docs)", flush=True)
     if settings.host in ("0.0.0.0", "::") and "*" not in settings.allowed_hosts:

@@ -44,6 +44,15 @@ class MediaNotReady(ApiError):
         )
 
 
+class PreviewNotFound(ApiError):
+    # No preview right now: the step does not send any (not ComfyUI), it has not sent one yet, or it ended.
+    status_code = 404
+    code = "PREVIEW_NOT_FOUND"
+
+    def __init__(self, job_id: str, status: str):
+        super().__init__(f"Job '{job_id}' has no preview right now (job is {status}).", {"id": job_id, "status": status})
+
+
 class MediaUnavailable(ApiError):
     # The media store (an S3 bucket) does not answer: a retry may work once it is back.
     status_code = 503

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     comfyui_image_workflow: Path | None = Field(None, validation_alias="COMFYUI_IMAGE_WORKFLOW")
     comfyui_video_workflow: Path | None = Field(None, validation_alias="COMFYUI_VIDEO_WORKFLOW")
     comfyui_concurrency: int = Field(1, ge=1, validation_alias="COMFYUI_CONCURRENCY")
+    #: Where `--native` looks for a ComfyUI on this machine when COMFYUI_URL is unset (empty: it does not look).
+    comfyui_probe_url: str = Field("http://127.0.0.1:8188", validation_alias="PROMPTREEL_COMFYUI_PROBE_URL")
     #: Seconds between two heartbeats of a process that runs jobs (serve, worker, generate).
     heartbeat_seconds: float = Field(5.0, gt=0, validation_alias="PROMPTREEL_HEARTBEAT_SECONDS")
     #: A job whose process has not beaten for this long is stalled: another process picks it up.

@@ -9,6 +9,7 @@ export default {
         <a :href="prefixed(job.href)" target="_self" class="nicegui-link pr-thumb pr-plain" :aria-label="'Open job ' + job.id" tabindex="-1">
           <img v-if="job.thumbnail && !thumbnailMissing" :src="job.thumbnail" alt="" loading="lazy" decoding="async"
                data-testid="thumbnail" @error="thumbnailMissing = true">
+          <img v-else-if="job.preview" :src="job.preview" alt="Preview while the image is made" data-testid="preview">
           <div v-else class="pr-thumb-empty w-full h-full">
             <q-icon :name="thumbnailMissing ? 'broken_image' : job.thumbnailIcon" size="30px" :class="{ 'animate-pulse': job.unfinished }" />
           </div>

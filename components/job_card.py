@@ -15,7 +15,7 @@ from typing import Any
 from nicegui.element import Element
 from nicegui.events import GenericEventArguments
 
-from backend.jobs.public import media_path
+from backend.jobs.public import PREVIEW_URL_KEY, media_path, with_query
 
 from .format import (
     FINISHED_STATUSES,
@@ -163,8 +163,17 @@ class JobCard(Element, component="job_card.js"):
             "thumbnail": self.link(thumbnail_url(job_id)) if has_image else None,
             "thumbnailIcon": THUMBNAIL_ICONS.get(status, "image"),
             "image": self.link(media_path(job_id, "image")) if has_image else None,
+            "preview": None if has_image else self._preview(),
             "video": self.link(media_path(job_id, "video")) if job.get("video_url") else None,
         }
+
+    def _preview(self) -> str | None:
+        """The latest live preview of the running image step (ComfyUI's sampling), until the image comes."""
+        for step in self.job.get("steps", []):
+            if step["id"] == "image_generation" and step.get("status") == "running" and step.get(PREVIEW_URL_KEY):
+                path, _, query = str(step[PREVIEW_URL_KEY]).partition("?")  # signed by its path, as the route checks it
+                return with_query(self.link(path), query)
+        return None
 
     def _started_text(self) -> str:
         """The running clock's first text; kept while the job runs, as the browser ticks it on."""

@@ -14,7 +14,7 @@ from nicegui.elements.mixins.text_element import TextElement
 
 from backend.auth import LOCAL_USER, User
 from backend.events.bus import Event
-from backend.jobs.public import job_data, media_path
+from backend.jobs.public import PREVIEW_URL_KEY, job_data, media_path, with_query
 from backend.jobs.request import GenerateRequest, GenerateSettings
 from backend.providers.pricing import UnknownPrice
 from backend.providers.registry import PROVIDER_LABELS
@@ -97,6 +97,9 @@ class JobDetail:
         self.removed = False
         self.video: ui.video | None = None
         self.image: ui.element | None = None
+        #: The latest live preview of the running image step (ComfyUI's sampling), from its step_update.
+        self.preview_url: str | None = None
+        self.preview: ui.element | None = None
 
         with ui.row().classes("w-full items-center justify-between"):
             ui.link("← All jobs", "/").classes("text-sm font-semibold text-primary no-underline").props(
@@ -315,8 +318,11 @@ class JobDetail:
                     .props(f'src="{media_link(self.system, job["image_url"])}" alt="Generated image" data-testid=image')
                 )
                 self.image.on("error", self._image_missing)
+        self._render_preview()
         set_visible(self.video_placeholder, self.video is None)
-        set_visible(self.image_placeholder, self.image is None or not self.image.visible)
+        set_visible(
+            self.image_placeholder, (self.image is None or not self.image.visible) and not (self.preview and self.preview.visible)
+        )
         if meta.get("videoWidth"):
             self.video_caption.text = f"{meta['videoWidth']}×{meta['videoHeight']} · {meta.get('videoDuration')} s · H.264"
         else:
@@ -334,6 +340,23 @@ class JobDetail:
                 text.text = f"No {kind}: the job was cancelled."
             else:
                 text.text = f"The {kind} appears here when it is ready."
+
+    def _render_preview(self) -> None:
+        """While the image step runs and the image is not there yet, its latest preview in the image's place."""
+        image_step: dict[str, Any] = next((step for step in self.job.get("steps", []) if step["id"] == "image_generation"), {})
+        url = self.preview_url if self.image is None and image_step.get("status") == "running" else None
+        if url is None:
+            if self.preview is not None:
+                set_visible(self.preview, False)
+            return
+        path, _, query = url.partition("?")  # signed by its path, as the route checks it
+        source = with_query(media_link(self.system, path), query)
+        if self.preview is None:
+            with self.image_box:
+                self.preview = ui.element("img").classes("pr-media pr-image").props('alt="Preview while the image is made"')
+                self.preview.props("data-testid=preview").style("width: 100%")  # a small frame, shown at the image's width
+        set_prop(self.preview, "src", source)
+        set_visible(self.preview, True)
 
     def _image_missing(self) -> None:
         """The browser could not load the image: its file was deleted behind the job's back."""
@@ -454,6 +477,9 @@ class JobDetail:
             return
         if self.removed:
             return
+        for event in events:
+            if event["type"] == "step_update" and event["data"].get(PREVIEW_URL_KEY):
+                self.preview_url = str(event["data"][PREVIEW_URL_KEY])
         record = self.system.jobs.find(self.job_id, self.user)
         if record is None:
             self._show_removed()

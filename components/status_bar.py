@@ -57,15 +57,7 @@ class StatusBar:
             with ui.element("div").classes("pr-stat gt-sm").mark("providers") as self.providers_chip:
                 ui.icon("hub", size="16px").classes("pr-muted")
                 for name in names:
-                    with (
-                        ui.element("span")
-                        .classes("inline-flex items-center gap-1")
-                        .props(f"data-testid=provider-{name}")
-                        .mark(f"provider-{name}")
-                    ):
-                        dot = ui.element("span").classes("pr-dot")
-                        label = ui.label(provider_name(name)).classes("text-xs")
-                    self.chips[name] = (dot, label)
+                    self._add_chip(name)
                 self.providers_tooltip = ui.tooltip()
             # Each chip says what it counts in words (tooltip and aria-label); at phone width the
             # active count keeps its word and the other two chips step aside.
@@ -137,6 +129,17 @@ class StatusBar:
     def _read_providers(self) -> tuple[list[ProviderInfo], list[ProviderInfo]]:
         return self.system.providers.image_providers(), self.system.providers.video_providers()
 
+    def _add_chip(self, name: str) -> None:
+        with (
+            ui.element("span")
+            .classes("inline-flex items-center gap-1")
+            .props(f"data-testid=provider-{name}")
+            .mark(f"provider-{name}")
+        ):
+            dot = ui.element("span").classes("pr-dot")
+            label = ui.label(provider_name(name)).classes("text-xs")
+        self.chips[name] = (dot, label)
+
     def _show_providers(self, image: list[ProviderInfo], video: list[ProviderInfo]) -> None:
         """Update the chips and tell the listeners, only when something changed since last time."""
         current = (tuple(image), tuple(video))
@@ -145,6 +148,9 @@ class StatusBar:
         first = self._providers is None
         self._providers = current
         infos = {info.name: info for info in image + video}
+        for name in infos.keys() - self.chips.keys():  # listed since (ComfyUI taken up in the desktop app)
+            with self.providers_chip:
+                self._add_chip(name)
         for name, (dot, label) in self.chips.items():
             info = infos[name]
             dot.classes(replace=f"pr-dot {'pr-dot-on' if info.available else 'pr-dot-off'}")

@@ -12,9 +12,9 @@ from backend.api.deps import Credentials, JobDep, SystemDep, UserDep, authentica
 from backend.api.errors import error_response
 from backend.api.schemas import GENERATE_EXAMPLES, ErrorBody, Event, HealthBody, Job, StatusBody
 from backend.auth import LOCAL_USER
-from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable
+from backend.errors import MediaExpired, MediaNotReady, MediaUnavailable, PreviewNotFound
 from backend.jobs.idempotency import HEADER, IDEMPOTENCY_KEY_DOC, KEY_PATTERN, MAX_KEY_LENGTH, REPLAYED_HEADER, check_key
-from backend.jobs.public import absolute_media_urls, iso, job_data, media_path
+from backend.jobs.public import absolute_media_urls, iso, job_data, media_path, preview_path
 from backend.jobs.request import GenerateRequest
 from backend.media.store import MediaStorageError
 from backend.store.jobs import JobRecord
@@ -36,7 +36,7 @@ ERROR_STATUSES = {
     402: "BUDGET_EXCEEDED: the job's estimate would take the user or the service past a spending limit (PROMPTREEL_BUDGETS).",
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
-    404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet.",
+    404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet; PREVIEW_NOT_FOUND: no preview now.",
     409: "JOB_NOT_CANCELLABLE (already finished) or JOB_BUSY (still stopping).",
     410: "MEDIA_EXPIRED: media retention removed the file; the job itself is kept.",
     413: "PAYLOAD_TOO_LARGE: the request body is over PROMPTREEL_MAX_BODY_BYTES.",
@@ -239,3 +239,48 @@ async def download(
     if response is None:
         raise MediaNotReady(job_id, type, job.status)
     return response
+
+
+PREVIEW_RESPONSES: dict[int | str, dict] = {
+    200: {
+        "description": "The running step's latest preview, a JPEG (not cached: the next one replaces it).",
+        "content": {"image/jpeg": {}},
+    },
+    **errors(401, 403, 404, 422, 429, 503),
+}
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/preview",
+    tags=["jobs"],
+    response_class=Response,
+    responses=PREVIEW_RESPONSES,
+    openapi_extra=SIGNED_LINK_OR_TOKEN,
+)
+async def preview(
+    job_id: str,
+    request: Request,
+    system: SystemDep,
+    credentials: Credentials,
+    v: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="The preview's number from `previewUrl`; only makes each URL new.")
+    ] = None,
+    expires: Annotated[str | None, Query(max_length=20, description="From the `previewUrl` of a `step_update`.")] = None,
+    signature: Annotated[str | None, Query(max_length=128, description="From the `previewUrl` of a `step_update`.")] = None,
+) -> Response:
+    """The latest preview of the job's running step (ComfyUI's sampling frames, re-encoded as a small
+    JPEG), while it runs: a `step_update` with `previewUrl` tells of each new one. 404
+    PREVIEW_NOT_FOUND when there is none (not yet, not this provider, or the step ended)."""
+    if expires is not None or signature is not None:
+        system.auth.check(preview_path(job_id), expires, signature)  # 403 when changed or expired
+        user = LOCAL_USER  # the signature was issued to someone who could see the job
+    else:
+        user = authenticate(request, system, credentials)
+    job = system.jobs.get(job_id, user).job
+    try:
+        jpeg = await asyncio.to_thread(system.media.read_preview, job.id)
+    except MediaStorageError as error:
+        raise MediaUnavailable(job_id, "preview", str(error)) from error
+    if jpeg is None:
+        raise PreviewNotFound(job_id, job.status)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -112,8 +112,8 @@ class Cost(TypedDict):
 
 
 @with_config(ConfigDict(extra="forbid"))
-class StepUpdateData(TypedDict):
-    """A step as `step_update` sends it."""
+class StepFields(TypedDict):
+    """A step, as `step_update` sends it and the job lists it."""
 
     id: StepKind
     name: Annotated[str, Field(description="The step's title: Image Generation, Video Generation.")]
@@ -124,7 +124,22 @@ class StepUpdateData(TypedDict):
 
 
 @with_config(ConfigDict(extra="forbid"))
-class Step(StepUpdateData):
+class StepUpdateData(StepFields):
+    """A step as `step_update` sends it."""
+
+    previewUrl: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description="Only on the `step_update` that tells of a new live preview of the running step (ComfyUI's "
+                "sampling frames): the absolute signed URL of GET /api/v1/jobs/{id}/preview, new for each preview."
+            ),
+        ]
+    ]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Step(StepFields):
     """A step of the job, with its log."""
 
     log: Annotated[list[str], Field(description="What happened in the step, in words (retries, refunds, late results).")]

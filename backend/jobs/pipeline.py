@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from backend.events.bus import EventBus
 from backend.jobs import public
 from backend.jobs.request import UPLOAD_PROVIDER
+from backend.media.checks import MediaRejected
+from backend.media.previews import clean_preview
 from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepCancelled, VideoRequest
@@ -34,6 +37,7 @@ from backend.store.models import Job, JobStatus, JobStep, StepKind, StepStatus, 
 from backend.uploads.images import fit_picture
 
 log = logging.getLogger(__name__)
+Stored = TypeVar("Stored")
 
 #: Share of the job's progress that each step carries (the video takes longest).
 STEP_WEIGHTS = {StepKind.IMAGE: 0.3, StepKind.VIDEO: 0.7}
@@ -43,6 +47,9 @@ STEP_OFFSETS = {StepKind.IMAGE: 0.0, StepKind.VIDEO: 100 * STEP_WEIGHTS[StepKind
 STEP_JOB_STATUS = {StepKind.IMAGE: JobStatus.GENERATING_IMAGE, StepKind.VIDEO: JobStatus.GENERATING_VIDEO}
 #: How long the provider's remote cancel may take; the job is recorded cancelled before it (s).
 REMOTE_CANCEL_TIMEOUT = 10.0
+
+#: Shortest time between two stored previews of one step (s): at most two a second per job.
+PREVIEW_INTERVAL = 0.5
 
 #: Waits for a free slot of (step kind, provider); the runner owns the limits.
 SlotFactory = Callable[[StepKind, str], AbstractAsyncContextManager[None]]
@@ -56,7 +63,7 @@ def _output_path(job: Job, kind: StepKind) -> str | None:
     return job.image_path if kind is StepKind.IMAGE else job.video_path
 
 
-async def _store_in_thread(function: Callable[..., str], *args: Any) -> str:
+async def _store_in_thread(function: Callable[..., Stored], *args: Any) -> Stored:
     """Run a media write in a thread; a cancel waits for it, so no file lands after the job ended."""
     write = asyncio.ensure_future(asyncio.to_thread(function, *args))
     try:
@@ -110,6 +117,13 @@ class StepRun:
         #: job ends first (a cancel during the download), its charge is recorded all the same.
         self.billed_model: str | None = None
         self.cancel_event = threading.Event()
+        #: The latest preview frame not stored yet, the task that stores them, how many were stored,
+        #: and whether a preview file may exist (removed when the step ends).
+        self.next_preview: bytes | None = None
+        self.previewer: asyncio.Task[None] | None = None
+        self.previews = 0
+        self.preview_written = False
+        self.previews_closed = False
         self.task = asyncio.current_task()  # the job's run, stopped when a write finds the job ended
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -133,6 +147,16 @@ class StepRun:
 
     def remote_succeeded(self, model: str) -> None:
         self.billed_model = model
+
+    def preview(self, frame: bytes) -> None:
+        self._on_loop(self._take_preview, frame)
+
+    def _take_preview(self, frame: bytes) -> None:
+        if self.cancel_event.is_set() or self.previews_closed:
+            return
+        self.next_preview = frame  # a newer frame replaces one still waiting: only the latest is shown
+        if self.previewer is None or self.previewer.done():
+            self.previewer = asyncio.ensure_future(self.pipeline._store_previews(self))
 
     def _set_progress(self, fraction: float, message: str | None) -> None:
         if message:
@@ -215,7 +239,10 @@ class Pipeline:
                     continue
                 async with slot(kind, _provider_name(job, kind)):
                     running = self._start_step(job, step)
-                    job = await self._run_step(job, running, last=kind is StepKind.VIDEO)
+                    try:
+                        job = await self._run_step(job, running, last=kind is StepKind.VIDEO)
+                    finally:
+                        await self._end_previews(running)
                     running = None
             if not job.job_status.finished:  # every step was done before a restart
                 self._complete_job(job_id)
@@ -313,6 +340,45 @@ class Pipeline:
                     fields = {"video_path": relative, "video_model": video.model, "video_cost": cost, "extra": extra}
                     return self._complete_step(job.id, run.kind, fields, last=last)
         raise AssertionError("unreachable: _kept_or_discarded re-raises")
+
+    async def _store_previews(self, run: StepRun) -> None:
+        """Store the step's latest preview frame (re-encoded: the bytes are the provider's) and tell
+        of it with a `step_update` carrying `previewUrl`, at most once per PREVIEW_INTERVAL; the
+        frame itself never goes into the event log."""
+        while run.next_preview is not None and not run.cancel_event.is_set():
+            frame, run.next_preview = run.next_preview, None
+            started = time.monotonic()
+            try:
+                jpeg = await asyncio.to_thread(clean_preview, frame)
+                run.preview_written = True
+                await _store_in_thread(self.media.write_preview, run.job_id, jpeg)
+            except (MediaRejected, MediaStorageError, OSError) as error:
+                log.warning("job %s: a preview frame was not kept: %s", run.job_id, error)
+                continue
+            run.previews += 1
+            try:
+                with self.transition(run.job_id) as (connection, events):
+                    step = self.store.update_step(run.job_id, run.kind, connection=connection, progress=run.percent)
+                    data = {**public.step_data(step), public.PREVIEW_URL_KEY: public.preview_url(run.job_id, run.previews)}
+                    events.append(("step_update", data))
+            except (JobFinished, JobGone):  # the step's own next write finds it out and stops the run
+                return
+            except Exception:  # a preview is not worth a job: the step's own writes meet a broken store
+                log.exception("job %s: could not tell of a preview", run.job_id)
+                return
+            await asyncio.sleep(max(0.0, PREVIEW_INTERVAL - (time.monotonic() - started)))
+
+    async def _end_previews(self, run: StepRun) -> None:
+        """The step ended (or stopped): no more previews, and its preview file goes."""
+        run.previews_closed = True
+        if run.previewer is None and not run.preview_written:
+            return  # the common case: nothing to wait for
+        run.next_preview = None
+        if run.previewer is not None and not run.previewer.done():
+            run.previewer.cancel()
+            await asyncio.wait([run.previewer])  # a write under way ends first (_store_in_thread)
+        if run.preview_written:
+            await asyncio.shield(asyncio.to_thread(self.media.remove_preview, run.job_id))
 
     async def _take_upload(self, job: Job, width: int, height: int, run: StepRun) -> ImageResult:
         """The image step of a job that animates the user's picture: no provider, no cost; the

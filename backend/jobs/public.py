@@ -15,6 +15,8 @@ from backend.store.jobs import JobRecord
 from backend.store.models import Job, JobStatus, JobStep, StepKind
 
 MEDIA_URL_KEYS = ("image_url", "video_url")
+#: The key of a `step_update` that tells of a new preview of the running step (ComfyUI's sampling).
+PREVIEW_URL_KEY = "previewUrl"
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -25,6 +27,20 @@ def iso(moment: datetime | None) -> str | None:
 
 def media_path(job_id: str, kind: str) -> str:
     return f"/api/v1/jobs/{job_id}/download/{kind}"
+
+
+def preview_path(job_id: str) -> str:
+    return f"/api/v1/jobs/{job_id}/preview"
+
+
+def preview_url(job_id: str, version: int) -> str:
+    """The preview route with the preview's number: each new preview has a URL of its own."""
+    return f"{preview_path(job_id)}?v={version}"
+
+
+def with_query(url: str, query: str) -> str:
+    """`url` (perhaps signed: it has a query already) with `query` added."""
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
 
 
 def cost(job: Job) -> dict[str, float]:
@@ -109,4 +125,15 @@ def absolute_media_urls(data: dict[str, Any], base_url: str, sign: Callable[[str
     (expiring URLs that work in <img>/<video> without a header)."""
     base = base_url.rstrip("/")
     signed = sign or (lambda path: path)
-    return {key: (f"{base}{signed(value)}" if key in MEDIA_URL_KEYS and value else value) for key, value in data.items()}
+
+    def absolute(key: str, value: Any) -> Any:
+        if not value or not isinstance(value, str):
+            return value
+        if key in MEDIA_URL_KEYS:
+            return f"{base}{signed(value)}"
+        if key == PREVIEW_URL_KEY:  # the signature covers the path; `v` only makes each preview's URL new
+            path, _, query = value.partition("?")
+            return with_query(f"{base}{signed(path)}", query)
+        return value
+
+    return {key: absolute(key, value) for key, value in data.items()}

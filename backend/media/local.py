@@ -11,7 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.media.store import JOB_ID_PATTERN, MEDIA_TYPES, THUMBNAIL_NAME, MediaStorageError, MediaStore, download_filename
+from backend.media.store import (
+    JOB_ID_PATTERN,
+    MEDIA_TYPES,
+    PREVIEW_NAME,
+    THUMBNAIL_NAME,
+    MediaStorageError,
+    MediaStore,
+    download_filename,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -155,6 +163,31 @@ class LocalMediaStore(MediaStore):
         partial = path.with_suffix(".part")
         partial.write_bytes(jpeg)
         partial.replace(path)  # atomic: a reader never sees half a file
+
+    def _preview_path(self, job_id: str) -> Path:
+        return (self.root / self.relative_path(job_id, "image")).with_name(PREVIEW_NAME)
+
+    def write_preview(self, job_id: str, jpeg: bytes) -> None:
+        path = self._preview_path(job_id)
+        partial = path.with_name(PREVIEW_NAME + ".part")  # not *.part beside the video: commit_video sweeps those
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(jpeg)
+            partial.replace(path)  # atomic: a reader never sees half a file
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise MediaStorageError(f"could not store the preview in {self.root}: {error.strerror or error}") from error
+
+    def read_preview(self, job_id: str) -> bytes | None:
+        try:
+            return self._preview_path(job_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove_preview(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._preview_path(job_id).unlink()
 
     def remove_file(self, relative: str) -> None:
         path = self.resolve(relative)

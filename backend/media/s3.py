@@ -31,6 +31,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from backend.media.store import (
     JOB_ID_PATTERN,
     MEDIA_TYPES,
+    PREVIEW_NAME,
     THUMBNAIL_NAME,
     MediaStorageError,
     MediaStore,
@@ -229,6 +230,26 @@ class S3MediaStore(MediaStore):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
         except S3_ERRORS as error:
             raise self._failure("store the thumbnail in", error) from error
+
+    def _preview_key(self, job_id: str) -> str:
+        return self._job_key(job_id, "image").rpartition("/")[0] + "/" + PREVIEW_NAME
+
+    def write_preview(self, job_id: str, jpeg: bytes) -> None:
+        key = self._preview_key(job_id)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+        except S3_ERRORS as error:
+            raise self._failure("store the preview in", error) from error
+
+    def read_preview(self, job_id: str) -> bytes | None:
+        return self._get(self._preview_key(job_id))
+
+    def remove_preview(self, job_id: str) -> None:
+        key = self._preview_key(job_id)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except S3_ERRORS as error:
+            log.warning("could not remove %s from S3 bucket '%s': %s", key, self.bucket, _reason(error))
 
     def save_copy(self, relative: str, target: Path) -> None:
         key = self.key_for(relative)

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: job and stored beside its image under this name (removed with the job's other files).
 THUMBNAIL_PIXELS = 256
 THUMBNAIL_NAME = "thumbnail.jpg"
+#: A running step's latest preview (ComfyUI's sampling frames, backend/media/previews.py): one JPEG per
+#: job beside its image, overwritten by the next and removed when the step ends.
+PREVIEW_NAME = "preview.jpg"
 #: One lock per job (striped): concurrent first requests for a job's thumbnail make it once.
 _THUMBNAIL_LOCKS = tuple(threading.Lock() for _ in range(64))
 #: Thumbnails made at the same time, each decoding a whole image (up to 64 MB): the rest wait.
@@ -158,6 +161,18 @@ class MediaStore(ABC):
     @abstractmethod
     def _write_thumbnail(self, job_id: str, jpeg: bytes) -> None:
         """Store the job's thumbnail beside its image."""
+
+    @abstractmethod
+    def write_preview(self, job_id: str, jpeg: bytes) -> None:
+        """Store (overwrite) the job's latest preview JPEG, already re-encoded; atomically."""
+
+    @abstractmethod
+    def read_preview(self, job_id: str) -> bytes | None:
+        """The job's latest preview JPEG, None when there is none."""
+
+    @abstractmethod
+    def remove_preview(self, job_id: str) -> None:
+        """Delete the job's preview; a missing file is fine, a failure is logged."""
 
     def thumbnail(self, relative: str | None) -> bytes | None:
         """A small JPEG of the image at a stored relative path: made once per job (under the

@@ -86,6 +86,10 @@ class StepContext(Protocol):
     async def save_remote_id(self, remote_id: str) -> None:
         """Store the provider's task id as soon as it is known, before polling it."""
 
+    def preview(self, frame: bytes) -> None:
+        """A picture of the work in progress as the provider sent it (ComfyUI's sampling previews):
+        untrusted bytes; the pipeline keeps the latest, re-encoded, a few times a second at most."""
+
     def remote_succeeded(self, model: str) -> None:
         """The remote task succeeded, run by `model` (as priced): the provider charged for it,
         whatever becomes of its output (a cancel during the download still records the charge)."""

@@ -262,6 +262,23 @@ class ProviderRegistry:
                 if (model_check := self._model_check(entry)) is not None:
                     model_check.refresh()  # what the workflows miss, known before a first job
 
+    def use_comfyui(self, url: str) -> None:
+        """Enable `comfyui` at `url` for this process, as COMFYUI_URL would have (the desktop app's
+        offer of the ComfyUI it found on this machine); its checks start at once."""
+        if "comfyui" in self._image:
+            return
+        from backend.providers.comfyui import ComfyUIProvider
+
+        self.settings = self.settings.model_copy(update={"comfyui_url": url})
+        comfyui = ComfyUIProvider(self.settings, policy=self.policy)
+        self._add("comfyui", comfyui, image=True)
+        self._video["comfyui"] = comfyui
+        self._checks["comfyui"].refresh()
+        for entry in self.catalog.of("comfyui", "image") + self.catalog.of("comfyui", "video"):
+            if (model_check := self._model_check(entry)) is not None:
+                model_check.refresh()
+        self._availability_changed("comfyui")
+
     def _add(self, name: str, provider: ImageProvider | VideoProvider, *, image: bool) -> None:
         if image:
             self._image[name] = provider  # type: ignore[assignment]

@@ -102,6 +102,15 @@ def test_the_job_and_its_events_have_the_documented_shape_in_every_branch():
             ("step_update", public.step_data(record.steps[0])),
             ("job_completed", public.job_completed_data(record.job)),
             ("job_failed", public.job_failed_data(record.job)),
+            # a live preview's step_update (ComfyUI): its previewUrl made absolute and signed at the edge
+            (
+                "step_update",
+                public.absolute_media_urls(
+                    {**public.step_data(record.steps[0]), "previewUrl": public.preview_url(record.job.id, 3)},
+                    "http://localhost:8000/",
+                    lambda path: path + "?s=1",
+                ),
+            ),
         ]:
             holds(Event, json.dumps({"type": type_, "jobId": record.job.id, "data": event_data, "seq": 1}).encode())
     assert "mediaExpiredAt" in public.job_data(records[3])["metadata"]
@@ -210,6 +219,9 @@ def test_the_routes_document_their_answers(token_server: Server):
     # A signed link needs no header: no security is one of the download's alternatives.
     for method in ("get", "head"):
         assert {} in schema["paths"]["/api/v1/jobs/{job_id}/download/{type}"][method]["security"]
+    preview = schema["paths"]["/api/v1/jobs/{job_id}/preview"]["get"]
+    assert {} in preview["security"] and "image/jpeg" in preview["responses"]["200"]["content"]
+    assert preview["responses"]["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
 
 
 # -- Schemathesis, every check ---------------------------------------------------------------------------

@@ -8,12 +8,14 @@ prompt runs), GET /history/{id}, GET /view, POST /upload/image (multipart `image
 and /object_info/{class}, GET /models/{folder}, GET /system_stats, and /ws?clientId= with ComfyUI's
 JSON messages (`status`, `execution_start`, `execution_cached`, `executing`, `progress`, `executed`,
 `execution_success`, `execution_error`, `execution_interrupted`) sent to the prompt's client, and its
-binary preview frames (`>I` event 1 = PREVIEW_IMAGE, `>I` image type 1 = JPEG, then the JPEG).
+binary preview frames after each sampling step's `progress` (`>I` event 1 = PREVIEW_IMAGE, `>I` image type
+1 = JPEG or 2 = PNG as `preview_format` says, then a real image of that format).
 
 Outputs are real: SaveImage writes a PNG of the latent's size, SaveAnimatedWEBP an animated WebP of
 `length` frames at the node's fps (promptreel transcodes it to H.264 MP4).
 
-Switches: `hold_queue` (prompts stay pending), `pause_at_step` (the running prompt waits at that
+Switches: `hold_queue` (prompts stay pending), `steps` and `step_seconds` (sampling's length and pace),
+`preview_format`, `pause_at_step` (the running prompt waits at that
 sampling step until `release()`), `fail_node_type` (an execution_error there), `drop_sockets()` (the
 sockets close, the prompt runs on), `restart()` (sockets closed, queue and history lost, as a ComfyUI
 process restart loses them), `remove_model()` / `remove_node()` (a missing model or custom node).
@@ -40,7 +42,7 @@ from .base import FakeServer
 from .media import png_image
 
 PREVIEW_IMAGE = 1  # server.py BinaryEventTypes.PREVIEW_IMAGE
-JPEG = 1  # server.py send_image: type_num 1 = JPEG, 2 = PNG
+IMAGE_TYPES = {"JPEG": 1, "PNG": 2}  # server.py send_image: type_num 1 = JPEG, 2 = PNG
 
 NODE_CLASSES = {
     "CheckpointLoaderSimple",
@@ -109,6 +111,9 @@ class FakeComfyUI(FakeServer):
         self.files: dict[tuple[str, str, str], bytes] = {}  # (type, subfolder, filename) -> bytes
         self.interrupts: list[dict[str, Any]] = []
         self.previews_sent = 0
+        self.preview_format = "JPEG"  # or "PNG"
+        self.preview_times: list[float] = []  # time.monotonic() of each preview sent
+        self.step_seconds = 0.0  # how long each sampling step takes (a GPU's pace)
         self.number = 0
         self.restarts = 0
         self._interrupt = False
@@ -139,6 +144,11 @@ class FakeComfyUI(FakeServer):
         self.hold_queue = False
         self.pause_at_step = None
         self._go.set()
+        self._poke()
+
+    def run_queue(self) -> None:
+        """Let held prompts start (a `pause_at_step` stays set)."""
+        self.hold_queue = False
         self._poke()
 
     def remove_model(self, folder: str, filename: str) -> None:
@@ -346,6 +356,8 @@ class FakeComfyUI(FakeServer):
     async def system_stats(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response(status_code=401)
+        if (reply := await self.scripted("system_stats")) is not None:  # e.g. another server on the port
+            return reply
         system = {"os": "posix", "ram_total": 34359738368, "ram_free": 17179869184, "comfyui_version": "0.3.40"}
         system |= {"python_version": "3.11.9", "pytorch_version": "2.5.1+cu124", "embedded_python": False, "argv": ["main.py"]}
         device = {"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda", "index": 0}
@@ -387,14 +399,28 @@ class FakeComfyUI(FakeServer):
             ):  # whatever the closed connection raises (uvicorn's ClientDisconnected, websockets' ConnectionClosed)
                 pass
 
+    def preview_image(self, step: int) -> bytes:
+        """What the latent looks like at `step`: a gradient that sharpens into a disc, as the format says."""
+        size = 128
+        ys, xs = np.mgrid[0:size, 0:size]
+        disc = ((xs - size / 2) ** 2 + (ys - size / 2) ** 2) < (size / 3) ** 2
+        weight = step / max(1, self.steps)
+        pixels = np.zeros((size, size, 3), dtype=np.uint8)
+        pixels[..., 0] = (xs * 2 * (1 - weight) + disc * 230 * weight).clip(0, 255)
+        pixels[..., 1] = 90
+        pixels[..., 2] = (ys * 2).clip(0, 255)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGB").save(buffer, format=self.preview_format, quality=80)
+        return buffer.getvalue()
+
     async def _send_preview(self, sid: str | None, step: int) -> None:
         if sid is None or sid not in self.sockets:
             return
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 64), (40 * step % 256, 90, 160)).save(buffer, format="JPEG", quality=80)
+        header = struct.pack(">I", PREVIEW_IMAGE) + struct.pack(">I", IMAGE_TYPES[self.preview_format])
         try:
-            await self.sockets[sid].send_bytes(struct.pack(">I", PREVIEW_IMAGE) + struct.pack(">I", JPEG) + buffer.getvalue())
+            await self.sockets[sid].send_bytes(header + self.preview_image(step))
             self.previews_sent += 1
+            self.preview_times.append(time.monotonic())
         except Exception:  # a closed connection, as in _send
             pass
 
@@ -474,6 +500,8 @@ class FakeComfyUI(FakeServer):
                         interrupted = True
                     if interrupted:
                         break
+                    if self.step_seconds:
+                        await asyncio.sleep(self.step_seconds)
                     await event("progress", {"value": step, "max": self.steps, "node": node_id})
                     await self._send_preview(sid, step)
                 if self.restarts != restarts:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,9 +33,13 @@ from ctypes import (
 )
 from pathlib import Path
 
+import httpx
 import pytest
+from playwright.sync_api import Browser, Page, expect
+from websockets.sync.client import connect
 
-from tests.support.server import ROOT, clean_env, free_port
+from tests.fakes.fake_comfyui import FakeComfyUI
+from tests.support.server import ROOT, clean_env, free_port, wait_until_answers
 
 pytestmark = pytest.mark.native
 
@@ -154,9 +160,10 @@ def xvfb() -> Iterator[str]:
 
 
 class NativeApp:
-    def __init__(self, display: str, data_dir: Path):
+    def __init__(self, display: str, data_dir: Path, **extra_env: str):
         self.display = display
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "native.log"
         env = clean_env(
             data_dir,
@@ -164,6 +171,7 @@ class NativeApp:
             QT_QPA_PLATFORM="xcb",
             QTWEBENGINE_CHROMIUM_FLAGS="--no-sandbox",
             PYWEBVIEW_GUI="qt",
+            **extra_env,
         )
         env.pop("WAYLAND_DISPLAY", None)
         self.log = self.log_path.open("w")
@@ -194,6 +202,10 @@ class NativeApp:
         raise AssertionError(
             f"no studio window in {START_TIMEOUT}s (window {window}); windows {self.x11.windows()}\n{self.output()}"
         )
+
+    def wait_for_server(self) -> None:
+        """The app's server answers (the same studio its window shows, for a browser to drive)."""
+        wait_until_answers(f"{self.url}/health", self.process, self.log_path, "promptreel --native")
 
     def screenshot(self):
         from PIL import ImageGrab
@@ -277,3 +289,103 @@ def test_native_app_stops_on_sigterm_and_takes_its_window_along(native_app: Nati
         time.sleep(0.2)
     assert not native_app.leftovers(), native_app.leftovers()
     assert native_app.x11.window(WINDOW_TITLE) is None
+
+
+# -- the offer of a ComfyUI found on this machine (backend/providers/comfyui/discovery.py) ------------------
+
+OFFER = "ComfyUI found on this machine: use it?"
+
+
+@pytest.fixture
+def comfyui() -> Iterator[FakeComfyUI]:
+    with FakeComfyUI() as fake:
+        yield fake
+
+
+def studio_page(browser: Browser, application: NativeApp) -> Page:
+    """The studio the window shows, opened in Chromium against the app's own server."""
+    application.wait_for_server()
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(application.url + "/")
+    expect(page.get_by_label("Prompt", exact=True)).to_be_visible()
+    page.wait_for_function("() => window.did_handshake === true")
+    return page
+
+
+def status(application: NativeApp) -> dict:
+    return httpx.get(f"{application.url}/api/v1/status", timeout=30).json()
+
+
+@pytest.mark.browser
+def test_native_offers_the_comfyui_found_on_this_machine_and_using_it_runs_a_job_there(
+    xvfb: str, tmp_path: Path, browser: Browser, comfyui: FakeComfyUI
+):
+    application = NativeApp(xvfb, tmp_path / "data", PROMPTREEL_COMFYUI_PROBE_URL=comfyui.url)
+    try:
+        page = studio_page(browser, application)
+        offer = page.get_by_test_id("comfyui-offer")
+        expect(offer).to_contain_text(OFFER)
+        expect(offer).to_contain_text(comfyui.url)
+        assert status(application).get("comfyui_available") is not True  # offered, not used yet
+        assert comfyui.seen("GET", "/system_stats")  # the probe asked ComfyUI's own health route
+        page.screenshot(path=str(ROOT / "test-artifacts" / "native-comfyui-offer.png"))
+
+        page.get_by_test_id("comfyui-accept").click()
+        expect(offer).to_contain_text("ComfyUI is on for this session")
+        expect(offer).to_contain_text(f"COMFYUI_URL={comfyui.url}")
+        expect(page.get_by_test_id("comfyui-accept")).to_be_hidden()
+        expect(page.locator("header")).to_contain_text(re.compile("comfyui", re.IGNORECASE))  # the header lists it at once
+        assert status(application)["comfyui_available"] is True
+
+        with connect(f"ws://127.0.0.1:{application.port}/ws", max_size=None) as socket:
+            body = {"prompt": "a lighthouse, on the GPU next door", "provider": "comfyui", "settings": {"videoProvider": "local"}}
+            created = httpx.post(f"{application.url}/api/v1/generate", json=body, timeout=30)
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            while True:
+                event = json.loads(socket.recv(timeout=120))
+                if event.get("jobId") == job_id and event["type"] in ("job_completed", "job_failed"):
+                    break
+        assert event["type"] == "job_completed", event
+        assert len(comfyui.seen("POST", "/prompt")) == 1  # the image was ComfyUI's
+        page.reload()  # taken up: not offered again
+        expect(page.get_by_label("Prompt", exact=True)).to_be_visible()
+        expect(page.get_by_test_id("comfyui-offer")).to_have_count(0)
+    finally:
+        application.stop()
+
+
+@pytest.mark.browser
+def test_native_hides_the_comfyui_offer_once_declined(xvfb: str, tmp_path: Path, browser: Browser, comfyui: FakeComfyUI):
+    application = NativeApp(xvfb, tmp_path / "data", PROMPTREEL_COMFYUI_PROBE_URL=comfyui.url)
+    try:
+        page = studio_page(browser, application)
+        expect(page.get_by_test_id("comfyui-offer")).to_contain_text(OFFER)
+        page.get_by_test_id("comfyui-decline").click()
+        expect(page.get_by_test_id("comfyui-offer")).to_be_hidden()
+        page.reload()  # for the rest of this run of the app
+        expect(page.get_by_label("Prompt", exact=True)).to_be_visible()
+        expect(page.get_by_test_id("comfyui-offer")).to_have_count(0)
+        assert status(application).get("comfyui_available") is not True
+    finally:
+        application.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("case", ["nothing answers", "COMFYUI_URL is set"])
+def test_native_offers_no_comfyui_when_none_answers_or_one_is_configured(
+    xvfb: str, tmp_path: Path, browser: Browser, comfyui: FakeComfyUI, case: str
+):
+    if case == "nothing answers":
+        env = {"PROMPTREEL_COMFYUI_PROBE_URL": f"http://127.0.0.1:{free_port()}"}
+    else:
+        env = {"PROMPTREEL_COMFYUI_PROBE_URL": comfyui.url, "COMFYUI_URL": comfyui.url}
+    application = NativeApp(xvfb, tmp_path / "data", **env)
+    try:
+        page = studio_page(browser, application)  # the page waits for the start-up probe's answer
+        expect(page.get_by_test_id("comfyui-offer")).to_have_count(0)
+        if case == "COMFYUI_URL is set":
+            assert status(application)["comfyui_available"] is True
+    finally:
+        application.stop()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 from PIL import Image
 
@@ -112,7 +114,66 @@ def studio(fake: FakeComfyUI, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def fresh_switches(fake: FakeComfyUI) -> Iterator[None]:
     yield
     fake.fail_node_type = None
+    fake.preview_format = "JPEG"
+    fake.steps = 4
+    fake.step_seconds = 0.0
     fake.release()
+
+
+def previewed(job_id: str):
+    def predicate(event: dict[str, Any]) -> bool:
+        return event.get("jobId") == job_id and event["type"] == "step_update" and "previewUrl" in event["data"]
+
+    return predicate
+
+
+@pytest.mark.parametrize("preview_format", ["JPEG", "PNG"])
+async def test_previews_while_sampling_are_served_re_encoded_and_gone_once_the_step_ends(
+    studio: Server, fake: FakeComfyUI, preview_format: str
+):
+    fake.preview_format = preview_format
+    fake.pause_at_step = 3  # the previews of steps 1 and 2 sent, then sampling waits
+    stream = await open_stream(studio)
+    try:
+        with studio.client() as api:
+            job = api.post("/api/v1/generate", json=request(f"a kite over dunes, {preview_format}", video_provider="local"))
+            job_id = job.json()["id"]
+            update = await stream.until(previewed(job_id))
+            await fake.until(lambda: fake.paused.is_set())
+            assert update["data"]["id"] == "image_generation" and update["data"]["status"] == "running"
+            url = update["data"]["previewUrl"]  # absolute and signed, as image_url is: an <img> needs no header
+            assert url.startswith(f"{studio.url}/api/v1/jobs/{job_id}/preview?") and "signature=" in url and "v=" in url
+            answer = httpx.get(url, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "image/jpeg" and answer.headers["cache-control"] == "no-store"
+            with Image.open(io.BytesIO(answer.content)) as preview:  # re-encoded: a JPEG whatever ComfyUI sent
+                assert preview.format == "JPEG" and preview.size == (128, 128)
+            assert api.get(f"/api/v1/jobs/{job_id}/preview").status_code == 200  # the owner's way in, too
+            fake.release()
+            end = await stream.until(ends(job_id))
+            assert end["type"] == "job_completed"
+            gone = api.get(f"/api/v1/jobs/{job_id}/preview")
+            assert gone.status_code == 404 and gone.json()["code"] == "PREVIEW_NOT_FOUND"
+            assert httpx.get(url, timeout=30).status_code == 404
+            stored = api.get(f"/api/v1/jobs/{job_id}/events").json()
+    finally:
+        await stream.connection.close()
+    # The event log holds the preview's URL, never its bytes.
+    with_preview = [event for event in stored if "previewUrl" in event["data"]]
+    assert with_preview and all(len(json.dumps(event)) < 1000 for event in stored)
+
+
+async def test_previews_are_throttled_to_two_a_second(studio: Server, fake: FakeComfyUI):
+    fake.steps, fake.step_seconds = 40, 0.04  # 40 previews over about 1.6 s
+    before = fake.previews_sent
+    end, job, events = await run_job(studio, request("a flock of starlings, sampled in 40 steps", video_provider="local"))
+    assert end["type"] == "job_completed", job["error"]
+    sent = fake.preview_times[before:]
+    sampling = sent[-1] - sent[0]
+    told = [event for event in events if event["type"] == "step_update" and "previewUrl" in event["data"]]
+    assert len(sent) == 40 and 1 <= len(told) <= 2 + sampling / 0.5, (len(told), sampling)
+    versions = [int(event["data"]["previewUrl"].rsplit("v=", 1)[1]) for event in told]
+    assert versions == list(range(1, len(told) + 1))  # each preview has a URL of its own
 
 
 async def test_image_and_video_both_on_comfyui(studio: Server, fake: FakeComfyUI):
@@ -192,6 +253,22 @@ async def test_cancel_while_running_interrupts_our_prompt(studio: Server, fake: 
         await fake.until(lambda: running in fake.history)
     assert fake.interrupts[-1] == {"prompt_id": running, "running": running}
     assert fake.history[running]["status"]["status_str"] == "error"
+
+
+async def test_a_cancel_while_sampling_takes_the_preview_away(studio: Server, fake: FakeComfyUI):
+    fake.pause_at_step = 2
+    stream = await open_stream(studio)
+    try:
+        with studio.client() as api:
+            job_id = api.post("/api/v1/generate", json=request("a windmill, cancelled", video_provider="local")).json()["id"]
+            await stream.until(previewed(job_id))  # step 1's preview, stored
+            assert api.get(f"/api/v1/jobs/{job_id}/preview").status_code == 200
+            assert api.delete(f"/api/v1/jobs/{job_id}").status_code == 200
+            await stream.until(ends(job_id))
+            gone = api.get(f"/api/v1/jobs/{job_id}/preview")
+    finally:
+        await stream.connection.close()
+    assert gone.status_code == 404 and gone.json()["code"] == "PREVIEW_NOT_FOUND"
 
 
 async def test_a_dropped_socket_is_recovered_from_the_history_without_queueing_again(studio: Server, fake: FakeComfyUI):

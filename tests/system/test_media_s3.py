@@ -106,6 +106,19 @@ def test_video_step_files_are_staged_uploaded_and_cleaned(store: S3MediaStore, m
     assert copy.read_bytes() == b"an mp4" * 1000
 
 
+def test_a_live_preview_is_one_object_overwritten_then_removed(store: S3MediaStore, moto: MotoServer, bucket: str):
+    assert store.read_preview(JOB) is None
+    store.write_preview(JOB, b"first jpeg")
+    store.write_preview(JOB, b"second jpeg")  # the next preview takes the place of the one before
+    assert moto.keys(bucket) == [f"promptreel/{JOB}/preview.jpg"]
+    stored = moto.get(bucket, f"promptreel/{JOB}/preview.jpg")
+    assert stored["Bytes"] == b"second jpeg" and stored["ContentType"] == "image/jpeg"
+    assert store.read_preview(JOB) == b"second jpeg"  # what any instance's preview route reads
+    store.remove_preview(JOB)
+    store.remove_preview(JOB)  # none left: still fine
+    assert store.read_preview(JOB) is None and moto.keys(bucket) == []
+
+
 def test_staging_is_removed_when_the_step_fails(store: S3MediaStore):
     with pytest.raises(RuntimeError), store.staging(JOB) as staging:
         store.video_output(JOB, staging).write_bytes(b"half a video")

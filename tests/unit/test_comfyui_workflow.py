@@ -4,19 +4,25 @@ the fake ComfyUI, and the transcoding of what a workflow saves into H.264 MP4.""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import struct
 import threading
 from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
-from backend.media.checks import MediaLimits
+from backend.media.checks import MediaLimits, MediaRejected
+from backend.media.previews import clean_preview
 from backend.providers.base import ImageRequest, ProviderError
+from backend.providers.comfyui.discovery import comfyui_answers
 from backend.providers.comfyui.media import as_png, to_mp4
-from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider
+from backend.providers.comfyui.provider import IMAGE_MODEL, VIDEO_MODEL, ComfyUIProvider, preview_frame
 from backend.providers.comfyui.workflow import IMAGE_WORKFLOW, VIDEO_WORKFLOW, Workflow, WorkflowError
 from backend.settings import Settings
+from tests.fakes.base import Reply
 from tests.fakes.fake_comfyui import FakeComfyUI, webp_animation
 from tests.fakes.media import png_image, solid_png
 
@@ -151,6 +157,7 @@ class Step:
         self.resumed = False
         self.lines: list[str] = []
         self.fractions: list[float] = []
+        self.previews: list[bytes] = []
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         self.fractions.append(fraction)
@@ -163,6 +170,9 @@ class Step:
 
     def remote_succeeded(self, model: str) -> None:
         self.lines.append(f"succeeded: {model}")
+
+    def preview(self, frame: bytes) -> None:
+        self.previews.append(frame)
 
 
 async def test_a_workflow_comfyui_refuses_fails_with_the_node_type_and_its_words(tmp_path: Path):
@@ -195,9 +205,61 @@ async def test_an_image_step_in_process_reports_sampling_progress_and_returns_th
         step.lines,
     )  # one per `progress` value/max
     assert not list((tmp_path / "tmp").iterdir())  # the downloaded files are gone
+    # each sampling step's binary preview reached the step as the image alone (the 8-byte header taken off)
+    assert step.previews == [fake.preview_image(value) for value in range(1, fake.steps + 1)]
 
 
 def test_an_image_larger_than_the_limits_is_refused_before_it_is_decoded():
     with pytest.raises(ValueError, match="ComfyUI's image"):
         as_png(solid_png(13000, 13000), MediaLimits())
     assert as_png(png_image(64, 48), MediaLimits()) == (png_image(64, 48), (64, 48))
+
+
+def test_binary_preview_frames_are_read_as_comfyuis_server_sends_them():
+    jpeg, png = b"\xff\xd8\xff\xe0jpeg", b"\x89PNG\r\n\x1a\npng"
+    assert preview_frame(struct.pack(">II", 1, 1) + jpeg, "p1") == jpeg  # PREVIEW_IMAGE, JPEG
+    assert preview_frame(struct.pack(">II", 1, 2) + png, "p1") == png  # PREVIEW_IMAGE, PNG
+
+    def with_metadata(metadata: dict[str, str], image: bytes) -> bytes:
+        text = json.dumps(metadata).encode()
+        return struct.pack(">II", 4, len(text)) + text + image  # PREVIEW_IMAGE_WITH_METADATA
+
+    assert preview_frame(with_metadata({"prompt_id": "p1", "image_type": "image/jpeg"}, jpeg), "p1") == jpeg
+    assert preview_frame(with_metadata({"prompt_id": "p2", "image_type": "image/jpeg"}, jpeg), "p1") is None  # another prompt's
+    for other in (
+        struct.pack(">II", 1, 7) + jpeg,  # an image type ComfyUI does not send
+        struct.pack(">I", 3) + struct.pack(">I", 2) + b"12progress text",  # TEXT
+        struct.pack(">II", 4, 500) + b"{not json",
+        b"\x00\x00",
+        struct.pack(">II", 1, 1),  # no image
+    ):
+        assert preview_frame(other, "p1") is None
+
+
+def test_a_preview_is_stored_re_encoded_small_and_without_metadata():
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    buffer = io.BytesIO()
+    Image.new("RGB", (1600, 800), (200, 40, 40)).save(buffer, format="JPEG", exif=exif.tobytes(), comment=b"hello")
+    with Image.open(io.BytesIO(clean_preview(buffer.getvalue() + b"trailing bytes"))) as stored:
+        assert stored.format == "JPEG" and stored.size == (512, 256)
+        assert not stored.getexif() and "comment" not in stored.info and "exif" not in stored.info
+    with pytest.raises(MediaRejected):
+        clean_preview(b"<html>not an image</html>")
+    huge = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(huge, format="PNG")
+    with pytest.raises(MediaRejected):  # past the preview's pixel limit: refused from its header
+        clean_preview(huge.getvalue())
+
+
+def test_the_desktop_probe_takes_only_comfyuis_own_answer():
+    with FakeComfyUI() as fake, FakeComfyUI(token="a-proxy-token") as guarded:
+        url = fake.url
+        assert comfyui_answers(fake.url)
+        assert comfyui_answers(fake.url + "/")
+        assert not comfyui_answers(guarded.url)  # 401: not one the desktop app can use as it is
+        fake.script("system_stats", Reply(200, {"status": "ok"}))  # some other server's health answer
+        assert not comfyui_answers(fake.url)
+        fake.script("system_stats", Reply(200, "<html>a router's page</html>", media_type="text/html"))
+        assert not comfyui_answers(fake.url)
+    assert not comfyui_answers(url, timeout=0.5)  # gone: nothing answers

@@ -1,7 +1,8 @@
 """`comfyui`: the user's own ComfyUI, for the image step and the video step, over its server API
 (ComfyUI's server.py): `POST /prompt` with the filled workflow and our `client_id` (the answered
 `prompt_id` is saved at once, like a remote task id), events over `/ws?clientId=` (`progress`
-value/max, `execution_success`, `execution_error`, `execution_interrupted`, `status`), the result
+value/max, `execution_success`, `execution_error`, `execution_interrupted`, `status`, and the binary
+preview frames, handed to the pipeline as the step's live preview), the result
 from `GET /history/{prompt_id}` and `GET /view`, the input image through `POST /upload/image`.
 
 A dropped socket (or a ComfyUI that went away and came back) is followed by a look at /history
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,8 +47,33 @@ VIDEO_FPS = 24
 MAX_WAIT = 60 * 60.0
 #: Longest ComfyUI may stay unreachable while a prompt of ours is in it (s).
 RECONNECT_FOR = 120.0
+#: ComfyUI's binary WebSocket events (protocol.py BinaryEventTypes): a 4-byte big-endian event type,
+#: then for PREVIEW_IMAGE a 4-byte image type (1 JPEG, 2 PNG) and the image; for
+#: PREVIEW_IMAGE_WITH_METADATA a 4-byte length, that much JSON (`prompt_id`, `image_type`...) and the image.
+PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA = 1, 4
+PREVIEW_IMAGE_TYPES = (1, 2)
 #: Video sizes asked of a video workflow, by the image's orientation (LTX-Video takes multiples of 32).
 VIDEO_SIZES = {"landscape": (768, 512), "portrait": (512, 768), "square": (640, 640)}
+
+
+def preview_frame(message: bytes, prompt_id: str) -> bytes | None:
+    """The image of a binary preview message (still untrusted bytes), None for another binary event,
+    a malformed one, or the preview of another prompt."""
+    if len(message) < 8:
+        return None
+    event, second = struct.unpack(">II", message[:8])
+    if event == PREVIEW_IMAGE:
+        return message[8:] if second in PREVIEW_IMAGE_TYPES and len(message) > 8 else None
+    if event == PREVIEW_IMAGE_WITH_METADATA:
+        try:
+            metadata = json.loads(message[8 : 8 + second])
+        except ValueError:
+            return None
+        if not isinstance(metadata, dict) or metadata.get("prompt_id") not in (None, prompt_id):
+            return None
+        image = message[8 + second :]
+        return image or None
+    return None
 
 
 class ComfyUIProvider:
@@ -361,7 +388,10 @@ class ComfyUIProvider:
                     self._waiting(ctx, state, ahead)
                     async for message in socket:
                         if isinstance(message, bytes):
-                            continue  # a preview frame (event 1, image type, JPEG/PNG): not stored
+                            frame = preview_frame(message, prompt_id)
+                            if frame is not None:  # the pipeline keeps the latest, re-encoded (never the event log)
+                                ctx.preview(frame)
+                            continue
                         ended = await self._on_message(client, json.loads(message), prompt_id, ctx)
                         if ended:
                             break
