@@ -232,10 +232,10 @@ class ProviderRegistry:
                 image=True,
             )
         if settings.replicate_api_token:
-            from backend.providers.flux1 import FluxImageProvider
+            from backend.providers.replicate_images import ReplicateImageProvider
             from backend.providers.replicate_video import ReplicateVideoProvider
 
-            flux = FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
+            flux = ReplicateImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
             flux.on_model_missing = self.model_missing
             self._add("replicate", flux, image=True)
             # The same account and key check; Replicate's image-to-video models (not offered in the studio yet).
