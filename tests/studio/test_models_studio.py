@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,10 @@ PROVIDERS = {
 }
 
 
-@pytest.fixture
-async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[User, System]]:
+@asynccontextmanager
+async def open_studio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str] | None = None
+) -> AsyncIterator[tuple[User, System]]:
     for name in ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for provider in (OpenAIImageProvider, RunwayVideoProvider):
@@ -43,13 +46,20 @@ async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     async with user_simulation() as user:
         from app.pages import register_pages
 
-        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data", **PROVIDERS))  # type: ignore[arg-type]
+        env = {**PROVIDERS, **(extra or {})}
+        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data", **env))  # type: ignore[arg-type]
         system.migrate()
         register_pages(system)
         try:
             yield user, system
         finally:
             await system.stop()
+
+
+@pytest.fixture
+async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[User, System]]:
+    async with open_studio(tmp_path, monkeypatch) as opened:
+        yield opened
 
 
 def element(user: User, marker: str) -> ui.element:
@@ -72,9 +82,12 @@ async def test_the_form_offers_the_providers_models_with_prices_and_reasons(stud
     assert offered["gpt-image-2"]["label"] == "GPT Image 2 · tokens (est. $0.02-0.19/image)"
     assert offered["dall-e-3"]["disable"] and offered["dall-e-3"]["reason"] == "retired on 2026-05-12"
     assert "disable" not in offered["gpt-image-1-mini"]
+    assert offered["gpt-image-1"]["disable"] and offered["gpt-image-1"]["reason"] == "retired on 2026-10-23"
     image_provider.value = "flux1"  # Replicate: not configured, its models greyed with the setting to set
     offered = options(image_model)
     assert offered["black-forest-labs/flux-schnell"]["reason"] == "set REPLICATE_API_TOKEN"
+    assert offered["black-forest-labs/flux-2-pro"]["label"] == "FLUX.2 [pro] · $0.03/image"
+    assert offered["black-forest-labs/flux-2-max"]["label"] == "FLUX.2 [max] · $0.07/image"
     assert "gpt-image-2" not in offered
 
 
@@ -91,7 +104,7 @@ async def test_the_video_length_follows_the_chosen_model_and_the_estimate_follow
     await user.should_see("video $0.84")  # 7 x $0.12
     video_model.value = "veo3.1"
     assert list(duration.options) == [4, 6, 8] and duration.value == 4
-    await user.should_see(marker="estimate", content="unknown")  # no published price for veo3.1
+    await user.should_see("video $1.60")  # 4 x $0.40, the top of Runway's published range for veo3.1
     video_model.value = "gen4.5"
     duration.value = 7
     element(user, "image-provider").value = "local"
