@@ -19,6 +19,7 @@ from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
 
 from backend.providers.openai_images import OpenAIImageProvider
+from backend.providers.replicate_images import ReplicateImageProvider
 from backend.providers.runway import RunwayVideoProvider
 from backend.settings import Settings
 from backend.system import System
@@ -89,6 +90,47 @@ async def test_the_form_offers_the_providers_models_with_prices_and_reasons(stud
     assert offered["black-forest-labs/flux-2-pro"]["label"] == "FLUX.2 [pro] · $0.03/image"
     assert offered["black-forest-labs/flux-2-max"]["label"] == "FLUX.2 [max] · $0.07/image"
     assert "gpt-image-2" not in offered
+    video_provider, video_model = element(user, "video-provider"), element(user, "video-model")
+    assert "replicate" in video_provider._values  # type: ignore[attr-defined]  # Replicate's image-to-video models
+    video_provider.value = "replicate"
+    wan = options(video_model)["wan-video/wan-2.5-i2v"]
+    assert wan["label"] == "Wan 2.5 image-to-video (Replicate) · $0.1/s" and wan["reason"] == "set REPLICATE_API_TOKEN"
+
+
+async def test_a_configured_replicate_runs_its_video_model_from_the_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ReplicateImageProvider, "check_key", lambda self, timeout=5.0: (True, None))
+    monkeypatch.setattr(ReplicateImageProvider, "check_model", lambda self, model, timeout=5.0: (True, None))
+    replicate = {"REPLICATE_API_TOKEN": "r8_test", "REPLICATE_BASE_URL": CLOSED}
+    async with open_studio(tmp_path, monkeypatch, replicate) as (user, system):
+        await user.open("/")
+        # one Replicate key, one header chip (under the image provider's name), though it serves both steps
+        assert len(user.find(marker="provider-flux1").elements) == 1
+        await user.should_not_see(marker="provider-replicate")
+        element(user, "image-provider").value = "local"
+        video_provider, video_model = element(user, "video-provider"), element(user, "video-model")
+        video_provider.value = "replicate"
+        wan = options(video_model)["wan-video/wan-2.5-i2v"]
+        assert "disable" not in wan and options(video_model)[""]["label"] == "Default · wan-video/wan-2.5-i2v"
+        (duration,) = [t for t in user.find(kind=ui.toggle).elements if t.props.get("data-testid") == "duration"]
+        assert list(duration.options) == [5, 10]
+        duration.value = 10
+        await user.should_see("video $1.00")  # 10 x $0.10
+        user.find(marker="prompt").type("waves under a cliff")
+        created: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def listen(event: dict) -> None:
+            if event["type"] == "job_update" and event["data"]["status"] == "pending" and not created.done():
+                created.set_result(event)
+
+        stop = system.bus.listen(listen)
+        try:
+            user.find(marker="generate").click()
+            await asyncio.wait_for(created, 10)
+        finally:
+            stop()
+        (record,), _ = system.store.list()
+        assert (record.job.video_provider, record.job.video_duration) == ("replicate", 10)
+        await system.jobs.cancel(record.job.id)
 
 
 async def test_the_video_length_follows_the_chosen_model_and_the_estimate_follows(studio: tuple[User, System]):
