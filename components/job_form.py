@@ -34,6 +34,7 @@ from backend.jobs.request import (
     describe,
     validate_request,
 )
+from backend.providers.catalog import canonical
 from backend.providers.pricing import UnknownPrice
 from backend.providers.registry import ProviderInfo
 from backend.store.jobs import JobRecord
@@ -270,7 +271,12 @@ class JobForm:
         self._show_provider_hint(image_infos + video_infos)
 
     def _show_provider_hint(self, infos: list[ProviderInfo]) -> None:
-        missing = list({info.name: info for info in infos if not info.available}.values())
+        # flux1 (image) and replicate (video) are one account and one key: named once, as the image provider
+        accounts: dict[str, ProviderInfo] = {}
+        for info in infos:
+            if not info.available:
+                accounts.setdefault(canonical(info.name), info)
+        missing = list(accounts.values())
         set_visible(self.provider_hint, bool(missing))
         if not missing:
             return

@@ -19,6 +19,7 @@ from typing import Any
 
 from nicegui import ui
 
+from backend.providers.catalog import canonical
 from backend.providers.registry import ProviderInfo
 from backend.system import System
 
@@ -46,8 +47,10 @@ class StatusBar:
         self._provider_handlers: list[ProvidersHandler] = []
         self._statuses: dict[str, str | None] = {}  # the last status shown per job, to skip progress-only events
         image, video = self._read_providers()
-        # One chip per provider name; "local" serves both steps.
-        names = list(dict.fromkeys(info.name for info in image + video))
+        # One chip per provider account: "local" serves both steps, and flux1 (image) and replicate
+        # (video) are one Replicate key, shown under the image provider's name.
+        accounts = {canonical(info.name): info.name for info in video} | {canonical(info.name): info.name for info in image}
+        names = list(dict.fromkeys(accounts[canonical(info.name)] for info in image + video))
         self.chips: dict[str, tuple[ui.element, ui.label]] = {}
         with (
             ui.row()

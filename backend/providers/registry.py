@@ -36,12 +36,12 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 IMAGE_PROVIDERS = ("dalle3", "flux1", "local", "comfyui")
-VIDEO_PROVIDERS = ("runway", "local", "comfyui")
+VIDEO_PROVIDERS = ("runway", "replicate", "local", "comfyui")
 PROVIDER_LABELS = {
     "dalle3": "OpenAI (GPT Image)",
     "flux1": "FLUX.1 (Replicate)",
     "openai": "OpenAI (GPT Image)",
-    "replicate": "FLUX.1 (Replicate)",
+    "replicate": "Replicate",
     "runway": "Runway",
     "local": "Local renderer",
     "comfyui": "ComfyUI",
@@ -232,13 +232,13 @@ class ProviderRegistry:
                 image=True,
             )
         if settings.replicate_api_token:
-            from backend.providers.flux1 import FluxImageProvider
+            from backend.providers.replicate_images import ReplicateImageProvider
             from backend.providers.replicate_video import ReplicateVideoProvider
 
-            flux = FluxImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
+            flux = ReplicateImageProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
             flux.on_model_missing = self.model_missing
             self._add("replicate", flux, image=True)
-            # The same account and key check; Replicate's image-to-video models (not offered in the studio yet).
+            # The same account and key check: Replicate's image-to-video models.
             video = ReplicateVideoProvider(settings, policy=self.policy, on_key_rejected=self._rejected("replicate"))
             video.on_model_missing = self.model_missing
             self._add("replicate", video, image=False)

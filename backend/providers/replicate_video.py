@@ -1,5 +1,5 @@
 """`replicate` as a video provider: image-to-video models on Replicate, through the same
-predictions API as its image models (flux1.py: create, save the id, poll, cancel, fetch the
+predictions API as its image models (replicate_images.py: create, save the id, poll, cancel, fetch the
 output at once). The model's catalog entry says how the job's fields map onto its input: the
 image to animate (sent as a data URI), the prompt, the duration and the seed.
 """
@@ -11,15 +11,15 @@ from typing import Any
 
 from backend.providers.base import ProviderError, StepContext, VideoRequest, VideoResult
 from backend.providers.catalog import ModelEntry, active
-from backend.providers.flux1 import FluxImageProvider
+from backend.providers.replicate_images import ReplicateImageProvider
 from backend.providers.runway import image_data_uri
 
 #: Replicate reads a data URI input whole; kept well under its request size limit.
 MAX_DATA_URI_CHARS = 5_000_000
 
 
-class ReplicateVideoProvider(FluxImageProvider):
-    """Replicate's predictions protocol (FluxImageProvider's), for a video model and a video output."""
+class ReplicateVideoProvider(ReplicateImageProvider):
+    """Replicate's predictions protocol (ReplicateImageProvider's), for a video model and a video output."""
 
     @property
     def model(self) -> str:

@@ -9,8 +9,9 @@ and the `openai` SDK's types (image_generate_params.py, images_response.py).
   always answer base64). The answer is `{"created", "data": [{"b64_json"}], "size", "quality",
   "output_format", "usage": {input_tokens, input_tokens_details {text_tokens, image_tokens},
   output_tokens, output_tokens_details, total_tokens}}`.
-- `dall-e-3` was shut down on 2026-05-12: asking for it answers 404 `model_not_found`, as
-  OpenAI does for a model that no longer exists (`dall-e-2` is still served, as before).
+- `dall-e-3` was shut down on 2026-05-12 and `gpt-image-1` on 2026-10-23: asking for either
+  answers 404 `model_not_found`, as OpenAI does for a model that no longer exists (`dall-e-2`
+  is still served, as before).
 - `GET /v1/models/{model}`: the model object (what the key and model checks ask), or that 404.
 - Errors are `{"error": {"message", "type", "param", "code"}}` with OpenAI's status codes:
   401 `invalid_api_key`, 400 `content_policy_violation`, 429 `rate_limit_exceeded` (with

@@ -5,7 +5,8 @@
   404 "Not found", 422 "Input validation failed" with `invalid_fields`, 429 "Request was
   throttled." with `Retry-After`).
 - `POST /v1/models/{owner}/{name}/predictions` with `{"input": {...}}` for the official FLUX.1
-  models, each input checked against the model's schema; answers 201 with the prediction.
+  and FLUX.2 models (`flux-2-pro`, `flux-2-max`: aspect_ratio, resolution in megapixels, seed,
+  output_format ...), each input checked against the model's schema; answers 201 with the prediction.
 - `GET /v1/predictions/{id}`: the prediction; each poll moves it one step along its plan
   (`starting` -> `processing`, logs with tqdm percentages -> `succeeded`), or to `failed`
   (NSFW), `aborted`; a "hold" prediction stays `processing` until `release()`.
@@ -16,7 +17,7 @@
   check). `add_model()` serves one more model (a user's catalog entry), `remove_model()` takes
   one away (a model Replicate deleted).
 - Outputs are served at `/files/...` without auth, as replicate.delivery does: a list of URLs
-  for flux-schnell and flux-dev, one URL for the pro models; an MP4 of the input's `duration`
+  for flux-schnell and flux-dev, one URL for the pro and FLUX.2 models; an MP4 of the input's `duration`
   (default 5) for the image-to-video model `wan-video/wan-2.5-i2v` (its input: prompt, image,
   duration up to 10, seed, resolution, negative_prompt).
 - Hostile outcomes (a compromised provider or gateway): `huge_image` (a 13000x13000 PNG, small
@@ -104,6 +105,20 @@ PRO = {
     "prompt_upsampling": {"type": bool},
     "image_prompt": {"type": str},
 }
+#: FLUX.2 [pro] and [max]: sized by aspect ratio and megapixels (or width/height with "custom"); one URL out.
+FLUX2 = {
+    "prompt": {"type": str, "required": True},
+    "input_images": {"type": list},
+    "aspect_ratio": enum("match_input_image", "custom", *PRO_RATIOS[1:]),
+    "resolution": enum("match_input_image", "0.5 MP", "1 MP", "2 MP", "4 MP"),
+    "width": integer(256, 2048),
+    "height": integer(256, 2048),
+    "seed": integer(),
+    "output_format": enum(*FORMATS),
+    "output_quality": integer(0, 100),
+    "safety_tolerance": integer(1, 5),
+    "prompt_upsampling": {"type": bool},
+}
 WAN_I2V = {
     "prompt": {"type": str, "required": True},
     "image": {"type": str, "required": True},
@@ -120,6 +135,8 @@ MODELS: dict[str, tuple[dict[str, Any], bool]] = {  # schema, whether the output
     "black-forest-labs/flux-dev": (DEV, True),
     "black-forest-labs/flux-pro": (PRO, False),
     "black-forest-labs/flux-1.1-pro": (PRO, False),
+    "black-forest-labs/flux-2-pro": (FLUX2, False),
+    "black-forest-labs/flux-2-max": (FLUX2, False),
 }
 
 
@@ -268,6 +285,8 @@ class FakeReplicate(FakeServer):
                 described["type"] = "boolean"
             elif kind is str:
                 described["type"] = "string"
+            elif kind is list:
+                described["type"] = "array"
             else:
                 described["type"] = "number"
             properties[field_name] = described

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
 
 from backend.providers.openai_images import OpenAIImageProvider
+from backend.providers.replicate_images import ReplicateImageProvider
 from backend.providers.runway import RunwayVideoProvider
 from backend.settings import Settings
 from backend.system import System
@@ -31,8 +33,10 @@ PROVIDERS = {
 }
 
 
-@pytest.fixture
-async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[User, System]]:
+@asynccontextmanager
+async def open_studio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str] | None = None
+) -> AsyncIterator[tuple[User, System]]:
     for name in ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for provider in (OpenAIImageProvider, RunwayVideoProvider):
@@ -43,13 +47,20 @@ async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     async with user_simulation() as user:
         from app.pages import register_pages
 
-        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data", **PROVIDERS))  # type: ignore[arg-type]
+        env = {**PROVIDERS, **(extra or {})}
+        system = System(Settings(_env_file=None, PROMPTREEL_DATA_DIR=tmp_path / "data", **env))  # type: ignore[arg-type]
         system.migrate()
         register_pages(system)
         try:
             yield user, system
         finally:
             await system.stop()
+
+
+@pytest.fixture
+async def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[User, System]]:
+    async with open_studio(tmp_path, monkeypatch) as opened:
+        yield opened
 
 
 def element(user: User, marker: str) -> ui.element:
@@ -72,10 +83,54 @@ async def test_the_form_offers_the_providers_models_with_prices_and_reasons(stud
     assert offered["gpt-image-2"]["label"] == "GPT Image 2 · tokens (est. $0.02-0.19/image)"
     assert offered["dall-e-3"]["disable"] and offered["dall-e-3"]["reason"] == "retired on 2026-05-12"
     assert "disable" not in offered["gpt-image-1-mini"]
+    assert offered["gpt-image-1"]["disable"] and offered["gpt-image-1"]["reason"] == "retired on 2026-10-23"
     image_provider.value = "flux1"  # Replicate: not configured, its models greyed with the setting to set
     offered = options(image_model)
     assert offered["black-forest-labs/flux-schnell"]["reason"] == "set REPLICATE_API_TOKEN"
+    assert offered["black-forest-labs/flux-2-pro"]["label"] == "FLUX.2 [pro] · $0.03/image"
+    assert offered["black-forest-labs/flux-2-max"]["label"] == "FLUX.2 [max] · $0.07/image"
     assert "gpt-image-2" not in offered
+    video_provider, video_model = element(user, "video-provider"), element(user, "video-model")
+    assert "replicate" in video_provider._values  # type: ignore[attr-defined]  # Replicate's image-to-video models
+    video_provider.value = "replicate"
+    wan = options(video_model)["wan-video/wan-2.5-i2v"]
+    assert wan["label"] == "Wan 2.5 image-to-video (Replicate) · $0.1/s" and wan["reason"] == "set REPLICATE_API_TOKEN"
+
+
+async def test_a_configured_replicate_runs_its_video_model_from_the_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ReplicateImageProvider, "check_key", lambda self, timeout=5.0: (True, None))
+    monkeypatch.setattr(ReplicateImageProvider, "check_model", lambda self, model, timeout=5.0: (True, None))
+    replicate = {"REPLICATE_API_TOKEN": "r8_test", "REPLICATE_BASE_URL": CLOSED}
+    async with open_studio(tmp_path, monkeypatch, replicate) as (user, system):
+        await user.open("/")
+        # one Replicate key, one header chip (under the image provider's name), though it serves both steps
+        assert len(user.find(marker="provider-flux1").elements) == 1
+        await user.should_not_see(marker="provider-replicate")
+        element(user, "image-provider").value = "local"
+        video_provider, video_model = element(user, "video-provider"), element(user, "video-model")
+        video_provider.value = "replicate"
+        wan = options(video_model)["wan-video/wan-2.5-i2v"]
+        assert "disable" not in wan and options(video_model)[""]["label"] == "Default · wan-video/wan-2.5-i2v"
+        (duration,) = [t for t in user.find(kind=ui.toggle).elements if t.props.get("data-testid") == "duration"]
+        assert list(duration.options) == [5, 10]
+        duration.value = 10
+        await user.should_see("video $1.00")  # 10 x $0.10
+        user.find(marker="prompt").type("waves under a cliff")
+        created: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def listen(event: dict) -> None:
+            if event["type"] == "job_update" and event["data"]["status"] == "pending" and not created.done():
+                created.set_result(event)
+
+        stop = system.bus.listen(listen)
+        try:
+            user.find(marker="generate").click()
+            await asyncio.wait_for(created, 10)
+        finally:
+            stop()
+        (record,), _ = system.store.list()
+        assert (record.job.video_provider, record.job.video_duration) == ("replicate", 10)
+        await system.jobs.cancel(record.job.id)
 
 
 async def test_the_video_length_follows_the_chosen_model_and_the_estimate_follows(studio: tuple[User, System]):
@@ -91,7 +146,7 @@ async def test_the_video_length_follows_the_chosen_model_and_the_estimate_follow
     await user.should_see("video $0.84")  # 7 x $0.12
     video_model.value = "veo3.1"
     assert list(duration.options) == [4, 6, 8] and duration.value == 4
-    await user.should_see(marker="estimate", content="unknown")  # no published price for veo3.1
+    await user.should_see("video $1.60")  # 4 x $0.40, the top of Runway's published range for veo3.1
     video_model.value = "gen4.5"
     duration.value = 7
     element(user, "image-provider").value = "local"

@@ -27,11 +27,11 @@ from starlette.routing import Route
 from backend.media.checks import MediaLimits, MediaRejected, open_image
 from backend.media.local import LocalMediaStore
 from backend.providers.base import ProviderError, VideoRequest
-from backend.providers.flux1 import FluxImageProvider
 from backend.providers.local import LocalVideoProvider
 from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
 from backend.providers.output_urls import OutputUrlPolicy, PinnedRequest
 from backend.providers.remote import API_ANSWER_BYTES, NO_KEEPALIVE, open_pinned
+from backend.providers.replicate_images import ReplicateImageProvider
 from backend.providers.retry import RetryPolicy
 from backend.providers.runway import image_data_uri
 from backend.settings import Settings
@@ -159,7 +159,7 @@ async def test_a_compressed_answer_is_refused_before_it_is_inflated(fresh_server
 async def test_an_api_answer_larger_than_an_answer_may_be_is_refused_while_read(replicate: FakeReplicate):
     """A poll answer is read whole: it stops at API_ANSWER_BYTES instead of taking whatever comes."""
     replicate.script("poll", Reply(200, b'{"status": "processing", "logs": "' + b"x" * (API_ANSWER_BYTES + 1) + b'"}'))
-    provider = FluxImageProvider(
+    provider = ReplicateImageProvider(
         Settings(
             _env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url
         ),  # type: ignore[call-arg]
@@ -172,7 +172,7 @@ async def test_an_api_answer_larger_than_an_answer_may_be_is_refused_while_read(
 async def test_key_checks_and_dalle_refuse_a_compressed_answer(replicate: FakeReplicate):
     """The key checks run in the server too (its background checks), and DALL-E's client is OpenAI's own."""
     replicate.script("account", Reply(200, double_gzip_bomb(64 * 2**20), headers={"Content-Encoding": "gzip, gzip"}))
-    provider = FluxImageProvider(
+    provider = ReplicateImageProvider(
         Settings(_env_file=None, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url),  # type: ignore[call-arg]
     )
     with pytest.raises(ProviderError, match="answered compressed"):
@@ -252,7 +252,7 @@ async def test_a_declared_content_length_over_the_cap_is_refused_before_reading(
     """The fake declares 500 MB and then sends almost nothing: only a check of Content-Length
     ends this at once (reading would wait for bytes that never come)."""
     replicate.outcomes.append("declares_huge")
-    provider = FluxImageProvider(
+    provider = ReplicateImageProvider(
         Settings(
             _env_file=None, PROMPTREEL_POLL_INTERVAL=0.01, REPLICATE_API_TOKEN=replicate.key, REPLICATE_BASE_URL=replicate.url
         ),  # type: ignore[call-arg]

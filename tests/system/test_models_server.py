@@ -2,15 +2,18 @@
 and Runway servers that speak their real APIs: models chosen per job, the guide's `dalle3`
 running gpt-image-2 priced from its usage, Runway gen4.5 for 7 s, durations and retired models
 refused before anything is queued, GET /api/v1/models, a model that disappears at run time,
-and a model added by a user's catalog file running on Replicate."""
+a model added by a user's catalog file running on Replicate, and the current Replicate and Runway
+models (FLUX.2, Wan image-to-video, Veo 3.1) running at their catalog prices."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backend.media.checks import probe_video
 from tests.fakes import FakeOpenAI, FakeReplicate, FakeRunway, provider_env
 from tests.support.server import Server
 from tests.support.streams import ends_job, open_stream
@@ -38,28 +41,6 @@ fixed = { style = "8-bit" }
 unit = "image"
 perImage = { "*" = { "*" = 0.011 } }
 source = "https://replicate.com/acme/pixel-art"
-read = 2026-12-01
-"""
-#: A user's price for the built-in Replicate video model (which has none: refused until priced).
-WAN_PRICED = """
-[[models]]
-id = "wan-video/wan-2.5-i2v"
-provider = "replicate"
-kind = "video"
-name = "Wan 2.5 i2v, priced"
-default = true
-imageInput = true
-durations = [5, 10]
-[models.input]
-prompt = "prompt"
-image = "image"
-duration = "duration"
-seed = "seed"
-fixed = { resolution = "720p" }
-[models.price]
-unit = "second"
-usdPerSecond = 0.09
-source = "https://replicate.com/wan-video/wan-2.5-i2v"
 read = 2026-12-01
 """
 PIXEL_ART_SCHEMA = {
@@ -97,7 +78,7 @@ def fakes() -> Iterator[Fakes]:
 def server(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("models")
     catalog = folder / "my-models.toml"
-    catalog.write_text(PIXEL_ART + WAN_PRICED)
+    catalog.write_text(PIXEL_ART)
     started = Server(folder / "data", **fakes.env(PROMPTREEL_MODELS_FILE=str(catalog))).start()
     yield started
     started.stop()
@@ -178,13 +159,14 @@ def test_a_duration_the_video_model_does_not_allow_is_refused_with_the_allowed_o
     assert body["details"]["field"] == "settings.videoDuration" and "gen4_turbo makes videos of 5, 10 seconds" in body["error"]
 
 
-def test_a_retired_model_is_refused_naming_its_replacement(server: Server):
-    body = refused(server, {**GUIDE_REQUEST, "settings": {**GUIDE_REQUEST["settings"], "imageModel": "dall-e-3"}})
+@pytest.mark.parametrize(("model", "day"), [("dall-e-3", "2026-05-12"), ("gpt-image-1", "2026-10-23")])
+def test_a_retired_model_is_refused_naming_its_replacement(server: Server, model: str, day: str):
+    body = refused(server, {**GUIDE_REQUEST, "settings": {**GUIDE_REQUEST["settings"], "imageModel": model}})
     assert (body["status"], body["code"]) == (400, "MODEL_UNAVAILABLE")
     assert body["details"] == {
         "field": "settings.imageModel",
-        "model": "dall-e-3",
-        "reason": "retired on 2026-05-12",
+        "model": model,
+        "reason": f"retired on {day}",
         "replacement": "gpt-image-2",
     }
     assert "choose gpt-image-2" in body["error"]
@@ -225,7 +207,14 @@ def test_the_models_route_lists_the_catalog_with_availability(server: Server):
     assert models["acme/pixel-art"]["available"] and models["acme/pixel-art"]["input"]["width"] == "width"  # the user's file
     assert models["gen4.5"]["durations"] == list(range(2, 11)) and models["gen4.5"]["price"]["usdPerSecond"] == 0.12
     assert {model["id"] for model in video} == {"gen4.5", "gen4_turbo", "veo3.1", "veo3.1_fast"}
-    assert models["veo3.1"]["price"] is None and models["veo3.1"]["durations"] == [4, 6, 8]
+    assert models["veo3.1"]["price"]["usdPerSecond"] == 0.4 and models["veo3.1"]["durations"] == [4, 6, 8]
+    assert models["veo3.1_fast"]["price"]["usdPerSecond"] == 0.15
+    assert models["gpt-image-1"]["available"] is False and models["gpt-image-1"]["reason"] == "retired on 2026-10-23"
+    flux2 = models["black-forest-labs/flux-2-pro"]
+    assert flux2["available"] and flux2["price"]["perImage"] == {"*": {"*": 0.03}} and flux2["input"]["aspectRatio"]
+    assert models["black-forest-labs/flux-2-max"]["price"]["perImage"] == {"*": {"*": 0.07}}
+    wan = models["wan-video/wan-2.5-i2v"]
+    assert wan["default"] and wan["available"] and wan["price"]["usdPerSecond"] == 0.1  # the built-in price
     assert "dall-e-3" in {model["id"] for model in unavailable} and all(not model["available"] for model in unavailable)
     assert {model["provider"] for model in aliased} == {"openai"}
     assert bad.status_code == 422 and bad.json()["code"] == "VALIDATION_ERROR"
@@ -234,15 +223,16 @@ def test_the_models_route_lists_the_catalog_with_availability(server: Server):
 async def test_a_model_shut_down_after_the_job_was_made_fails_it_plainly_and_is_marked(server: Server, fakes: Fakes):
     fakes.openai.retire("gpt-image-1.5")
     request = {"prompt": "a model that vanished", "provider": "openai", "settings": {"imageModel": "gpt-image-1.5"}}
-    with server.client() as api:
-        response = api.post("/api/v1/generate", json={**request, "settings": {**request["settings"], "videoProvider": "local"}})
-    if response.status_code == 201:  # the background model check had not answered yet: the job meets the 404
-        stream = await open_stream(server)
-        try:
-            job = response.json()
-            end = await stream.until(ends_job(job["id"]))
-        finally:
-            await stream.connection.close()
+    stream = await open_stream(server)  # before the job exists: its failure may come at once
+    try:
+        with server.client() as api:
+            body = {**request, "settings": {**request["settings"], "videoProvider": "local"}}
+            response = api.post("/api/v1/generate", json=body)
+        if response.status_code == 201:  # the background model check had not answered yet: the job meets the 404
+            end = await stream.until(ends_job(response.json()["id"]))
+    finally:
+        await stream.connection.close()
+    if response.status_code == 201:
         assert end["type"] == "job_failed", end
         error = end["data"]["error"]
         assert error.startswith("Image generation failed: OpenAI has no model 'gpt-image-1.5'"), error
@@ -287,7 +277,7 @@ def test_the_flux1_alias_runs_replicates_default_model(server: Server):
     assert (job["metadata"]["imageProvider"], job["metadata"]["imageModel"]) == ("replicate", "black-forest-labs/flux-schnell")
 
 
-async def test_an_image_to_video_model_on_replicate_animates_the_image(server: Server, fakes: Fakes):
+async def test_an_image_to_video_model_on_replicate_animates_the_image(server: Server, fakes: Fakes, tmp_path: Path):
     request = {
         "prompt": "the sea breathes under the cliffs",
         "provider": "local",
@@ -299,8 +289,47 @@ async def test_an_image_to_video_model_on_replicate_animates_the_image(server: S
     assert prediction.model == "wan-video/wan-2.5-i2v"
     assert prediction.input["image"].startswith("data:image/png;base64,")
     assert (prediction.input["duration"], prediction.input["seed"], prediction.input["resolution"]) == (10, 5, "720p")
-    assert job["metadata"]["videoModel"] == "wan-video/wan-2.5-i2v"
-    assert job["cost"] == {"imageGeneration": 0.0, "videoGeneration": round(10 * 0.09, 4), "total": 0.9}
+    assert (job["metadata"]["videoProvider"], job["metadata"]["videoModel"]) == ("replicate", "wan-video/wan-2.5-i2v")
+    # the built-in price (no catalog file gives one): $0.10 a second at 720p
+    assert job["cost"] == {"imageGeneration": 0.0, "videoGeneration": round(10 * 0.10, 4), "total": 1.0}
     with server.client() as api:
         video = api.get(f"/api/v1/jobs/{job['id']}/download/video")
-    assert video.status_code == 200 and video.content[4:8] == b"ftyp"  # an MP4
+    assert video.status_code == 200
+    path = tmp_path / "replicate.mp4"
+    path.write_bytes(video.content)
+    width, height, seconds = probe_video(path)  # decodes as a video, of the asked length
+    assert (width, height) == (1280, 720) and abs(seconds - 10) < 0.5
+
+
+async def test_veo_3_1_on_runway_runs_and_costs_its_price_per_second(server: Server, fakes: Fakes):
+    request = {
+        "prompt": "rain on a tin roof, six seconds of Veo",
+        "provider": "local",
+        "settings": {"videoProvider": "runway", "videoModel": "veo3.1", "videoDuration": 6},
+    }
+    end, job = await run_job(server, request)
+    assert end["type"] == "job_completed", job
+    [task] = [t for t in fakes.runway.tasks.values() if t.body.get("promptText") == request["prompt"]]
+    assert (task.body["model"], task.body["duration"]) == ("veo3.1", 6)
+    assert job["cost"] == {"imageGeneration": 0.0, "videoGeneration": round(6 * 0.40, 4), "total": 2.4}
+
+
+async def test_flux_2_pro_runs_on_replicate_priced_per_image(server: Server, fakes: Fakes):
+    request = {
+        "prompt": "a lighthouse drawn by FLUX.2",
+        "provider": "flux1",
+        "settings": {"imageModel": "black-forest-labs/flux-2-pro", "imageSize": "1792x1024", "videoProvider": "local", "seed": 8},
+    }
+    end, job = await run_job(server, request)
+    assert end["type"] == "job_completed", job
+    [prediction] = [p for p in fakes.replicate.predictions.values() if p.input.get("prompt") == request["prompt"]]
+    assert prediction.model == "black-forest-labs/flux-2-pro"
+    assert prediction.input == {
+        "prompt": request["prompt"],
+        "aspect_ratio": "16:9",
+        "resolution": "1 MP",
+        "seed": 8,
+        "output_format": "png",
+    }
+    assert job["provider"] == "flux1" and job["metadata"]["imageModel"] == "black-forest-labs/flux-2-pro"
+    assert job["cost"] == {"imageGeneration": 0.03, "videoGeneration": 0.0, "total": 0.03}

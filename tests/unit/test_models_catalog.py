@@ -4,6 +4,7 @@ their models from it against the fakes."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
@@ -11,16 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ProviderError, VideoRequest
 from backend.providers.catalog import BUILT_IN, Catalog, CatalogError, activate, active
 from backend.providers.openai_images import OpenAIImageProvider
 from backend.providers.registry import ProviderRegistry
+from backend.providers.replicate_images import ReplicateImageProvider
 from backend.providers.retry import RetryPolicy
 from backend.providers.runway import RunwayVideoProvider
 from backend.settings import Settings
-from tests.fakes import FakeOpenAI, FakeRunway
+from tests.fakes import FakeOpenAI, FakeReplicate, FakeRunway
 from tests.fakes.media import png_image
 from tests.support.server import clean_env
 
@@ -102,9 +105,27 @@ def test_the_built_in_catalog_is_current_and_sourced():
     assert catalog.get("gpt-image-2").retired() is False  # type: ignore[union-attr]
     assert catalog.get("gen4.5").durations == list(range(2, 11))  # type: ignore[union-attr]
     assert catalog.get("veo3.1").durations == [4, 6, 8] and catalog.get("veo3.1_fast").durations == [4, 6, 8]  # type: ignore[union-attr]
+    # gpt-image-1: still in openai-python's ImageModel type, but shut down by OpenAI on 2026-10-23
+    gpt_image_1 = catalog.get("gpt-image-1")
+    assert gpt_image_1 is not None and gpt_image_1.retired() and gpt_image_1.replacement == "gpt-image-2"
+    assert gpt_image_1.price is not None and gpt_image_1.price.tokens.imageOutput == 40.0  # type: ignore[union-attr]
+    # the current FLUX models on Replicate: FLUX.2 [pro] and [max] beside FLUX.1; flux1 still means FLUX.1 schnell
+    assert {"black-forest-labs/flux-2-pro", "black-forest-labs/flux-2-max"} <= {e.id for e in catalog.of("replicate", "image")}
+    assert catalog.default("flux1", "image").id == "black-forest-labs/flux-schnell"  # type: ignore[union-attr]
+    # every Replicate and Runway model has a price, so each can run
+    assert all(entry.price is not None for entry in catalog.of("replicate", "video") + catalog.of("runway", "video"))
     for entry in catalog.all():
         if entry.price is not None and entry.provider != "local":
             assert entry.price.source and entry.price.read, entry.id  # every figure names its source and date
+
+
+def test_docs_list_every_built_in_model_with_its_source():
+    """docs/providers.md's catalog table: every built-in model, and whether its price is verified."""
+    table = (ROOT / "docs" / "providers.md").read_text(encoding="utf-8").split("## The model catalog", 1)[1]
+    table = table.split("### Adding a model", 1)[0]
+    missing = [entry.id for entry in Catalog.load().all() if entry.provider != "comfyui" and f"`{entry.id}`" not in table]
+    assert not missing, f"docs/providers.md does not list {missing}"
+    assert "| source (read 2026-12-06 unless said) | verified? |" in table
 
 
 def test_a_user_file_adds_models_and_replaces_built_in_ones(tmp_path: Path):
@@ -122,7 +143,7 @@ ratios = ["1280:720", "720:1280"]
 durations = [4, 6, 8]
 [models.price]
 unit = "second"
-usdPerSecond = 0.4
+usdPerSecond = 0.3
 source = "https://docs.dev.runwayml.com/guides/pricing/"
 read = 2026-12-01
 """
@@ -132,7 +153,7 @@ read = 2026-12-01
     assert catalog.get("veo3.1").name == "Veo 3.1, priced by me"  # type: ignore[union-attr]
     assert len([entry for entry in catalog.all() if entry.id == "veo3.1"]) == 1
     activate(catalog)
-    assert pricing.video_cost("runway", "veo3.1", 6) == 2.4
+    assert pricing.video_cost("runway", "veo3.1", 6) == 1.8  # the user's price, not the built-in $0.40/s
     assert pricing.image_cost("replicate", "acme/pixel-art", "1024x1024", "standard") == 0.011
 
 
@@ -219,13 +240,33 @@ def test_cost_from_usage_uses_the_catalogs_per_token_prices():
     assert pricing.image_cost("openai", "gpt-image-1-mini", "1792x1024", "standard") == 0.015  # medium, 1536x1024
 
 
-def test_per_second_prices_and_models_without_one():
+def test_per_second_prices_and_models_without_one(tmp_path: Path):
     assert pricing.video_cost("runway", "gen4.5", 7) == round(7 * 0.12, 4) == 0.84
     assert pricing.video_cost("runway", "gen4_turbo", 5) == 0.25
-    with pytest.raises(pricing.UnknownPrice, match=r"no price for runway model 'veo3\.1'"):
-        pricing.video_cost("runway", "veo3.1", 6)
-    with pytest.raises(pricing.UnknownPrice, match=r"no price for replicate model 'wan-video/wan-2\.5-i2v'"):
-        pricing.video_cost("replicate", "wan-video/wan-2.5-i2v", 5)  # refused until a catalog file prices it
+    # Veo on Runway: the top of Runway's published range (40 and 15 credits a second)
+    assert pricing.video_cost("runway", "veo3.1", 6) == 2.4 and pricing.video_cost("runway", "veo3.1_fast", 8) == 1.2
+    assert pricing.video_cost("replicate", "wan-video/wan-2.5-i2v", 10) == 1.0  # $0.10/s at 720p
+    # FLUX.2 on Replicate: a run plus one output megapixel, the same for every job size
+    assert pricing.image_cost("replicate", "black-forest-labs/flux-2-pro", "1792x1024", "high") == 0.03
+    assert pricing.image_cost("flux1", "black-forest-labs/flux-2-max", "1024x1024", "standard") == 0.07
+    assert pricing.image_cost("openai", "gpt-image-1", "1792x1024", "high") == 0.25  # OpenAI's table, 1536x1024 high
+    unpriced = tmp_path / "models.toml"
+    unpriced.write_text(
+        """
+[[models]]
+id = "acme/new-i2v"
+provider = "replicate"
+kind = "video"
+name = "No price yet"
+imageInput = true
+durations = [5]
+[models.input]
+image = "image"
+"""
+    )
+    activate(Catalog.load(unpriced))
+    with pytest.raises(pricing.UnknownPrice, match=r"no price for replicate model 'acme/new-i2v'"):
+        pricing.video_cost("replicate", "acme/new-i2v", 5)  # refused until a catalog file prices it
     with pytest.raises(pricing.UnknownPrice, match="no video model 'sora-2'"):
         pricing.video_cost("runway", "sora-2", 5)
 
@@ -236,6 +277,13 @@ def test_per_second_prices_and_models_without_one():
 @pytest.fixture
 def openai_fake() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def replicate_fake() -> Iterator[FakeReplicate]:
+    fake = FakeReplicate().start()
     yield fake
     fake.stop()
 
@@ -264,6 +312,45 @@ async def test_a_shut_down_model_is_explained_as_missing_and_marked_unavailable(
     assert "BASE_URL" not in message
     assert [model for model, _ in missing] == ["dall-e-3"]
     assert provider.check_model("dall-e-3")[0] is False and provider.check_model("gpt-image-2") == (True, None)
+
+
+async def test_gpt_image_1_is_refused_as_shut_down_by_the_fake_as_by_openai(openai_fake: FakeOpenAI):
+    provider = OpenAIImageProvider(settings(OPENAI_API_KEY=openai_fake.key, OPENAI_BASE_URL=openai_fake.base_url), policy=FAST)
+    with pytest.raises(ProviderError) as caught:
+        await provider.generate(image_request("gpt-image-1"), RecordingContext())
+    assert caught.value.code == "MODEL_NOT_FOUND" and "'gpt-image-1'" in caught.value.message
+    assert provider.check_model("gpt-image-1")[0] is False
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "ratio", "expected"),
+    [
+        ("black-forest-labs/flux-2-pro", (1792, 1024), "16:9", (1344, 768)),
+        ("black-forest-labs/flux-2-max", (1024, 1792), "9:16", (768, 1344)),
+    ],
+)
+async def test_flux_2_runs_on_replicate_with_its_own_input(
+    replicate_fake: FakeReplicate, model: str, size: tuple[int, int], ratio: str, expected: tuple[int, int]
+):
+    provider = ReplicateImageProvider(
+        settings(REPLICATE_API_TOKEN=replicate_fake.key, REPLICATE_BASE_URL=replicate_fake.url, PROMPTREEL_POLL_INTERVAL="0.01"),
+        policy=FAST,
+    )
+    request = ImageRequest(prompt="a lighthouse", width=size[0], height=size[1], quality="high", seed=3, model=model)
+    result = await provider.generate(request, RecordingContext())
+    assert result.model == model
+    [prediction] = replicate_fake.predictions.values()
+    # checked against the fake's FLUX.2 schema: an input it does not take is refused (422)
+    assert prediction.input == {
+        "prompt": "a lighthouse",
+        "aspect_ratio": ratio,
+        "resolution": "1 MP",
+        "seed": 3,
+        "output_format": "png",
+    }
+    assert isinstance(prediction.output, str)  # FLUX.2 answers one URL, not a list
+    with Image.open(io.BytesIO(result.png)) as image:  # the PNG decoded: FLUX's one megapixel in the asked ratio
+        assert (image.format, image.size) == ("PNG", expected)
 
 
 async def test_the_registry_learns_a_missing_model_from_a_job_and_from_its_check(openai_fake: FakeOpenAI):

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from backend.providers.base import ImageRequest, ProviderError, VideoRequest
-from backend.providers.flux1 import FluxImageProvider, log_percent
 from backend.providers.openai_images import OpenAIImageProvider as DalleImageProvider
+from backend.providers.replicate_images import ReplicateImageProvider, log_percent
 from backend.providers.retry import RetryPolicy, parse_retry_after
 from backend.providers.runway import RunwayVideoProvider, image_data_uri, pick_ratio, truncate_utf16
 from backend.settings import Settings
@@ -91,8 +91,9 @@ def dalle(fake: FakeOpenAI, key: str | None = None, **kwargs: object) -> DalleIm
     return DalleImageProvider(settings(OPENAI_API_KEY=key or fake.key, OPENAI_BASE_URL=fake.base_url), policy=FAST, **kwargs)  # type: ignore[arg-type]
 
 
-def flux(fake: FakeReplicate, key: str | None = None, **kwargs: object) -> FluxImageProvider:
-    return FluxImageProvider(settings(REPLICATE_API_TOKEN=key or fake.key, REPLICATE_BASE_URL=fake.url), policy=FAST, **kwargs)  # type: ignore[arg-type]
+def flux(fake: FakeReplicate, key: str | None = None, **kwargs: object) -> ReplicateImageProvider:
+    env = settings(REPLICATE_API_TOKEN=key or fake.key, REPLICATE_BASE_URL=fake.url)
+    return ReplicateImageProvider(env, policy=FAST, **kwargs)  # type: ignore[arg-type]
 
 
 def runway(fake: FakeRunway, key: str | None = None, **kwargs: object) -> RunwayVideoProvider:
@@ -370,7 +371,7 @@ async def test_flux1_failures_are_explained(replicate_fake: FakeReplicate, outco
 
 
 async def test_flux1_unknown_model_setting_is_refused_plainly(replicate_fake: FakeReplicate):
-    provider = FluxImageProvider(
+    provider = ReplicateImageProvider(
         settings(
             REPLICATE_API_TOKEN=replicate_fake.key,
             REPLICATE_BASE_URL=replicate_fake.url,

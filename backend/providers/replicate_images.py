@@ -51,7 +51,7 @@ def problem_text(response: httpx.Response) -> str:
     return detail or status_reason(response)
 
 
-class FluxImageProvider(RemoteTaskProvider):
+class ReplicateImageProvider(RemoteTaskProvider):
     name = "replicate"
     label = LABEL
     noun = "prediction"
@@ -96,7 +96,7 @@ class FluxImageProvider(RemoteTaskProvider):
             raise self._model_missing(model, error) from error
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
-        with tempfile.TemporaryDirectory(prefix="promptreel-flux1-") as folder:
+        with tempfile.TemporaryDirectory(prefix="promptreel-replicate-") as folder:
             output = Path(folder) / "output"
             await self._download_output(url, output, kind="image", ctx=ctx)
             png, size = await asyncio.to_thread(as_png, output, self.limits, provider=self.name, label=LABEL)
