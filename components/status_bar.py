@@ -33,6 +33,13 @@ LOAD_REFRESH_SECONDS = 5.0
 ProvidersHandler = Callable[[list[ProviderInfo], list[ProviderInfo]], Any]
 
 
+def chip_names(image: list[ProviderInfo], video: list[ProviderInfo]) -> list[str]:
+    """One chip per provider account: "local" serves both steps, and flux1 (image) and replicate
+    (video) are one Replicate key, shown under the image provider's name."""
+    accounts = {canonical(info.name): info.name for info in video} | {canonical(info.name): info.name for info in image}
+    return list(dict.fromkeys(accounts[canonical(info.name)] for info in image + video))
+
+
 def providers_tooltip(infos: list[ProviderInfo]) -> str:
     """'Available: Local  ·  OpenAI: set OPENAI_API_KEY; Runway: Runway rejected the key (401)'."""
     available = [provider_name(info.name) for info in infos if info.available]
@@ -47,10 +54,7 @@ class StatusBar:
         self._provider_handlers: list[ProvidersHandler] = []
         self._statuses: dict[str, str | None] = {}  # the last status shown per job, to skip progress-only events
         image, video = self._read_providers()
-        # One chip per provider account: "local" serves both steps, and flux1 (image) and replicate
-        # (video) are one Replicate key, shown under the image provider's name.
-        accounts = {canonical(info.name): info.name for info in video} | {canonical(info.name): info.name for info in image}
-        names = list(dict.fromkeys(accounts[canonical(info.name)] for info in image + video))
+        names = chip_names(image, video)
         self.chips: dict[str, tuple[ui.element, ui.label]] = {}
         with (
             ui.row()
@@ -151,7 +155,7 @@ class StatusBar:
         first = self._providers is None
         self._providers = current
         infos = {info.name: info for info in image + video}
-        for name in infos.keys() - self.chips.keys():  # listed since (ComfyUI taken up in the desktop app)
+        for name in [name for name in chip_names(image, video) if name not in self.chips]:  # listed since (ComfyUI taken up)
             with self.providers_chip:
                 self._add_chip(name)
         for name, (dot, label) in self.chips.items():
