@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import IO, Any
 
+from sqlalchemy import Connection
+
 from backend.auth import LOCAL_USER, User
 from backend.errors import ImageInvalid, PayloadTooLarge, UnsupportedMediaType, UploadInUse, UploadNotFound
 from backend.jobs.public import iso
@@ -123,11 +125,17 @@ class UploadService:
     async def delete(self, upload_id: str, user: User = LOCAL_USER) -> None:
         """Remove the upload and its file; 409 UPLOAD_IN_USE while an unfinished job still needs it."""
         self.get(upload_id, user)
-        using = self.store.unfinished_jobs_using(upload_id)
+        deleted, using = self.store.delete_unless_used(upload_id)  # decided under the row's lock
         if using:
             raise UploadInUse(upload_id, using)
-        self.store.delete(upload_id)
+        if not deleted:  # removed meanwhile (another DELETE, or expiry)
+            raise UploadNotFound(upload_id)
         await asyncio.to_thread(self.media.remove_upload, upload_id)
+
+    def claim(self, connection: Connection, upload_id: str) -> bool:
+        """In the transaction that stores a job animating the upload: whether it is still there, held
+        for that job from now on (UploadStore.claim); False: deleted or expired since it was found."""
+        return self.store.claim(connection, upload_id, utcnow())
 
     def expire(self, now: datetime | None = None, *, batch_size: int = BATCH_SIZE) -> list[str]:
         """Remove the uploads past their expiry that no unfinished job uses; answers their ids.
@@ -138,10 +146,10 @@ class UploadService:
         while True:
             batch = self.store.expired(now, batch_size, after)
             for upload in batch:
-                if self.store.unfinished_jobs_using(upload.id):
-                    continue  # kept until its jobs have ended; a later round looks again
-                # Row first: a crash in between leaves a file nobody can reach, never a row without a file.
-                if self.store.delete(upload.id):
+                # Kept while an unfinished job uses it (a later round looks again). Row first: a crash in
+                # between leaves a file nobody can reach, never a row without a file.
+                deleted, _ = self.store.delete_unless_used(upload.id, expired_by=now)
+                if deleted:
                     self.media.remove_upload(upload.id)
                     removed.append(upload.id)
             if len(batch) < batch_size:
