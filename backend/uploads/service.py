@@ -24,7 +24,7 @@ from backend.jobs.public import iso
 from backend.media.store import UPLOAD_ID_PATTERN, MediaStore
 from backend.store.models import utcnow
 from backend.store.uploads import Upload, UploadStore
-from backend.uploads.images import NotAPicture, PictureRefused, allow_pixels, clean_picture
+from backend.uploads.images import TAKEN_CONTENT_TYPES, TAKEN_NAMES, NotAPicture, PictureRefused, clean_picture
 
 log = logging.getLogger(__name__)
 #: Pictures decoded at the same time (each up to the pixel limit, 160 MB as RGBA at 40 MP): the rest wait.
@@ -67,12 +67,11 @@ class UploadService:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.expiry = expiry
-        allow_pixels(max_pixels)  # Pillow's own guard, before any upload is opened
         self._decoding: asyncio.Semaphore | None = None
 
     async def create(self, source: IO[bytes], size: int, name: str | None, user: User = LOCAL_USER) -> Upload:
-        """Check, clean and store a picture. 413 over the size limit, 415 for a file that is not a
-        PNG, JPEG or WebP by its first bytes, 422 IMAGE_INVALID naming why it cannot be taken."""
+        """Check, clean and store a picture. 413 over the size limit, 415 for a file that is not of a
+        type taken (images.TAKEN) by its first bytes, 422 IMAGE_INVALID naming why it cannot be taken."""
         if size > self.max_bytes:
             raise PayloadTooLarge(self.max_bytes)
         if self._decoding is None:  # made on the event loop that uses it
@@ -81,7 +80,7 @@ class UploadService:
             try:  # off the event loop: decoding a large picture takes a second of CPU
                 picture = await asyncio.to_thread(clean_picture, source, self.max_pixels)
             except NotAPicture:
-                raise UnsupportedMediaType() from None
+                raise UnsupportedMediaType(f"The file is not a {TAKEN_NAMES} image.", list(TAKEN_CONTENT_TYPES)) from None
             except PictureRefused as refusal:
                 raise ImageInvalid(refusal.reason, refusal.message) from None
         upload_id = new_upload_id()
