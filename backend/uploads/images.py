@@ -61,6 +61,9 @@ MAX_BOXES = 64
 #: many times longer than the other side it may be.
 MAX_SIDE = 16384
 MAX_ASPECT = 20
+#: What a decoder raises for a file it cannot decode: Pillow's own errors, and RuntimeError from
+#: libavif (Pillow's AVIF plugin) and libheif (pillow-heif) for coded data they cannot decode.
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError)
 #: What a refusal's `details.reason` says.
 Reason = Literal["truncated", "corrupt", "too_many_pixels", "dimensions", "animated"]
 Fit = Literal["crop", "contain"]
@@ -179,13 +182,13 @@ def clean_picture(source: IO[bytes], pixel_limit: int) -> CleanPicture:
                 raise PictureRefused("animated", "The picture is animated (several frames): upload a still image.")
             try:
                 upright = ImageOps.exif_transpose(image)  # decodes it
-            except (OSError, SyntaxError, ValueError, EOFError) as error:
+            except DECODING_ERRORS as error:
                 raise _refusal_of_decoding(error) from error
     except NotAnImage as error:  # the signature matched, but Pillow cannot read the header
         raise PictureRefused("corrupt", "The picture is corrupt: its header cannot be read.") from error
     except MediaRejected as error:  # over the pixel limit (open_image's own message names the size)
         raise PictureRefused("too_many_pixels", f"{error} (limit {megapixels(pixel_limit)}).") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except DECODING_ERRORS as error:
         raise _refusal_of_decoding(error) from error
     clean = _without_metadata(upright)
     if kind not in STORED_CONTENT_TYPES:  # AVIF, HEIC

@@ -97,3 +97,9 @@ def declaring(data: bytes, width: int, height: int) -> bytes:
     a decompression bomb when large (the coded picture stays as small as it was)."""
     at = data.index(b"ispe") + 8  # the box's type, then its version and flags (4 bytes)
     return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
+
+
+def garbled(data: bytes) -> bytes:
+    """An AVIF or HEIC whose header is whole but whose coded picture (the `mdat` box) is noise."""
+    at = data.index(b"mdat") + 4
+    return data[:at] + b"\x5a" * (len(data) - at)
