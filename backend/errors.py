@@ -181,12 +181,12 @@ class UnsupportedMediaType(ApiError):
     status_code = 415
     code = "UNSUPPORTED_MEDIA_TYPE"
 
-    def __init__(self, message: str = "The file is not a PNG, JPEG or WebP image."):
-        super().__init__(message, {"accepted": ["image/png", "image/jpeg", "image/webp"]})
+    def __init__(self, message: str, accepted: list[str]):
+        super().__init__(message, {"accepted": accepted})
 
 
 class ImageInvalid(ApiError):
-    # A PNG, JPEG or WebP by its first bytes that cannot be taken: `details.reason` says why.
+    # A picture of a taken type by its first bytes that cannot be taken: `details.reason` says why.
     status_code = 422
     code = "IMAGE_INVALID"
 

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from nicegui import events, ui
-from PIL import Image
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
-from backend.media.checks import megabytes
+from backend.media.checks import MediaLimits, megabytes, open_image
 from backend.store.uploads import Upload
 from backend.system import System
+from backend.uploads.images import FILE_PICKER_ACCEPT, TAKEN_NAMES
 
 from .job_card import set_visible
 
@@ -59,9 +59,10 @@ DROP_AND_PASTE_JS = """
 """
 
 
-def preview_url(data: bytes) -> str:
-    """A small JPEG of a stored (already checked) picture, as a data URL."""
-    with Image.open(io.BytesIO(data)) as image:
+def preview_url(data: bytes, pixels: int) -> str:
+    """A small JPEG of a stored (already checked) picture of `pixels` pixels, as a data URL."""
+    # open_image: past Pillow's process-wide guard for this picture only (uploads may be larger).
+    with open_image(io.BytesIO(data), MediaLimits(image_bytes=len(data), image_pixels=pixels), whose="The picture") as image:
         image.draft("RGB", (PREVIEW_PIXELS * 2, PREVIEW_PIXELS * 2))
         small = image.convert("RGB")
     small.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
@@ -80,7 +81,7 @@ class PictureInput:
         with ui.column().classes("w-full gap-2").props("data-testid=picture-input"):
             self.uploader = (
                 ui.upload(
-                    label=f"Or animate your own picture: drop, paste or pick a PNG, JPEG or WebP (up to {megabytes(limit)})",
+                    label=f"Or animate your own picture: drop, paste or pick a {TAKEN_NAMES} (up to {megabytes(limit)})",
                     auto_upload=True,
                     max_files=1,
                     max_file_size=limit,
@@ -88,7 +89,7 @@ class PictureInput:
                     on_rejected=self._rejected,
                 )
                 .classes("w-full")
-                .props('flat bordered accept="image/png,image/jpeg,image/webp" data-testid=picture-upload')
+                .props(f'flat bordered accept="{FILE_PICKER_ACCEPT}" data-testid=picture-upload')
             )
             self.uploader.mark("picture-upload")
             with ui.row().classes("w-full items-center gap-3 no-wrap").props("data-testid=picture-chosen") as self.chosen:
@@ -130,7 +131,7 @@ class PictureInput:
         try:
             upload = await self.system.uploads.create(io.BytesIO(data), len(data), event.file.name, self.user)
             stored = await asyncio.to_thread(self.system.uploads.read, upload)
-            preview = await asyncio.to_thread(preview_url, stored) if stored else ""
+            preview = await asyncio.to_thread(preview_url, stored, upload.width * upload.height) if stored else ""
         except ApiError as error:  # the API's own words: 413, 415, 422 IMAGE_INVALID
             self._show_error(error.message)
             return

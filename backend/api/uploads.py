@@ -19,20 +19,21 @@ from starlette.requests import ClientDisconnect
 from backend.api.deps import SystemDep, UserDep
 from backend.api.routes import errors
 from backend.errors import FieldInvalid, PayloadTooLarge, UnsupportedMediaType, UploadNotFound
+from backend.uploads.images import STORED_CONTENT_TYPES, TAKEN_CONTENT_TYPES, TAKEN_NAMES
 from backend.uploads.service import upload_data
 
 router = APIRouter()
 UPLOADS_PATH = "/api/v1/uploads"
 #: Room for the multipart envelope (boundaries, part headers) around the picture itself.
 MULTIPART_MARGIN = 64 * 1024
-RAW_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+RAW_TYPES = frozenset(TAKEN_CONTENT_TYPES)
 #: A raw body is kept in memory up to this size, on disk beyond (as Starlette spools multipart files).
 SPOOL_BYTES = 1024 * 1024
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **errors(400, 401, 404, 422, 429),
     413: {"description": "PAYLOAD_TOO_LARGE: the picture is over PROMPTREEL_MAX_UPLOAD_BYTES."},
-    415: {"description": "UNSUPPORTED_MEDIA_TYPE: not a PNG, JPEG or WebP by its first bytes."},
+    415: {"description": f"UNSUPPORTED_MEDIA_TYPE: not a {TAKEN_NAMES} by its first bytes."},
     422: {
         "description": "IMAGE_INVALID (`details.reason`: truncated, corrupt, too_many_pixels, dimensions, animated) "
         "or VALIDATION_ERROR."
@@ -76,8 +77,9 @@ async def _raw_body(request: Request, max_bytes: int) -> tuple[Any, int]:
 
 @router.post("/api/v1/uploads", tags=["uploads"], status_code=201, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY)
 async def create_upload(request: Request, system: SystemDep, user: UserDep) -> Response:
-    """Upload a picture (PNG, JPEG or WebP) to animate: answers its id (`upl_...`), type, upright size
-    and expiry. It is stored upright by its EXIF orientation, without any metadata."""
+    """Upload a picture (PNG, JPEG, WebP; AVIF and HEIC where installed) to animate: answers its id
+    (`upl_...`), type, upright size and expiry. It is stored upright by its EXIF orientation, without
+    any metadata (AVIF and HEIC as JPEG, or PNG when transparent)."""
     uploads = system.uploads
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     try:
@@ -98,7 +100,8 @@ async def create_upload(request: Request, system: SystemDep, user: UserDep) -> R
         else:
             raise UnsupportedMediaType(
                 "Send the picture as multipart/form-data (field 'file') or as the body with Content-Type "
-                "image/png, image/jpeg or image/webp."
+                f"{', '.join(TAKEN_CONTENT_TYPES[:-1])} or {TAKEN_CONTENT_TYPES[-1]}.",
+                list(TAKEN_CONTENT_TYPES),
             )
     except ClientDisconnect:  # gone, or cut off by BodySizeLimit, which has answered 413 already
         return Response(status_code=400)
@@ -114,7 +117,10 @@ async def get_upload(upload_id: str, system: SystemDep, user: UserDep) -> JSONRe
 @router.get(
     "/api/v1/uploads/{upload_id}/content",
     tags=["uploads"],
-    responses={200: {"content": {content_type: {} for content_type in sorted(RAW_TYPES)}}, **errors(401, 404, 429)},
+    responses={
+        200: {"content": {content_type: {} for content_type in sorted(STORED_CONTENT_TYPES.values())}},
+        **errors(401, 404, 429),
+    },
 )
 async def upload_content(upload_id: str, system: SystemDep, user: UserDep) -> Response:
     """The stored picture: upright, without metadata (no EXIF, GPS or comments)."""

@@ -128,6 +128,10 @@ class SystemStatus:
         }
 
 
+def _upload_gone(upload_id: str) -> FieldInvalid:
+    return FieldInvalid("settings.sourceImage", f"no upload with id '{upload_id}' (deleted, expired or never made)")
+
+
 class JobService:
     def __init__(
         self,
@@ -224,7 +228,7 @@ class JobService:
             raise FieldInvalid("provider", "leave it out (or 'upload') with settings.sourceImage: the picture is not generated")
         upload = self.uploads.find(upload_id, user) if self.uploads is not None else None
         if upload is None:
-            raise FieldInvalid("settings.sourceImage", f"no upload with id '{upload_id}' (deleted, expired or never made)")
+            raise _upload_gone(upload_id)
         return {
             "sourceImage": upload.id,
             "sourceWidth": upload.width,
@@ -297,6 +301,10 @@ class JobService:
             job.heartbeat_at = job.created_at
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
+            # The upload found above, held for this job under its row's lock: a DELETE or expiry that
+            # came in between wins, and the job is not stored (backend/store/uploads.py).
+            if source and self.uploads is not None and not self.uploads.claim(connection, str(source["sourceImage"])):
+                raise _upload_gone(str(source["sourceImage"]))
             if request.webhook is not None:
                 events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
                 WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)

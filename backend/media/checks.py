@@ -4,12 +4,15 @@ against the limits, before anything decodes them whole.
 An image's pixel count is read from its header before a single pixel is decoded: a 13000x13000
 PNG of one colour is a few hundred KB on the wire but 676 MB once decoded. Pillow's own guard,
 `Image.MAX_IMAGE_PIXELS`, is set here to the same limit, so that any other place that opens an
-image refuses such a file too.
+image refuses such a file too. Nothing changes it afterwards: a caller whose own limit is larger
+(users' uploads) gets past it for that one call only (`open_image`), never for the whole process.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,18 +94,46 @@ def _declared_size(source: Path | IO[bytes], refusal: Image.DecompressionBombErr
     return megapixels(int(found.group(1))) if found else "too many pixels"
 
 
+def _open_past_pillows_guard(source: IO[bytes], formats: tuple[str, ...]) -> Image.Image:
+    """What Image.open does for `formats`, less its process-wide pixel guard: for a caller whose own
+    limit is above that guard; open_image checks that limit next. The format's reader reads the
+    header only; nothing is decoded here."""
+    source.seek(0)
+    prefix = source.read(16)
+    for name in formats:
+        if name not in Image.OPEN:
+            Image.init()
+        factory, accept = Image.OPEN[name]
+        taken = accept(prefix) if accept is not None else True
+        if isinstance(taken, str) or not taken:  # a str is Pillow's reason for not taking it
+            continue
+        source.seek(0)
+        try:
+            return factory(source, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # as Image.open: not this format, try the next
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
 @contextmanager
-def open_image(source: Path | IO[bytes], limits: MediaLimits, *, whose: str) -> Iterator[Image.Image]:
+def open_image(
+    source: Path | IO[bytes], limits: MediaLimits, *, whose: str, formats: tuple[str, ...] = IMAGE_FORMATS
+) -> Iterator[Image.Image]:
     """The image, opened but not decoded, once its size in bytes and in pixels is within the limits.
 
     `whose` names it in the messages ("Replicate's image"). Raises MediaRejected for anything too
-    large or that is not a PNG, JPEG or WebP. Decoding (`load`, `convert`, `thumbnail`) is the caller's.
+    large or that is not one of `formats` (Pillow's names; PNG, JPEG or WebP unless told). Decoding
+    (`load`, `convert`, `thumbnail`) is the caller's.
     """
     size = _byte_size(source)
     if size > limits.image_bytes:
         raise MediaRejected(f"{whose} is {megabytes(size)}, more than the {megabytes(limits.image_bytes)} allowed")
     try:
-        image = Image.open(source, formats=IMAGE_FORMATS)
+        if Image.MAX_IMAGE_PIXELS is not None and limits.image_pixels > Image.MAX_IMAGE_PIXELS:
+            # Read whole (within the byte limit just checked) when a path: the image owns no file then.
+            image = _open_past_pillows_guard(io.BytesIO(source.read_bytes()) if isinstance(source, Path) else source, formats)
+        else:
+            image = Image.open(source, formats=formats)
     except Image.DecompressionBombError as error:  # more than twice Pillow's limit
         declared = _declared_size(source, error)
         raise MediaRejected(f"{whose} is {declared}, more than the {megapixels(limits.image_pixels)} allowed") from None

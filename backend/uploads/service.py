@@ -16,13 +16,15 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import IO, Any
 
+from sqlalchemy import Connection
+
 from backend.auth import LOCAL_USER, User
 from backend.errors import ImageInvalid, PayloadTooLarge, UnsupportedMediaType, UploadInUse, UploadNotFound
 from backend.jobs.public import iso
 from backend.media.store import UPLOAD_ID_PATTERN, MediaStore
 from backend.store.models import utcnow
 from backend.store.uploads import Upload, UploadStore
-from backend.uploads.images import NotAPicture, PictureRefused, allow_pixels, clean_picture
+from backend.uploads.images import TAKEN_CONTENT_TYPES, TAKEN_NAMES, NotAPicture, PictureRefused, clean_picture
 
 log = logging.getLogger(__name__)
 #: Pictures decoded at the same time (each up to the pixel limit, 160 MB as RGBA at 40 MP): the rest wait.
@@ -65,12 +67,11 @@ class UploadService:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.expiry = expiry
-        allow_pixels(max_pixels)  # Pillow's own guard, before any upload is opened
         self._decoding: asyncio.Semaphore | None = None
 
     async def create(self, source: IO[bytes], size: int, name: str | None, user: User = LOCAL_USER) -> Upload:
-        """Check, clean and store a picture. 413 over the size limit, 415 for a file that is not a
-        PNG, JPEG or WebP by its first bytes, 422 IMAGE_INVALID naming why it cannot be taken."""
+        """Check, clean and store a picture. 413 over the size limit, 415 for a file that is not of a
+        type taken (images.TAKEN) by its first bytes, 422 IMAGE_INVALID naming why it cannot be taken."""
         if size > self.max_bytes:
             raise PayloadTooLarge(self.max_bytes)
         if self._decoding is None:  # made on the event loop that uses it
@@ -79,7 +80,7 @@ class UploadService:
             try:  # off the event loop: decoding a large picture takes a second of CPU
                 picture = await asyncio.to_thread(clean_picture, source, self.max_pixels)
             except NotAPicture:
-                raise UnsupportedMediaType() from None
+                raise UnsupportedMediaType(f"The file is not a {TAKEN_NAMES} image.", list(TAKEN_CONTENT_TYPES)) from None
             except PictureRefused as refusal:
                 raise ImageInvalid(refusal.reason, refusal.message) from None
         upload_id = new_upload_id()
@@ -123,11 +124,17 @@ class UploadService:
     async def delete(self, upload_id: str, user: User = LOCAL_USER) -> None:
         """Remove the upload and its file; 409 UPLOAD_IN_USE while an unfinished job still needs it."""
         self.get(upload_id, user)
-        using = self.store.unfinished_jobs_using(upload_id)
+        deleted, using = self.store.delete_unless_used(upload_id)  # decided under the row's lock
         if using:
             raise UploadInUse(upload_id, using)
-        self.store.delete(upload_id)
+        if not deleted:  # removed meanwhile (another DELETE, or expiry)
+            raise UploadNotFound(upload_id)
         await asyncio.to_thread(self.media.remove_upload, upload_id)
+
+    def claim(self, connection: Connection, upload_id: str) -> bool:
+        """In the transaction that stores a job animating the upload: whether it is still there, held
+        for that job from now on (UploadStore.claim); False: deleted or expired since it was found."""
+        return self.store.claim(connection, upload_id, utcnow())
 
     def expire(self, now: datetime | None = None, *, batch_size: int = BATCH_SIZE) -> list[str]:
         """Remove the uploads past their expiry that no unfinished job uses; answers their ids.
@@ -138,10 +145,10 @@ class UploadService:
         while True:
             batch = self.store.expired(now, batch_size, after)
             for upload in batch:
-                if self.store.unfinished_jobs_using(upload.id):
-                    continue  # kept until its jobs have ended; a later round looks again
-                # Row first: a crash in between leaves a file nobody can reach, never a row without a file.
-                if self.store.delete(upload.id):
+                # Kept while an unfinished job uses it (a later round looks again). Row first: a crash in
+                # between leaves a file nobody can reach, never a row without a file.
+                deleted, _ = self.store.delete_unless_used(upload.id, expired_by=now)
+                if deleted:
                     self.media.remove_upload(upload.id)
                     removed.append(upload.id)
             if len(batch) < batch_size:

@@ -19,7 +19,18 @@ from tests.support import pictures
 from tests.support.server import Server
 
 EXAMPLES = int(os.environ.get("PROMPTREEL_UPLOAD_FUZZ_EXAMPLES", "80"))
-SIGNATURES = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x00\x00\x00\x00WEBP", b"GIF89a", b"BM", b""]
+SIGNATURES = [
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"RIFF\x00\x00\x00\x00WEBP",
+    b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",
+    b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heicmiaf",
+    b"GIF89a",
+    b"BM",
+    b"",
+]
+#: The formats drawn whole (AVIF: Pillow's encoder; HEIF: pillow-heif's, registered by tests.support.pictures).
+FORMATS = ["PNG", "JPEG", "WEBP", "AVIF", "HEIF"]
 #: What an upload may answer; 201 only for a file that really is a picture.
 STATUSES = {201: None, 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "IMAGE_INVALID"}
 
@@ -30,10 +41,18 @@ def encoded(image_format: str, width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-valid = st.builds(encoded, st.sampled_from(["PNG", "JPEG", "WEBP"]), st.integers(1, 300), st.integers(1, 300))
+valid = st.builds(encoded, st.sampled_from(FORMATS), st.integers(1, 300), st.integers(1, 300))
 truncated = st.tuples(valid, st.floats(0, 0.99)).map(lambda pair: pair[0][: int(len(pair[0]) * pair[1])])
 wrong_magic = st.tuples(st.sampled_from(SIGNATURES), st.binary(max_size=2000)).map(lambda pair: pair[0] + pair[1])
-declared = st.builds(pictures.png_declaring, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1))
+declared = st.one_of(
+    st.builds(pictures.png_declaring, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
+    st.builds(
+        pictures.declaring,
+        st.sampled_from(FORMATS[3:]).map(pictures.rotated),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+    ),
+)
 flipped = st.tuples(valid, st.integers(0, 10_000), st.integers(0, 255)).map(
     lambda case: case[0][: case[1] % len(case[0])] + bytes([case[2]]) + case[0][case[1] % len(case[0]) + 1 :]
 )
@@ -56,7 +75,11 @@ def test_malformed_pictures_get_documented_answers_and_the_server_keeps_serving(
     with fuzzed_server.client() as api:
 
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
-        @given(data=malformed, multipart=st.booleans(), declared_type=st.sampled_from(["image/png", "image/jpeg", "image/webp"]))
+        @given(
+            data=malformed,
+            multipart=st.booleans(),
+            declared_type=st.sampled_from(["image/png", "image/jpeg", "image/webp", "image/avif", "image/heic"]),
+        )
         def upload(data: bytes, multipart: bool, declared_type: str) -> None:
             before = stored_uploads(fuzzed_server)
             if multipart:

@@ -9,6 +9,8 @@ import zlib
 
 from PIL import Image
 
+import backend.uploads.images  # noqa: F401  (registers pillow-heif's HEIF opener and saver: `encoded`)
+
 #: EXIF tags: Orientation (0x0112), and the GPS block's pointer (0x8825).
 ORIENTATION = 0x0112
 GPS_INFO = 0x8825
@@ -66,3 +68,38 @@ def png_declaring(width: int, height: int) -> bytes:
 def truncated_jpeg() -> bytes:
     data = rotated_jpeg(600, 400)
     return data[: len(data) // 2]
+
+
+def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
+    """`image` saved as `image_format` (AVIF: Pillow's own encoder; HEIF: pillow-heif's, which
+    backend.uploads.images registers)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def rotated(image_format: str, width: int = 300, height: int = 200) -> bytes:
+    """`stored_sideways` as AVIF or HEIC, with orientation 6 and a GPS position in its EXIF."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    exif.get_ifd(GPS_INFO).update({1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)})
+    return encoded(stored_sideways(width, height), image_format, exif=exif.tobytes(), quality=90)
+
+
+def two_frames(image_format: str) -> bytes:
+    """An AVIF image sequence, or a HEIC with two top-level images (a burst)."""
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
+    return encoded(frames[0], image_format, save_all=True, append_images=frames[1:])
+
+
+def declaring(data: bytes, width: int, height: int) -> bytes:
+    """An AVIF or HEIC whose `ispe` box (the size its header declares) says width x height pixels:
+    a decompression bomb when large (the coded picture stays as small as it was)."""
+    at = data.index(b"ispe") + 8  # the box's type, then its version and flags (4 bytes)
+    return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
+
+
+def garbled(data: bytes) -> bytes:
+    """An AVIF or HEIC whose header is whole but whose coded picture (the `mdat` box) is noise."""
+    at = data.index(b"mdat") + 4
+    return data[:at] + b"\x5a" * (len(data) - at)

@@ -90,7 +90,7 @@ def test_refused_pictures_and_mistakes_say_why(tmp_path: Path):
     bomb.write_bytes(pictures.png_declaring(100_000, 100_000))
     data_dir = tmp_path / "data"
     for args, fragment in (
-        (["generate", "--image", str(text), "x"], "not a PNG, JPEG or WebP"),
+        (["generate", "--image", str(text), "x"], "not a PNG, JPEG, WebP, AVIF or HEIC"),
         (["generate", "--image", str(bomb), "x"], "100000x100000 pixels"),
         (["generate", "--image", str(tmp_path / "missing.jpg"), "x"], "no such file"),
         (["generate", "--image", str(text), "--provider", "local", "x"], "leave out --provider"),
