@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
-from backend.jobs.request import describe, validate_request
+from backend.jobs.request import AnimateRequest, describe, validate_request
 from backend.store.jobs import JobRecord
 from backend.system import System
 
@@ -62,6 +62,17 @@ async def rerun_job(system: System, job: JobData, anchor: Element | None = None,
     except ValidationError as error:
         with _inside(anchor):
             ui.notify(describe(error.errors())[0], type="negative", position="top")
+    except ApiError as error:
+        with _inside(anchor):
+            ui.notify(error.message, type="negative", position="top")
+    return None
+
+
+async def animate_job(system: System, job: JobData, anchor: Element | None = None, user: User = LOCAL_USER) -> JobRecord | None:
+    """Make the video of a completed image-only job: a new job that takes its image (the API's
+    POST /api/v1/jobs/{id}/animate); None (and a notice why) when it is refused."""
+    try:
+        return await system.jobs.animate(job["id"], AnimateRequest(), user)
     except ApiError as error:
         with _inside(anchor):
             ui.notify(error.message, type="negative", position="top")
