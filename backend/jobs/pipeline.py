@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 from backend.events.bus import EventBus
 from backend.jobs import public
 from backend.jobs.request import UPLOAD_PROVIDER
+from backend.media.checks import MAX_IMAGE_PIXELS
 from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepCancelled, VideoRequest
@@ -331,10 +332,10 @@ class Pipeline:
         if data is None:
             gone = "removed, or its media expired" if source_job is not None else "deleted or expired"
             raise ProviderError(UPLOAD_PROVIDER, f"{picture} is gone ({gone})")
-        # The stored picture was checked at upload: its own size is the pixel limit here.
-        png = await asyncio.to_thread(
-            fit_picture, data, width, height, "contain" if fit == "contain" else "crop", source_width * source_height
-        )
+        # The stored picture was checked when it came in: at upload (its own size is the limit here), or from
+        # the image-only job's provider (under the limit every provider image is checked against).
+        pixel_limit = MAX_IMAGE_PIXELS if source_job is not None else source_width * source_height
+        png = await asyncio.to_thread(fit_picture, data, width, height, "contain" if fit == "contain" else "crop", pixel_limit)
         run.log(f"{picture} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: no image provider, no cost")
         return ImageResult(png=png, model=UPLOAD_PROVIDER)
 

@@ -6,10 +6,12 @@ is in its video step, one in its image step and one still queued. One real Syste
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from backend.errors import JobNotAnimatable
 from backend.jobs.request import AnimateRequest, GenerateRequest, VariantsRequest
@@ -68,6 +70,12 @@ def ended(system: System, job_id: str) -> asyncio.Event:
     return done
 
 
+def png_of(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 90, 160)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def flux_request(**settings: object) -> dict:
     return {"prompt": "a harbour at night", "provider": "flux1", "settings": {"videoProvider": "runway", **settings}}
 
@@ -115,12 +123,17 @@ async def test_an_image_only_job_stops_after_its_image_and_is_animated_as_a_new_
     assert finished.job.status == "completed" and finished.job.video_path is None and finished.job.total_cost == FLUX_SCHNELL
     assert [(step.kind, step.status) for step in finished.steps] == [("image_generation", "completed")]
 
+    # A provider may answer with more pixels than the size asked for (it was checked against the media limits then).
+    (system.media.root / job_id / "image.png").write_bytes(png_of(1100, 1100))
     animated = await system.jobs.animate(job_id, AnimateRequest.model_validate({"settings": {"videoDuration": 10}}))
     assert animated.job.extra["sourceJob"] == job_id and animated.job.video_duration == 10 and animated.job.seed == 5
     animated_done = ended(system, animated.job.id)
     (await parked(world, animated.job.id, StepKind.VIDEO)).send("complete")  # no image call: the image is taken
     await asyncio.wait_for(animated_done.wait(), 30)
     result = system.jobs.get(animated.job.id).job
+    assert result.error is None
+    with Image.open(system.media.root / animated.job.id / "image.png") as taken:
+        assert taken.size == (1024, 1024)
     assert result.status == "completed" and result.image_cost == 0 and result.video_cost == 2 * GEN4_TURBO_5S
     assert system.jobs.get(job_id) == finished  # finished is final: the image-only job did not change
     with pytest.raises(JobNotAnimatable, match=r"not made with settings\.imageOnly"):
