@@ -5,6 +5,7 @@ half-way through a batch, deterministically, is in tests/system/test_batch_cance
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -215,3 +216,50 @@ async def test_image_only_variants_and_one_animated(server: Server, api: httpx.C
     assert api.post("/api/v1/jobs/job_nothing/animate").json()["code"] == "JOB_NOT_FOUND"
     nothing_said = api.post(f"/api/v1/jobs/{job['id']}/animate", json={"prompt": None, "webhook": None})
     assert nothing_said.status_code == 409, nothing_said.text  # null is "left out" (a 500 before)
+
+
+def concurrent_batches(servers: list[Server], key: str, body: dict, count: int) -> list[httpx.Response]:
+    """`count` batch creates with one key, released at once, spread over `servers`."""
+    start = threading.Barrier(count)
+    answers: list[httpx.Response] = []
+
+    def one(index: int) -> None:
+        with httpx.Client(base_url=servers[index % len(servers)].url, timeout=60) as client:
+            start.wait()
+            answers.append(client.post("/api/v1/batches", json=body, headers={"Idempotency-Key": key}))
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def assert_one_batch(answers: list[httpx.Response], api: httpx.Client, jobs: int) -> None:
+    assert {answer.status_code for answer in answers} == {201}, [answer.json() for answer in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert [answer.headers.get("Idempotent-Replayed") for answer in answers].count(None) == 1  # the one that made it
+    assert api.get("/api/v1/jobs").headers["X-Total-Count"] == str(jobs)
+
+
+def test_concurrent_batches_with_one_key_make_one_batch_on_sqlite(server: Server, api: httpx.Client):
+    answers = concurrent_batches([server], "burst", {**local_job("a windmill in a storm"), "count": 3}, 6)
+    assert_one_batch(answers, api, 3)
+    api.delete(f"/api/v1/batches/{answers[0].json()['id']}")
+
+
+def test_concurrent_batches_with_one_key_make_one_batch_across_instances_on_postgresql(tmp_path: Path, postgres_url: str):
+    first = Server(tmp_path / "first", DATABASE_URL=postgres_url).start()
+    try:
+        second = Server(tmp_path / "second", DATABASE_URL=postgres_url).start()
+        try:
+            body = {"jobs": [local_job("a castle on a hill"), local_job("a castle at night")]}
+            answers = concurrent_batches([first, second], "burst", body, 6)
+            with second.client() as api:
+                assert_one_batch(answers, api, 2)
+                assert api.delete(f"/api/v1/batches/{answers[0].json()['id']}").status_code == 200
+        finally:
+            second.stop()
+    finally:
+        first.stop()

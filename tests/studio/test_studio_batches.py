@@ -54,4 +54,11 @@ def test_variants_images_first_then_animate_this_one(page: Page, studio_server: 
     expect(animated.get_by_test_id("animate")).to_have_count(0)  # it has its video
     expect(page.get_by_test_id("batch-counts")).to_have_text("4 completed")
     shot(page, "studio-batch-animated")
+
+    animated.get_by_test_id("rerun").click()  # the same video again: it animates the same image
+    expect(cards).to_have_count(5)
+    again_id = cards.nth(4).get_attribute("data-job-id")
+    assert again_id is not None
+    again = wait_for_job(studio_server, again_id, ("completed",))
+    assert again["metadata"]["sourceJob"] == ids[1] and again["video_url"] and again["cost"]["total"] == 0
     assert not page.errors, page.errors  # type: ignore[attr-defined]
