@@ -263,3 +263,21 @@ def test_concurrent_batches_with_one_key_make_one_batch_across_instances_on_post
             second.stop()
     finally:
         first.stop()
+
+
+def test_the_queue_and_rate_limits_count_the_whole_batch(tmp_path: Path):
+    server = Server(tmp_path / "data", PROMPTREEL_MAX_QUEUED_JOBS="5", PROMPTREEL_RATE_LIMIT_PER_MINUTE="4").start()
+    try:
+        with server.client() as api:
+            body = local_job("a queue of kites")
+            full = api.post("/api/v1/batches", json={"jobs": [body] * 6})
+            assert full.status_code == 503 and full.json()["code"] == "QUEUE_FULL"
+            limited = api.post("/api/v1/batches", json={"jobs": [body] * 5})  # fits the queue, not the minute
+            assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMITED" and limited.headers["Retry-After"]
+            assert api.get("/api/v1/jobs").headers["X-Total-Count"] == "0"
+            fits = api.post("/api/v1/batches", json={**body, "count": 4})
+            assert fits.status_code == 201, fits.text
+            assert api.post("/api/v1/generate", json=body).json()["code"] == "RATE_LIMITED"  # the batch took 4 of 4
+            api.delete(f"/api/v1/batches/{fits.json()['id']}")
+    finally:
+        server.stop()
