@@ -61,4 +61,17 @@ def test_variants_images_first_then_animate_this_one(page: Page, studio_server: 
     assert again_id is not None
     again = wait_for_job(studio_server, again_id, ("completed",))
     assert again["metadata"]["sourceJob"] == ids[1] and again["video_url"] and again["cost"]["total"] == 0
+
+    # The job page of an image-only job: no video, and the same "Animate this one".
+    page.goto(f"{studio_server.url}/jobs/{ids[0]}")
+    page.wait_for_function("() => window.did_handshake === true")
+    expect(page.get_by_text("Images first: this job makes no video.")).to_be_visible()
+    expect(page.get_by_test_id("job-batch")).to_have_attribute("href", re.compile(r"/batches/bat_"))
+    shot(page, "job-page-image-only")
+    page.get_by_test_id("animate").click()
+    page.wait_for_url(re.compile(r".*/jobs/job_[\w-]+$"))
+    assert page.url.rsplit("/", 1)[1] != ids[0]
+    expect(page.get_by_test_id("job-status")).to_have_text("Completed", timeout=JOB_TIMEOUT_MS)
+    expect(page.get_by_test_id("video")).to_be_visible()
+    expect(page.get_by_test_id("animate")).to_be_hidden()
     assert not page.errors, page.errors  # type: ignore[attr-defined]
