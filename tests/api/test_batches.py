@@ -281,3 +281,25 @@ def test_the_queue_and_rate_limits_count_the_whole_batch(tmp_path: Path):
             api.delete(f"/api/v1/batches/{fits.json()['id']}")
     finally:
         server.stop()
+
+
+def test_a_lists_webhook_goes_to_every_job_that_names_none(tmp_path: Path, shared_server: Server):
+    server = Server(tmp_path / "data", PROMPTREEL_WEBHOOK_ALLOW_PRIVATE="true").start()
+    try:
+        with server.client() as api:
+            own = {**local_job("its own hook"), "webhook": "http://127.0.0.1:9/own", "webhookEvents": ["started"]}
+            body = {"jobs": [local_job("the shared hook"), own], "webhook": "http://127.0.0.1:9/shared"}
+            batch = api.post("/api/v1/batches", json=body)
+            assert batch.status_code == 201, batch.text
+            first, second = (api.get(f"/api/v1/jobs/{job['id']}/webhooks").json() for job in batch.json()["jobs"])
+            assert (first["webhook"], first["events"]) == ("http://127.0.0.1:9/shared", ["completed", "failed", "cancelled"])
+            assert (second["webhook"], second["events"]) == ("http://127.0.0.1:9/own", ["started"])
+            api.delete(f"/api/v1/batches/{batch.json()['id']}")
+    finally:
+        server.stop()
+    with shared_server.client() as api:  # private addresses refused: the field is the one that named it
+        shared = api.post("/api/v1/batches", json={"jobs": [local_job("a")], "webhook": "http://127.0.0.1:9/x"}).json()
+        assert (shared["code"], shared["details"]["field"]) == ("WEBHOOK_URL_REFUSED", "webhook")
+        per_job = {"jobs": [local_job("a"), {**local_job("b"), "webhook": "http://10.0.0.1/x"}]}
+        refused = api.post("/api/v1/batches", json=per_job).json()
+        assert (refused["code"], refused["details"]["field"]) == ("WEBHOOK_URL_REFUSED", "jobs[1].webhook")
