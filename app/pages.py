@@ -20,10 +20,11 @@ from nicegui import Client, app, ui
 from nicegui.page import page as nicegui_page
 from starlette.exceptions import HTTPException
 
-from backend.errors import ApiError
+from backend.errors import ApiError, BatchNotFound
 from backend.jobs.public import job_data
 from backend.providers.comfyui.discovery import LocalComfyUIOffer
 from backend.system import System
+from components.batch_grid import BatchGrid
 from components.comfyui_offer import ComfyUIOfferCard
 from components.job_card import THUMBNAIL_ROUTE
 from components.job_form import JobForm
@@ -137,4 +138,21 @@ def register_pages(system: System, *, comfyui_offer: LocalComfyUIOffer | None = 
                 not_found(job_id)
             else:
                 JobDetail(system, job_data(record), user)
+        return None
+
+    @ui.page("/batches/{batch_id}", reconnect_timeout=RECONNECT_SECONDS)
+    async def batch_page(batch_id: str) -> RedirectResponse | None:
+        """A batch's jobs as a grid of cards (the form's "Variants", or POST /api/v1/batches)."""
+        user = studio_user(system)
+        if user is None:
+            return RedirectResponse("/login")
+        try:
+            system.jobs.batch(batch_id, user)  # someone else's batch: as if it did not exist
+        except BatchNotFound:
+            with frame(system, "Batch not found · promptreel"):
+                unknown_route(f"/batches/{batch_id}")
+            return None
+        with frame(system, "Batch · promptreel"):
+            ui.link("← Back to the studio", "/").classes("pr-plain text-sm pr-muted").props("data-testid=back")
+            BatchGrid(system, batch_id, user)
         return None

@@ -223,3 +223,23 @@ class FieldInvalid(ApiError):
     def __init__(self, field: str, message: str):
         text = f"{field}: {message}"
         super().__init__(text, {"field": field, "errors": [{"field": field, "message": text}]})
+        self.field = field
+        self.reason = message
+
+
+class BatchNotFound(ApiError):
+    status_code = 404
+    code = "BATCH_NOT_FOUND"
+
+    def __init__(self, batch_id: str):
+        super().__init__(f"No batch with id '{batch_id}'.", {"field": "id", "id": batch_id})
+
+
+class JobNotAnimatable(ApiError):
+    # Only a completed image-only job with its image can be animated; finished is final, so the
+    # video is a new job (POST /api/v1/jobs/{id}/animate).
+    status_code = 409
+    code = "JOB_NOT_ANIMATABLE"
+
+    def __init__(self, job_id: str, status: str, reason: str):
+        super().__init__(f"Job '{job_id}' cannot be animated: {reason}.", {"id": job_id, "status": status, "reason": reason})

@@ -39,6 +39,20 @@ class RateLimiter:
                 raise RateLimited(self.per_minute, retry_after)
             calls.append(self._clock())
 
+    def check_many(self, key: Hashable, count: int) -> None:
+        """Count `count` calls for `key` at once (a batch of jobs), or raise RateLimited (nothing counted)
+        when they do not all fit in the window."""
+        if self.per_minute <= 0:
+            return
+        with self._lock:
+            calls = self._window(key)
+            excess = len(calls) + count - self.per_minute
+            if excess > 0:
+                # Room for all of them once `excess` calls have left the window; never, for more than the limit.
+                frees = calls[excess - 1] + WINDOW_SECONDS - self._clock() if excess <= len(calls) else WINDOW_SECONDS
+                raise RateLimited(self.per_minute, max(1, math.ceil(frees)))
+            calls.extend([self._clock()] * count)
+
     def retry_after(self, key: Hashable) -> int:
         """Whole seconds until `key` may be counted again; 0: now. Counts nothing."""
         if self.per_minute <= 0:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import ApiError
-from backend.jobs.request import describe, validate_request
+from backend.jobs.request import AnimateRequest, describe, validate_request
 from backend.store.jobs import JobRecord
 from backend.system import System
 
@@ -29,6 +29,8 @@ JobData = dict[str, Any]
 
 #: The settings that, with the prompt and the image provider, make a job again (seed included).
 RERUN_SETTINGS = ("imageSize", "videoDuration", "quality", "seed", "videoProvider")
+#: The settings that, with the prompt, make an animated image-only job's video again.
+ANIMATE_SETTINGS = ("videoDuration", "videoProvider", "videoModel")
 
 
 def rerun_request(job: JobData) -> dict[str, Any]:
@@ -56,12 +58,29 @@ async def cancel_job(system: System, job_id: str, anchor: Element | None = None,
 
 
 async def rerun_job(system: System, job: JobData, anchor: Element | None = None, user: User = LOCAL_USER) -> JobRecord | None:
-    """Start `job` again with the same settings; None (and a notice why) when it is refused."""
+    """Start `job` again with the same settings; None (and a notice why) when it is refused. A job
+    that animated an image-only job's image animates that image again."""
+    meta = job.get("metadata") or {}
     try:
+        if meta.get("sourceJob"):
+            settings = {key: meta[key] for key in ANIMATE_SETTINGS if meta.get(key) is not None}
+            again = AnimateRequest.model_validate({"prompt": job["prompt"], "settings": settings})
+            return await system.jobs.animate(meta["sourceJob"], again, user)
         return await system.jobs.create(validate_request(rerun_request(job)), user)
     except ValidationError as error:
         with _inside(anchor):
             ui.notify(describe(error.errors())[0], type="negative", position="top")
+    except ApiError as error:
+        with _inside(anchor):
+            ui.notify(error.message, type="negative", position="top")
+    return None
+
+
+async def animate_job(system: System, job: JobData, anchor: Element | None = None, user: User = LOCAL_USER) -> JobRecord | None:
+    """Make the video of a completed image-only job: a new job that takes its image (the API's
+    POST /api/v1/jobs/{id}/animate); None (and a notice why) when it is refused."""
+    try:
+        return await system.jobs.animate(job["id"], AnimateRequest(), user)
     except ApiError as error:
         with _inside(anchor):
             ui.notify(error.message, type="negative", position="top")

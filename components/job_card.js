@@ -24,6 +24,8 @@ export default {
             <div class="pr-chip" data-testid="job-provider" :title="job.models">{{ job.providers }}</div>
             <div class="pr-chip gt-xs">{{ job.settings }}</div>
             <div class="pr-chip gt-sm">{{ job.seed }}</div>
+            <a v-if="job.batchHref" :href="prefixed(job.batchHref)" target="_self" class="pr-chip pr-plain nicegui-link"
+               data-testid="job-batch" aria-label="Open the batch this job belongs to">batch</a>
           </div>
           <div class="nicegui-row row w-full items-center gap-2 no-wrap">
             <q-linear-progress :value="job.progress / 100" size="8px" color="primary" rounded animation-speed="300"
@@ -57,6 +59,8 @@ export default {
               </div>
             </div>
             <div class="nicegui-row row pr-actions items-center gap-0.5 no-wrap">
+              <q-btn v-if="job.animatable" unelevated dense no-caps icon="movie_filter" color="primary" label="Animate this one"
+                     class="px-2" data-testid="animate" @click="$emit('action', 'animate')"><q-tooltip>Make the video of this image (a new job)</q-tooltip></q-btn>
               <q-btn v-if="job.unfinished" flat round dense icon="stop_circle" color="negative" aria-label="Cancel job"
                      data-testid="cancel" @click="$emit('action', 'cancel')"><q-tooltip>Cancel job</q-tooltip></q-btn>
               <q-btn flat round dense icon="open_in_new" class="pr-icon-btn" aria-label="Open job page" data-testid="open"

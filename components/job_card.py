@@ -74,12 +74,15 @@ class JobCard(Element, component="job_card.js"):
         on_prefill: Action,
         link: Callable[[str], str] = str,
         on_remove: Action,
+        on_animate: Action | None = None,
     ):
         super().__init__()
         self._props["hint"] = LOCAL_RENDERER_HINT
         self.link = link
         self.job = job
         self._actions: dict[str, Action] = {"cancel": on_cancel, "rerun": on_rerun, "prefill": on_prefill, "remove": on_remove}
+        if on_animate is not None:  # "Animate this one", on a completed image-only job
+            self._actions["animate"] = on_animate
         self.classes("nicegui-card pr-card w-full p-3 sm:p-4")
         self.on("action", self._on_action)
         self.show(job)
@@ -129,6 +132,11 @@ class JobCard(Element, component="job_card.js"):
         cost = job.get("cost") or {}
         has_image = bool(job.get("image_url"))
         drawn, not_understood = understood(meta) or ("", "")
+        image_only = bool(meta.get("imageOnly"))
+        length = "image only" if image_only else f"{meta.get('videoDuration', '')} s"
+        batch_id = job.get("batch_id")
+        # An animated image-only job's picture is that job's image (POST /api/v1/jobs/{id}/animate).
+        picture = "Image of a job" if meta.get("sourceJob") else provider_name(job["provider"])
         return {
             "id": job_id,
             "href": f"/jobs/{job_id}",
@@ -137,9 +145,9 @@ class JobCard(Element, component="job_card.js"):
             "statusLabel": status_label(status),
             "statusClasses": status_classes(status),
             "unfinished": status in UNFINISHED_STATUSES,
-            "providers": f"{provider_name(job['provider'])} → {provider_name(meta.get('videoProvider'))}",
+            "providers": f"{picture} → {provider_name(meta.get('videoProvider'))}",
             "models": f"Models: {meta.get('imageModel') or '?'} → {meta.get('videoModel') or '?'}",
-            "settings": f"{meta.get('imageSize', '')} · {meta.get('videoDuration', '')} s · {meta.get('quality', '')}",
+            "settings": f"{meta.get('imageSize', '')} · {length} · {meta.get('quality', '')}",
             "seed": f"seed {meta.get('seed')}",
             "progress": int(job.get("progress") or 0),
             "steps": [
@@ -165,6 +173,9 @@ class JobCard(Element, component="job_card.js"):
             "image": self.link(media_path(job_id, "image")) if has_image else None,
             "preview": None if has_image else self._preview(),
             "video": self.link(media_path(job_id, "video")) if job.get("video_url") else None,
+            # A completed image-only job: the video is a new job (POST /api/v1/jobs/{id}/animate).
+            "animatable": "animate" in self._actions and image_only and status == "completed" and has_image,
+            "batchHref": f"/batches/{batch_id}" if batch_id else None,
         }
 
     def _preview(self) -> str | None:

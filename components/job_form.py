@@ -12,6 +12,7 @@ REPEAT_WINDOW (a double click, Ctrl+Enter pressed twice) reuses its key and make
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
@@ -31,6 +32,7 @@ from backend.jobs.request import (
     UPLOAD_PROVIDER,
     GenerateRequest,
     GenerateSettings,
+    VariantsRequest,
     describe,
     validate_request,
 )
@@ -56,6 +58,8 @@ QUALITY_HINTS = {
     "replicate": "High: the provider's best FLUX model instead of the fast one, at a higher price.",
     "flux1": "High: the provider's best FLUX model instead of the fast one, at a higher price.",
 }
+#: The form's "Variants" choices (the API takes up to MAX_VARIANTS).
+MAX_FORM_VARIANTS = 4
 #: Seconds during which the same submission again is taken for a repeat of the first (no new job).
 REPEAT_WINDOW = 2.0
 #: Prompts the local renderer draws every word of (tests/test_render_understanding.py checks): one click fills the form.
@@ -236,6 +240,24 @@ class JobForm:
                 ui.button(icon="casino", on_click=self.roll_seed).props(
                     'flat round color=primary aria-label="Pick a random seed" data-testid=dice'
                 ).classes("mt-2").mark("dice").tooltip("Random seed")
+            with ui.row().classes("w-full items-end justify-between gap-4"):
+                with ui.column().classes("gap-1"):
+                    ui.label("Variants").classes("text-xs pr-muted")
+                    # More than one: a batch, the seeds s, s+1, ... (or distinct random ones), shown as a grid.
+                    self.variants = ui.toggle(
+                        {count: str(count) for count in range(1, MAX_FORM_VARIANTS + 1)}, value=1, on_change=self._update_estimate
+                    ).props(
+                        'no-caps unelevated toggle-color=primary rounded aria-label="Variants (different seeds)" '
+                        "data-testid=variants"
+                    )
+                self.image_only = (
+                    ui.switch("Images first", on_change=self._update_estimate)
+                    .props(
+                        'color=primary aria-label="Images first: make the pictures, animate the one you like" '
+                        "data-testid=image-only"
+                    )
+                    .tooltip("Make only the pictures; animate the one you like later (“Animate this one”).")
+                )
 
             self.error = ui.label().classes("w-full pr-error-text text-sm").props("role=alert data-testid=form-error")
             self.error.mark("form-error")
@@ -303,6 +325,8 @@ class JobForm:
         seed = seed_value(self.seed.value)
         if seed is not None:
             settings["seed"] = seed
+        if self.image_only.value and self.picture.upload_id is None:
+            settings["imageOnly"] = True
         if self.picture.upload_id is not None:  # the user's picture: no image provider, no image model
             settings.pop("imageModel", None)
             settings.update(sourceImage=self.picture.upload_id, fit=self.picture.fit.value)
@@ -359,6 +383,7 @@ class JobForm:
                 videoProvider=self.video_provider.value,
                 imageModel=self.models.settings().get("imageModel"),
                 videoModel=self.models.settings().get("videoModel"),
+                imageOnly=bool(self.image_only.value) and self.picture.upload_id is None,
             )
             # the user's picture: the video only; model_construct: the form offers valid choices (checked on submit)
             provider = UPLOAD_PROVIDER if self.picture.upload_id is not None else self.provider.value
@@ -370,16 +395,21 @@ class JobForm:
             self.estimate.text = "unknown"
             self.estimate_detail.text = str(error)
             return
-        self.estimate.text = money(cost["total"])
+        count = int(self.variants.value or 1)
+        self.estimate.text = money(round(cost["total"] * count, 4))
+        each = f"{count} × " if count > 1 else ""
         if cost["total"] == 0:
             self.estimate_detail.text = "free · rendered on this machine"
+        elif settings.imageOnly:
+            self.estimate_detail.text = f"{each}image {money(cost['imageGeneration'])}; the video when you animate one"
         else:
-            self.estimate_detail.text = f"image {money(cost['imageGeneration'])} + video {money(cost['videoGeneration'])}"
+            self.estimate_detail.text = f"{each}image {money(cost['imageGeneration'])} + video {money(cost['videoGeneration'])}"
 
     def _picture_changed(self) -> None:
         own_picture = self.picture.upload_id is not None
         set_visible(self.provider, not own_picture)  # the fit choice replaces the image provider
         set_visible(self.models.image, not own_picture)  # and its model
+        set_visible(self.image_only, not own_picture)  # the picture is there already
         self._update_estimate()
 
     def _clear_field(self, field: ui.input | ui.textarea | ui.select) -> None:
@@ -413,10 +443,13 @@ class JobForm:
         if self._busy:
             return None
         data = self.request_data()
+        count = int(self.variants.value or 1)
+        if count > 1:
+            data["count"] = count
         if self._repeat_of_last(data) is not None:
             return None  # the same submission again within a moment: it made its job already
         try:
-            request = validate_request(data)
+            request = validate_request(data) if count == 1 else VariantsRequest.model_validate_json(json.dumps(data))
         except ValidationError as error:
             self._show_error(*describe(error.errors()))
             return None
@@ -424,6 +457,12 @@ class JobForm:
         self.idempotency_key = uuid.uuid4().hex  # one per submission; a repeat reuses it (above)
         self.button.disable()
         try:
+            if isinstance(request, VariantsRequest):  # a batch: its grid shows it
+                batch, _ = await self.system.jobs.create_batch_once(request, self.user, self.idempotency_key)
+                self._last_submission = (data, self.idempotency_key, time.monotonic(), batch.jobs[0])
+                self._show_error(None)
+                ui.navigate.to(f"/batches/{batch.batch.id}")
+                return batch.jobs[0]
             record = await self.system.jobs.create(request, self.user, idempotency_key=self.idempotency_key)
         except ApiError as error:
             self._show_error(error.message, error.details.get("field"))

@@ -34,7 +34,7 @@ from backend.store.models import JobStatus
 from backend.system import System
 
 from .format import FINISHED_STATUSES, UNFINISHED_STATUSES, status_label
-from .job_actions import cancel_job, job_started_toast, remove_job, rerun_job
+from .job_actions import animate_job, cancel_job, job_started_toast, remove_job, rerun_job
 from .job_card import JobCard, JobData
 from .live import client_feed
 from .session import media_link
@@ -203,6 +203,7 @@ class JobList:
                         on_rerun=self.rerun,
                         on_prefill=self.prefill,
                         on_remove=self.confirm_remove,
+                        on_animate=self.animate,
                         link=lambda path: media_link(self.system, path),
                     )
             else:
@@ -347,6 +348,12 @@ class JobList:
 
     async def rerun(self, job: JobData) -> JobRecord | None:
         record = await rerun_job(self.system, job, self.root, self.user)
+        if record is not None:
+            self.reveal(record)
+        return record
+
+    async def animate(self, job: JobData) -> JobRecord | None:
+        record = await animate_job(self.system, job, self.root, self.user)
         if record is not None:
             self.reveal(record)
         return record

@@ -34,7 +34,7 @@ from .format import (
     understood,
     utc_time,
 )
-from .job_actions import cancel_job, remove_job, rerun_job
+from .job_actions import animate_job, cancel_job, remove_job, rerun_job
 from .job_card import JobData, set_prop, set_visible
 from .live import client_feed
 from .session import media_link
@@ -121,6 +121,12 @@ class JobDetail:
                         "data-testid=job-prompt"
                     )
                 with ui.row().classes("pr-actions items-center gap-2 flex-wrap"):
+                    # A completed image-only job: its video is a new job (POST /api/v1/jobs/{id}/animate).
+                    self.animate_button = ui.button("Animate this one", icon="movie_filter", on_click=self.animate).props(
+                        "unelevated no-caps color=primary data-testid=animate"
+                    )
+                    if job.get("batch_id"):
+                        ui.link("Batch", f"/batches/{job['batch_id']}").classes("pr-chip pr-plain").props("data-testid=job-batch")
                     self.cancel_button = ui.button("Cancel", icon="stop_circle", on_click=self.cancel).props(
                         "outline no-caps color=negative data-testid=cancel"
                     )
@@ -285,6 +291,8 @@ class JobDetail:
         set_visible(self.cancel_button, running and not self.removed)
         _enable(self.image_button, bool(job.get("image_url")))
         _enable(self.video_button, bool(job.get("video_url")))
+        image_only = bool((job.get("metadata") or {}).get("imageOnly"))
+        set_visible(self.animate_button, image_only and status == "completed" and bool(job.get("image_url")) and not self.removed)
 
         failed = status == "failed"
         set_visible(self.error_card, failed)
@@ -334,6 +342,8 @@ class JobDetail:
             assert isinstance(text, ui.label)  # the placeholder's icon, then its label
             if kind == "image" and self.image is not None and not self.image.visible:
                 text.text = "The image file is no longer in the media store."
+            elif kind == "video" and (self.job.get("metadata") or {}).get("imageOnly"):
+                text.text = "Images first: this job makes no video. “Animate this one” makes it, as a new job."
             elif status == "failed":
                 text.text = f"No {kind}: the job failed."
             elif status == "cancelled":
@@ -462,7 +472,9 @@ class JobDetail:
         try:
             # The stored job's own values, not validated again: a missing one makes the estimate fail.
             stored: dict[str, Any] = {key: meta.get(key) for key in ("imageSize", "videoDuration", "quality")}
-            settings = GenerateSettings.model_construct(**stored, seed=None, videoProvider=meta.get("videoProvider"))
+            settings = GenerateSettings.model_construct(
+                **stored, seed=None, videoProvider=meta.get("videoProvider"), imageOnly=bool(meta.get("imageOnly"))
+            )
             return self.system.jobs.estimate(
                 GenerateRequest.model_construct(prompt="", provider=self.job["provider"], settings=settings)
             )["total"]
@@ -501,6 +513,11 @@ class JobDetail:
 
     async def rerun(self) -> None:
         record = await rerun_job(self.system, self.job, user=self.user)
+        if record is not None:
+            ui.navigate.to(f"/jobs/{record.job.id}")
+
+    async def animate(self) -> None:
+        record = await animate_job(self.system, self.job, user=self.user)
         if record is not None:
             ui.navigate.to(f"/jobs/{record.job.id}")
 

@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.api.batches import router as batches_router
 from backend.api.errors import install_error_handlers
 from backend.api.limits import BodySizeLimit
 from backend.api.metrics import router as metrics_router
@@ -42,6 +43,7 @@ def mount_api(app: FastAPI, system: System) -> None:
     )
     install_error_handlers(app)
     app.include_router(rest_router)
+    app.include_router(batches_router)
     app.include_router(uploads_router)
     app.include_router(webhooks_router)
     app.include_router(usage_router)

@@ -36,8 +36,11 @@ ERROR_STATUSES = {
     402: "BUDGET_EXCEEDED: the job's estimate would take the user or the service past a spending limit (PROMPTREEL_BUDGETS).",
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
-    404: "JOB_NOT_FOUND (or someone else's job); MEDIA_NOT_READY for a file not made yet; PREVIEW_NOT_FOUND: no preview now.",
-    409: "JOB_NOT_CANCELLABLE (already finished) or JOB_BUSY (still stopping).",
+    404: "JOB_NOT_FOUND or BATCH_NOT_FOUND (or someone else's); MEDIA_NOT_READY for a file not made yet; PREVIEW_NOT_FOUND: no preview now.",
+    409: (
+        "JOB_NOT_CANCELLABLE (already finished), JOB_BUSY (still stopping)"
+        " or JOB_NOT_ANIMATABLE (not a completed image-only job)."
+    ),
     410: "MEDIA_EXPIRED: media retention removed the file; the job itself is kept.",
     413: "PAYLOAD_TOO_LARGE: the request body is over PROMPTREEL_MAX_BODY_BYTES.",
     422: (
@@ -142,9 +145,12 @@ async def list_jobs(
     q: Annotated[str | None, Query(max_length=200, description="Only jobs whose prompt contains this text.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
+    batch: Annotated[str | None, Query(max_length=64, description="Only the jobs of this batch (POST /api/v1/batches).")] = None,
 ) -> JSONResponse:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
-    records, total = system.jobs.list(user, statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset)
+    records, total = system.jobs.list(
+        user, statuses=[s.value for s in status or ()], search=q, limit=limit, offset=offset, batch=batch
+    )
     return JSONResponse([present(record, request, system) for record in records], headers={"X-Total-Count": str(total)})
 
 

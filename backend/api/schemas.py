@@ -79,6 +79,7 @@ JOB_EXAMPLE: dict[str, Any] = {
     "video_url": "http://localhost:8000/api/v1/jobs/job_abc123/download/video?expires=1705314600&signature=9b2e...",
     "cost": {"imageGeneration": 0.0, "videoGeneration": 0.0, "total": 0.0},
     "error": None,
+    "batch_id": None,
     "steps": [
         {
             "id": "image_generation",
@@ -163,6 +164,10 @@ class JobMetadata(TypedDict):
     runwayTaskId: NotRequired[str]
     videoWidth: NotRequired[int]
     videoHeight: NotRequired[int]
+    imageOnly: NotRequired[Annotated[bool, Field(description="The job stops after its image (settings.imageOnly).")]]
+    sourceJob: NotRequired[
+        Annotated[str, Field(description="The image-only job whose image this job animates (POST /api/v1/jobs/{id}/animate).")]
+    ]
 
 
 @with_config(ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_EXAMPLE]}))
@@ -181,7 +186,10 @@ class Job(TypedDict):
     video_url: MediaUrl
     cost: Cost
     error: Annotated[str | None, Field(description="Why the job failed; null otherwise.")]
-    steps: list[Step]
+    steps: Annotated[list[Step], Field(description="Image Generation, then Video Generation (an image-only job: the first).")]
+    batch_id: Annotated[
+        str | None, Field(description="The batch the job belongs to (POST /api/v1/batches); null for a lone job.")
+    ]
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -1,4 +1,4 @@
-"""Idempotent creates: the `Idempotency-Key` of `POST /api/v1/generate` (Stripe's header).
+"""Idempotent creates: the `Idempotency-Key` of `POST /api/v1/generate` and `/batches` (Stripe's header).
 
 The same key and the same request from the same user within KEY_HOURS answer the job the first
 one made, and make nothing; the same key with another request is refused. The key's row is
@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from backend.errors import ApiError
-from backend.jobs.request import GenerateRequest
 from backend.store.models import IdempotencyKey, utcnow
 
 #: How long a key answers with its job.
@@ -65,7 +65,7 @@ def check_key(key: str) -> str:
     return key
 
 
-def request_hash(request: GenerateRequest) -> str:
+def request_hash(request: BaseModel) -> str:
     """The validated request's fingerprint: spacing, key order and spelled-out defaults do not change it."""
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
 
@@ -78,7 +78,7 @@ class IdempotencyKeys:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def job_for(self, user_name: str | None, key: str, request: GenerateRequest) -> str | None:
+    def job_for(self, user_name: str | None, key: str, request: BaseModel) -> str | None:
         """The id of the job this key made within KEY_HOURS (None: none); IdempotencyKeyReused when
         the key came with another request."""
         query = select(col(IdempotencyKey.request_hash), col(IdempotencyKey.job_id)).where(
@@ -94,7 +94,7 @@ class IdempotencyKeys:
             raise IdempotencyKeyReused(key, row.job_id)
         return row.job_id
 
-    def claim(self, connection: Connection, user_name: str | None, key: str, request: GenerateRequest, job_id: str) -> None:
+    def claim(self, connection: Connection, user_name: str | None, key: str, request: BaseModel, job_id: str) -> None:
         """Record the key for `job_id` in the job's transaction; KeyTaken when a concurrent create won
         (the transaction must then be rolled back: nothing of this job is kept)."""
         owner = _owner(user_name)

@@ -28,6 +28,7 @@ from backend.jobs import public
 from backend.jobs.request import UPLOAD_PROVIDER
 from backend.media.checks import MediaRejected
 from backend.media.previews import clean_preview
+from backend.media.checks import MAX_IMAGE_PIXELS
 from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepCancelled, VideoRequest
@@ -231,8 +232,8 @@ class Pipeline:
         job = record.job
         running: StepRun | None = None  # the step that holds a slot right now
         try:
-            for kind in StepKind:
-                step = record.step(kind)
+            for step in record.steps:  # an image-only job has no video step
+                kind = step.step_kind
                 if step.status == StepStatus.COMPLETED:  # done before a restart: never made (or paid for) twice
                     if not await asyncio.to_thread(self.media.exists, _output_path(job, kind)):
                         raise MediaStorageError(f"the {_media_kind(kind)} made before a restart is missing from the media store")
@@ -240,7 +241,7 @@ class Pipeline:
                 async with slot(kind, _provider_name(job, kind)):
                     running = self._start_step(job, step)
                     try:
-                        job = await self._run_step(job, running, last=kind is StepKind.VIDEO)
+                        job = await self._run_step(job, running, last=step is record.steps[-1])
                     finally:
                         await self._end_previews(running)
                     running = None
@@ -381,22 +382,35 @@ class Pipeline:
             await asyncio.shield(asyncio.to_thread(self.media.remove_preview, run.job_id))
 
     async def _take_upload(self, job: Job, width: int, height: int, run: StepRun) -> ImageResult:
-        """The image step of a job that animates the user's picture: no provider, no cost; the
-        upload fitted to the job's size (backend/uploads/images.py), off the event loop."""
-        upload_id, fit = str(job.extra.get("sourceImage")), str(job.extra.get("fit", "crop"))
+        """The image step of a job that animates a picture it was given: the user's upload, or the
+        image of an image-only job (`sourceJob`: POST /api/v1/jobs/{id}/animate). No provider, no
+        cost; the picture fitted to the job's size (backend/uploads/images.py), off the event loop."""
+        fit = str(job.extra.get("fit", "crop"))
         source_width, source_height = int(job.extra.get("sourceWidth", 0)), int(job.extra.get("sourceHeight", 0))
-        data = await asyncio.to_thread(self.media.read_upload, upload_id)
+        source_job = job.extra.get("sourceJob")
+        if source_job is not None:
+            picture = f"the image of job {source_job}"
+            data = await asyncio.to_thread(self._image_of, str(source_job))
+        else:
+            upload_id = str(job.extra.get("sourceImage"))
+            picture = f"your picture {upload_id}"
+            data = await asyncio.to_thread(self.media.read_upload, upload_id)
         if data is None:
-            raise ProviderError(UPLOAD_PROVIDER, f"the uploaded picture {upload_id} is gone (deleted or expired)")
-        # The stored picture was checked at upload: its own size is the pixel limit here.
-        png = await asyncio.to_thread(
-            fit_picture, data, width, height, "contain" if fit == "contain" else "crop", source_width * source_height
-        )
-        run.log(
-            f"your picture {upload_id} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: "
-            "no image provider, no cost"
-        )
+            gone = "removed, or its media expired" if source_job is not None else "deleted or expired"
+            raise ProviderError(UPLOAD_PROVIDER, f"{picture} is gone ({gone})")
+        # The stored picture was checked when it came in: at upload (its own size is the limit here), or from
+        # the image-only job's provider (under the limit every provider image is checked against).
+        pixel_limit = MAX_IMAGE_PIXELS if source_job is not None else source_width * source_height
+        png = await asyncio.to_thread(fit_picture, data, width, height, "contain" if fit == "contain" else "crop", pixel_limit)
+        run.log(f"{picture} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: no image provider, no cost")
         return ImageResult(png=png, model=UPLOAD_PROVIDER)
+
+    def _image_of(self, job_id: str) -> bytes | None:
+        """The PNG of a stored job (the image-only job an animate continues); None once it is gone."""
+        record = self.store.get(job_id)
+        if record is None or not record.job.image_path or record.job.media_expired_at is not None:
+            return None
+        return self.media.read_bytes(record.job.image_path)
 
     @asynccontextmanager
     async def _kept_or_discarded(self, job_id: str, run: StepRun, cost: float) -> AsyncIterator[None]:

@@ -6,11 +6,13 @@ frame), where the address the client used is known.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from backend.providers.catalog import canonical
+from backend.store.batches import BatchRecord
 from backend.store.jobs import JobRecord
 from backend.store.models import Job, JobStatus, JobStep, StepKind
 
@@ -105,6 +107,22 @@ def job_data(record: JobRecord) -> dict[str, Any]:
         "cost": cost(job),
         "error": job.error,
         "steps": [{**step_data(step), "log": step.log} for step in record.steps],
+        "batch_id": job.batch_id,
+    }
+
+
+def batch_counts(batch: BatchRecord) -> dict[str, int]:
+    """How many of the batch's jobs are in each status (only the statuses some job has)."""
+    return dict(Counter(record.job.status for record in batch.jobs))
+
+
+def batch_data(batch: BatchRecord, present: Callable[[JobRecord], dict[str, Any]] = job_data) -> dict[str, Any]:
+    """A batch as GET /api/v1/batches/{id} answers it: its jobs (each as `present` makes it) and counts."""
+    return {
+        "id": batch.batch.id,
+        "created_at": iso(batch.batch.created_at),
+        "jobs": [present(record) for record in batch.jobs],
+        "counts": batch_counts(batch),
     }
 
 

@@ -43,6 +43,17 @@ WEBHOOK_EVENTS_NEED_A_WEBHOOK: dict[str, Any] = {
 }
 
 
+def webhook_field() -> Any:
+    """The `webhook` field of the requests that take one."""
+    return Field(
+        None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        # Documented for clients (and Schemathesis); the validator says what is wrong in words.
+        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL_PATTERN},
+    )
+
+
 class GenerateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -59,6 +70,8 @@ class GenerateSettings(BaseModel):
     sourceImage: str | None = Field(None, pattern=r"^upl_[A-Za-z0-9_-]{8,40}$")
     #: How the picture meets imageSize: a centre crop, or the whole picture on a blurred fill of itself.
     fit: Literal["crop", "contain"] = "crop"
+    #: Stop after the image (no video step, image cost only); POST /api/v1/jobs/{id}/animate adds a video later.
+    imageOnly: bool = False
 
 
 class GenerateRequest(BaseModel):
@@ -69,13 +82,7 @@ class GenerateRequest(BaseModel):
     provider: Literal["openai", "replicate", "local", "dalle3", "flux1", "comfyui", "upload"]
     settings: GenerateSettings = Field(default_factory=GenerateSettings)
     #: POSTed the job's events (backend/webhooks/); its address is checked again by JobService.
-    webhook: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_WEBHOOK_URL_LENGTH,
-        # Documented for clients (and Schemathesis); the validator below says what is wrong in words.
-        json_schema_extra={"format": "uri", "pattern": WEBHOOK_URL_PATTERN},
-    )
+    webhook: str | None = webhook_field()
     webhookEvents: list[WebhookEvent] | None = Field(None, min_length=1, max_length=5)
 
     @model_validator(mode="before")
@@ -121,11 +128,22 @@ class GenerateRequest(BaseModel):
 
 
 def field_name(location: tuple[Any, ...]) -> str:
-    """'settings.videoDuration' from pydantic's ('body', 'settings', 'videoDuration')."""
+    """'settings.videoDuration' from pydantic's ('body', 'settings', 'videoDuration'); a batch's
+    item keeps its position: 'jobs[3].prompt' from ('body', 'jobs', 3, 'prompt')."""
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:]
-    parts = [str(part) for part in location if not isinstance(part, int)]  # list positions say nothing to a user
+    parts: list[str] = []
+    for part in location:
+        if isinstance(part, int):  # list positions say nothing to a user, but which job of a batch does
+            if parts == [BATCH_JOBS_FIELD]:
+                parts[-1] += f"[{part}]"
+            continue
+        parts.append(str(part))
     return ".".join(parts) or "body"
+
+
+#: The list of job requests of a batch (BatchListRequest.jobs).
+BATCH_JOBS_FIELD = "jobs"
 
 
 #: What a person reads for a bad value of each field, whatever pydantic's reason (a wrong type,
@@ -134,7 +152,7 @@ FIELD_SENTENCES: dict[str, str] = {
     "provider": "Choose an image provider: openai, replicate or local (dalle3 and flux1 are their guide names).",
     "settings": (
         "The settings are an object with imageSize, videoDuration, quality, seed, videoProvider, imageModel, videoModel,"
-        " sourceImage and fit."
+        " sourceImage, fit and imageOnly."
     ),
     "settings.imageSize": "The image size is 1024x1024, 1792x1024 or 1024x1792.",
     "settings.videoDuration": (
@@ -173,6 +191,10 @@ def describe(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
         return "The request body is not valid JSON.", "body"
     if kind == "extra_forbidden":
         return f"Unknown field '{field}': remove it.", field
+    item, _, inner = field.partition("].")
+    if field.startswith(f"{BATCH_JOBS_FIELD}[") and inner:  # a batch's job: the sentence of its field, saying which
+        inner_sentence, _ = describe([{**first, "loc": tuple(inner.split("."))}])
+        return f"{item}]: {inner_sentence}", field
     if field == "prompt":
         return _prompt_sentence(first), field
     if field in FIELD_SENTENCES:
@@ -186,3 +208,72 @@ def describe(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
 def validate_request(data: dict[str, Any]) -> GenerateRequest:
     """Parse python data the way the API parses JSON (used by the studio and the CLI)."""
     return GenerateRequest.model_validate_json(json.dumps(data))
+
+
+#: Variants per batch of one request (`count`), and jobs per batch of a list.
+MIN_VARIANTS, MAX_VARIANTS = 2, 8
+MAX_BATCH_JOBS = 50
+
+
+class VariantsRequest(GenerateRequest):
+    """A batch of `count` variants of one request (POST /api/v1/batches): seeds s, s+1, ... from
+    `settings.seed`, or distinct random ones without it."""
+
+    count: int = Field(ge=MIN_VARIANTS, le=MAX_VARIANTS)
+
+    def requests(self) -> list[GenerateRequest]:
+        """The one request each job runs (its seed is chosen by JobService)."""
+        single = GenerateRequest.model_validate(self.model_dump(exclude={"count"}))
+        return [single] * self.count
+
+
+class BatchListRequest(BaseModel):
+    """A batch of up to MAX_BATCH_JOBS requests; `webhook`/`webhookEvents` apply to every job that names none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"dependentSchemas": WEBHOOK_EVENTS_NEED_A_WEBHOOK})
+
+    jobs: list[GenerateRequest] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+    webhook: str | None = webhook_field()
+    webhookEvents: list[WebhookEvent] | None = Field(None, min_length=1, max_length=5)
+
+    _webhook_is_http = field_validator("webhook")(GenerateRequest._webhook_is_http.__func__)  # type: ignore[attr-defined]
+    _events_need_a_webhook = field_validator("webhookEvents")(GenerateRequest._events_need_a_webhook.__func__)  # type: ignore[attr-defined]
+
+    def requests(self) -> list[GenerateRequest]:
+        if self.webhook is None:
+            return list(self.jobs)
+        shared = {"webhook": self.webhook, "webhookEvents": self.webhookEvents}
+        return [job if job.webhook is not None else job.model_copy(update=shared) for job in self.jobs]
+
+
+BatchRequest = VariantsRequest | BatchListRequest
+
+
+class AnimateSettings(BaseModel):
+    """The video settings of POST /api/v1/jobs/{id}/animate; each left out is the image-only job's own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    videoDuration: int | None = Field(None, ge=1, le=60)
+    videoProvider: Literal["runway", "replicate", "local", "comfyui"] | None = None
+    videoModel: str | None = Field(None, min_length=1, max_length=128)
+
+
+class AnimateRequest(BaseModel):
+    """POST /api/v1/jobs/{id}/animate: a new job that animates a finished image-only job's image."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"dependentSchemas": WEBHOOK_EVENTS_NEED_A_WEBHOOK})
+
+    #: How the picture moves; left out: the image-only job's prompt.
+    prompt: str | None = Field(None, min_length=1, max_length=MAX_PROMPT_LENGTH)
+    settings: AnimateSettings = Field(default_factory=AnimateSettings)
+    webhook: str | None = webhook_field()
+    webhookEvents: list[WebhookEvent] | None = Field(None, min_length=1, max_length=5)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_words(cls, value: str | None) -> str | None:
+        return None if value is None else GenerateRequest._prompt_has_words(value)
+
+    _webhook_is_http = field_validator("webhook")(GenerateRequest._webhook_is_http.__func__)  # type: ignore[attr-defined]
+    _events_need_a_webhook = field_validator("webhookEvents")(GenerateRequest._events_need_a_webhook.__func__)  # type: ignore[attr-defined]

@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
 
 from backend.auth import LOCAL_USER, User
 from backend.errors import (
+    ApiError,
+    BatchNotFound,
     FieldInvalid,
     JobBusy,
+    JobNotAnimatable,
     JobNotCancellable,
     JobNotFound,
     ModelUnavailable,
@@ -34,14 +38,25 @@ from backend.jobs.idempotency import IdempotencyKeys, KeyTaken
 from backend.jobs.pipeline import Pipeline
 from backend.jobs.public import job_update_data
 from backend.jobs.queue import JobQueue
-from backend.jobs.request import DEFAULT_WEBHOOK_EVENTS, MAX_SEED, UPLOAD_PROVIDER, GenerateRequest
+from backend.jobs.request import (
+    BATCH_JOBS_FIELD,
+    DEFAULT_WEBHOOK_EVENTS,
+    MAX_SEED,
+    UPLOAD_PROVIDER,
+    AnimateRequest,
+    BatchListRequest,
+    BatchRequest,
+    GenerateRequest,
+    VariantsRequest,
+)
 from backend.media.store import MediaStore
 from backend.providers import pricing
 from backend.providers.catalog import ModelEntry, canonical
 from backend.providers.registry import REQUIRED_SETTING, ProviderRegistry, ProviderUnavailable
 from backend.rate_limit import RateLimiter
+from backend.store.batches import BatchRecord, BatchStore
 from backend.store.jobs import JobFinished, JobRecord, JobStore
-from backend.store.models import Job, JobStatus
+from backend.store.models import Batch, Job, JobStatus, utcnow
 from backend.uploads.service import UploadService
 from backend.webhooks.outbox import WebhookOutbox
 from backend.webhooks.urls import WebhookUrlRefused
@@ -49,6 +64,37 @@ from backend.webhooks.urls import WebhookUrlRefused
 
 def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
+
+
+def new_batch_id() -> str:
+    return "bat_" + secrets.token_urlsafe(9)
+
+
+#: More jobs than any batch holds (MAX_BATCH_JOBS, plus the jobs animated from its images).
+BATCH_READ_LIMIT = 10_000
+
+
+def _for_item(error: ApiError, index: int) -> ApiError:
+    """`error` about job `index` of a batch's list, its field named `jobs[index].<field>`."""
+    where = f"{BATCH_JOBS_FIELD}[{index}]"
+    if isinstance(error, FieldInvalid):
+        return FieldInvalid(f"{where}.{error.field}", error.reason)
+    field = error.details.get("field")
+    error.details = {**error.details, "field": f"{where}.{field}" if field else where}
+    error.message = f"{where}: {error.message}"
+    return error
+
+
+def variant_seeds(batch: VariantsRequest) -> list[int]:
+    """The seeds of a batch's variants: s, s+1, ... from the request's seed (wrapping past MAX_SEED),
+    or distinct random ones."""
+    first = batch.settings.seed
+    if first is not None:
+        return [(first + index) % (MAX_SEED + 1) for index in range(batch.count)]
+    seeds: set[int] = set()
+    while len(seeds) < batch.count:
+        seeds.add(secrets.randbelow(MAX_SEED + 1))
+    return list(seeds)
 
 
 @dataclass(frozen=True)
@@ -88,6 +134,8 @@ def choose_models(providers: ProviderRegistry, request: GenerateRequest) -> Mode
     """The models a request runs, checked against what each accepts (422 naming the field); the
     CLI asks it before it opens anything."""
     settings = request.settings
+    if settings.imageOnly and request.provider == UPLOAD_PROVIDER:
+        raise _invalid("settings.imageOnly", "the picture is the user's upload: there is no image to make")
     video_provider = settings.videoProvider or providers.default_video_provider
     video = _model(providers, request, video_provider, "video", settings.videoModel, "settings.videoModel")
     image = None
@@ -105,6 +153,11 @@ def choose_models(providers: ProviderRegistry, request: GenerateRequest) -> Mode
         allowed = ", ".join(str(seconds) for seconds in video.durations)
         raise _invalid("settings.videoDuration", f"{video.id} makes videos of {allowed} seconds")
     return ModelChoice(video_provider, image, video)
+
+
+def _image_only(prices: dict[str, float]) -> dict[str, float]:
+    """The estimate of an image-only job: its image, no video."""
+    return {"imageGeneration": prices["imageGeneration"], "videoGeneration": 0.0, "total": prices["imageGeneration"]}
 
 
 @dataclass(frozen=True)
@@ -162,6 +215,7 @@ class JobService:
         self.event_log = event_log or bus.event_log
         self.webhooks = webhooks
         self.idempotency_keys = IdempotencyKeys(store.engine)
+        self.batches = BatchStore(store.engine)
         #: Spending limits (PROMPTREEL_BUDGETS), for every entry point: they all create here.
         self.budgets = Budgets(store.engine, budgets or [], self._estimate_of)
 
@@ -205,7 +259,7 @@ class JobService:
 
     def _priced(self, request: GenerateRequest, choice: ModelChoice) -> dict[str, float]:
         settings = request.settings
-        return pricing.estimate(
+        prices = pricing.estimate(
             request.provider,
             choice.image.id if choice.image is not None else UPLOAD_PROVIDER,
             choice.video_provider,
@@ -214,6 +268,7 @@ class JobService:
             settings.quality,
             settings.videoDuration,
         )
+        return _image_only(prices) if settings.imageOnly else prices
 
     def _source_image(self, request: GenerateRequest, user: User) -> dict[str, object]:
         """What the job keeps of the upload it animates (its id, upright size and name, the fit);
@@ -250,7 +305,7 @@ class JobService:
             )
         except (pricing.UnknownPrice, ProviderUnavailable):  # a setting changed since: what it cost so far
             return job.image_cost + job.video_cost
-        return prices["total"]
+        return (_image_only(prices) if job.image_only else prices)["total"]
 
     async def create_once(self, request: GenerateRequest, user: User, idempotency_key: str) -> tuple[JobRecord, bool]:
         """The job this key made (True: replayed, nothing created), or a new one made under it
@@ -265,10 +320,19 @@ class JobService:
                 continue
         raise RuntimeError("an idempotency key was taken and then not found")  # only if its job was removed meanwhile
 
-    async def create(self, request: GenerateRequest, user: User = LOCAL_USER, idempotency_key: str | None = None) -> JobRecord:
-        source = self._source_image(request, user)
+    async def create(
+        self,
+        request: GenerateRequest,
+        user: User = LOCAL_USER,
+        idempotency_key: str | None = None,
+        *,
+        source: dict[str, object] | None = None,
+        batch_id: str | None = None,
+    ) -> JobRecord:
+        """Create and queue one job. `source`: what the job keeps of the picture it animates, when
+        the service chose it (animate); `batch_id`: the batch it joins."""
+        source = self._source_image(request, user) if source is None else source
         choice, total = self._check_providers(request)
-        video_provider = choice.video_provider
         if request.webhook is not None:
             if self.webhooks is None:
                 raise WebhookUrlRefused("this process sends no webhooks")
@@ -277,28 +341,7 @@ class JobService:
             raise QueueFull(self.max_queued_jobs)
         self.budgets.check(user.name, total)  # 402 BUDGET_EXCEEDED, nothing stored
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
-        settings = request.settings
-        seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        job = Job(
-            id=new_job_id(),
-            prompt=request.prompt,
-            provider=request.provider,
-            video_provider=video_provider,
-            status=JobStatus.PENDING.value,
-            image_size=settings.imageSize,
-            video_duration=settings.videoDuration,
-            quality=settings.quality,
-            seed=seed,
-            extra=source,
-            # The models chosen now (the step records the one that ran): a default changed later
-            # does not change what a queued job runs.
-            image_model=choice.image.id if choice.image is not None else None,
-            video_model=choice.video.id,
-            owner=user.name,
-            worker_id=self.queue.runs_new_jobs_as(),
-        )
-        if job.worker_id is not None:
-            job.heartbeat_at = job.created_at
+        job = self._new_job(request, user, choice, source, batch_id=batch_id)
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
             # The upload found above, held for this job under its row's lock: a DELETE or expiry that
@@ -313,6 +356,181 @@ class JobService:
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record
+
+    def _new_job(
+        self,
+        request: GenerateRequest,
+        user: User,
+        choice: ModelChoice,
+        source: dict[str, object],
+        *,
+        seed: int | None = None,
+        batch_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> Job:
+        """The row of a new job, not stored yet."""
+        settings = request.settings
+        if seed is None:
+            seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        job = Job(
+            id=new_job_id(),
+            prompt=request.prompt,
+            provider=request.provider,
+            video_provider=choice.video_provider,
+            status=JobStatus.PENDING.value,
+            image_size=settings.imageSize,
+            video_duration=settings.videoDuration,
+            quality=settings.quality,
+            seed=seed,
+            extra={**source, "imageOnly": True} if settings.imageOnly else source,
+            # The models chosen now (the step records the one that ran): a default changed later
+            # does not change what a queued job runs.
+            image_model=choice.image.id if choice.image is not None else None,
+            video_model=choice.video.id,
+            owner=user.name,
+            worker_id=self.queue.runs_new_jobs_as(),
+            batch_id=batch_id,
+            created_at=created_at or utcnow(),
+        )
+        if job.worker_id is not None:
+            job.heartbeat_at = job.created_at
+        return job
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def create_batch_once(self, batch: BatchRequest, user: User, idempotency_key: str) -> tuple[BatchRecord, bool]:
+        """The batch this key made (True: replayed, nothing created), or a new one made under it
+        (False); IdempotencyKeyReused when the key came with another request. As `create_once`."""
+        for _ in range(2):
+            job_id = self.idempotency_keys.job_for(user.name, idempotency_key, batch)
+            if job_id is not None:
+                batch_id = self.get(job_id, user).job.batch_id
+                assert batch_id is not None, "a batch's key names one of its jobs"
+                return self.batch(batch_id, user), True
+            try:
+                return await self.create_batch(batch, user, idempotency_key=idempotency_key), False
+            except KeyTaken:  # a concurrent create with this key committed first: answer its batch
+                continue
+        raise RuntimeError("an idempotency key was taken and then not found")
+
+    async def create_batch(self, batch: BatchRequest, user: User = LOCAL_USER, idempotency_key: str | None = None) -> BatchRecord:
+        """Create a batch and queue its jobs, all or nothing: every job is checked and priced, and
+        the batch's total estimate checked against the budgets, before the batch and all its jobs
+        are written in one transaction."""
+        requests = batch.requests()
+        listed = isinstance(batch, BatchListRequest)
+        checked: list[tuple[GenerateRequest, dict[str, object], ModelChoice]] = []
+        total = 0.0
+        for index, request in enumerate(requests):
+            try:
+                source = self._source_image(request, user)
+                choice, estimate = self._check_providers(request)
+            except ApiError as error:
+                raise _for_item(error, index) if listed else error from None
+            checked.append((request, source, choice))
+            total += estimate
+        urls = {request.webhook: index for index, request in reversed(list(enumerate(requests))) if request.webhook}
+        for url, index in urls.items():
+            if self.webhooks is None:
+                raise WebhookUrlRefused("this process sends no webhooks")
+            try:
+                await self.webhooks.check_url(url)  # 422 for a private address (SSRF)
+            except ApiError as error:
+                shared = isinstance(batch, BatchListRequest) and url == batch.webhook
+                raise _for_item(error, index) if listed and not shared else error from None
+        if self.store.count_unfinished() + len(requests) > self.max_queued_jobs:
+            raise QueueFull(self.max_queued_jobs)
+        self.budgets.check(user.name, round(total, 4))  # 402 BUDGET_EXCEEDED, nothing stored
+        self.rate_limiter.check_many(user.name, len(requests))  # last, as in `create`
+        seeds: list[int | None] = list(variant_seeds(batch)) if isinstance(batch, VariantsRequest) else [None] * len(requests)
+        record = Batch(id=new_batch_id(), owner=user.name)
+        jobs = [
+            # Created one microsecond apart: the batch lists its jobs in the order they were asked for.
+            self._new_job(
+                request,
+                user,
+                choice,
+                source,
+                seed=seed,
+                batch_id=record.id,
+                created_at=record.created_at + timedelta(microseconds=i),
+            )
+            for i, ((request, source, choice), seed) in enumerate(zip(checked, seeds, strict=True))
+        ]
+        stored = []
+        with self.store.transaction() as connection:
+            self.batches.create(record, connection)
+            for job, request in zip(jobs, requests, strict=True):
+                created = self.store.create(job, connection=connection)
+                if request.webhook is not None:
+                    events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
+                    WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
+                stored += self.bus.record(job.id, [("job_update", job_update_data(created.job))], connection)
+            if idempotency_key is not None:  # KeyTaken rolls the batch back
+                self.idempotency_keys.claim(connection, user.name, idempotency_key, batch, jobs[0].id)
+        self.bus.announce(stored)
+        for job in jobs:
+            await self.queue.enqueue(job.id)
+        return self.batch(record.id, user)
+
+    def batch(self, batch_id: str, user: User = LOCAL_USER) -> BatchRecord:
+        """The batch and its jobs in the order they were made, if `user` may see it: another user's
+        batch answers as if it did not exist (BatchNotFound)."""
+        batch = self.batches.get(batch_id)
+        if batch is None or not user.may_see(batch.owner):
+            raise BatchNotFound(batch_id)
+        records, _ = self.store.list(batch_id=batch_id, limit=BATCH_READ_LIMIT)
+        return BatchRecord(batch, records[::-1])
+
+    async def cancel_batch(self, batch_id: str, user: User = LOCAL_USER) -> BatchRecord:
+        """Cancel every unfinished job of the batch (as `cancel`); finished ones stay as they are."""
+        unfinished = [record.job.id for record in self.batch(batch_id, user).jobs if not record.job.job_status.finished]
+
+        async def cancel_one(job_id: str) -> None:
+            with contextlib.suppress(JobNotCancellable, JobNotFound):  # it finished, or was removed, meanwhile
+                await self.cancel(job_id, user)
+
+        # All at once, newest first: no queued job of the batch starts in a slot a cancelled one freed.
+        await asyncio.gather(*(cancel_one(job_id) for job_id in reversed(unfinished)))
+        return self.batch(batch_id, user)
+
+    async def animate(self, job_id: str, body: AnimateRequest, user: User = LOCAL_USER) -> JobRecord:
+        """A new job that animates the image of a completed image-only job (finished is final: that
+        job stays as it is). Its image step takes the image at once, at no cost; it joins the same batch."""
+        job = self.get(job_id, user).job
+        reason = None
+        if not job.image_only:
+            reason = "it was not made with settings.imageOnly"
+        elif job.job_status is not JobStatus.COMPLETED:
+            reason = f"it is {job.status}, not completed"
+        elif not job.image_path or job.media_expired_at is not None:
+            reason = "its image is gone (media retention)"
+        if reason is not None:
+            raise JobNotAnimatable(job.id, job.status, reason)
+        wanted = body.settings
+        video_provider = wanted.videoProvider or job.video_provider
+        same_provider = video_provider == job.video_provider
+        request = GenerateRequest.model_validate(
+            {
+                "prompt": body.prompt or job.prompt,
+                "provider": UPLOAD_PROVIDER,
+                "settings": {
+                    "imageSize": job.image_size,
+                    "videoDuration": wanted.videoDuration or job.video_duration,
+                    "quality": job.quality,
+                    "seed": job.seed,
+                    "videoProvider": video_provider,
+                    "videoModel": wanted.videoModel or (job.video_model if same_provider else None),
+                },
+                "webhook": body.webhook,
+                "webhookEvents": body.webhookEvents,
+            }
+        )
+        width, height = (int(part) for part in job.image_size.split("x"))
+        source: dict[str, object] = {"sourceJob": job.id, "sourceWidth": width, "sourceHeight": height, "fit": "crop"}
+        return await self.create(request, user, source=source, batch_id=job.batch_id)
+
+    # -- reading ----------------------------------------------------------------------
 
     def find(self, job_id: str, user: User = LOCAL_USER) -> JobRecord | None:
         """The job, if `user` may see it; None when it does not exist or is someone else's.
@@ -369,10 +587,11 @@ class JobService:
         search: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        batch: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """One page of `user`'s jobs, newest first, in `statuses` (none: all) and with `search` in
-        the prompt, and how many match in all."""
-        return self.store.list(statuses=statuses, search=search, limit=limit, offset=offset, owner=user.name)
+        """One page of `user`'s jobs, newest first, in `statuses` (none: all), with `search` in
+        the prompt and of `batch` (None: any), and how many match in all."""
+        return self.store.list(statuses=statuses, search=search, limit=limit, offset=offset, owner=user.name, batch_id=batch)
 
     async def cancel(self, job_id: str, user: User = LOCAL_USER) -> JobRecord:
         """Cancel the job; the answer is the truth, since finished is final (JobStore): once this

@@ -238,7 +238,7 @@ class JobStore:
         with self._writing(connection) as connection:
             row = connection.execute(_INSERT_JOB, {column.name: getattr(job, column.name) for column in JOBS.c}).one()
             steps = connection.execute(
-                _INSERT_STEP, [{"step_job_id": job.id, "step_kind": kind.value} for kind in StepKind]
+                _INSERT_STEP, [{"step_job_id": job.id, "step_kind": kind.value} for kind in job.step_kinds]
             ).all()
         return JobRecord(_job(row), _steps_in_order(steps))
 
@@ -265,13 +265,17 @@ class JobStore:
         limit: int = 50,
         offset: int = 0,
         owner: str | None = None,
+        batch_id: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """Newest first, with the total count of matching jobs; only `owner`'s when one is given."""
+        """Newest first, with the total count of matching jobs; only `owner`'s when one is given, only
+        the jobs of batch `batch_id` when one is given."""
         if search and "\x00" in search:  # no prompt holds a NUL (GenerateRequest), and PostgreSQL refuses one
             return [], 0
         filters: list[Any] = []
         if owner is not None:
             filters.append(col(Job.owner) == owner)
+        if batch_id is not None:
+            filters.append(col(Job.batch_id) == batch_id)
         statuses = list(statuses)
         if statuses:
             filters.append(col(Job.status).in_(statuses))

@@ -111,6 +111,8 @@ class Job(SQLModel, table=True):
     owner: str | None = Field(default=None, max_length=64)
     #: When retention removed the job's media (the job stays in the history).
     media_expired_at: datetime | None = _optional_time()
+    #: The batch the job was made in (POST /api/v1/batches, or an animate of one of its jobs); None: a lone job.
+    batch_id: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), index=True, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
 
@@ -121,6 +123,16 @@ class Job(SQLModel, table=True):
     @property
     def total_cost(self) -> float:
         return round(self.image_cost + self.video_cost, 4)
+
+    @property
+    def image_only(self) -> bool:
+        """`settings.imageOnly`: the job stops after its image (no video step)."""
+        return bool(self.extra.get("imageOnly"))
+
+    @property
+    def step_kinds(self) -> tuple[StepKind, ...]:
+        """The steps the job runs, in order."""
+        return (StepKind.IMAGE,) if self.image_only else tuple(StepKind)
 
 
 class JobStep(SQLModel, table=True):
@@ -209,4 +221,16 @@ class IdempotencyKey(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     #: Removing the job frees its key.
     job_id: str = Field(foreign_key="jobs.id", max_length=64, ondelete="CASCADE", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class Batch(SQLModel, table=True):
+    """Jobs asked for together (POST /api/v1/batches): variants of one request, or a list of requests.
+    Its jobs name it in `jobs.batch_id`; it is owned as they are."""
+
+    __tablename__ = "batches"
+
+    id: str = Field(primary_key=True, max_length=64)
+    #: The user who made it (None: authentication was off); others never see it.
+    owner: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False))

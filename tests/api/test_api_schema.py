@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -245,13 +246,25 @@ class Finding:
         )
 
 
+#: The operations that create jobs: a batch refuses what generate refuses, for each of its jobs.
+CREATES = ("POST /api/v1/generate", "POST /api/v1/batches", "POST /api/v1/jobs/{job_id}/animate")
+
+
+def field_of(finding: Finding) -> str:
+    """The field the 422 names, without the `jobs[i].` of a batch's job."""
+    return re.sub(r"^jobs\[\d+\]\.", "", finding.response_body["details"]["field"])
+
+
 def integral_float_in(finding: Finding) -> bool:
     """The field the 422 names holds a whole number written as a float (5.0)."""
     if not isinstance(finding.response_body, dict) or not isinstance(finding.request_body, dict):
         return False
     value: Any = finding.request_body
-    for part in finding.response_body["details"]["field"].split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+    for part in re.sub(r"\[(\d+)\]", r".\1", finding.response_body["details"]["field"]).split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
     return isinstance(value, float) and value.is_integer()
 
 
@@ -271,7 +284,7 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         "which providers are configured is the server's, not the schema's",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 400
             and error_code(f) == "PROVIDER_UNAVAILABLE"
         ),
@@ -281,7 +294,7 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         "(docs/api.md, webhooks): what a name resolves to is the DNS's, not the schema's",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 422
             and error_code(f) == "WEBHOOK_URL_REFUSED"
         ),
@@ -290,7 +303,7 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         "types are strict (docs/api.md): 5.0 is not 5, though JSON Schema counts it as an integer",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 422
             and error_code(f) == "VALIDATION_ERROR"
             and integral_float_in(f)
@@ -301,10 +314,10 @@ BY_DESIGN: list[tuple[str, Callable[[Finding], bool]]] = [
         "provider, `upload` without one, or an id that is not the caller's upload answers 422 naming the field",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 422
             and error_code(f) == "VALIDATION_ERROR"
-            and f.response_body["details"]["field"] in ("provider", "settings.sourceImage")
+            and field_of(f) in ("provider", "settings.sourceImage")
         ),
     ),
     (
@@ -324,10 +337,10 @@ BY_DESIGN += [
         "provider or kind, or a size, quality or video length the chosen model does not make, answers 422 naming the field",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 422
             and error_code(f) == "VALIDATION_ERROR"
-            and f.response_body["details"]["field"].split(" ")[0]
+            and field_of(f).split(" ")[0]
             in ("settings.imageModel", "settings.videoModel", "settings.videoDuration", "settings.imageSize", "settings.quality")
         ),
     ),
@@ -336,9 +349,32 @@ BY_DESIGN += [
         "PRICE_UNKNOWN; docs/api.md, errors): which models can run is the catalog's and the provider's",
         lambda f: (
             f.check == "positive_data_acceptance"
-            and f.operation == "POST /api/v1/generate"
+            and f.operation in CREATES
             and f.status == 400
             and error_code(f) in ("MODEL_UNAVAILABLE", "PRICE_UNKNOWN")
+        ),
+    ),
+]
+BY_DESIGN += [
+    (
+        "only a completed image-only job is animated (docs/api.md, batches): 409 JOB_NOT_ANIMATABLE for any other job, "
+        "whatever the body",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/jobs/{job_id}/animate"
+            and f.status == 409
+            and error_code(f) == "JOB_NOT_ANIMATABLE"
+        ),
+    ),
+    (
+        "`settings.imageOnly` makes an image: with the user's own picture (`settings.sourceImage`) there is none to "
+        "make, 422 naming the field",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation in CREATES
+            and f.status == 422
+            and error_code(f) == "VALIDATION_ERROR"
+            and field_of(f) == "settings.imageOnly"
         ),
     ),
 ]

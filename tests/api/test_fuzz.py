@@ -83,7 +83,13 @@ API_OPERATIONS = {
     "GET /api/v1/status",
     "GET /api/v1/jobs/{job_id}/download/{type}",
     "HEAD /api/v1/jobs/{job_id}/download/{type}",
+    "POST /api/v1/batches",
+    "GET /api/v1/batches/{batch_id}",
+    "DELETE /api/v1/batches/{batch_id}",
+    "POST /api/v1/jobs/{job_id}/animate",
 }
+#: Schemathesis's statuses for a refusal of data the schema forbids (negative_data_rejection's default).
+NEGATIVE_REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"]
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -105,7 +111,15 @@ SCHEMATHESIS = {
         "with-security-parameters": False,  # no made-up bearer tokens: each run sets the header itself
         "allow-extra-parameters": False,  # no unknown query parameters: ignored (as HTTP APIs do), not refused
     },
-    "operations": [{"include-name": "POST /api/v1/generate", "generation": {"max-examples": GENERATE_EXAMPLES}}],
+    "operations": [
+        {"include-name": "POST /api/v1/generate", "generation": {"max-examples": GENERATE_EXAMPLES}},
+        {
+            "include-name": "POST /api/v1/batches",
+            "generation": {"max-examples": GENERATE_EXAMPLES},
+            # Fifty jobs with long prompts are more than PROMPTREEL_MAX_BODY_BYTES: 413, documented, refuses them too.
+            "checks": {"negative_data_rejection": {"expected-statuses": [*NEGATIVE_REFUSALS, "413"]}},
+        },
+    ],
 }
 
 
@@ -409,6 +423,9 @@ def fuzz_operation(
             # The job would render on the CPU the fuzzing needs too: cancel it at once (a real DELETE: 200).
             url = f"{operation.base_url.rstrip('/')}/api/v1/jobs/{response.json()['id']}"
             assert session.delete(url, headers=headers, timeout=30).status_code in (200, 409)
+        if operation.label == "POST /api/v1/batches" and response.status_code == 201:
+            url = f"{operation.base_url.rstrip('/')}/api/v1/batches/{response.json()['id']}"
+            assert session.delete(url, headers=headers, timeout=30).status_code == 200
         if response.status_code == 405:
             check_allow_header(case, response)
         if inspect:

@@ -50,13 +50,13 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, delete, select, text, update
 
-from backend.errors import JobBusy, JobNotCancellable, JobNotFound
+from backend.errors import BatchNotFound, JobBusy, JobNotAnimatable, JobNotCancellable, JobNotFound
 from backend.events.log import CHANNEL
-from backend.jobs.request import validate_request
+from backend.jobs.request import AnimateRequest, VariantsRequest, validate_request
 from backend.media.retention import announce_expired, expire_media
 from backend.settings import Settings
 from backend.store.database import create_db_engine, migrate
-from backend.store.models import Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
+from backend.store.models import Batch, Job, JobEvent, JobStatus, JobStep, StepKind, StepStatus, utcnow
 from backend.system import System
 from tests.support.gated_providers import REMOTE_MARK, GatedProviders, SteppedClockLoop, World
 
@@ -117,6 +117,8 @@ class Seen:
     video_cost: float
     steps: dict[str, str]  # kind -> status
     expired: bool
+    #: settings.imageOnly: it ends after its image, with no video.
+    image_only: bool = False
 
     @property
     def finished(self) -> bool:
@@ -133,6 +135,8 @@ class JobRef:
     final: Seen | None = None
     #: What its delivered results had charged (image, video) when it was first seen finished.
     charged_at_finish: tuple[float, float] = (0.0, 0.0)
+    #: The batch it was made in (create_batch, animate), if any.
+    batch_id: str | None = None
 
     def __repr__(self) -> str:
         return self.label
@@ -175,7 +179,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.world = World()
         self.engine = create_db_engine(self.database_url)
         with self.engine.begin() as connection:  # the database is the test's, migrated once: emptied per run
-            for model in (JobEvent, JobStep, Job):
+            for model in (JobEvent, JobStep, Job, Batch):
                 connection.execute(delete(model.__table__))  # type: ignore[attr-defined]
         shutil.rmtree(self.data_dir / "media", ignore_errors=True)
         self.media_dir = self.data_dir / "media"
@@ -387,6 +391,53 @@ class LifecycleMachine(RuleBasedStateMachine):
         except (JobNotFound, JobNotCancellable) as error:
             note(f"{job.label}: cancel on {service.label} refused: {error}")
 
+    @precondition(lambda self: len(self.refs) <= MAX_JOBS - 2)
+    @rule(target=jobs, owner=processes, image_only=st.booleans())
+    def create_batch(self, owner: Process, image_only: bool) -> MultipleResults[JobRef]:
+        """Two variants in one batch (images only, or image and video), written in one transaction."""
+        request = VariantsRequest.model_validate(
+            {
+                "prompt": "fuzz batch",
+                "provider": "flux1",
+                "settings": {"videoProvider": "runway", "imageOnly": image_only},
+                "count": 2,
+            }
+        )
+        batch = self.run(owner.system.jobs.create_batch(request))
+        refs = [
+            JobRef(f"job{len(self.refs) + index}", record.job.id, batch_id=batch.batch.id)
+            for index, record in enumerate(batch.jobs)
+        ]
+        self.refs += refs
+        kind = "images only" if image_only else "with videos"
+        note(f"{', '.join(ref.label for ref in refs)} = batch {batch.batch.id} ({kind}), created on {owner.label}")
+        return multiple(*refs)
+
+    @rule(job=jobs, service=processes)
+    def cancel_batch(self, job: JobRef, service: Process) -> None:
+        """DELETE /api/v1/batches/{id} of the job's batch, on any instance: its unfinished jobs are cancelled."""
+        if job.batch_id is None:
+            return
+        try:
+            self.run(service.system.jobs.cancel_batch(job.batch_id))
+            note(f"batch of {job.label} cancelled on {service.label}")
+        except BatchNotFound as error:
+            note(f"batch of {job.label}: cancel on {service.label} refused: {error}")
+
+    @precondition(lambda self: len(self.refs) < MAX_JOBS)
+    @rule(target=jobs, job=jobs, service=processes)
+    def animate(self, job: JobRef, service: Process) -> JobRef | MultipleResults[JobRef]:
+        """The video of a completed image-only job: a new job that takes its image (refused for any other)."""
+        try:
+            record = self.run(service.system.jobs.animate(job.id, AnimateRequest()))
+        except (JobNotFound, JobNotAnimatable) as error:
+            note(f"{job.label}: animate on {service.label} refused: {error}")
+            return multiple()
+        ref = JobRef(f"job{len(self.refs)}", record.job.id, batch_id=record.job.batch_id)
+        self.refs.append(ref)
+        note(f"{ref.label} = {ref.id}, animating {job.label}, created on {service.label}")
+        return ref
+
     @rule(job=jobs, service=processes)
     def remove(self, job: JobRef, service: Process) -> None:
         try:
@@ -465,6 +516,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 video_cost=row.video_cost,
                 steps={kind.value: steps[kind.value].status for kind in StepKind if kind.value in steps},
                 expired=row.media_expired_at is not None,
+                image_only=bool(row.extra.get("imageOnly")),
             )
             self._check_status(ref, now)
             self._check_progress(ref, now)
@@ -581,7 +633,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _check_files(self, ref: JobRef, now: Seen) -> None:
         folder = self.media_dir / ref.id
         if now.status == JobStatus.COMPLETED and not now.expired:
-            missing = [name for name in MEDIA_FILES if not (folder / name).is_file()]
+            wanted = MEDIA_FILES[:1] if now.image_only else MEDIA_FILES  # an image-only job has no video
+            missing = [name for name in wanted if not (folder / name).is_file()]
             assert not missing, f"{ref.label} ({ref.id}) is completed but {missing} are missing from {folder}"
         if now.expired:
             assert not _files_in(folder), f"{ref.label} ({ref.id}) media expired but {_files_in(folder)} remain in {folder}"
