@@ -36,7 +36,10 @@ ERROR_STATUSES = {
     402: "BUDGET_EXCEEDED: the job's estimate would take the user or the service past a spending limit (PROMPTREEL_BUDGETS).",
     401: "UNAUTHORIZED: authentication is on and the bearer token is missing or not valid.",
     403: "SIGNATURE_INVALID: the media link is incomplete, was changed or has expired.",
-    404: "JOB_NOT_FOUND or BATCH_NOT_FOUND (or someone else's); MEDIA_NOT_READY for a file not made yet; PREVIEW_NOT_FOUND: no preview now.",
+    404: (
+        "JOB_NOT_FOUND or BATCH_NOT_FOUND (or someone else's); MEDIA_NOT_READY for a file not made yet;"
+        " PREVIEW_NOT_FOUND: no preview now."
+    ),
     409: (
         "JOB_NOT_CANCELLABLE (already finished), JOB_BUSY (still stopping)"
         " or JOB_NOT_ANIMATABLE (not a completed image-only job)."

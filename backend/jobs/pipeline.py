@@ -26,9 +26,8 @@ from sqlalchemy import Connection
 from backend.events.bus import EventBus
 from backend.jobs import public
 from backend.jobs.request import UPLOAD_PROVIDER
-from backend.media.checks import MediaRejected
+from backend.media.checks import MAX_IMAGE_PIXELS, MediaRejected
 from backend.media.previews import clean_preview
-from backend.media.checks import MAX_IMAGE_PIXELS
 from backend.media.store import MediaStorageError, MediaStore
 from backend.providers import pricing
 from backend.providers.base import ImageRequest, ImageResult, ProviderError, StepCancelled, VideoRequest
