@@ -20,8 +20,8 @@ from backend.events.log import EventLog
 from backend.settings import Settings
 from backend.store.database import create_db_engine, migrate
 from backend.store.jobs import JobStore
-from backend.store.models import Job, JobStatus
-from backend.webhooks.outbox import MAX_RETRY_DELAY, WebhookOutbox, retry_delay
+from backend.store.models import Job, JobEvent, JobStatus, JobWebhook
+from backend.webhooks.outbox import MAX_RETRY_DELAY, WebhookOutbox, may_deliver, retry_delay, webhook_type
 from backend.webhooks.signing import load_webhook_secret
 from backend.webhooks.urls import WebhookUrlRefused, pin_webhook
 from tests.support import postgres
@@ -131,6 +131,29 @@ def test_a_cluster_refuses_to_start_without_each_shared_secret(tmp_path: Path, m
     Settings(PROMPTREEL_DATA_DIR=tmp_path, **CLUSTER)  # all three set: it starts
     with pytest.raises(ValueError, match=f"a cluster needs {missing}"):
         Settings(PROMPTREEL_DATA_DIR=tmp_path, **{name: value for name, value in CLUSTER.items() if name != missing})
+
+
+BUS_EVENTS = [
+    *(("job_update", {"id": "job_x", "status": status.value, "progress": 0}) for status in JobStatus),
+    ("step_update", {"id": "image_generation", "status": "running"}),
+    ("job_completed", {"id": "job_x", "status": "completed"}),
+    ("job_failed", {"id": "job_x", "status": "failed", "error": "boom"}),
+    ("job_removed", {"id": "job_x"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "data"), BUS_EVENTS)
+async def test_the_outbox_wakes_for_every_event_a_webhook_hears_and_only_those(kind: str, data: dict[str, Any]):
+    """The outbox skips its round (three queries) for events no webhook hears: a subscriber to
+    every event, fresh, must hear each event that wakes it, and none that does not."""
+    subscription = JobWebhook(job_id="job_x", url="http://127.0.0.1:9/h", events=ALL_EVENTS)
+    heard = webhook_type(JobEvent(job_id="job_x", seq=1, type=kind, data=data), subscription)
+    box = outbox(create_db_engine("sqlite://"))
+    box.wake({"type": kind, "jobId": "job_x", "data": data})
+    assert box._wake.is_set() is may_deliver({"type": kind, "data": data}) is (heard is not None)
+    box._wake.clear()
+    box.wake()  # called without an event (a retry coming due): always a round
+    assert box._wake.is_set()
 
 
 def test_events_become_the_deliveries_asked_for_once_whoever_derives(engine: Engine):
