@@ -28,7 +28,7 @@ from .format import UNFINISHED_STATUSES
 JobData = dict[str, Any]
 
 #: The settings that, with the prompt and the image provider, make a job again (seed included).
-RERUN_SETTINGS = ("imageSize", "videoDuration", "quality", "seed", "videoProvider")
+RERUN_SETTINGS = ("imageSize", "videoDuration", "quality", "seed", "videoProvider", "imageOnly")
 #: The settings that, with the prompt, make an animated image-only job's video again.
 ANIMATE_SETTINGS = ("videoDuration", "videoProvider", "videoModel")
 

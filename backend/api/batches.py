@@ -25,7 +25,6 @@ from backend.system import System
 
 #: The two shapes of a batch's body, told apart by its `jobs` key.
 LIST_SHAPE, VARIANTS_SHAPE = "list", "variants"
-BATCH_ID_PATTERN = r"^bat_[A-Za-z0-9_-]{1,60}$"
 
 
 def _shape(body: Any) -> str:

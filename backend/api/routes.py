@@ -21,6 +21,9 @@ from backend.store.jobs import JobRecord
 from backend.store.models import JobStatus
 from backend.system import System
 
+#: What a batch id looks like (`bat_` and URL-safe characters): anything else is 422, never a query.
+BATCH_ID_PATTERN = r"^bat_[A-Za-z0-9_-]{1,60}$"
+
 router = APIRouter()
 MAX_PAGE_SIZE = 200
 MAX_EVENT_PAGE = 5000
@@ -148,7 +151,10 @@ async def list_jobs(
     q: Annotated[str | None, Query(max_length=200, description="Only jobs whose prompt contains this text.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
-    batch: Annotated[str | None, Query(max_length=64, description="Only the jobs of this batch (POST /api/v1/batches).")] = None,
+    batch: Annotated[
+        str | None,
+        Query(max_length=64, pattern=BATCH_ID_PATTERN, description="Only the jobs of this batch (POST /api/v1/batches)."),
+    ] = None,
 ) -> JSONResponse:
     """Newest first. The body is the guide's plain array; X-Total-Count tells how many match."""
     records, total = system.jobs.list(

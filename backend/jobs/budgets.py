@@ -11,12 +11,13 @@ is allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, text
 from sqlmodel import col
 
 from backend.errors import ApiError
@@ -91,14 +92,19 @@ class Budgets:
         #: The estimate of a stored, unfinished job (its cost is not known yet).
         self.estimate_of = estimate_of
 
-    def spent(self, scope: str | None, since: datetime) -> float:
-        """What the jobs of `scope` (a user, or EVERYONE; None: authentication is off) created since `since` cost."""
+    def spent(
+        self, scope: str | None, since: datetime, connection: Connection | None = None, exclude: Collection[str] = ()
+    ) -> float:
+        """What the jobs of `scope` (a user, or EVERYONE; None: authentication is off) created since `since` cost,
+        leaving out the jobs `exclude` names; read in `connection` when given (a create's transaction)."""
         query = select(Job).where(col(Job.created_at) >= since)
         if scope != EVERYONE:
             query = query.where(col(Job.owner) == scope if scope is not None else col(Job.owner).is_(None))
+        if exclude:
+            query = query.where(col(Job.id).not_in(list(exclude)))
         total = 0.0
-        with self.engine.connect() as connection:
-            for row in connection.execute(query).mappings():
+        with nullcontext(connection) if connection is not None else self.engine.connect() as reading:
+            for row in reading.execute(query).mappings():
                 job = Job.model_validate(dict(row))
                 total += job.image_cost + job.video_cost if job.status in FINISHED_STATUSES else self.estimate_of(job)
         return round(total, 4)
@@ -108,10 +114,24 @@ class Budgets:
 
     def check(self, user_name: str | None, estimate: float) -> None:
         """BudgetExceeded when a job estimated at `estimate` would take the user or the service past a limit."""
+        self._check(user_name, estimate, None, ())
+
+    def hold(self, connection: Connection, user_name: str | None, estimate: float, job_ids: Collection[str]) -> None:
+        """`check` again inside the transaction that stores the jobs `job_ids` (after their INSERT), so
+        that two creates racing on two instances cannot both pass a limit only one of them fits:
+        PostgreSQL takes a lock that every such check takes, held until the commit; on SQLite the
+        INSERT took the one write lock already. BudgetExceeded rolls the jobs back."""
+        if not self.applying_to(user_name):
+            return
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('promptreel_budgets'))"))
+        self._check(user_name, estimate, connection, job_ids)
+
+    def _check(self, user_name: str | None, estimate: float, connection: Connection | None, exclude: Collection[str]) -> None:
         now = utcnow()
         for budget in self.applying_to(user_name):
             start, resets_at = period_bounds(budget.period, now)
-            spent = self.spent(budget.scope, start)
+            spent = self.spent(budget.scope, start, connection, exclude)
             if round(spent + estimate, 4) > budget.limit:
                 raise BudgetExceeded(budget, spent, estimate, resets_at)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
+
 from backend.auth import LOCAL_USER, User
 from backend.errors import (
     ApiError,
@@ -344,10 +346,8 @@ class JobService:
         job = self._new_job(request, user, choice, source, batch_id=batch_id)
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
-            # The upload found above, held for this job under its row's lock: a DELETE or expiry that
-            # came in between wins, and the job is not stored (backend/store/uploads.py).
-            if source and self.uploads is not None and not self.uploads.claim(connection, str(source["sourceImage"])):
-                raise _upload_gone(str(source["sourceImage"]))
+            self._claim_upload(connection, source)
+            self.budgets.hold(connection, user.name, total, [job.id])  # two instances racing: one passes
             if request.webhook is not None:
                 events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
                 WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
@@ -356,6 +356,14 @@ class JobService:
             events.append(("job_update", job_update_data(record.job)))
         await self.queue.enqueue(job.id)
         return record
+
+    def _claim_upload(self, connection: Connection, source: dict[str, object]) -> None:
+        """The upload a new job animates, held for it under its row's lock in the job's transaction
+        (after the job's INSERT): a DELETE or expiry that came in between wins, and the job is not
+        stored (backend/store/uploads.py). Nothing for a job that makes or takes another picture."""
+        upload_id = source.get("sourceImage")
+        if upload_id is not None and self.uploads is not None and not self.uploads.claim(connection, str(upload_id)):
+            raise _upload_gone(str(upload_id))
 
     def _new_job(
         self,
@@ -419,6 +427,13 @@ class JobService:
         are written in one transaction."""
         requests = batch.requests()
         listed = isinstance(batch, BatchListRequest)
+        allowed = self.rate_limiter.per_minute
+        if 0 < allowed < len(requests):  # 429 would ask the client to wait for what never fits
+            raise FieldInvalid(
+                BATCH_JOBS_FIELD if listed else "count",
+                f"{len(requests)} jobs never fit this service's rate limit of {allowed} jobs a minute"
+                " (PROMPTREEL_RATE_LIMIT_PER_MINUTE): make the batch smaller",
+            )
         checked: list[tuple[GenerateRequest, dict[str, object], ModelChoice]] = []
         total = 0.0
         for index, request in enumerate(requests):
@@ -460,12 +475,17 @@ class JobService:
         stored = []
         with self.store.transaction() as connection:
             self.batches.create(record, connection)
-            for job, request in zip(jobs, requests, strict=True):
+            for index, (job, (request, source, _)) in enumerate(zip(jobs, checked, strict=True)):
                 created = self.store.create(job, connection=connection)
+                try:
+                    self._claim_upload(connection, source)
+                except ApiError as error:
+                    raise _for_item(error, index) if listed else error from None
                 if request.webhook is not None:
                     events_wanted = list(dict.fromkeys(request.webhookEvents or DEFAULT_WEBHOOK_EVENTS))
                     WebhookOutbox.subscribe(connection, job.id, request.webhook, events_wanted)
                 stored += self.bus.record(job.id, [("job_update", job_update_data(created.job))], connection)
+            self.budgets.hold(connection, user.name, round(total, 4), [job.id for job in jobs])  # as in `create`
             if idempotency_key is not None:  # KeyTaken rolls the batch back
                 self.idempotency_keys.claim(connection, user.name, idempotency_key, batch, jobs[0].id)
         self.bus.announce(stored)

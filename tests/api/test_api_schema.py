@@ -378,6 +378,20 @@ BY_DESIGN += [
         ),
     ),
 ]
+BY_DESIGN += [
+    (
+        "a batch of more jobs than the rate limit allows in a minute could never be made (docs/api.md, batches): "
+        "422 naming `count` or `jobs`, rather than a 429 to wait out; the limit is the server's, not the schema's",
+        lambda f: (
+            f.check == "positive_data_acceptance"
+            and f.operation == "POST /api/v1/batches"
+            and f.status == 422
+            and error_code(f) == "VALIDATION_ERROR"
+            and field_of(f) in ("count", "jobs")
+            and "rate limit" in str(f.response_body.get("error"))
+        ),
+    ),
+]
 #: Cases per operation in the fuzzing phase (the coverage phase adds its own); about 30 s in all.
 MAX_EXAMPLES = 25
 

@@ -270,15 +270,23 @@ def test_the_queue_and_rate_limits_count_the_whole_batch(tmp_path: Path):
     try:
         with server.client() as api:
             body = local_job("a queue of kites")
-            full = api.post("/api/v1/batches", json={"jobs": [body] * 6})
-            assert full.status_code == 503 and full.json()["code"] == "QUEUE_FULL"
-            limited = api.post("/api/v1/batches", json={"jobs": [body] * 5})  # fits the queue, not the minute
-            assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMITED" and limited.headers["Retry-After"]
-            assert api.get("/api/v1/jobs").headers["X-Total-Count"] == "0"
-            fits = api.post("/api/v1/batches", json={**body, "count": 4})
+            # More jobs than the minute allows never fit: 422 naming the field, not a 429 to wait out.
+            for never, field in (({"jobs": [body] * 5}, "jobs"), ({**body, "count": 5}, "count")):
+                answer = api.post("/api/v1/batches", json=never)
+                assert answer.status_code == 422 and answer.json()["details"]["field"] == field, answer.text
+                assert "rate limit of 4 jobs a minute" in answer.json()["error"]
+            fits = api.post("/api/v1/batches", json={**body, "count": 3})
             assert fits.status_code == 201, fits.text
-            assert api.post("/api/v1/generate", json=body).json()["code"] == "RATE_LIMITED"  # the batch took 4 of 4
+            full = api.post("/api/v1/batches", json={"jobs": [body] * 3})  # 3 + 3 queued > 5
+            assert full.status_code == 503 and full.json()["code"] == "QUEUE_FULL"
+            limited = api.post("/api/v1/batches", json={**body, "count": 2})  # fits the queue, not the minute (3 + 2 > 4)
+            assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMITED" and limited.headers["Retry-After"]
+            assert api.get("/api/v1/jobs").headers["X-Total-Count"] == "3"
+            assert api.post("/api/v1/generate", json=body).status_code == 201  # the 4th of the minute
+            assert api.post("/api/v1/generate", json=body).json()["code"] == "RATE_LIMITED"
             api.delete(f"/api/v1/batches/{fits.json()['id']}")
+            malformed = api.get("/api/v1/jobs", params={"batch": "bat_\x00"})  # never reaches the database
+            assert malformed.status_code == 422 and malformed.json()["details"]["field"] == "batch", malformed.text
     finally:
         server.stop()
 

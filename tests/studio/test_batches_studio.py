@@ -12,6 +12,7 @@ from nicegui.testing.user import User
 from backend.jobs.request import validate_request
 from backend.system import System
 from components.format import money
+from components.job_actions import rerun_request
 from tests.studio.test_models_studio import element, studio  # the studio with OpenAI and Runway keys (no request leaves)
 
 __all__ = ["studio"]
@@ -59,3 +60,17 @@ async def test_variants_multiply_the_estimate_and_images_first_drop_the_video(st
     assert len({record.job.seed for record in records}) == 3  # no seed given: distinct random ones
     await user.should_see(marker="batch-title", content="Batch of 3 jobs")  # the form opened the batch's grid
     await system.jobs.cancel_batch(batch_id)
+
+
+def test_run_again_of_an_image_only_job_makes_only_the_image_again():
+    """ "Run again" repeats the request that made the job: an image-only job's again stops after its
+    image (before, it made and charged a video too)."""
+    job = {
+        "prompt": "a harbour at dawn",
+        "provider": "dalle3",
+        "metadata": {"imageSize": "1024x1024", "quality": "standard", "seed": 7, "videoProvider": "runway", "imageOnly": True},
+    }
+    again = validate_request(rerun_request(job))
+    assert again.settings.imageOnly is True and again.settings.seed == 7
+    whole = validate_request(rerun_request({**job, "metadata": {**job["metadata"], "imageOnly": False}}))
+    assert not whole.settings.imageOnly

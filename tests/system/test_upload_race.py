@@ -30,7 +30,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precon
 from sqlalchemy import text
 
 from backend.errors import ApiError, FieldInvalid, UploadInUse, UploadNotFound
-from backend.jobs.request import GenerateRequest
+from backend.jobs.request import BatchListRequest, GenerateRequest
 from backend.settings import Settings
 from backend.store.models import UNFINISHED_STATUSES, JobStatus, utcnow
 from backend.system import System
@@ -115,6 +115,20 @@ class HeldCreate:
         assert not self.thread.is_alive()
 
 
+class HeldBatchCreate(HeldCreate):
+    """The same, through `JobService.create_batch`: a list of one job that animates the upload."""
+
+    def _run(self) -> None:
+        HeldCreate._running.create = self
+        try:
+            batch = BatchListRequest.model_validate({"jobs": [self.request.model_dump(exclude_none=True)]})
+            self.job_id = asyncio.run(self.system.jobs.create_batch(batch)).jobs[0].job.id
+        except ApiError as error:
+            self.error = error
+        finally:
+            self.held.set()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def system(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     database = {"DATABASE_URL": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
@@ -140,14 +154,16 @@ def remove(system: System, how: str, upload_id: str) -> bool:
     return system.uploads.expire(utcnow() + timedelta(hours=25)) == [upload_id]
 
 
+@pytest.mark.parametrize("via", ["generate", "batch"])
 @pytest.mark.parametrize("how", ["delete", "expire"])
 async def test_an_upload_removed_between_the_creates_check_and_its_insert_refuses_the_job(
-    system: System, how: str, monkeypatch: pytest.MonkeyPatch
+    system: System, how: str, via: str, monkeypatch: pytest.MonkeyPatch
 ):
     upload_id = await new_upload(system)
-    create = HeldCreate(system, upload_id)
+    create = (HeldCreate if via == "generate" else HeldBatchCreate)(system, upload_id)
     # The rate limiter's is the last check before the job is stored: the upload was found by then.
-    monkeypatch.setattr(system.jobs.rate_limiter, "check", HeldCreate.hold_after(system.jobs.rate_limiter.check))
+    for name in ("check", "check_many"):
+        monkeypatch.setattr(system.jobs.rate_limiter, name, HeldCreate.hold_after(getattr(system.jobs.rate_limiter, name)))
     create.start()
     assert create.error is None, create.error
     removed = await asyncio.to_thread(remove, system, how, upload_id)
@@ -155,7 +171,8 @@ async def test_an_upload_removed_between_the_creates_check_and_its_insert_refuse
 
     assert removed  # nothing used it yet: it went, row and bytes
     assert isinstance(create.error, FieldInvalid), f"a job {create.job_id} was stored for a removed upload"
-    assert create.error.details["field"] == "settings.sourceImage"
+    field = "settings.sourceImage" if via == "generate" else "jobs[0].settings.sourceImage"
+    assert create.error.details["field"] == field
     assert system.store.list(limit=10)[1] == 0
     check_no_job_lost_its_picture(system)
 
