@@ -18,7 +18,7 @@ from backend.errors import ImageInvalid
 from backend.media.checks import MAX_IMAGE_PIXELS, MediaLimits, MediaRejected, open_image
 from backend.settings import Settings
 from backend.system import System
-from backend.uploads.images import fit_picture
+from backend.uploads.images import PictureRefused, clean_picture, fit_picture
 from components.picture_input import preview_url
 from tests.support import pictures
 
@@ -110,7 +110,9 @@ async def test_a_large_webp_upload_leaves_pillows_guard_to_every_other_thread(tm
             await system.uploads.create(io.BytesIO(over), len(over), "over.webp")
         assert refused.value.details == {"reason": "too_many_pixels"}
         assert refused.value.message == "The picture is 6500x6308 pixels, more than the 40.0 megapixels allowed."
-        # And in this thread too, once the uploads are done.
+        with pytest.raises(PictureRefused):  # refused in this thread too
+            clean_picture(io.BytesIO(over), system.settings.max_upload_pixels)
+        # Once its uploads' calls are done, refused or not, this thread has Pillow's guard as before.
         provider_style_opens(large)
     finally:
         system.engine.dispose()
