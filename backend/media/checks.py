@@ -4,24 +4,26 @@ against the limits, before anything decodes them whole.
 An image's pixel count is read from its header before a single pixel is decoded: a 13000x13000
 PNG of one colour is a few hundred KB on the wire but 676 MB once decoded. Pillow's own guard,
 `Image.MAX_IMAGE_PIXELS`, is set here to the same limit, so that any other place that opens an
-image refuses such a file too. Nothing changes it afterwards: a caller whose own limit is larger
-(users' uploads) gets past it for that one call only (`open_image`), never for the whole process.
+image refuses such a file too. Nothing changes it afterwards. Within an `open_image` call (opening
+and the caller's decoding) Pillow's guard applies that call's limit instead, whether smaller or
+larger (users' uploads): the limit is held in a context variable, so it is that thread's (or
+task's) alone, and every other opening in the process keeps Pillow's guard as it is. Pillow has no
+per-call limit: its checks (Image.open's, the WebP reader's before it makes its decoder, crop's,
+an MPO frame's) all call `Image._decompression_bomb_check`, which is wrapped here once for that.
 """
 
 from __future__ import annotations
 
-import io
-import re
-import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import av
-from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
+from PIL import Image, UnidentifiedImageError
 
 if TYPE_CHECKING:
     from backend.settings import Settings
@@ -36,8 +38,29 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Between one and two times the limit Pillow only warns; open_image refuses those itself.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
-#: The decoders of IMAGE_FORMATS, to read an image's size from its header past Pillow's own guard.
-_HEADER_READERS = (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile, WebPImagePlugin.WebPImageFile)
+#: The pixel limit of the open_image call under way in this context (thread or task), if any.
+_call_pixel_limit: ContextVar[int | None] = ContextVar("call_pixel_limit", default=None)
+_pillows_guard = Image._decompression_bomb_check
+
+
+class _OverTheCallsLimit(Image.DecompressionBombError):
+    def __init__(self, size: tuple[int, int]):
+        super().__init__(f"{size[0]}x{size[1]} pixels")
+        self.size = size
+
+
+def _guard_at_the_calls_limit(size: tuple[int, int], *, error_only: bool = False) -> None:
+    """Pillow's guard, at the limit of the open_image call under way in this context: anything over
+    it is refused (not warned about: the WebP reader checks before its decoder allocates the canvas).
+    Elsewhere, Pillow's own, against Image.MAX_IMAGE_PIXELS."""
+    limit = _call_pixel_limit.get()
+    if limit is None:
+        _pillows_guard(size, error_only=error_only)
+    elif max(1, size[0]) * max(1, size[1]) > limit:
+        raise _OverTheCallsLimit(size)
+
+
+Image._decompression_bomb_check = _guard_at_the_calls_limit
 
 
 class MediaRejected(ValueError):
@@ -78,41 +101,8 @@ def _byte_size(source: Path | IO[bytes]) -> int:
     return size
 
 
-def _declared_size(source: Path | IO[bytes], refusal: Image.DecompressionBombError) -> str:
-    """An image's size as its header declares it ("13000x13000 pixels"), for the message when
-    Image.open refuses it: Pillow's refusal names only a pixel count, which is the fallback (the
-    WebP reader refuses in its own header check). The constructors read the header, nothing more."""
-    for reader in _HEADER_READERS:
-        if not isinstance(source, Path):
-            source.seek(0)
-        try:
-            with reader(source) as image:
-                return f"{image.size[0]}x{image.size[1]} pixels"
-        except (SyntaxError, OSError, ValueError, Image.DecompressionBombError):
-            continue
-    found = re.search(r"\((\d+) pixels\)", str(refusal))
-    return megapixels(int(found.group(1))) if found else "too many pixels"
-
-
-def _open_past_pillows_guard(source: IO[bytes], formats: tuple[str, ...]) -> Image.Image:
-    """What Image.open does for `formats`, less its process-wide pixel guard: for a caller whose own
-    limit is above that guard; open_image checks that limit next. The format's reader reads the
-    header only; nothing is decoded here."""
-    source.seek(0)
-    prefix = source.read(16)
-    for name in formats:
-        if name not in Image.OPEN:
-            Image.init()
-        factory, accept = Image.OPEN[name]
-        taken = accept(prefix) if accept is not None else True
-        if isinstance(taken, str) or not taken:  # a str is Pillow's reason for not taking it
-            continue
-        source.seek(0)
-        try:
-            return factory(source, "")
-        except (SyntaxError, IndexError, TypeError, struct.error):  # as Image.open: not this format, try the next
-            continue
-    raise UnidentifiedImageError("cannot identify image file")
+def _too_many_pixels(whose: str, size: tuple[int, int], limits: MediaLimits) -> MediaRejected:
+    return MediaRejected(f"{whose} is {size[0]}x{size[1]} pixels, more than the {megapixels(limits.image_pixels)} allowed")
 
 
 @contextmanager
@@ -123,27 +113,27 @@ def open_image(
 
     `whose` names it in the messages ("Replicate's image"). Raises MediaRejected for anything too
     large or that is not one of `formats` (Pillow's names; PNG, JPEG or WebP unless told). Decoding
-    (`load`, `convert`, `thumbnail`) is the caller's.
+    (`load`, `convert`, `thumbnail`) is the caller's, within the `with` block: there, as while
+    opening, Pillow's guard is at `limits.image_pixels` for this thread (or task) only.
     """
     size = _byte_size(source)
     if size > limits.image_bytes:
         raise MediaRejected(f"{whose} is {megabytes(size)}, more than the {megabytes(limits.image_bytes)} allowed")
+    call = _call_pixel_limit.set(limits.image_pixels)
     try:
-        if Image.MAX_IMAGE_PIXELS is not None and limits.image_pixels > Image.MAX_IMAGE_PIXELS:
-            # Read whole (within the byte limit just checked) when a path: the image owns no file then.
-            image = _open_past_pillows_guard(io.BytesIO(source.read_bytes()) if isinstance(source, Path) else source, formats)
-        else:
+        try:
+            # The format's reader reads the header only; the guard checks the size it declares.
             image = Image.open(source, formats=formats)
-    except Image.DecompressionBombError as error:  # more than twice Pillow's limit
-        declared = _declared_size(source, error)
-        raise MediaRejected(f"{whose} is {declared}, more than the {megapixels(limits.image_pixels)} allowed") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise NotAnImage(f"{whose} is not a PNG, JPEG or WebP image") from error
-    with image:
-        width, height = image.size
-        if width * height > limits.image_pixels:
-            raise MediaRejected(f"{whose} is {width}x{height} pixels, more than the {megapixels(limits.image_pixels)} allowed")
-        yield image
+        except _OverTheCallsLimit as refusal:
+            raise _too_many_pixels(whose, refusal.size, limits) from None
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise NotAnImage(f"{whose} is not a PNG, JPEG or WebP image") from error
+        with image:
+            if image.size[0] * image.size[1] > limits.image_pixels:  # the guard's to refuse; checked all the same
+                raise _too_many_pixels(whose, image.size, limits)
+            yield image
+    finally:
+        _call_pixel_limit.reset(call)
 
 
 def probe_video(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, float]:

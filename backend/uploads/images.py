@@ -20,7 +20,7 @@ from typing import IO, Any, Literal
 
 from PIL import Image, ImageFilter, ImageOps, features
 
-from backend.media.checks import MediaLimits, MediaRejected, NotAnImage, megapixels, open_image
+from backend.media.checks import MediaLimits, MediaRejected, NotAnImage, open_image
 
 try:  # HEIC: with pillow-heif installed (the `heic` extra)
     from pillow_heif import register_heif_opener
@@ -186,8 +186,8 @@ def clean_picture(source: IO[bytes], pixel_limit: int) -> CleanPicture:
                 raise _refusal_of_decoding(error) from error
     except NotAnImage as error:  # the signature matched, but Pillow cannot read the header
         raise PictureRefused("corrupt", "The picture is corrupt: its header cannot be read.") from error
-    except MediaRejected as error:  # over the pixel limit (open_image's own message names the size)
-        raise PictureRefused("too_many_pixels", f"{error} (limit {megapixels(pixel_limit)}).") from error
+    except MediaRejected as error:  # over the pixel limit: open_image's message names the size and the limit
+        raise PictureRefused("too_many_pixels", f"{error}.") from error
     except DECODING_ERRORS as error:
         raise _refusal_of_decoding(error) from error
     clean = _without_metadata(upright)

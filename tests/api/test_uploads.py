@@ -191,6 +191,23 @@ def test_hostile_pictures_are_refused_naming_why(shared_server: Server, data: by
         assert client.get("/health").status_code == 200
 
 
+@pytest.mark.parametrize("header", pictures.WEBP_HEADERS)
+def test_a_webp_is_taken_up_to_the_upload_limit_past_twice_pillows_guard(shared_server: Server, header: str):
+    """Issue 15: Pillow's WebP reader checks the size its header declares against the process-wide
+    guard (16.8 MP, refusing past twice it), which refused a 36 MP WebP under the 40 MP upload limit
+    as "36.0 megapixels, more than the 40.0 megapixels allowed"."""
+    with shared_server.client() as client:
+        data = pictures.webp_with_header(6000, 6000, header)  # 36 MP
+        taken = client.post("/api/v1/uploads", content=data, headers={"Content-Type": "image/webp"})
+        assert taken.status_code == 201, taken.text
+        assert (taken.json()["contentType"], taken.json()["width"], taken.json()["height"]) == ("image/webp", 6000, 6000)
+
+        over = pictures.webp_with_header(6500, 6308, header)  # 41.0 MP
+        body = check_error(upload(client, over, name="x.webp", content_type="image/webp"), 422, "IMAGE_INVALID")
+        assert body["details"] == {"reason": "too_many_pixels"}
+        assert body["error"] == "The picture is 6500x6308 pixels, more than the 40.0 megapixels allowed."
+
+
 def test_the_multipart_body_needs_its_file_field(shared_server: Server):
     with shared_server.client() as client:
         misnamed = client.post("/api/v1/uploads", files={"picture": ("a.png", pictures.png(), "image/png")})
