@@ -175,10 +175,13 @@ def clean_picture(source: IO[bytes], pixel_limit: int) -> CleanPicture:
     limits = MediaLimits(image_bytes=2**62, image_pixels=pixel_limit)
     try:
         with open_image(source, limits, whose="The picture", formats=(kind,)) as image:
-            if image.format != kind:  # the first bytes said one thing, the decoder found another
+            # A phone's JPEG with a multi-picture index (MPF: a depth map, a stereo pair, a preview)
+            # opens as MPO: its first picture is the photo, the others are not frames of a movie.
+            camera_jpeg = kind == "JPEG" and image.format == "MPO"
+            if image.format != kind and not camera_jpeg:  # the first bytes said one thing, the decoder found another
                 raise PictureRefused("corrupt", "The picture is corrupt: its contents do not match its type.")
             _check_dimensions(*image.size)
-            if getattr(image, "n_frames", 1) > 1:
+            if getattr(image, "n_frames", 1) > 1 and not camera_jpeg:
                 raise PictureRefused("animated", "The picture is animated (several frames): upload a still image.")
             try:
                 upright = ImageOps.exif_transpose(image)  # decodes it

@@ -67,6 +67,26 @@ def test_a_rotated_jpeg_is_stored_upright_without_its_exif(shared_server: Server
         assert bottom[2] > 200 and bottom[0] < 60, f"the bottom half is blue when upright, got {bottom}"
 
 
+def test_a_phones_jpeg_with_a_multi_picture_index_is_taken_as_its_photo(shared_server: Server):
+    """Phones write JPEGs with an MPF index (a depth map, a stereo pair): Pillow opens them as MPO.
+    The photo is the first picture; the upload keeps it alone, as a plain JPEG."""
+    photo, depth = Image.new("RGB", (320, 240), (200, 30, 30)), Image.new("RGB", (160, 120), (20, 20, 20))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[depth])
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        assert (opened.format, opened.n_frames) == ("MPO", 2)  # what the test sends is what phones send
+    with shared_server.client() as client:
+        response = upload(client, buffer.getvalue(), name="IMG_2041.jpg")
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert (body["contentType"], body["width"], body["height"]) == ("image/jpeg", 320, 240)
+        stored = client.get(f"/api/v1/uploads/{body['id']}/content").content
+    with Image.open(io.BytesIO(stored)) as kept:
+        assert kept.format == "JPEG" and getattr(kept, "n_frames", 1) == 1 and "mp" not in kept.info
+        red, green, _ = kept.convert("RGB").getpixel((160, 120))
+        assert red > 180 and green < 60  # the photo, not the depth map
+
+
 @pytest.mark.parametrize(("image_format", "content_type"), [("AVIF", "image/avif"), ("HEIF", "image/heic")], ids=["avif", "heic"])
 def test_avif_and_heic_are_stored_upright_as_jpeg_without_their_exif(shared_server: Server, image_format: str, content_type: str):
     """AVIF (Pillow's libavif) and HEIC (pillow-heif): by multipart with a misleading name, and as a
