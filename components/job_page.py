@@ -54,6 +54,7 @@ KNOWN_METADATA = {
     "videoHeight",
     "understoodWords",  # shown in the image card: what the local renderer drew
     "notUnderstoodWords",
+    "imageOnly",  # an image-only job has a "Video" row saying so instead of the video's rows
 }
 
 
@@ -292,6 +293,7 @@ class JobDetail:
         _enable(self.image_button, bool(job.get("image_url")))
         _enable(self.video_button, bool(job.get("video_url")))
         image_only = bool((job.get("metadata") or {}).get("imageOnly"))
+        set_visible(self.video_button, not image_only)  # no video will ever be there to download
         set_visible(self.animate_button, image_only and status == "completed" and bool(job.get("image_url")) and not self.removed)
 
         failed = status == "failed"
@@ -333,8 +335,10 @@ class JobDetail:
         )
         if meta.get("videoWidth"):
             self.video_caption.text = f"{meta['videoWidth']}×{meta['videoHeight']} · {meta.get('videoDuration')} s · H.264"
-        else:
+        elif not meta.get("imageOnly"):
             self.video_caption.text = f"{meta.get('videoDuration')} s"
+        else:
+            self.video_caption.text = ""  # no length for a video that is not made
         self.image_caption.text = str(meta.get("imageSize", "")).replace("x", "×")
         status = job["status"]
         for placeholder, kind in ((self.video_placeholder, "video"), (self.image_placeholder, "image")):
@@ -441,6 +445,9 @@ class JobDetail:
         ]
         if meta.get("videoWidth"):
             rows.insert(6, ("Video size", f"{meta['videoWidth']}×{meta['videoHeight']}"))
+        if meta.get("imageOnly"):  # no video to describe: one row says why
+            rows = [row for row in rows if not row[0].startswith("Video")]
+            rows.insert(2, ("Video", "none: images first (Animate this one makes it as a new job)"))
         for key, value in meta.items():  # provider extras, e.g. DALL-E's revised prompt
             if key not in KNOWN_METADATA and value not in (None, ""):
                 rows.append((_words(key), str(value)))

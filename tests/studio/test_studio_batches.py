@@ -66,6 +66,11 @@ def test_variants_images_first_then_animate_this_one(page: Page, studio_server: 
     page.goto(f"{studio_server.url}/jobs/{ids[0]}")
     page.wait_for_function("() => window.did_handshake === true")
     expect(page.get_by_text("Images first: this job makes no video.")).to_be_visible()
+    settings = page.get_by_test_id("settings")
+    expect(settings.locator('dt[data-key="Video"] + dd')).to_contain_text("none: images first")
+    expect(settings.locator('dt[data-key="Video length"]')).to_have_count(0)  # no length for a video never made
+    expect(settings.locator('dt[data-key="Image only"]')).to_have_count(0)  # not listed again as an extra
+    expect(page.get_by_test_id("download-video")).to_be_hidden()  # nothing to download, ever
     expect(page.get_by_test_id("job-batch")).to_have_attribute("href", re.compile(r"/batches/bat_"))
     shot(page, "job-page-image-only")
     page.get_by_test_id("animate").click()
@@ -73,5 +78,6 @@ def test_variants_images_first_then_animate_this_one(page: Page, studio_server: 
     page.wait_for_url(lambda url: re.search(r"/jobs/job_[\w-]+$", url) is not None and not url.endswith(f"/{ids[0]}"))
     expect(page.get_by_test_id("job-status")).to_have_text("Completed", timeout=JOB_TIMEOUT_MS)
     expect(page.get_by_test_id("video")).to_be_visible()
+    expect(page.get_by_test_id("download-video")).to_be_visible()  # the animated job's video, to download
     expect(page.get_by_test_id("animate")).to_be_hidden()
     assert not page.errors, page.errors  # type: ignore[attr-defined]
