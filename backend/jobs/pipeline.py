@@ -389,7 +389,7 @@ class Pipeline:
         source_job = job.extra.get("sourceJob")
         if source_job is not None:
             picture = f"the image of job {source_job}"
-            data = await asyncio.to_thread(self._image_of, str(source_job))
+            data = await asyncio.to_thread(self._source_copy, job, str(source_job))
         else:
             upload_id = str(job.extra.get("sourceImage"))
             picture = f"your picture {upload_id}"
@@ -403,6 +403,12 @@ class Pipeline:
         png = await asyncio.to_thread(fit_picture, data, width, height, "contain" if fit == "contain" else "crop", pixel_limit)
         run.log(f"{picture} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: no image provider, no cost")
         return ImageResult(png=png, model=UPLOAD_PROVIDER)
+
+    def _source_copy(self, job: Job, source_job: str) -> bytes | None:
+        """The job's own copy of the image it animates (made by JobService.animate, so that the image-only
+        job's removal or expiry cannot take it away); a job queued before copies were made reads the source's."""
+        own = self.media.read_bytes(self.media.relative_path(job.id, "image"))
+        return own if own is not None else self._image_of(source_job)
 
     def _image_of(self, job_id: str) -> bytes | None:
         """The PNG of a stored job (the image-only job an animate continues); None once it is gone."""
