@@ -122,7 +122,8 @@ class StepRun:
         self.next_preview: bytes | None = None
         self.previewer: asyncio.Task[None] | None = None
         self.previews = 0
-        self.preview_written = False
+        # Resumed: the process that ran the step before may have left a preview, gone when this run ends.
+        self.preview_written = resumed
         self.previews_closed = False
         self.task = asyncio.current_task()  # the job's run, stopped when a write finds the job ended
         self._loop = asyncio.get_running_loop()
@@ -352,7 +353,8 @@ class Pipeline:
                 jpeg = await asyncio.to_thread(clean_preview, frame)
                 run.preview_written = True
                 await _store_in_thread(self.media.write_preview, run.job_id, jpeg)
-            except (MediaRejected, MediaStorageError, OSError) as error:
+            # A malformed frame may also raise SyntaxError or ValueError from Pillow's decoder: skipped too.
+            except (MediaRejected, MediaStorageError, OSError, SyntaxError, ValueError) as error:
                 log.warning("job %s: a preview frame was not kept: %s", run.job_id, error)
                 continue
             run.previews += 1
@@ -532,6 +534,8 @@ class Pipeline:
             self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, note, **fields)
         except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
             await self._stopped_elsewhere(job_id, run, lost.status)
+        if run is None:  # failed before a step ran here (a resumed job): a preview a stopped process left goes
+            await asyncio.shield(asyncio.to_thread(self.media.remove_preview, job_id))
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
         remote = run is not None and bool(run.remote_id)
