@@ -292,6 +292,9 @@ async def preview(
     else:
         user = authenticate(request, system, credentials)
     job = system.jobs.get(job_id, user).job
+    if job.job_status not in (JobStatus.GENERATING_IMAGE, JobStatus.GENERATING_VIDEO):
+        # No step runs: a file still there is a leftover (a crashed or replaced worker's), not a live preview.
+        raise PreviewNotFound(job_id, job.status)
     try:
         jpeg = await asyncio.to_thread(system.media.read_preview, job.id)
     except MediaStorageError as error:

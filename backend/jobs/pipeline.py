@@ -122,7 +122,8 @@ class StepRun:
         self.next_preview: bytes | None = None
         self.previewer: asyncio.Task[None] | None = None
         self.previews = 0
-        self.preview_written = False
+        # Resumed: the process that ran the step before may have left a preview, gone when this run ends.
+        self.preview_written = resumed
         self.previews_closed = False
         self.task = asyncio.current_task()  # the job's run, stopped when a write finds the job ended
         self._loop = asyncio.get_running_loop()
@@ -352,7 +353,8 @@ class Pipeline:
                 jpeg = await asyncio.to_thread(clean_preview, frame)
                 run.preview_written = True
                 await _store_in_thread(self.media.write_preview, run.job_id, jpeg)
-            except (MediaRejected, MediaStorageError, OSError) as error:
+            # A malformed frame may also raise SyntaxError or ValueError from Pillow's decoder: skipped too.
+            except (MediaRejected, MediaStorageError, OSError, SyntaxError, ValueError) as error:
                 log.warning("job %s: a preview frame was not kept: %s", run.job_id, error)
                 continue
             run.previews += 1
@@ -389,7 +391,7 @@ class Pipeline:
         source_job = job.extra.get("sourceJob")
         if source_job is not None:
             picture = f"the image of job {source_job}"
-            data = await asyncio.to_thread(self._image_of, str(source_job))
+            data = await asyncio.to_thread(self._source_copy, job, str(source_job))
         else:
             upload_id = str(job.extra.get("sourceImage"))
             picture = f"your picture {upload_id}"
@@ -403,6 +405,12 @@ class Pipeline:
         png = await asyncio.to_thread(fit_picture, data, width, height, "contain" if fit == "contain" else "crop", pixel_limit)
         run.log(f"{picture} ({source_width}x{source_height}) fitted to {width}x{height} by {fit}: no image provider, no cost")
         return ImageResult(png=png, model=UPLOAD_PROVIDER)
+
+    def _source_copy(self, job: Job, source_job: str) -> bytes | None:
+        """The job's own copy of the image it animates (made by JobService.animate, so that the image-only
+        job's removal or expiry cannot take it away); a job queued before copies were made reads the source's."""
+        own = self.media.read_bytes(self.media.relative_path(job.id, "image"))
+        return own if own is not None else self._image_of(source_job)
 
     def _image_of(self, job_id: str) -> bytes | None:
         """The PNG of a stored job (the image-only job an animate continues); None once it is gone."""
@@ -526,6 +534,8 @@ class Pipeline:
             self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, note, **fields)
         except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
             await self._stopped_elsewhere(job_id, run, lost.status)
+        if run is None:  # failed before a step ran here (a resumed job): a preview a stopped process left goes
+            await asyncio.shield(asyncio.to_thread(self.media.remove_preview, job_id))
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
         remote = run is not None and bool(run.remote_id)

@@ -68,6 +68,11 @@ def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
 
 
+#: The key of a `source` that names the id chosen for the job beforehand (animate stores the job's
+#: copy of its image under it first); taken out, never stored in `extra`.
+PRESET_JOB_ID = "presetJobId"
+
+
 def new_batch_id() -> str:
     return "bat_" + secrets.token_urlsafe(9)
 
@@ -380,8 +385,9 @@ class JobService:
         settings = request.settings
         if seed is None:
             seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        source = dict(source)  # the caller's stays as it was
         job = Job(
-            id=new_job_id(),
+            id=str(source.pop(PRESET_JOB_ID, None) or new_job_id()),
             prompt=request.prompt,
             provider=request.provider,
             video_provider=choice.video_provider,
@@ -547,8 +553,32 @@ class JobService:
             }
         )
         width, height = (int(part) for part in job.image_size.split("x"))
-        source: dict[str, object] = {"sourceJob": job.id, "sourceWidth": width, "sourceHeight": height, "fit": "crop"}
-        return await self.create(request, user, source=source, batch_id=job.batch_id)
+        # The image is copied into the new job's own media now, before the job exists: a DELETE of the
+        # image-only job or media retention can then no longer take it from the queued job (docs/architecture.md).
+        new_id = new_job_id()
+        if not await asyncio.to_thread(self._copy_image, job.image_path, new_id):
+            raise JobNotAnimatable(job.id, job.status, "its image is gone (removed, or media retention)")
+        source: dict[str, object] = {
+            "sourceJob": job.id,
+            "sourceWidth": width,
+            "sourceHeight": height,
+            "fit": "crop",
+            PRESET_JOB_ID: new_id,
+        }
+        try:
+            return await self.create(request, user, source=source, batch_id=job.batch_id)
+        except BaseException:
+            if self.store.get(new_id) is None:  # refused (budget, queue, ...): the copy is nobody's
+                await asyncio.shield(asyncio.to_thread(self.media.remove_job, new_id))
+            raise
+
+    def _copy_image(self, relative: str | None, job_id: str) -> bool:
+        """Copy a stored job image to be `job_id`'s own (blocking: maybe S3); False when it is gone."""
+        png = self.media.read_bytes(relative)
+        if png is None:
+            return False
+        self.media.write_image(job_id, png)
+        return True
 
     # -- reading ----------------------------------------------------------------------
 
