@@ -68,11 +68,6 @@ def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(9)
 
 
-#: The key of a `source` that names the id chosen for the job beforehand (animate stores the job's
-#: copy of its image under it first); taken out, never stored in `extra`.
-PRESET_JOB_ID = "presetJobId"
-
-
 def new_batch_id() -> str:
     return "bat_" + secrets.token_urlsafe(9)
 
@@ -335,9 +330,11 @@ class JobService:
         *,
         source: dict[str, object] | None = None,
         batch_id: str | None = None,
+        job_id: str | None = None,
     ) -> JobRecord:
         """Create and queue one job. `source`: what the job keeps of the picture it animates, when
-        the service chose it (animate); `batch_id`: the batch it joins."""
+        the service chose it (animate); `batch_id`: the batch it joins; `job_id`: the id chosen
+        beforehand (animate stores the job's copy of its image under it first)."""
         source = self._source_image(request, user) if source is None else source
         choice, total = self._check_providers(request)
         if request.webhook is not None:
@@ -348,7 +345,7 @@ class JobService:
             raise QueueFull(self.max_queued_jobs)
         self.budgets.check(user.name, total)  # 402 BUDGET_EXCEEDED, nothing stored
         self.rate_limiter.check(user.name)  # last: a refused request (400, 503) takes no slot of the user's minute
-        job = self._new_job(request, user, choice, source, batch_id=batch_id)
+        job = self._new_job(request, user, choice, source, batch_id=batch_id, job_id=job_id)
         with self.pipeline.transition(job.id) as (connection, events):
             record = self.store.create(job, connection=connection)
             self._claim_upload(connection, source)
@@ -380,14 +377,14 @@ class JobService:
         seed: int | None = None,
         batch_id: str | None = None,
         created_at: datetime | None = None,
+        job_id: str | None = None,
     ) -> Job:
         """The row of a new job, not stored yet."""
         settings = request.settings
         if seed is None:
             seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        source = dict(source)  # the caller's stays as it was
         job = Job(
-            id=str(source.pop(PRESET_JOB_ID, None) or new_job_id()),
+            id=job_id or new_job_id(),
             prompt=request.prompt,
             provider=request.provider,
             video_provider=choice.video_provider,
@@ -563,10 +560,9 @@ class JobService:
             "sourceWidth": width,
             "sourceHeight": height,
             "fit": "crop",
-            PRESET_JOB_ID: new_id,
         }
         try:
-            return await self.create(request, user, source=source, batch_id=job.batch_id)
+            return await self.create(request, user, source=source, batch_id=job.batch_id, job_id=new_id)
         except BaseException:
             if self.store.get(new_id) is None:  # refused (budget, queue, ...): the copy is nobody's
                 await asyncio.shield(asyncio.to_thread(self.media.remove_job, new_id))

@@ -75,7 +75,7 @@ async def animated_while_held(system: System, world: World, take_away: Callable[
     await asyncio.wait_for(done.wait(), 30)
     result = system.jobs.get(animated_id).job
     assert (result.status, result.error) == ("completed", None)
-    assert result.extra["sourceJob"] == source and "presetJobId" not in result.extra
+    assert result.extra["sourceJob"] == source
     with Image.open(system.media.root / animated_id / "image.png") as taken:
         assert taken.size == (1024, 1024)
         assert taken.getpixel((512, 512)) == (30, 90, 160)  # the source's picture, fitted by crop
