@@ -86,14 +86,19 @@ class ReplicateImageProvider(RemoteTaskProvider):
 
     # -- the step --------------------------------------------------------------------
 
-    async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
-        model = self._model(request)
+    async def _predict(self, request: Any, ctx: StepContext, model: str) -> tuple[str, dict[str, Any]]:
+        """The model's prediction, run to its end (`_run`); a model Replicate says does not exist
+        is told as such, naming it and the way out (`_model_missing`)."""
         try:
-            prediction_id, prediction = await self._run(request, ctx)
+            return await self._run(request, ctx)
         except ProviderError as error:
             if error.code != "MODEL_NOT_FOUND":
                 raise
             raise self._model_missing(model, error) from error
+
+    async def generate(self, request: ImageRequest, ctx: StepContext) -> ImageResult:
+        model = self._model(request)
+        prediction_id, prediction = await self._predict(request, ctx, model)
         url = self._output_url(prediction)
         ctx.progress(0.9, "downloading the image from Replicate")
         with tempfile.TemporaryDirectory(prefix="promptreel-replicate-") as folder:

@@ -39,12 +39,7 @@ class ReplicateVideoProvider(ReplicateImageProvider):
 
     async def animate(self, request: VideoRequest, ctx: StepContext) -> VideoResult:
         model = self._video_model(request)
-        try:
-            prediction_id, prediction = await self._run(request, ctx)
-        except ProviderError as error:
-            if error.code != "MODEL_NOT_FOUND":
-                raise
-            raise self._model_missing(model, error) from error
+        prediction_id, prediction = await self._predict(request, ctx, model)
         url = self._output_url(prediction)
         ctx.progress(0.92, "downloading the video from Replicate")
         width, height, seconds = await self._download_video(url, request.output_path, ctx)

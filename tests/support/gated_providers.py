@@ -12,6 +12,7 @@ import asyncio
 import io
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -179,3 +180,18 @@ class GatedProviders(ProviderRegistry):
 
     def video(self, name: str) -> Any:
         return self.gated_video if name == self.gated_video.name else super().video(name)
+
+
+def gated_settings(data_dir: Path, database_url: str, **extra: Any) -> Settings:
+    """The settings of a System run on the gated providers: no provider key from the environment
+    (the gates stand in for them), no rate limit; `extra` adds or overrides settings by name."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        PROMPTREEL_DATA_DIR=data_dir,
+        DATABASE_URL=database_url,
+        OPENAI_API_KEY=None,
+        REPLICATE_API_TOKEN=None,
+        RUNWAYML_API_SECRET=None,
+        PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
+        **extra,
+    )

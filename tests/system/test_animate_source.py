@@ -16,10 +16,9 @@ from PIL import Image
 from backend.errors import JobNotAnimatable, QueueFull
 from backend.jobs.request import UPLOAD_PROVIDER, AnimateRequest, GenerateRequest
 from backend.media.retention import expire_media
-from backend.settings import Settings
 from backend.store.models import StepKind, utcnow
 from backend.system import System
-from tests.support.gated_providers import GatedProviders, World
+from tests.support.gated_providers import GatedProviders, World, gated_settings
 from tests.system.test_batch_cancel import ended, flux_request, parked, png_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,15 +26,10 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 async def gated(tmp_path: Path) -> AsyncIterator[tuple[System, World]]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        PROMPTREEL_DATA_DIR=tmp_path / "data",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
-        OPENAI_API_KEY=None,
-        REPLICATE_API_TOKEN=None,
-        RUNWAYML_API_SECRET=None,
+    settings = gated_settings(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'jobs.db'}",
         PROMPTREEL_REMOTE_CONCURRENCY=1,  # one image step of each provider at a time: the test holds the upload's
-        PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
     )
     world = World()
     system = System(settings)

@@ -15,10 +15,9 @@ from PIL import Image
 
 from backend.errors import JobNotAnimatable
 from backend.jobs.request import AnimateRequest, GenerateRequest, VariantsRequest
-from backend.settings import Settings
 from backend.store.models import StepKind
 from backend.system import System
-from tests.support.gated_providers import Call, GatedProviders, World
+from tests.support.gated_providers import Call, GatedProviders, World, gated_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,15 +27,10 @@ GEN4_TURBO_5S = 0.25  # a 5 s gen4_turbo video
 
 @pytest.fixture
 async def gated(tmp_path: Path) -> AsyncIterator[tuple[System, World]]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        PROMPTREEL_DATA_DIR=tmp_path / "data",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
-        OPENAI_API_KEY=None,
-        REPLICATE_API_TOKEN=None,
-        RUNWAYML_API_SECRET=None,
+    settings = gated_settings(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'jobs.db'}",
         PROMPTREEL_REMOTE_CONCURRENCY=1,  # one image and one video at a time: the others wait in the queue
-        PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
     )
     world = World()
     system = System(settings)

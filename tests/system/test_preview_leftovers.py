@@ -21,7 +21,7 @@ from backend.jobs.request import GenerateRequest
 from backend.settings import Settings
 from backend.store.models import StepKind
 from backend.system import System
-from tests.support.gated_providers import GatedProviders, World
+from tests.support.gated_providers import GatedProviders, World, gated_settings
 from tests.support.jobs import local_job
 from tests.support.server import Server
 from tests.support.streams import EventStream
@@ -31,15 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def settings_in(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        PROMPTREEL_DATA_DIR=tmp_path / "data",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
-        OPENAI_API_KEY=None,
-        REPLICATE_API_TOKEN=None,
-        RUNWAYML_API_SECRET=None,
-        PROMPTREEL_RATE_LIMIT_PER_MINUTE=0,
-    )
+    return gated_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
 async def started(settings: Settings, world: World, process: str) -> System:
