@@ -530,12 +530,13 @@ class Pipeline:
             assert run is not None
             note += f" (the provider had finished this step: charged ${charge:.4f})"
             fields[COST_COLUMN[run.kind]] = charge
+        if run is None:  # failed before a step ran here (a resumed job): a preview a stopped process left goes,
+            # before the end is announced, so that whoever waits for it finds the preview gone
+            await asyncio.shield(asyncio.to_thread(self.media.remove_preview, job_id))
         try:
             self._close(job_id, JobStatus.FAILED, StepStatus.FAILED, note, **fields)
         except JobFinished as lost:  # it ended elsewhere first (a cancel): that end stands
             await self._stopped_elsewhere(job_id, run, lost.status)
-        if run is None:  # failed before a step ran here (a resumed job): a preview a stopped process left goes
-            await asyncio.shield(asyncio.to_thread(self.media.remove_preview, job_id))
 
     async def _cancel(self, job_id: str, run: StepRun | None) -> None:
         remote = run is not None and bool(run.remote_id)
