@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -15,9 +15,9 @@ from pydantic import Discriminator, Field, Tag
 from typing_extensions import TypedDict
 
 from backend.api.deps import JobsDep, SystemDep, UserDep
-from backend.api.routes import errors, job_response, present
+from backend.api.routes import IdempotencyKeyHeader, errors, job_response, present
 from backend.api.schemas import Job
-from backend.jobs.idempotency import HEADER, IDEMPOTENCY_KEY_DOC, KEY_PATTERN, MAX_KEY_LENGTH, REPLAYED_HEADER, check_key
+from backend.jobs.idempotency import REPLAYED_HEADER, check_key
 from backend.jobs.public import batch_data
 from backend.jobs.request import AnimateRequest, BatchListRequest, VariantsRequest
 from backend.store.batches import BatchRecord
@@ -103,10 +103,7 @@ async def create_batch(
     system: SystemDep,
     jobs: JobsDep,
     user: UserDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN, description=IDEMPOTENCY_KEY_DOC),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Create several jobs at once, all or nothing: `count` (2-8) variants of one request with
     different seeds, or a list of up to 50 requests (`jobs`). Answers the batch with its pending jobs."""

@@ -21,6 +21,12 @@ from backend.store.jobs import JobRecord
 from backend.store.models import JobStatus
 from backend.system import System
 
+#: The optional `Idempotency-Key` header of the creates (generate, batches): one declaration, one validation.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN, description=IDEMPOTENCY_KEY_DOC),
+]
+
 #: What a batch id looks like (`bat_` and URL-safe characters): anything else is 422, never a query.
 BATCH_ID_PATTERN = r"^bat_[A-Za-z0-9_-]{1,60}$"
 
@@ -124,10 +130,7 @@ async def generate(
     request: Request,
     system: SystemDep,
     user: UserDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN, description=IDEMPOTENCY_KEY_DOC),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Start a job: image step, then video step. Answers at once with the pending job."""
     if idempotency_key is not None:  # backend/jobs/idempotency.py
